@@ -1,0 +1,248 @@
+"""One run of the feature-averaging experiment (arXiv 2410.10322), as a pure function of its config.
+
+``run_feature_averaging(cfg)`` generates the cluster data, initialises a binary or multi-class two-layer net,
+trains it with the scan trainer and returns every metric the sim needs. Traced fields (seeds, lr, init scale,
+sigma, split, width inside its bucket) may be tracers: the sweep engine vmaps this function over runs.
+
+Keys: data from fold_in(PRNGKey(data_seed), 1); init/batches/attacks from fold_in(PRNGKey(model_seed), 2) and
+its sub-streams. A run's numbers depend only on its own config, never on its position in a sweep.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..config import require, traced
+from ..data.clusters import ClusterData, make_cluster_data
+from ..losses import cross_entropy, logistic
+from ..metrics import features as F
+from ..metrics import robustness as R
+from ..models.two_layer import TwoLayerNet, apply_two_layer, init_two_layer, neuron_group, neuron_mask, \
+    readout_matrix
+from ..optim import OptimConfig, make_optimizer
+from ..trainer import TrainConfig, record_plan, train
+
+OBJECTIVES = ("margin", "ce")
+READOUTS = ("binary", "sum", "max")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+    steps: int = 40  # PGD steps; alpha = rel_step * eps / steps
+    restarts: int = 5
+    rel_step: float = 2.5
+    n_points: int = 1000  # test points attacked (the first n_points of the test set)
+    eps_max: float = 1.6  # eps grid ends at eps_max * sqrt(d/2)
+    eps_step: float = 0.05  # grid step = eps_step * sqrt(d/k)
+    ce: bool = True  # multi-class: also attack the native CE loss (success judged on each read-out)
+    flip_grid: int = 128
+    direction_eps: float = 1.15  # attack-direction probe at direction_eps * sqrt(d/k)
+    record_points: int = 200  # test points for the flip radius recorded during training
+
+    def validate(self, n_test: int) -> "AttackConfig":
+        require(self.steps >= 1, "attack.steps", "an integer >= 1", self.steps)
+        require(self.restarts >= 1, "attack.restarts", "an integer >= 1", self.restarts)
+        require(1 <= self.n_points <= n_test, "attack.n_points", f"1 <= n_points <= n_test = {n_test}",
+                self.n_points)
+        require(1 <= self.record_points <= n_test, "attack.record_points",
+                f"1 <= record_points <= n_test = {n_test}", self.record_points)
+        require(self.eps_max > 0 and self.eps_step > 0, "attack.eps_max/eps_step", "numbers > 0",
+                (self.eps_max, self.eps_step))
+        require(self.rel_step > 0, "attack.rel_step", "a number > 0", self.rel_step)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class FARun:
+    data: ClusterData = ClusterData()
+    model: TwoLayerNet = TwoLayerNet()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    attack: AttackConfig = AttackConfig()
+    data_seed: int = traced(0)
+    model_seed: int = traced(0)
+
+    def validate(self) -> "FARun":
+        self.data.validate()
+        model = self.model.validate()
+        self.optim.validate(self.data.n_train)
+        self.train.validate()
+        self.attack.validate(self.data.n_test)
+        require(self.model.kind == "multiclass" or self.data.groups is None, "data.groups",
+                "None for the binary model (super-classes need kind='multiclass')", self.data.groups)
+        return dataclasses.replace(self, model=model)
+
+
+def eps_grid(cfg: FARun) -> jax.Array:
+    """``(eps,)`` uniform grid 0 .. eps_max sqrt(d/2), step <= eps_step sqrt(d/k) (static length)."""
+    d, k, a = cfg.data.d, cfg.data.k, cfg.attack
+    top = a.eps_max * math.sqrt(d / 2)
+    n = int(math.ceil(top / (a.eps_step * math.sqrt(d / k)))) + 1
+    return jnp.linspace(0.0, top, n)
+
+
+def readouts(cfg: FARun) -> tuple[str, ...]:
+    return ("binary",) if cfg.model.kind == "binary" else ("sum", "max")
+
+
+def main_readout(cfg: FARun) -> str:
+    return "binary" if cfg.model.kind == "binary" else "max"
+
+
+def run_feature_averaging(cfg: FARun) -> dict:
+    """Train one net and measure it. Shapes below: k clusters, c outputs, N neurons (padded), E eps values."""
+    dc, mc = cfg.data, cfg.model
+    c = dc.n_classes
+    data = make_cluster_data(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1), dc)
+    mkey = jax.random.fold_in(jax.random.PRNGKey(cfg.model_seed), 2)
+    k_init, k_batch, k_attack = (jax.random.fold_in(mkey, i) for i in range(3))
+    centres, signs = data["centres"], data["signs"]
+    A = readout_matrix(mc, c)
+    mask = neuron_mask(mc, c)
+    sup_sign = signs[jnp.arange(c) * (dc.k // c)]  # binary class of each output (multi-class)
+    binary = mc.kind == "binary"
+
+    params0 = init_two_layer(k_init, mc, dc.d, c)
+
+    def outputs(p, x):
+        return apply_two_layer(p, x, A)
+
+    if binary:
+        def loss_fn(p, x, lab):
+            return logistic(outputs(p, x)[:, 0], lab)
+        tr_y = data["train"]["y"]
+    else:
+        def loss_fn(p, x, lab):
+            return cross_entropy(outputs(p, x), lab)
+        tr_y = data["train"]["label"]
+
+    v0 = signs @ centres  # sum_{J+} mu - sum_{J-} mu, norm sqrt(k d)
+    vhat = v0 / jnp.linalg.norm(v0)
+    test = data["test"]
+    main = main_readout(cfg)
+    t_max = 2.0 * math.sqrt(dc.d)
+
+    def margin_along_v(p, x, y, kind, n):
+        """Exact flip radius along v(x) = -y vhat for the first n points."""
+        z0 = outputs_pre(p, x[:n])
+        wv = p["w"] @ vhat
+
+        def ray(t):
+            pre = z0 - (y[:n] * t)[:, None] * wv[None, :]
+            return y[:n] * R.binary_readout(jax.nn.relu(pre) @ A.T, sup_sign, kind)
+
+        return R.flip_radius(ray, n, t_max, cfg.attack.flip_grid)
+
+    def outputs_pre(p, x):
+        z = x @ p["w"].T
+        return z + p["b"] if "b" in p else z
+
+    def record_fn(p):
+        out = outputs(p, data["train"]["x"])
+        loss = jnp.mean(loss_fn(p, data["train"]["x"], tr_y))
+        fte = R.binary_readout(outputs(p, test["x"]), sup_sign, main)
+        rec = {"loss": loss, "test_acc": jnp.mean(fte * test["y"] > 0)}
+        if binary:
+            side = jnp.where(neuron_group(mc, c) == 0, 1.0, -1.0)
+            rec["cos_in"] = F.binary_feature_summary(centres, p["w"], signs, side, mask)["in_mean"]
+        else:
+            eq = A @ p["w"]
+            cosm = F.cosine_matrix(centres, eq)
+            block = (data["superclass"][:, None] == jnp.arange(c)[None, :]).astype(cosm.dtype)
+            rec["cos_in"] = F.block_summary(cosm, block, jnp.ones((c,), cosm.dtype))["in_mean"]
+        r = margin_along_v(p, test["x"], test["y"], main, cfg.attack.record_points)
+        rec["flip_median"] = jnp.median(r)
+        del out
+        return rec
+
+    plan = record_plan(cfg.train.steps, cfg.train.n_records, cfg.train.plan)
+    opt = make_optimizer(cfg.optim)
+    params, records = train(loss_fn, params0, data["train"]["x"], tr_y, opt, plan=plan, record_fn=record_fn,
+                            key=k_batch, batch_size=cfg.optim.batch_size, sampling=cfg.optim.sampling)
+
+    res: dict = {"records": records, "plan": jnp.asarray(plan)}
+    res["diverged"] = ~jnp.isfinite(records["loss"][-1]) | ~jnp.all(jnp.isfinite(params["w"]))
+    res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
+    res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d
+
+    # ---- features
+    if binary:
+        side = jnp.where(neuron_group(mc, c) == 0, 1.0, -1.0)
+        res["features"] = F.binary_feature_summary(centres, params["w"], signs, side, mask)
+    else:
+        eq = A @ params["w"]  # equivalent weight per output (c, d)
+        cosm = F.cosine_matrix(centres, eq)
+        block = (data["superclass"][:, None] == jnp.arange(c)[None, :]).astype(cosm.dtype)
+        res["features"] = {**F.block_summary(cosm, block, jnp.ones((c,), cosm.dtype)), "cos": cosm}
+    if "b" in params:
+        res["bias_mean_abs"] = jnp.sum(jnp.abs(params["b"]) * mask) / jnp.sum(mask)
+
+    # ---- robustness
+    n = cfg.attack.n_points
+    xa, ya, la = test["x"][:n], test["y"][:n], test["label"][:n]
+    z0, wq, q = R.reduce_two_layer(params, xa, extra=vhat[None, :])
+    p_dim = wq.shape[1]
+    eps = eps_grid(cfg)
+
+    # Every (read-out, objective) attack runs through ONE vmapped PGD program (compiled once, not per attack).
+    kinds = readouts(cfg)
+    attacks = [(kind, "margin") for kind in kinds]
+    if not binary and cfg.attack.ce:
+        attacks += [(kind, "ce") for kind in kinds]
+    kind_idx = jnp.asarray([READOUTS.index(a[0]) for a in attacks])
+    obj_idx = jnp.asarray([OBJECTIVES.index(a[1]) for a in attacks])
+
+    def make_fns(ki, oi):
+        def out_of(delta):
+            return jax.nn.relu(z0 + delta @ wq.T) @ A.T
+
+        def margin(delta):
+            o = out_of(delta)
+            f = jnp.stack([R.binary_readout(o, sup_sign, r) for r in kinds])
+            return ya * f[jnp.clip(ki - READOUTS.index(kinds[0]), 0, len(kinds) - 1)]
+
+        def loss(delta):
+            # Ascending softplus(-margin) and descending the margin give the same normalised step; using the
+            # margin directly avoids the sigmoid factor underflowing (false robustness) at large margins.
+            return jnp.where(oi == 0, -margin(delta), cross_entropy(out_of(delta), la))
+
+        return margin, loss
+
+    k_start = jax.random.split(k_attack, cfg.attack.restarts)
+    starts = lax.map(lambda kk: R.reduced_ball_start(kk, q, n), k_start)  # unit ball, (restarts, n, p)
+
+    def attack(ki, oi):
+        margin, loss = make_fns(ki, oi)
+        acc, _ = R.robust_accuracy_curve(margin, loss, eps, starts, steps=cfg.attack.steps,
+                                         rel_step=cfg.attack.rel_step)
+        r50, cens = R.crossing(eps, acc)
+        return {"acc": acc, "r50": r50, "r50_censored": cens, "clean_acc": jnp.mean(margin(starts[0] * 0) > 0)}
+
+    curves = jax.vmap(attack)(kind_idx, obj_idx)
+    res["eps"] = eps
+    rob = {}
+    for i, (kind, obj) in enumerate(attacks):
+        name = kind if obj == "margin" else f"{kind}_ce"
+        rob[name] = jax.tree.map(lambda a: a[i], curves)
+    res["robust"] = rob
+    for kind in kinds:
+        rob[kind]["flip"] = margin_along_v(params, test["x"], test["y"], kind, n)
+
+    # ---- attack geometry (main read-out): direction of successful PGD perturbations vs v(x)
+    margin, loss = make_fns(READOUTS.index(main), 0)
+    e_dir = cfg.attack.direction_eps * math.sqrt(dc.d / dc.k)
+    _, final, _ = R.pgd(margin, loss, e_dir * starts[0], e_dir, cfg.attack.steps,
+                        cfg.attack.rel_step * e_dir / cfg.attack.steps)
+    v_coord = q.T @ vhat  # vhat lies in span(Q): exact coordinates
+    dir_cos = -ya * (final[:, :-1] @ v_coord) / jnp.maximum(jnp.linalg.norm(final, axis=1), 1e-30)
+    success = margin(final) <= 0
+    res["attack_direction"] = {"cos": dir_cos, "success": success}
+    # clean-point input gradient vs the averaged direction
+    gx = jax.grad(lambda x: jnp.sum(R.binary_readout(outputs(params, x), sup_sign, main)))(xa)
+    res["grad_cos"] = (gx @ vhat) / jnp.maximum(jnp.linalg.norm(gx, axis=1), 1e-30)
+    res["test_y"] = ya
+    return res

@@ -1,0 +1,169 @@
+"""Robustness metrics: binary read-outs, exact directional flip radius, l2 PGD, robust accuracy, r50.
+
+All attacks are written against a *margin function* ``margin(delta) -> (samples,)`` = y F(x + delta) of a
+perturbation ``delta (samples, p)``; F <= 0 * y (a tie) counts as an error. For nets whose input enters through
+one linear layer (every fa-jax two-layer net), :func:`reduce_two_layer` gives an *exact* low-dimensional
+coordinate system: with Q (d, p-1) an orthonormal basis containing the row space of W, a perturbation is
+delta = Q c + s u (u a unit vector orthogonal to Q), the net sees only W Q c, and ||delta||^2 = |c|^2 + s^2.
+PGD on (c, s) is then identical step by step to PGD in R^d (the gradient has no u component and the l2
+projection rescales (c, s) jointly), at a cost independent of d.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..models.two_layer import hidden
+
+_TINY = 1e-30
+
+
+# ----------------------------------------------------------------------------- read-outs
+def binary_readout(out, sup_sign, kind: str):
+    """``out (samples, outputs)`` -> ``F (samples,)``.
+
+    kind: ``"binary"`` (the single output), ``"sum"``  F = sum_{+} f_j - sum_{-} f_j, or
+    ``"max"``  F = max_{+} f_j - max_{-} f_j; ``sup_sign (outputs,)`` is each output's binary class.
+    """
+    if kind == "binary":
+        return out[..., 0]
+    if kind == "sum":
+        return out @ sup_sign
+    if kind == "max":
+        neg = jnp.asarray(-jnp.inf, out.dtype)
+        return jnp.max(jnp.where(sup_sign > 0, out, neg), -1) - jnp.max(jnp.where(sup_sign < 0, out, neg), -1)
+    raise ValueError(f"invalid readout={kind!r}: allowed 'binary', 'sum', 'max'")
+
+
+# ----------------------------------------------------------------------------- reduced coordinates
+def reduce_two_layer(params, x, extra=None):
+    """Exact attack coordinates for a two-layer net.
+
+    Args: ``params`` with ``w (neurons, d)``; ``x (samples, d)``; optional ``extra (e, d)`` directions to include
+    in the basis (e.g. the averaged feature, so cos(delta, v) is exact).
+    Returns ``(z0 (samples, neurons), WQ (neurons, p), Q (d, p-1))`` with p = neurons + e + 1: the last coordinate
+    is the norm of the component orthogonal to span(Q), which the net does not see.
+    """
+    w = params["w"]
+    cols = w.T if extra is None else jnp.concatenate([w.T, extra.T], axis=1)
+    q, _ = jnp.linalg.qr(cols)  # (d, p-1), orthonormal even when W is rank-deficient
+    wq = jnp.concatenate([w @ q, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1)
+    return hidden(params, x), wq, q
+
+
+def reduced_ball_start(key, q, n: int, eps=1.0, dtype=jnp.float32):
+    """Uniform start in the eps-ball of R^d, expressed in reduced coordinates ``(samples, p)``.
+
+    Draws the full start delta = eps U^{1/d} z/||z|| (z ~ N(0, I_d)) and maps it exactly to (c, s) = (Q^T delta,
+    ||delta - Q Q^T delta||), ``q (d, p-1)``; so reduced PGD from this start IS full PGD from delta.
+    """
+    full = full_ball_start(key, n, q.shape[0], eps, dtype)
+    c = full @ q
+    s = jnp.sqrt(jnp.maximum(jnp.sum(full**2, axis=1) - jnp.sum(c**2, axis=1), 0.0))
+    return jnp.concatenate([c, s[:, None]], axis=1)
+
+
+def full_ball_start(key, n: int, dim: int, eps, dtype=jnp.float32):
+    """Uniform start in the eps-ball of R^dim, full coordinates ``(samples, dim)``."""
+    k1, k2 = jax.random.split(key)
+    z = jax.random.normal(k1, (n, dim), dtype)
+    u = jax.random.uniform(k2, (n, 1), dtype)
+    return eps * u ** (1.0 / dim) * z / jnp.maximum(jnp.linalg.norm(z, axis=1, keepdims=True), _TINY)
+
+
+# ----------------------------------------------------------------------------- PGD
+def pgd(margin_fn, loss_fn, delta0, eps, steps: int, alpha):
+    """l2 PGD: delta <- Pi_eps(delta + alpha g/||g||), g = grad of the summed per-sample ``loss_fn``.
+
+    ``margin_fn(delta) -> (samples,)`` is y F(x + delta); ``loss_fn(delta) -> (samples,)`` is the objective to
+    ascend. Returns ``(robust (samples,) bool, delta_final, first_success (samples, p))``: a point is non-robust if
+    ANY iterate (the random start included) has margin <= 0; ``first_success`` is the first such perturbation.
+    A zero gradient leaves delta unchanged (no NaN).
+    """
+
+    def project(d):
+        nrm = jnp.linalg.norm(d, axis=1, keepdims=True)
+        return d * jnp.minimum(1.0, eps / jnp.maximum(nrm, _TINY))
+
+    grad = jax.grad(lambda d: jnp.sum(loss_fn(d)))
+
+    def body(carry, _):
+        d, broken, found = carry
+        g = grad(d)
+        gn = jnp.linalg.norm(g, axis=1, keepdims=True)
+        d = project(d + alpha * jnp.where(gn > 0, g / jnp.maximum(gn, _TINY), 0.0))
+        hit = margin_fn(d) <= 0
+        found = jnp.where((hit & ~broken)[:, None], d, found)
+        return (d, broken | hit, found), None
+
+    d0 = project(delta0)
+    hit0 = margin_fn(d0) <= 0
+    found0 = jnp.where(hit0[:, None], d0, jnp.zeros_like(d0))
+    (d, broken, found), _ = lax.scan(body, (d0, hit0, found0), None, length=steps)
+    return ~broken, d, found
+
+
+def robust_accuracy_curve(margin_fn, loss_fn, eps_grid, starts, *, steps: int, rel_step: float = 2.5):
+    """Robust accuracy ``(eps,)`` under l2 PGD with one run per random start at every eps.
+
+    ``starts (restarts, samples, p)`` are random starts in the UNIT ball (full or reduced coordinates); at radius
+    eps the start is eps * starts[r] (the same unit draws serve every eps: common random numbers across the grid).
+    Step size alpha = rel_step * eps / steps (Madry et al.'s 2.5 eps / steps). The eps grid is mapped with
+    ``lax.map`` so memory holds one eps at a time. Returns ``(acc (eps,), robust (eps, samples))``.
+    """
+
+    def at_eps(eps):
+        def one_restart(carry, s):
+            rob, _, _ = pgd(margin_fn, loss_fn, eps * s, eps, steps, rel_step * eps / steps)
+            return carry & rob, None
+
+        rob, _ = lax.scan(one_restart, jnp.ones(starts.shape[1], bool), starts)
+        return rob
+
+    robust = lax.map(at_eps, eps_grid)
+    return jnp.mean(robust, axis=1), robust
+
+
+def crossing(eps_grid, acc, level: float = 0.5):
+    """First eps where ``acc`` falls to ``level``, by linear interpolation.
+
+    Returns ``(r, censored)``: if acc never reaches ``level`` on the grid, r = the last eps and censored = True
+    (report as ">= r"); if acc(0) <= level, r = 0.
+    """
+    below = acc <= level
+    i = jnp.argmax(below)  # first index at or below the level
+    any_below = jnp.any(below)
+    i0 = jnp.maximum(i - 1, 0)
+    a0, a1 = acc[i0], acc[i]
+    e0, e1 = eps_grid[i0], eps_grid[i]
+    frac = jnp.where(a0 > a1, (a0 - level) / jnp.maximum(a0 - a1, _TINY), 0.0)
+    r = jnp.where(i == 0, eps_grid[0], e0 + frac * (e1 - e0))
+    return jnp.where(any_below, r, eps_grid[-1]), ~any_below
+
+
+# ----------------------------------------------------------------------------- directional flip radius
+def flip_radius(ray_margin, n: int, t_max, grid: int = 128, iters: int = 40):
+    """Smallest t in [0, t_max] with ``ray_margin(t) <= 0``, per sample (bracketing then bisection).
+
+    ``ray_margin(t (samples,)) -> (samples,)`` is y F(x + t v). A grid of ``grid`` points brackets the first sign
+    change; ``iters`` bisection steps refine it (to 2^-iters of a grid cell). A dip below zero narrower than one
+    grid cell (t_max/grid) can be missed. Points that never flip up to t_max return +inf (censored).
+    """
+    ts = jnp.linspace(0.0, 1.0, grid + 1) * t_max  # (grid+1,)
+    margins = jax.vmap(lambda t: ray_margin(jnp.full((n,), t)))(ts)  # (grid+1, samples)
+    hit = margins <= 0
+    first = jnp.argmax(hit, axis=0)  # (samples,)
+    flipped = jnp.any(hit, axis=0)
+    hi = ts[first]
+    lo = ts[jnp.maximum(first - 1, 0)]
+
+    def bisect(_, lohi):
+        lo, hi = lohi
+        mid = 0.5 * (lo + hi)
+        ok = ray_margin(mid) <= 0
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+    lo, hi = lax.fori_loop(0, iters, bisect, (lo, hi))
+    r = jnp.where(first == 0, 0.0, hi)
+    return jnp.where(flipped, r, jnp.inf)

@@ -1,0 +1,109 @@
+"""Two-layer ReLU nets with a fixed output layer (arXiv 2410.10322, Sec. 3.2 and Fig. 1).
+
+Both nets are  f(x) = A . ReLU(W x + b)  with trained first layer ``W (neurons, d)``, ``b (neurons,)`` and a
+fixed read-out matrix ``A (outputs, neurons)``:
+
+* binary (``kind="binary"``): neurons = 2 * bucket, laid out [+ side | - side];
+  f(x) = (1/m) sum_r ReLU(<w_{+,r},x> + b_{+,r}) - (1/m) sum_r ReLU(<w_{-,r},x> + b_{-,r});  one output.
+* multi-class (``kind="multiclass"``): c heads of h neurons, neurons = c * bucket, head-major;
+  f_j(x) = (1/h) sum_r ReLU(<w_{j,r},x> + b_{j,r});  c outputs (logits for softmax CE).
+
+Widths are padded to a static ``bucket`` and neurons r >= width are masked by zero columns of A, so runs of
+different (traced) widths share one program; a masked neuron gets zero gradient and never affects f.
+Each neuron's init is drawn from ``fold_in(fold_in(key, group), r)``: a neuron's initial weights do not depend
+on the bucket, so a padded run equals the unpadded one.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from ..config import require, traced, finite_positive
+
+KINDS = ("binary", "multiclass")
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerNet:
+    kind: str = "binary"
+    width: int = traced(5)  # m per side (binary) or h per head (multi-class)
+    bucket: int | None = None  # static padded width; None means exactly ``width``
+    bias: bool = True
+    init_scale: float = traced(1e-5)  # sigma_w = sigma_b
+
+    @property
+    def padded(self) -> int:
+        return int(self.width if self.bucket is None else self.bucket)
+
+    def validate(self) -> "TwoLayerNet":
+        require(self.kind in KINDS, "model.kind", f"one of {KINDS}", self.kind)
+        require(isinstance(self.width, int) and self.width >= 1, "model.width", "an integer >= 1", self.width)
+        if self.bucket is not None:
+            require(isinstance(self.bucket, int) and self.bucket >= self.width, "model.bucket",
+                    f"an integer >= width = {self.width}", self.bucket)
+        require(finite_positive(self.init_scale) or float(self.init_scale) == 0.0, "model.init_scale",
+                "a finite number >= 0", self.init_scale)
+        # The bucket is the static shape; pin it so a traced width never decides a shape.
+        return self if self.bucket is not None else dataclasses.replace(self, bucket=self.width)
+
+
+def n_groups(cfg: TwoLayerNet, n_classes: int) -> int:
+    return 2 if cfg.kind == "binary" else n_classes
+
+
+def n_outputs(cfg: TwoLayerNet, n_classes: int) -> int:
+    return 1 if cfg.kind == "binary" else n_classes
+
+
+def init_two_layer(key: jax.Array, cfg: TwoLayerNet, d: int, n_classes: int, dtype=jnp.float32) -> dict:
+    """Params ``{"w": (neurons, d), "b": (neurons,)}`` (``b`` only if ``cfg.bias``), iid N(0, init_scale^2)."""
+    groups, bucket = n_groups(cfg, n_classes), cfg.padded
+
+    def one(gidx, r):
+        kn = jax.random.fold_in(jax.random.fold_in(key, gidx), r)
+        kw, kb = jax.random.split(kn)
+        return jax.random.normal(kw, (d,), dtype), jax.random.normal(kb, (), dtype)
+
+    gi, ri = jnp.meshgrid(jnp.arange(groups), jnp.arange(bucket), indexing="ij")
+    w, b = jax.vmap(one)(gi.ravel(), ri.ravel())
+    params = {"w": cfg.init_scale * w}
+    if cfg.bias:
+        params["b"] = cfg.init_scale * b
+    return params
+
+
+def neuron_mask(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
+    """``(neurons,)`` 1.0 for real neurons, 0.0 for padding (width may be traced)."""
+    groups, bucket = n_groups(cfg, n_classes), cfg.padded
+    r = jnp.tile(jnp.arange(bucket), groups)
+    return (r < cfg.width).astype(jnp.float32)
+
+
+def neuron_group(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
+    """``(neurons,)`` side (0: +, 1: -) or head index of every neuron."""
+    return jnp.repeat(jnp.arange(n_groups(cfg, n_classes)), cfg.padded)
+
+
+def readout_matrix(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
+    """Fixed ``A (outputs, neurons)``: +-1/m (binary) or 1/h block-diagonal (multi-class), zero on padding."""
+    mask = neuron_mask(cfg, n_classes)
+    grp = neuron_group(cfg, n_classes)
+    scale = mask / cfg.width
+    if cfg.kind == "binary":
+        return (jnp.where(grp == 0, 1.0, -1.0) * scale)[None, :]
+    return (grp[None, :] == jnp.arange(n_classes)[:, None]) * scale[None, :]
+
+
+def hidden(params: dict, x: jax.Array) -> jax.Array:
+    """Pre-activations ``(samples, neurons)`` = x W^T + b."""
+    z = x @ params["w"].T
+    if "b" in params:
+        z = z + params["b"]
+    return z
+
+
+def apply_two_layer(params: dict, x: jax.Array, A: jax.Array) -> jax.Array:
+    """Outputs ``(samples, outputs)`` = ReLU(x W^T + b) A^T."""
+    return jax.nn.relu(hidden(params, x)) @ A.T

@@ -1,0 +1,70 @@
+"""Optimisers, all from optax, chosen by name; hyperparameters are traced (a new lr never recompiles).
+
+GD vs SGD is a property of the *batching* (``batch_size=None`` is full batch), not of the update rule:
+``gd`` and ``sgd`` are both theta <- theta - lr * g; ``gd`` additionally insists on full batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import optax
+
+from .config import require, traced
+
+OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "signgd")
+SAMPLING = ("epoch", "replacement")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    name: str = "gd"
+    lr: float = traced(1e-3)
+    batch_size: int | None = None  # None: full batch (GD); else mini-batches of this size
+    sampling: str = "epoch"  # "epoch": fresh permutation per epoch; "replacement": iid indices per step
+    momentum: float = traced(0.9)
+    b1: float = traced(0.9)
+    b2: float = traced(0.999)
+    eps: float = traced(1e-8)
+    decay: float = traced(0.99)  # RMSProp's squared-gradient decay (PyTorch's default alpha)
+    weight_decay: float = traced(0.0)
+
+    def validate(self, n_train: int | None = None) -> "OptimConfig":
+        require(self.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}", self.name)
+        lr = float(self.lr)
+        require(math.isfinite(lr) and lr > 0, "optim.lr", "a finite number > 0", self.lr)
+        require(self.sampling in SAMPLING, "optim.sampling", f"one of {SAMPLING}", self.sampling)
+        if self.batch_size is not None:
+            require(isinstance(self.batch_size, int) and self.batch_size >= 1, "optim.batch_size",
+                    "None (full batch) or an integer >= 1", self.batch_size)
+            if n_train is not None:
+                require(self.batch_size <= n_train, "optim.batch_size",
+                        f"1 <= batch_size <= n_train = {n_train}", self.batch_size)
+            require(self.name != "gd", "optim.name",
+                    "'sgd' (or another rule) when batch_size is set; 'gd' means full batch", self.name)
+        for p in ("momentum", "b1", "b2", "decay"):
+            v = float(getattr(self, p))
+            require(0.0 <= v < 1.0, f"optim.{p}", "0 <= value < 1", v)
+        require(float(self.eps) >= 0, "optim.eps", "a number >= 0", self.eps)
+        require(float(self.weight_decay) >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+        return self
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    """The optax transformation for ``cfg`` (hyperparameters may be tracers)."""
+    lr = cfg.lr
+    if cfg.name in ("gd", "sgd"):
+        core = optax.sgd(lr)
+    elif cfg.name == "momentum":
+        core = optax.sgd(lr, momentum=cfg.momentum)
+    elif cfg.name == "nesterov":
+        core = optax.sgd(lr, momentum=cfg.momentum, nesterov=True)
+    elif cfg.name == "adam":
+        core = optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    elif cfg.name == "rmsprop":
+        core = optax.rmsprop(lr, decay=cfg.decay, eps=cfg.eps)
+    elif cfg.name == "signgd":
+        core = optax.chain(optax.scale_by_sign(), optax.scale(-lr))
+    else:  # validate() catches this first; kept for direct callers
+        raise ValueError(f"invalid optim.name={cfg.name!r}: allowed one of {OPTIMIZERS}")
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), core)

@@ -1,0 +1,172 @@
+"""Figures. Every panel draws the theory (from ``fa_jax.theory``) beside the measurement."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .theory import feature_averaging as T  # noqa: E402
+
+THEORY = dict(color="k", ls="--", lw=1.2)
+
+
+def _save(fig, out_dir, name):
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def _band(ax, x, ys, label, color=None, ls="-"):
+    ys = np.asarray(ys, float)
+    m, sd = ys.mean(0), ys.std(0)
+    line, = ax.plot(x, m, label=label, color=color, ls=ls)
+    ax.fill_between(x, m - sd, m + sd, alpha=0.2, color=line.get_color())
+
+
+def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:
+    d, k, n_pos = s.d, s.k, s.n_pos
+    r_fa, r_fd = float(T.fa_radius(d, k)), float(T.fd_radius(d))
+    main_b = [r for lab, r in res["main"] if lab["kind"] == "binary"]
+    main_m = [r for lab, r in res["main"] if lab["kind"] == "multiclass"]
+    names = []
+
+    # 1. cosine heat-maps (paper Fig. 2a,b), averaged over seeds
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2 * s.width, k]})
+    cb = np.mean([r["features"]["cos"] for r in main_b], 0)
+    m_ = 2 * s.width
+    cb = cb[:, np.r_[0:s.width, cb.shape[1] // 2: cb.shape[1] // 2 + s.width]][:, :m_]
+    cm = np.mean([r["features"]["cos"] for r in main_m], 0)
+    for ax, c, title, xl in ((axes[0], cb, "binary net (feature averaging)", "neuron (+ side | - side)"),
+                             (axes[1], cm, "multi-class net (decoupled)", "output j (equivalent weight)")):
+        im = ax.imshow(c, vmin=-0.2, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_title(title)
+        ax.set_xlabel(xl)
+        ax.set_ylabel("centre $\\mu_i$")
+        bar = fig.colorbar(im, ax=ax)
+        for ns, lab in ((n_pos, "$1/\\sqrt{|J_+|}$"), (k - n_pos, "$1/\\sqrt{|J_-|}$")):
+            bar.ax.axhline(float(T.inblock_cosine(ns)), color="w", lw=2)
+        bar.ax.text(1.6, float(T.inblock_cosine(n_pos)), " theory\n $1/\\sqrt{|J_s|}$", fontsize=7,
+                    transform=bar.ax.get_yaxis_transform(), va="center")
+    fig.suptitle(f"cos(centre, weight), mean of {len(main_b)} seeds; d={d}, k={k}, {n_pos}/{k - n_pos} split")
+    names.append(_save(fig, out_dir, "fa_cosine_heatmaps.png"))
+
+    # 2. robust accuracy vs eps (paper Fig. 3 left)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    labels = {"binary": "binary net (FA)", "sum": "multi-class, $F_{sum}$", "max": "multi-class, $F_{max}$",
+              "sum_ce": "multi-class, $F_{sum}$ (CE attack)", "max_ce": "multi-class, $F_{max}$ (CE attack)"}
+    for name, ys in curves.items():
+        _band(ax, eps, ys, labels.get(name, name), ls=":" if name.endswith("_ce") else "-")
+    ax.plot(eps, T.acc_fa(eps, d, k), label="theory $\\Phi(\\sqrt{d/k}-\\epsilon)$ (G1)", **THEORY)
+    w_pos = n_pos / k
+    acc_fd = w_pos * T.acc_fd(eps, d, k - n_pos) + (1 - w_pos) * T.acc_fd(eps, d, n_pos)
+    ax.plot(eps, acc_fd, label="theory FD, $F_{max}$ (G4)", color="k", ls="-.", lw=1.2)
+    g4 = float(T.g4_fsum_radius(0.0, d, k - n_pos))
+    for x, lab, c in ((r_fa, "$\\sqrt{d/k}$", "C3"), (r_fd, "$\\sqrt{d/2}$", "C2"),
+                      (g4, "G4 $F_{sum}$, $\\tau=0$", "C7")):
+        ax.axvline(x, color=c, lw=0.8)
+        ax.text(x, 1.02, lab, color=c, ha="center", fontsize=8)
+    ax.set_xlabel("$\\ell_2$ radius $\\epsilon$")
+    ax.set_ylabel("robust accuracy (PGD)")
+    ax.set_ylim(-0.02, 1.08)
+    ax.legend(fontsize=7, loc="center right")
+    ax.set_title(f"PGD {s.pgd_steps} steps x {s.restarts} restarts, {s.n_points} test points, "
+                 f"mean $\\pm$ sd over {len(main_b)} seeds", fontsize=9)
+    names.append(_save(fig, out_dir, "fa_robust_accuracy.png"))
+
+    # 3. flip-radius histogram vs N(sqrt(d/k), 1)
+    flips = np.concatenate([r["robust"]["binary"]["flip"] for r in main_b])
+    flips = flips[np.isfinite(flips)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(flips, bins=50, density=True, alpha=0.6, label="measured (binary net)")
+    xs = np.linspace(flips.min() - 1, flips.max() + 1, 300)
+    ax.plot(xs, np.exp(-0.5 * (xs - r_fa) ** 2) / np.sqrt(2 * np.pi), label="theory N($\\sqrt{d/k}$, 1) (G1)",
+            **THEORY)
+    ax.set_xlabel("exact flip radius along $v(x)$")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    names.append(_save(fig, out_dir, "fa_flip_radius_hist.png"))
+
+    # 4. training dynamics
+    dyn = metrics["dynamics"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for lr, dd in dyn.items():
+        st = np.maximum(np.array(dd["steps"]), 0.8)
+        axes[0].plot(st, dd["cos_in"], marker=".", label=f"$\\eta$={lr}")
+        axes[1].plot(st, dd["flip_median"], marker=".", label=f"$\\eta$={lr}")
+        axes[2].plot(st, dd["loss"], marker=".", label=f"$\\eta$={lr}")
+    axes[0].axhline(float(np.mean(T.inblock_cosine([n_pos, k - n_pos]))), label="theory $1/\\sqrt{|J_s|}$",
+                    **THEORY)
+    axes[1].axhline(r_fa, label="theory $\\sqrt{d/k}$", **THEORY)
+    axes[1].axhline(r_fd, label="optimal $\\sqrt{d/2}$", color="C2", ls=":")
+    for ax, yl in zip(axes, ("mean in-block cosine", "median flip radius along v", "training loss")):
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=7)
+    axes[2].set_yscale("log")
+    fig.suptitle("binary net: feature averaging appears early and persists")
+    names.append(_save(fig, out_dir, "fa_dynamics.png"))
+
+    # 5. scaling: r50 vs k (log-log) and r50 vs granularity g
+    ksc, gr = metrics["k_scaling"], metrics["granularity"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    kk = np.array(ksc["k"])
+    axes[0].loglog(kk, ksc["fa_r50"], "o-", label=f"FA (binary), slope {ksc['fa_slope']:.2f}")
+    axes[0].loglog(kk, ksc["fd_r50"], "s-", label=f"FD ($F_{{max}}$), slope {ksc['fd_slope']:.2f}")
+    axes[0].loglog(kk, T.fa_radius(ksc["d"], kk), label="theory $\\sqrt{d/k}$", **THEORY)
+    axes[0].loglog(kk, np.full_like(kk, T.fd_radius(ksc["d"])), label="theory $\\sqrt{d/2}$", color="k",
+                   ls="-.")
+    axes[0].set_xlabel("k")
+    axes[0].set_ylabel("r50")
+    axes[0].set_title(f"d = {ksc['d']}")
+    axes[0].legend(fontsize=8)
+    g = np.array(gr["g"])
+    axes[1].plot(g, gr["r50_max"], "o-", label="measured ($F_{max}$)")
+    gg = np.linspace(g.min(), g.max(), 100)
+    axes[1].plot(gg, T.granularity_radius(gg, gr["d"], gr["k"]), label="theory $\\sqrt{g d/(2k)}$ (G6)", **THEORY)
+    axes[1].set_xlabel("super-classes g")
+    axes[1].set_ylabel("r50")
+    axes[1].set_title(f"granularity, k = {gr['k']}, d = {gr['d']}")
+    axes[1].legend(fontsize=8)
+    names.append(_save(fig, out_dir, "fa_scaling.png"))
+
+    # 6. (k, d) phase diagram, normalised r50
+    tab = metrics["phase"]
+    ds, ks = sorted({t["d"] for t in tab}), sorted({t["k"] for t in tab})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, kind, title in ((axes[0], "binary", "FA: r50 / $\\sqrt{d/k}$"),
+                            (axes[1], "multiclass", "FD ($F_{max}$): r50 / $\\sqrt{d/2}$")):
+        grid = np.full((len(ds), len(ks)), np.nan)
+        for t in tab:
+            if t["kind"] == kind:
+                grid[ds.index(t["d"]), ks.index(t["k"])] = t["normalised"]
+        im = ax.imshow(grid, origin="lower", vmin=0.5, vmax=1.2, cmap="coolwarm_r", aspect="auto")
+        for i in range(len(ds)):
+            for j in range(len(ks)):
+                if np.isfinite(grid[i, j]):
+                    low = np.sqrt(ds[i] / ks[j]) < 3
+                    ax.text(j, i, f"{grid[i, j]:.2f}" + ("*" if low else ""), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(ks)), ks)
+        ax.set_yticks(range(len(ds)), ds)
+        ax.set_xlabel("k")
+        ax.set_ylabel("d")
+        ax.set_title(title + "  (theory: 1)", fontsize=10)
+        fig.colorbar(im, ax=ax)
+        if kind == "binary" and len(ks) > 1 and len(ds) > 1:
+            # FA boundary for fixed eps: k* = d / eps^2, drawn in grid coordinates (log2 spacing)
+            lk, ld = np.log2(ks), np.log2(ds)
+            for e in (4.0, 8.0, 16.0):
+                dd = np.linspace(min(ds), max(ds), 50)
+                kstar = T.fa_boundary_k(dd, e)
+                ax.plot(np.interp(np.log2(kstar), lk, np.arange(len(ks)), left=np.nan, right=np.nan),
+                        np.interp(np.log2(dd), ld, np.arange(len(ds))), "k:", lw=1)
+                ax.text(np.interp(np.log2(T.fa_boundary_k(max(ds), e)), lk, np.arange(len(ks))),
+                        len(ds) - 1.2, f"k*=d/{e:g}$^2$", fontsize=7)
+    fig.suptitle("(k, d) phase diagram; * marks $\\sqrt{d/k}<3$ (clean accuracy starts to drop)", fontsize=10)
+    names.append(_save(fig, out_dir, "fa_phase_kd.png"))
+    return names

@@ -1,0 +1,126 @@
+"""The scan-based trainer: the whole training loop is one ``lax.scan`` (inside the caller's ``jit``).
+
+A *recording plan* is a static increasing tuple of steps ``(0, t_1, ..., T)``; the trainer runs the updates
+between consecutive plan entries in a ``fori_loop`` and calls ``record_fn(params)`` at each entry, so memory
+grows with the number of records, never with the number of steps.
+
+Batching (``../shared/specs/README.md``):
+* full batch (``batch_size=None``): every step uses the exact mean gradient over all n samples (GD);
+* ``sampling="epoch"``: epoch e = t // ceil(n/b) draws perm = permutation(fold_in(key, e), n) and takes
+  consecutive batches of b; the last partial batch is kept and averaged over its own size;
+* ``sampling="replacement"``: b iid indices per step from fold_in(key, t).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from .config import require
+
+PLANS = ("log", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 100
+    n_records: int = 20  # approximate number of recorded points (the plan is deduplicated)
+    plan: str = "log"  # "log" or "linear" spacing of record steps
+
+    def validate(self) -> "TrainConfig":
+        require(isinstance(self.steps, int) and self.steps >= 1, "train.steps", "an integer >= 1", self.steps)
+        require(isinstance(self.n_records, int) and self.n_records >= 2, "train.n_records",
+                "an integer >= 2", self.n_records)
+        require(self.plan in PLANS, "train.plan", f"one of {PLANS}", self.plan)
+        return self
+
+
+def record_plan(steps: int, n_records: int = 20, spacing: str = "log") -> tuple[int, ...]:
+    """Static record steps: 0, then ``n_records - 1`` log- or linearly spaced steps up to ``steps``."""
+    if spacing not in PLANS:
+        raise ValueError(f"invalid plan={spacing!r}: allowed one of {PLANS}")
+    if spacing == "log":
+        pts = np.unique(np.round(np.geomspace(1, steps, max(n_records - 1, 1))).astype(int))
+    else:
+        pts = np.unique(np.round(np.linspace(0, steps, n_records)).astype(int))
+    return tuple(sorted({0, *map(int, pts), int(steps)}))
+
+
+def _batch_indices(t, key, n: int, batch_size: int, sampling: str):
+    """``(idx (b,), weight (b,))`` for step t; weights are 0 on the padding of a last partial batch."""
+    if sampling == "replacement":
+        idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
+        return idx, jnp.ones((batch_size,), jnp.float32)
+    nb = math.ceil(n / batch_size)
+    epoch, i = t // nb, t % nb
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    pos = i * batch_size + jnp.arange(batch_size)
+    valid = pos < n
+    idx = perm[jnp.minimum(pos, n - 1)]
+    return idx, valid.astype(jnp.float32)
+
+
+def train(
+    loss_fn: Callable,
+    params,
+    x: jax.Array,
+    y: jax.Array,
+    optimizer: optax.GradientTransformation,
+    *,
+    plan: tuple[int, ...],
+    record_fn: Callable | None = None,
+    key: jax.Array | None = None,
+    batch_size: int | None = None,
+    sampling: str = "epoch",
+):
+    """Train ``params`` and record metrics on ``plan``.
+
+    Args:
+      loss_fn: ``loss_fn(params, x (batch, ...), y (batch, ...)) -> (batch,)`` per-sample losses.
+      x, y: training set, leading axis ``samples``.
+      optimizer: an optax transformation (built inside the traced function so its hyperparameters are traced).
+      plan: static record steps, increasing, starting at 0.
+      record_fn: ``record_fn(params) -> pytree``; records are stacked along a leading ``records`` axis.
+      key: mini-batch sampling key (unused for full batch).
+
+    Returns ``(final_params, records)``; ``records`` has leaf shapes ``(len(plan), ...)``.
+    """
+    plan = tuple(int(p) for p in plan)
+    if not plan or plan[0] != 0 or any(b <= a for a, b in zip(plan, plan[1:])):
+        raise ValueError(f"invalid plan={plan!r}: allowed a strictly increasing tuple starting at 0")
+    n = x.shape[0]
+    if batch_size is not None and not (1 <= batch_size <= n):
+        raise ValueError(f"invalid batch_size={batch_size!r}: allowed 1 <= batch_size <= n = {n}")
+    record_fn = record_fn or (lambda p: {})
+
+    def objective(p, xb, yb, wb):
+        losses = loss_fn(p, xb, yb)
+        if wb is None:
+            return jnp.mean(losses)
+        return jnp.sum(losses * wb) / jnp.sum(wb)
+
+    def step(t, carry):
+        p, s = carry
+        if batch_size is None:
+            g = jax.grad(objective)(p, x, y, None)
+        else:
+            idx, wb = _batch_indices(t, key, n, batch_size, sampling)
+            g = jax.grad(objective)(p, x[idx], y[idx], wb)
+        updates, s = optimizer.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    def segment(carry, bounds):
+        carry = lax.fori_loop(bounds[0], bounds[1], step, carry)
+        return carry, record_fn(carry[0])
+
+    first = record_fn(params)
+    bounds = jnp.asarray(np.stack([plan[:-1], plan[1:]], axis=1), jnp.int32)
+    (params, _), rest = lax.scan(segment, (params, optimizer.init(params)), bounds)
+    records = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, rest)
+    return params, records

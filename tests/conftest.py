@@ -1,0 +1,103 @@
+"""Shared fixtures for the fa-jax core-engine tests.
+
+* ``x64``: float64 for theory / precision checks; the previous setting is restored afterwards.
+* ``fa_config(...)``: a tiny, validated feature-averaging run config (d=64, k=4, 20 steps, 4 records).
+* Session-scoped sweep results: the FA run function compiles in ~10 s per (static config, chunk size), so every
+  expensive sweep is run once here and shared between tests. Each distinct program is listed in
+  ``FA_PROGRAMS`` below so the compile budget of the suite is visible.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from fa_jax.config import with_values
+from fa_jax.data.clusters import ClusterData
+from fa_jax.experiments.feature_averaging import AttackConfig, FARun, run_feature_averaging
+from fa_jax.models.two_layer import TwoLayerNet
+from fa_jax.optim import OptimConfig
+from fa_jax.sweep import run_sweep
+from fa_jax.trainer import TrainConfig
+
+# Compiled FA programs used by the suite (static config x chunk size):
+#   binary bucket 3: sizes 1, 2, 3      (test_sweep: alone / guard, chunking, resume, divergence / 3-run grids)
+#   binary bucket 3, d = 48: size 2      (recompile guard: a static change must recompile)
+#   binary bucket 8: size 1              (padded vs unpadded)
+#   multiclass bucket 3 / bucket 8: size 1 each (padded vs unpadded)
+FA_PROGRAMS = 7
+
+
+@pytest.fixture
+def x64():
+    """Enable float64 for one test, restoring the previous flag afterwards."""
+    old = bool(jax.config.read("jax_enable_x64"))
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+def make_fa_config(kind: str = "binary", **values) -> FARun:
+    """Tiny validated FA config; ``values`` are dotted-path replacements (e.g. ``{"optim.lr": 2e-3}``)."""
+    base = FARun(
+        data=ClusterData(d=64, k=4, n_pos=2, n_train=64, n_test=64),
+        model=TwoLayerNet(kind=kind, width=3),
+        optim=OptimConfig(name="gd", lr=1e-2),
+        train=TrainConfig(steps=20, n_records=4),
+        attack=AttackConfig(n_points=32, steps=5, restarts=1, record_points=16, flip_grid=32),
+    )
+    return with_values(base, {k.replace("__", "."): v for k, v in values.items()}).validate()
+
+
+@pytest.fixture(scope="session")
+def fa_config():
+    return make_fa_config
+
+
+def flat(tree, prefix=""):
+    """Flatten a nested result dict to ``{"a/b": np.ndarray}``."""
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(flat(v, f"{prefix}{k}/"))
+        return out
+    return {prefix[:-1]: np.asarray(tree)}
+
+
+@pytest.fixture(scope="session")
+def fa_grid_configs():
+    """Three binary configs differing only in traced values (one static program)."""
+    return [
+        make_fa_config(optim__lr=1e-2),
+        make_fa_config(optim__lr=3e-2, data_seed=1, model_seed=2),
+        make_fa_config(optim__lr=2e-2, model_seed=5, data__sigma=0.5),
+    ]
+
+
+@pytest.fixture(scope="session")
+def fa_grid3(fa_grid_configs):
+    """The three configs as ONE vmapped chunk of 3 runs."""
+    return run_sweep(run_feature_averaging, fa_grid_configs)
+
+
+@pytest.fixture(scope="session")
+def fa_alone(fa_grid_configs):
+    """The middle config of the grid, run on its own (a chunk of 1)."""
+    return run_sweep(run_feature_averaging, [fa_grid_configs[1]])[0]
+
+
+@pytest.fixture(scope="session")
+def fa_chunked(fa_grid_configs):
+    """The three configs with chunk_size=2 (chunks [0, 1] and [2, 2(pad)])."""
+    return run_sweep(run_feature_averaging, fa_grid_configs, chunk_size=2)
+
+
+def fa_replace(cfg: FARun, **values) -> FARun:
+    return with_values(cfg, {k.replace("__", "."): v for k, v in values.items()}).validate()
+
+
+__all__ = ["make_fa_config", "flat", "fa_replace", "dataclasses"]

@@ -1,0 +1,166 @@
+"""fa_jax.optim: every optimiser builds (also with traced hyper-parameters), and the update rules match closed
+forms (signGD, Adam's first step, heavy-ball / Nesterov momentum on a quadratic, RMSProp, weight decay)."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fa_jax.optim import OPTIMIZERS, OptimConfig, make_optimizer
+
+G = {"w": jnp.array([[0.3, -2.0, 0.0], [1e-3, -1e-4, 5.0]]), "b": jnp.array([-0.7, 0.2])}
+P = {"w": jnp.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]]), "b": jnp.array([0.1, -0.2])}
+
+
+def _update(cfg, g=G, p=P, state=None):
+    opt = make_optimizer(cfg)
+    state = opt.init(p) if state is None else state
+    return opt.update(g, state, p)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_builds_and_updates(name):
+    cfg = OptimConfig(name=name, lr=0.01)
+    upd, state = _update(cfg)
+    assert jax.tree.structure(upd) == jax.tree.structure(P)
+    for u, p in zip(jax.tree.leaves(upd), jax.tree.leaves(P)):
+        assert u.shape == p.shape and bool(jnp.all(jnp.isfinite(u)))
+    # a descent direction for a non-zero gradient
+    dot = sum(float(jnp.sum(u * g)) for u, g in zip(jax.tree.leaves(upd), jax.tree.leaves(G)))
+    assert dot < 0
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_traced_hyperparameters_one_trace(name):
+    """lr (and the other hyper-parameters) may be tracers: new values never retrace."""
+    traces = []
+
+    @jax.jit
+    def step(lr, mom):
+        traces.append(1)
+        cfg = OptimConfig(name=name, lr=lr, momentum=mom)
+        return _update(cfg)[0]
+
+    a = step(0.01, 0.9)
+    b = step(0.02, 0.5)
+    assert len(traces) == 1
+    ref = _update(OptimConfig(name=name, lr=0.02, momentum=0.5))[0]
+    for x, y in zip(jax.tree.leaves(b), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-12)
+    assert any(not np.allclose(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a),
+                                                                             jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("name", ["gd", "sgd"])
+def test_gd_sgd_plain_step(name):
+    upd, _ = _update(OptimConfig(name=name, lr=0.1))
+    for u, g in zip(jax.tree.leaves(upd), jax.tree.leaves(G)):
+        np.testing.assert_allclose(np.asarray(u), -0.1 * np.asarray(g), rtol=1e-6)
+
+
+def test_signgd_is_minus_lr_sign():
+    lr = 0.05
+    opt = make_optimizer(OptimConfig(name="signgd", lr=lr))
+    state = opt.init(P)
+    g = G
+    for _ in range(3):  # stateless: every step is -lr sign(g)
+        upd, state = opt.update(g, state, P)
+        for u, gg in zip(jax.tree.leaves(upd), jax.tree.leaves(g)):
+            np.testing.assert_allclose(np.asarray(u), -lr * np.sign(np.asarray(gg)), rtol=1e-7)
+        g = jax.tree.map(lambda x: -2.0 * x, g)
+    assert float(upd["w"][0, 2]) == 0.0  # sign(0) = 0
+
+
+def test_adam_first_step_is_minus_lr_sign():
+    lr = 0.01
+    g = {"w": jnp.array([[0.3, -2.0, 4.0], [1e-2, -1e-3, 5.0]]), "b": jnp.array([-0.7, 0.2])}
+    upd, _ = _update(OptimConfig(name="adam", lr=lr), g=g)
+    for u, gg in zip(jax.tree.leaves(upd), jax.tree.leaves(g)):
+        gg = np.asarray(gg, np.float64)
+        exact = -lr * gg / (np.abs(gg) + 1e-8)  # bias-corrected m/v: m^ = g, v^ = g^2
+        np.testing.assert_allclose(np.asarray(u), exact, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(u), -lr * np.sign(gg), rtol=1e-4)
+
+
+def _quad_grad(H, th):
+    return H @ th
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_two_steps_on_quadratic(nesterov):
+    """L(th) = th^T H th / 2. Heavy ball (PyTorch/optax convention): v_t = beta v_{t-1} + g_t, th -= lr v_t;
+    Nesterov: th -= lr (g_t + beta v_t)."""
+    H = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 3.0]])
+    th0 = np.array([1.0, -2.0, 0.5])
+    lr, beta = 0.1, 0.8
+    name = "nesterov" if nesterov else "momentum"
+    opt = make_optimizer(OptimConfig(name=name, lr=lr, momentum=beta))
+    th = jnp.asarray(th0, jnp.float32)
+    state = opt.init(th)
+    traj = []
+    for _ in range(2):
+        upd, state = opt.update(jnp.asarray(_quad_grad(H, np.asarray(th, np.float64)), jnp.float32), state, th)
+        th = optax.apply_updates(th, upd)
+        traj.append(np.asarray(th, np.float64))
+    # closed form
+    g1 = H @ th0
+    v1 = g1
+    th1 = th0 - lr * (g1 + beta * v1 if nesterov else v1)
+    g2 = H @ th1
+    v2 = beta * v1 + g2
+    th2 = th1 - lr * (g2 + beta * v2 if nesterov else v2)
+    np.testing.assert_allclose(traj[0], th1, rtol=1e-6)
+    np.testing.assert_allclose(traj[1], th2, rtol=1e-6)
+    # and it is not plain GD
+    gd2 = th0 - lr * g1
+    gd2 = gd2 - lr * (H @ gd2)
+    assert np.max(np.abs(traj[1] - gd2)) > 1e-2
+
+
+def test_rmsprop_first_two_steps():
+    """nu_t = rho nu_{t-1} + (1 - rho) g^2 (nu_0 = 0), update = -lr g / sqrt(nu_t) (eps negligible)."""
+    lr, rho = 0.01, 0.9
+    g1 = np.array([0.5, -2.0, 3.0])
+    g2 = np.array([1.0, 1.0, -1.0])
+    opt = make_optimizer(OptimConfig(name="rmsprop", lr=lr, decay=rho))
+    th = jnp.zeros(3)
+    s = opt.init(th)
+    u1, s = opt.update(jnp.asarray(g1, jnp.float32), s, th)
+    u2, s = opt.update(jnp.asarray(g2, jnp.float32), s, th)
+    nu1 = (1 - rho) * g1 ** 2
+    nu2 = rho * nu1 + (1 - rho) * g2 ** 2
+    np.testing.assert_allclose(np.asarray(u1), -lr * g1 / np.sqrt(nu1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(u2), -lr * g2 / np.sqrt(nu2), rtol=1e-5)
+
+
+def test_rmsprop_default_decay_is_pytorch_alpha():
+    assert OptimConfig().decay == 0.99
+
+
+def test_weight_decay_adds_wd_times_params():
+    lr, wd = 0.1, 0.01
+    upd, _ = _update(OptimConfig(name="sgd", lr=lr, weight_decay=wd))
+    for u, g, p in zip(jax.tree.leaves(upd), jax.tree.leaves(G), jax.tree.leaves(P)):
+        np.testing.assert_allclose(np.asarray(u), -lr * (np.asarray(g) + wd * np.asarray(p)), rtol=1e-6)
+
+
+def test_defaults_no_momentum_no_decay_for_gd():
+    """Spec 2.3: plain GD, no momentum or weight decay by default."""
+    cfg = OptimConfig()
+    assert cfg.name == "gd" and cfg.weight_decay == 0.0 and cfg.batch_size is None
+    upd, state = _update(cfg)
+    upd2, _ = make_optimizer(cfg).update(G, state, P)  # no state carried over between steps
+    for a, b in zip(jax.tree.leaves(upd), jax.tree.leaves(upd2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_optim_validate_ok_for_all_names():
+    for name in OPTIMIZERS:
+        cfg = OptimConfig(name=name)
+        assert cfg.validate(n_train=10) is cfg
+        if name != "gd":
+            dataclasses.replace(cfg, batch_size=10).validate(n_train=10)

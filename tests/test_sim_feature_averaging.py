@@ -1,0 +1,101 @@
+"""End to end: the quick preset of ``fa-jax run feature-averaging`` writes a valid summary and figures.
+
+This is the one slow test (~1.5 min on 2 cores): it runs the whole sim once and every assertion below reads
+its outputs.
+"""
+import json
+import math
+
+import pytest
+
+from fa_jax.config import apply_overrides
+from fa_jax.summary import Check
+
+REQUIRED_CHECKS = {"fa.cosine_in_block", "fa.flip_radius", "fa.radius50", "fd.cosine_diag", "fd.radius50",
+                   "ratio.radius50", "clean_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from fa_jax.cli import main
+
+    out = tmp_path_factory.mktemp("fa_quick")
+    rc = main(["run", "feature-averaging", "--preset", "quick", "--out", str(out), "--quiet"])
+    assert rc == 0
+    with open(out / "summary.json") as f:
+        return out, json.load(f)
+
+
+def test_summary_schema(quick_run):
+    out, doc = quick_run
+    assert set(doc) >= {"sim", "config", "versions", "device", "checks", "metrics"}
+    assert doc["sim"] == "feature-averaging"
+    assert doc["config"]["d"] == 3072 and doc["config"]["k"] == 10 and doc["config"]["seeds"] == 3
+    assert doc["versions"]["jax"] != "not installed"
+    for c in doc["checks"]:
+        assert set(c) >= {"name", "measured", "predicted", "tolerance", "provenance", "passed"}
+        assert c["provenance"] in ("paper", "derived", "code")
+        # 'passed' must be recomputable from the row itself
+        assert c["passed"] == Check(c["name"], float(c["measured"]), float(c["predicted"]), c["tolerance"],
+                                    c["mode"], c["provenance"]).passed
+    assert REQUIRED_CHECKS <= {c["name"] for c in doc["checks"]}
+
+
+def test_all_checks_pass_on_quick_preset(quick_run):
+    _, doc = quick_run
+    failed = [c for c in doc["checks"] if not c["passed"]]
+    assert not failed, failed
+
+
+def test_predictions_come_from_theory(quick_run):
+    _, doc = quick_run
+    by = {c["name"]: c for c in doc["checks"]}
+    d, k = doc["config"]["d"], doc["config"]["k"]
+    assert math.isclose(by["fa.flip_radius"]["predicted"], math.sqrt(d / k), rel_tol=1e-12)
+    assert math.isclose(by["ratio.radius50"]["predicted"], math.sqrt(k / 2), rel_tol=1e-12)
+
+
+def test_figures_written(quick_run):
+    out, doc = quick_run
+    figs = doc["metrics"]["figures"]
+    assert len(figs) >= 6
+    for name in figs:
+        p = out / name
+        assert p.exists() and p.stat().st_size > 10_000
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compiled_programs_are_groups_not_runs(quick_run):
+    _, doc = quick_run
+    m = doc["metrics"]
+    assert m["diverged_runs"] == 0
+    assert m["programs_compiled"] < m["n_runs"]
+
+
+def test_rerun_resumes_from_cache(quick_run):
+    """A second run over the same out dir loads every chunk instead of recomputing."""
+    from fa_jax.sweep import STATS
+    from sims import feature_averaging as fa
+
+    out, doc = quick_run
+    before = STATS.chunks_run
+    cfg = apply_overrides(fa.PRESETS["quick"], [])
+    doc2 = fa.run(cfg, str(out), progress=False)
+    assert STATS.chunks_run == before
+    assert [c["measured"] for c in doc2["checks"]] == [c["measured"] for c in doc["checks"]]
+
+
+def test_cli_errors(capsys, tmp_path):
+    from fa_jax.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "no-such-sim"])
+    with pytest.raises(SystemExit):
+        main(["run", "feature-averaging", "--preset", "nope"])
+    with pytest.raises(SystemExit):
+        main(["run", "feature-averaging", "--set", "bogus=1"])
+    # a bad value is reported as a clear error naming the parameter, before anything compiles
+    rc = main(["run", "feature-averaging", "--preset", "quick", "--set", "k=2000", "--out", str(tmp_path / "bad")])
+    assert rc == 2
+    assert "data.k" in capsys.readouterr().err

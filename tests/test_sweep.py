@@ -1,0 +1,219 @@
+"""fa_jax.sweep.run_sweep with the real feature-averaging run function on a tiny config: recompile guard,
+vmapped == single, key independence from grid position, padded == unpadded widths, chunking, resumption from
+cached chunks, and divergence handling. A toy run function checks the grouping/ordering mechanics cheaply.
+
+Compiles are the cost here (~10 s per static config x chunk size); see FA_PROGRAMS in conftest.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import fa_replace, flat, make_fa_config
+from fa_jax.config import traced
+from fa_jax.experiments.feature_averaging import run_feature_averaging
+from fa_jax.models.two_layer import TwoLayerNet, neuron_mask
+from fa_jax.sweep import STATS, group_configs, run_sweep
+
+
+def assert_results_close(a: dict, b: dict, rtol=1e-5, atol=1e-6, skip=()):
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        if k in skip:
+            continue
+        x, y = fa[k], fb[k]
+        assert x.shape == y.shape, k
+        if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
+            np.testing.assert_array_equal(x, y, err_msg=k)
+        else:
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=k)
+
+
+def assert_results_equal(a: dict, b: dict):
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+
+
+# ----------------------------------------------------------------------------- sanity of the shared runs
+def test_fa_results_sane(fa_grid3, fa_grid_configs):
+    r = fa_grid3[0]
+    plan = np.asarray(r["plan"])
+    assert plan[0] == 0 and plan[-1] == fa_grid_configs[0].train.steps
+    for name in ("loss", "test_acc", "cos_in", "flip_median"):
+        assert r["records"][name].shape == plan.shape
+    loss = np.asarray(r["records"]["loss"])
+    np.testing.assert_allclose(loss[0], np.log(2.0), rtol=1e-3)  # tiny init: f ~ 0, loss = log 2
+    assert loss[-1] < loss[0]
+    assert float(r["centre_orthogonality"]) <= 1e-5
+    assert not bool(r["diverged"])
+    # different traced values -> different runs
+    assert not np.allclose(np.asarray(fa_grid3[0]["records"]["loss"]), np.asarray(fa_grid3[1]["records"]["loss"]))
+
+
+# ----------------------------------------------------------------------------- recompile guard
+def test_recompile_guard():
+    base = make_fa_config()
+
+    def with_lrs(lrs, cfg=base):
+        return [fa_replace(cfg, optim__lr=lr) for lr in lrs]
+
+    first = run_sweep(run_feature_averaging, with_lrs([1e-3, 2e-3]))
+    t0 = STATS.traces
+    second = run_sweep(run_feature_averaging, with_lrs([5e-3, 7e-3]))
+    assert STATS.traces == t0, "a new learning rate must not recompile"
+    assert not np.allclose(np.asarray(first[0]["records"]["loss"]), np.asarray(second[0]["records"]["loss"]))
+    # every traced field (seeds, init scale, noise, split, width inside its bucket) is free too
+    other = [fa_replace(base, optim__lr=3e-3, model__init_scale=1e-3, data__sigma=0.5, data__n_pos=1,
+                        data_seed=4, model_seed=9),
+             fa_replace(base, model__width=2)]
+    assert other[1].model.bucket == 3 and other[1].model.width == 2
+    run_sweep(run_feature_averaging, other)
+    assert STATS.traces == t0, "traced fields must not recompile"
+    # a static change (d) must compile a new program
+    run_sweep(run_feature_averaging, with_lrs([1e-3, 2e-3], make_fa_config(data__d=48)))
+    assert STATS.traces == t0 + 1
+
+
+# ----------------------------------------------------------------------------- vmapped vs single / position
+def test_vmapped_equals_single(fa_grid3, fa_alone):
+    assert_results_close(fa_grid3[1], fa_alone, rtol=1e-5)
+
+
+def test_key_independent_of_grid_position(fa_grid3, fa_grid_configs):
+    c0, c1, c2 = fa_grid_configs
+    stranger = fa_replace(c0, optim__lr=5e-2, data_seed=7, model_seed=3)
+    shuffled = run_sweep(run_feature_averaging, [c2, stranger, c0])  # same chunk size (3), new neighbours
+    assert_results_equal(shuffled[2], fa_grid3[0])
+    assert_results_equal(shuffled[0], fa_grid3[2])
+
+
+def test_chunking_equals_unchunked(fa_chunked, fa_grid3):
+    assert len(fa_chunked) == 3
+    for a, b in zip(fa_chunked, fa_grid3):
+        assert_results_close(a, b, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- padded vs unpadded
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_padded_equals_unpadded(kind, fa_grid_configs, fa_alone):
+    if kind == "binary":
+        plain_cfg = fa_grid_configs[1]  # width 3, bucket None -> 3; its single run is shared (fa_alone)
+        plain = fa_alone
+    else:
+        plain_cfg = make_fa_config("multiclass", optim__lr=0.3, model_seed=1)
+        plain = run_sweep(run_feature_averaging, [plain_cfg])[0]
+    padded_cfg = fa_replace(plain_cfg, model__bucket=8)
+    assert plain_cfg.model.bucket == 3 and padded_cfg.model.bucket == 8
+    padded = run_sweep(run_feature_averaging, [padded_cfg])[0]
+    # the whole training trajectory: loss and every recorded metric
+    for name in plain["records"]:
+        a, b = np.asarray(plain["records"][name]), np.asarray(padded["records"][name])
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=0, err_msg=name)  # (a censored inf must match inf)
+    assert np.asarray(plain["records"]["loss"])[-1] < np.asarray(plain["records"]["loss"])[0] - 1e-4  # it trained
+    # end-of-run metrics too (the binary cosine matrix has one column per neuron: compare the real ones)
+    skip = ("features/cos",) if kind == "binary" else ()
+    assert_results_close(plain, padded, rtol=1e-5, atol=1e-6, skip=skip)
+    if kind == "binary":
+        real = np.asarray(neuron_mask(padded_cfg.model, 2)) > 0
+        np.testing.assert_allclose(np.asarray(padded["features"]["cos"])[:, real],
+                                   np.asarray(plain["features"]["cos"]), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- resume
+def test_resume_from_chunks(tmp_path, fa_grid_configs):
+    cfgs = fa_grid_configs[:2]
+    before = dataclasses.replace(STATS)
+    first = run_sweep(run_feature_averaging, cfgs, out_dir=tmp_path, tag="t")
+    assert STATS.chunks_run == before.chunks_run + 1 and STATS.chunks_loaded == before.chunks_loaded
+    files = os.listdir(tmp_path / "chunks")
+    assert len(files) == 1 and files[0].endswith(".npz")
+    mid = dataclasses.replace(STATS)
+    second = run_sweep(run_feature_averaging, cfgs, out_dir=tmp_path, tag="t")
+    assert STATS.chunks_run == mid.chunks_run, "a cached chunk must not be recomputed"
+    assert STATS.chunks_loaded == mid.chunks_loaded + 1
+    assert STATS.traces == mid.traces
+    for a, b in zip(first, second):
+        assert_results_equal(a, b)
+    # another tag (or other traced values) does not reuse the cache
+    run_sweep(run_feature_averaging, cfgs, out_dir=tmp_path, tag="u")
+    assert STATS.chunks_run == mid.chunks_run + 1
+    run_sweep(run_feature_averaging, [fa_replace(c, optim__lr=0.05) for c in cfgs], out_dir=tmp_path, tag="t")
+    assert STATS.chunks_run == mid.chunks_run + 2
+    assert len(os.listdir(tmp_path / "chunks")) == 3
+
+
+# ----------------------------------------------------------------------------- divergence
+def test_divergent_run_flagged_not_fatal():
+    """A huge step (lr = 1e30 with weight decay 1e30) turns the weights into inf and then NaN."""
+    base = make_fa_config()
+    bad = fa_replace(base, optim__lr=1e30, optim__weight_decay=1e30)
+    good = fa_replace(base, optim__lr=1e-2)
+    res = run_sweep(run_feature_averaging, [bad, good])  # must not raise
+    assert np.isnan(np.asarray(res[0]["records"]["loss"])).any()
+    assert bool(res[0]["diverged"]) is True
+    assert bool(res[1]["diverged"]) is False
+    assert np.all(np.isfinite(np.asarray(res[1]["records"]["loss"])))
+
+
+def test_exploded_loss_flagged_diverged():
+    """lr = 1e38 at init scale 1: the recorded training loss is inf after the first step. The logistic gradient
+    is bounded, so the weights stay finite (~1e38) and the loss saturates back to a finite value by the end; the
+    run has nevertheless diverged and must be flagged (not reported as a healthy trajectory)."""
+    base = make_fa_config()
+    bad = fa_replace(base, optim__lr=1e38, model__init_scale=1.0)
+    res = run_sweep(run_feature_averaging, [bad, fa_replace(base, optim__lr=1e-2)])
+    loss = np.asarray(res[0]["records"]["loss"])
+    assert not np.all(np.isfinite(loss))  # the trajectory blew up
+    assert bool(res[0]["diverged"]) is True, f"recorded loss {loss} but diverged=False"
+    assert bool(res[1]["diverged"]) is False
+
+
+# ----------------------------------------------------------------------------- engine mechanics (toy run_fn)
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    n: int = 3
+    a: float = traced(1.0)
+    seed: int = traced(0)
+
+
+def toy_run(cfg: Toy) -> dict:
+    x = jnp.arange(cfg.n, dtype=jnp.float32) * cfg.a
+    noise = jax.random.normal(jax.random.PRNGKey(cfg.seed), ())
+    return {"x": x, "nested": {"s": jnp.sum(x), "noise": noise}, "diverged": cfg.a > 100.0}
+
+
+def test_group_configs_first_seen_order():
+    cfgs = [Toy(3, 1.0), Toy(5, 1.0), Toy(3, 2.0), Toy(5, 3.0, 1), Toy(4)]
+    groups = group_configs(cfgs)
+    assert list(groups.values()) == [[0, 2], [1, 3], [4]]
+
+
+def test_toy_sweep_order_values_and_padding():
+    cfgs = [Toy(3, 1.0), Toy(5, 2.0, 1), Toy(3, -1.5, 2), Toy(5, 0.5, 3), Toy(3, 4.0, 4)]
+    t0 = STATS.traces
+    res = run_sweep(toy_run, cfgs, chunk_size=2)
+    # groups {n=3: 3 runs -> chunks of 2 (last padded), n=5: 2 runs}: one trace per group (same chunk shape)
+    assert STATS.traces == t0 + 2
+    for cfg, r in zip(cfgs, res):
+        np.testing.assert_allclose(r["x"], np.arange(cfg.n) * cfg.a, rtol=1e-6)
+        np.testing.assert_allclose(r["nested"]["s"], np.arange(cfg.n).sum() * cfg.a, rtol=1e-6)
+        np.testing.assert_allclose(r["nested"]["noise"],
+                                   float(jax.random.normal(jax.random.PRNGKey(cfg.seed), ())), rtol=1e-6)
+        assert r["diverged"].dtype == bool and not bool(r["diverged"])
+    # runs again with new traced values: no new trace
+    run_sweep(toy_run, [Toy(3, 9.0, 9), Toy(3, 8.0), Toy(5, 1.0), Toy(5, 1.0)], chunk_size=2)
+    assert STATS.traces == t0 + 2
+
+
+def test_toy_divergence_nan_and_flag():
+    res = run_sweep(toy_run, [Toy(3, float("nan")), Toy(3, 1.0), Toy(3, 1e3)])
+    assert [bool(r["diverged"]) for r in res] == [True, False, True]
+    np.testing.assert_allclose(res[1]["x"], [0.0, 1.0, 2.0])
