@@ -6,8 +6,8 @@ inside its bucket, ...) are stacked arrays, so a new value never recompiles. Gro
 (the last padded by repeating a run), so the grid size does not change shapes either.
 
 Each chunk's results are written to ``out_dir/chunks/<hash>.npz`` as soon as they exist; re-running the same sweep
-loads them instead of recomputing (an interrupted sweep resumes). A run whose outputs contain NaN (or whose
-``diverged`` output is true) is marked ``diverged`` and kept, never fatal.
+loads them instead of recomputing (an interrupted sweep resumes). A run is marked ``diverged`` (kept, never fatal)
+by its own ``diverged`` output when it returns one, else when any floating output is NaN.
 """
 from __future__ import annotations
 

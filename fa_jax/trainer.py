@@ -46,7 +46,8 @@ def record_plan(steps: int, n_records: int = 20, spacing: str = "log") -> tuple[
     if spacing not in PLANS:
         raise ValueError(f"invalid plan={spacing!r}: allowed one of {PLANS}")
     if spacing == "log":
-        pts = np.unique(np.round(np.geomspace(1, steps, max(n_records - 1, 1))).astype(int))
+        pts = np.unique(np.round(np.geomspace(1, steps, n_records - 1)).astype(int)) if n_records > 2 \
+            else np.array([steps])
     else:
         pts = np.unique(np.round(np.linspace(0, steps, n_records)).astype(int))
     return tuple(sorted({0, *map(int, pts), int(steps)}))

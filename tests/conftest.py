@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -100,4 +99,4 @@ def fa_replace(cfg: FARun, **values) -> FARun:
     return with_values(cfg, {k.replace("__", "."): v for k, v in values.items()}).validate()
 
 
-__all__ = ["make_fa_config", "flat", "fa_replace", "dataclasses"]
+__all__ = ["make_fa_config", "flat", "fa_replace"]

@@ -17,7 +17,7 @@ import pytest
 from conftest import fa_replace, flat, make_fa_config
 from fa_jax.config import traced
 from fa_jax.experiments.feature_averaging import run_feature_averaging
-from fa_jax.models.two_layer import TwoLayerNet, neuron_mask
+from fa_jax.models.two_layer import neuron_mask
 from fa_jax.sweep import STATS, group_configs, run_sweep
 
 
@@ -213,7 +213,17 @@ def test_toy_sweep_order_values_and_padding():
     assert STATS.traces == t0 + 2
 
 
-def test_toy_divergence_nan_and_flag():
-    res = run_sweep(toy_run, [Toy(3, float("nan")), Toy(3, 1.0), Toy(3, 1e3)])
-    assert [bool(r["diverged"]) for r in res] == [True, False, True]
+def toy_run_nodiv(cfg: Toy) -> dict:
+    """No ``diverged`` output: the engine decides from NaNs."""
+    return {"x": jnp.arange(cfg.n, dtype=jnp.float32) * cfg.a, "r": jnp.inf * cfg.a}
+
+
+def test_toy_divergence_from_nan():
+    res = run_sweep(toy_run_nodiv, [Toy(3, float("nan")), Toy(3, 1.0), Toy(3, 2.0)])
+    assert [bool(r["diverged"]) for r in res] == [True, False, False]  # inf alone is not divergence
     np.testing.assert_allclose(res[1]["x"], [0.0, 1.0, 2.0])
+
+
+def test_toy_divergence_from_own_flag():
+    res = run_sweep(toy_run, [Toy(3, 1e3), Toy(3, 1.0), Toy(3, 101.0)])
+    assert [bool(r["diverged"]) for r in res] == [True, False, True]

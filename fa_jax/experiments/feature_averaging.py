@@ -165,7 +165,9 @@ def run_feature_averaging(cfg: FARun) -> dict:
                             key=k_batch, batch_size=cfg.optim.batch_size, sampling=cfg.optim.sampling)
 
     res: dict = {"records": records, "plan": jnp.asarray(plan)}
-    res["diverged"] = ~jnp.isfinite(records["loss"][-1]) | ~jnp.all(jnp.isfinite(params["w"]))
+    # Diverged: the loss left the finite range at ANY record (the logistic gradient is bounded, so an exploded
+    # run can settle back to a finite loss) or the weights are no longer finite.
+    res["diverged"] = ~jnp.all(jnp.isfinite(records["loss"])) | ~jnp.all(jnp.isfinite(params["w"]))
     res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
     res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d
 

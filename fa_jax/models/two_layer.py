@@ -78,7 +78,7 @@ def neuron_mask(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
     """``(neurons,)`` 1.0 for real neurons, 0.0 for padding (width may be traced)."""
     groups, bucket = n_groups(cfg, n_classes), cfg.padded
     r = jnp.tile(jnp.arange(bucket), groups)
-    return (r < cfg.width).astype(jnp.float32)
+    return (r < cfg.width).astype(jnp.result_type(float))  # float64 under x64: 1/m exact
 
 
 def neuron_group(cfg: TwoLayerNet, n_classes: int) -> jax.Array:

@@ -16,6 +16,11 @@ PROVENANCE = {
     "ratio": "derived",  # G5: sqrt(k/2)
     "inblock_cosine": "derived",  # G2: 1/sqrt(|J_s|)
     "class_sum_cosine": "derived",  # G2: 1
+    "group_pair_cosine": "derived",  # T1/P3: neurons of a class group are alike, pairwise cosine 1
+    "fd_diag_cosine": "paper",  # T3: multi-class GD learns w_j proportional to mu_j
+    "fd_off_diag_cosine": "paper",  # T3: ... and orthogonal to the other centres
+    "clean_accuracy": "paper",  # T1/T3: near-perfect clean accuracy
+    "attack_direction_cosine": "derived",  # G1: the minimal flipping perturbation lies along v
     "granularity_radius": "derived",  # G6: sqrt(g d / (2k))
     "acc_fa": "derived",  # G1: Phi(sqrt(d/k) - eps)
     "acc_fd": "derived",  # G4 FD overlay, Monte Carlo
@@ -43,6 +48,36 @@ def ratio(k):
 def inblock_cosine(n_s):
     """G2: cos(w_{s,r}, mu_j) = 1/sqrt(|J_s|) for j in J_s."""
     return 1.0 / np.sqrt(np.asarray(n_s, float))
+
+
+def class_sum_cosine():
+    """G2: cos(w_{s,r}, sum_{J_s} mu_j) = 1 for the idealised averaging neuron."""
+    return np.float64(1.0)
+
+
+def group_pair_cosine():
+    """T1/P3: every neuron of a class group converges to the same direction: pairwise cosine 1."""
+    return np.float64(1.0)
+
+
+def fd_diag_cosine():
+    """T3: the multi-class equivalent weight of output j is proportional to mu_j: cos(w_j, mu_j) = 1."""
+    return np.float64(1.0)
+
+
+def fd_off_diag_cosine():
+    """T3: ... and orthogonal to the other centres: cos(w_j, mu_l) = 0 for l != j."""
+    return np.float64(0.0)
+
+
+def clean_accuracy():
+    """T1/T3: both models reach (near-)perfect clean test accuracy."""
+    return np.float64(1.0)
+
+
+def attack_direction_cosine():
+    """G1: the minimal flipping perturbation of the averaging net lies along v(x): cos(rho, v) = 1."""
+    return np.float64(1.0)
 
 
 def granularity_radius(g, d, k):
