@@ -110,6 +110,7 @@ def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str
         ax.legend(fontsize=7)
     axes[2].set_yscale("log")
     fig.suptitle("binary net: feature averaging appears early and persists")
+    fig.tight_layout()
     names.append(_save(fig, out_dir, "fa_dynamics.png"))
 
     # 5. scaling: r50 vs k (log-log) and r50 vs granularity g
@@ -121,6 +122,8 @@ def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str
     axes[0].loglog(kk, T.fa_radius(ksc["d"], kk), label="theory $\\sqrt{d/k}$", **THEORY)
     axes[0].loglog(kk, np.full_like(kk, T.fd_radius(ksc["d"])), label="theory $\\sqrt{d/2}$", color="k",
                    ls="-.")
+    axes[0].set_xticks(kk, [f"{int(v)}" for v in kk])
+    axes[0].minorticks_off()
     axes[0].set_xlabel("k")
     axes[0].set_ylabel("r50")
     axes[0].set_title(f"d = {ksc['d']}")
@@ -161,12 +164,14 @@ def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str
             # FA boundary for fixed eps: k* = d / eps^2, drawn in grid coordinates (log2 spacing)
             lk, ld = np.log2(ks), np.log2(ds)
             for e in (4.0, 8.0, 16.0):
-                dd = np.linspace(min(ds), max(ds), 50)
-                kstar = T.fa_boundary_k(dd, e)
-                ax.plot(np.interp(np.log2(kstar), lk, np.arange(len(ks)), left=np.nan, right=np.nan),
-                        np.interp(np.log2(dd), ld, np.arange(len(ds))), "k:", lw=1)
-                ax.text(np.interp(np.log2(T.fa_boundary_k(max(ds), e)), lk, np.arange(len(ks))),
-                        len(ds) - 1.2, f"k*=d/{e:g}$^2$", fontsize=7)
-    fig.suptitle("(k, d) phase diagram; * marks $\\sqrt{d/k}<3$ (clean accuracy starts to drop)", fontsize=10)
+                dd = np.geomspace(min(ds), max(ds), 50)
+                xs = np.interp(np.log2(T.fa_boundary_k(dd, e)), lk, np.arange(len(ks)), left=np.nan, right=np.nan)
+                ys = np.interp(np.log2(dd), ld, np.arange(len(ds)))
+                ax.plot(xs, ys, "k:", lw=1)
+                ok = np.flatnonzero(np.isfinite(xs))
+                if ok.size:
+                    ax.text(xs[ok[0]], ys[ok[0]], f"$\\epsilon$={e:g}", fontsize=7, ha="right", va="bottom")
+    fig.suptitle("(k, d) phase diagram; dotted: FA boundary $k^*=d/\\epsilon^2$ for fixed $\\epsilon$; "
+                 "* marks $\\sqrt{d/k}<3$ (clean accuracy starts to drop)", fontsize=9)
     names.append(_save(fig, out_dir, "fa_phase_kd.png"))
     return names

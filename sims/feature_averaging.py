@@ -140,7 +140,7 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     runs = build_runs(s)  # validates every run config before anything compiles or is written
     os.makedirs(out_dir, exist_ok=True)
     flat = [cfg for part in runs.values() for _, cfg in part]
-    t0, traces0 = time.time(), STATS.traces
+    t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
     results = run_sweep(run_feature_averaging, flat, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
                         progress=progress, desc=SIM)
     wall = time.time() - t0
@@ -151,7 +151,9 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     main_m = [r for lab, r in res["main"] if lab["kind"] == "multiclass"]
     d, k, n_pos = s.d, s.k, s.n_pos
     r_fa, r_fd = float(T.fa_radius(d, k)), float(T.fd_radius(d))
+    # wall_seconds is this invocation's; chunks loaded from out_dir/cache were computed by an earlier one
     metrics: dict = {"wall_seconds": wall, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
+                     "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
                      "diverged_runs": int(sum(bool(r["diverged"]) for r in results))}
 
     # ---- features
