@@ -6,7 +6,6 @@ against ``fa_jax.theory.feature_averaging`` -> figures + ``summary.json``. Spec:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
@@ -40,7 +39,8 @@ class FASim:
     bias: bool = True  # binary net trains biases
     multi_bias: bool = False  # multi-class net: spec default bias=False
     init_scale: float = 1e-5
-    optimizer: str = "gd"
+    optimizer: str = "gd"  # any name in fa_jax.optim.OPTIMIZERS
+    batch_size: int | None = None  # None: full batch (GD); else mini-batches (use optimizer='sgd', 'adam', ...)
     lr: float = 1e-3
     steps: int = 100
     seeds: int = 8
@@ -94,7 +94,7 @@ def _run_config(s: FASim, kind: str, seed: int, *, d=None, k=None, groups=None, 
         data=ClusterData(d=d, k=k, n_pos=n_pos, n_train=s.n_train, n_test=s.n_test, sigma=s.sigma, groups=groups),
         model=TwoLayerNet(kind=kind, width=s.heads_width if multi else s.width,
                           bias=s.multi_bias if multi else s.bias, init_scale=s.init_scale),
-        optim=OptimConfig(name=s.optimizer, lr=lr or s.lr),
+        optim=OptimConfig(name=s.optimizer, lr=lr or s.lr, batch_size=s.batch_size),
         train=TrainConfig(steps=steps or s.steps, n_records=20),
         attack=AttackConfig(steps=s.pgd_steps, restarts=s.sweep_restarts if sweep else s.restarts,
                             n_points=min(s.sweep_points, s.n_points) if sweep else s.n_points,

@@ -344,7 +344,7 @@ def test_pgd_ideal_fa_huge_margin_reaches_radius_float32(c):
     objective, in reduced coordinates, as the FA experiment runs it: robust at 0.8 sqrt(d/k), broken at 1.2."""
     d, k = 400, 4
     x, y, params, A, z0, wq, q = _fa_pgd_setup(c, jnp.float32)
-    n, p = x.shape[0], wq.shape[1]
+    n = x.shape[0]
     m0 = np.asarray(y * (jax.nn.relu(z0) @ A.T)[:, 0])
     assert np.all(m0 > 40)
 

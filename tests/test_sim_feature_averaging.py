@@ -101,3 +101,20 @@ def test_cli_errors(capsys, tmp_path):
         assert rc == 2
         assert param in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_overrides_reach_every_run_config():
+    """--set fields of the sim config land in every run's config (no run is executed here)."""
+    from sims import feature_averaging as fa
+
+    cfg = apply_overrides(fa.PRESETS["quick"], ["optimizer=adam", "batch_size=32", "lr=0.02", "seeds=2"])
+    runs = fa.build_runs(cfg)
+    assert len(runs["main"]) == 4
+    for part in ("main", "phase", "gran"):
+        for _, rc in runs[part]:
+            assert (rc.optim.name, rc.optim.batch_size, rc.optim.lr) == ("adam", 32, 0.02)
+    assert {rc.optim.lr for _, rc in runs["dyn"]} == set(cfg.dyn_lrs)
+    with pytest.raises(ValueError, match="optim.name"):
+        fa.build_runs(apply_overrides(fa.PRESETS["quick"], ["batch_size=32"]))  # 'gd' is full batch
+    with pytest.raises(ValueError, match="gran_g"):
+        apply_overrides(fa.PRESETS["default"], ["gran_g=2,3"]).validate()  # g=3: super-classes straddle J+/J-

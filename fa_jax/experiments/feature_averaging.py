@@ -21,13 +21,12 @@ from ..data.clusters import ClusterData, make_cluster_data
 from ..losses import cross_entropy, logistic
 from ..metrics import features as F
 from ..metrics import robustness as R
-from ..models.two_layer import TwoLayerNet, apply_two_layer, init_two_layer, neuron_group, neuron_mask, \
+from ..models.two_layer import TwoLayerNet, apply_two_layer, hidden, init_two_layer, neuron_group, neuron_mask, \
     readout_matrix
 from ..optim import OptimConfig, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 OBJECTIVES = ("margin", "ce")
-READOUTS = ("binary", "sum", "max")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,9 +125,18 @@ def run_feature_averaging(cfg: FARun) -> dict:
     main = main_readout(cfg)
     t_max = 2.0 * math.sqrt(dc.d)
 
+    side = jnp.where(neuron_group(mc, c) == 0, 1.0, -1.0)  # binary: +1 for the + side
+    block = data["superclass"][:, None] == jnp.arange(c)[None, :]  # multi-class: cluster j feeds output q
+
+    def features(p):
+        if binary:
+            return F.binary_feature_summary(centres, p["w"], signs, side, mask)
+        cosm = F.cosine_matrix(centres, A @ p["w"])  # equivalent weight (1/h) sum_r w_{q,r} per output
+        return {**F.block_summary(cosm, block.astype(cosm.dtype), jnp.ones((c,), cosm.dtype)), "cos": cosm}
+
     def margin_along_v(p, x, y, kind, n):
         """Exact flip radius along v(x) = -y vhat for the first n points."""
-        z0 = outputs_pre(p, x[:n])
+        z0 = hidden(p, x[:n])
         wv = p["w"] @ vhat
 
         def ray(t):
@@ -137,27 +145,11 @@ def run_feature_averaging(cfg: FARun) -> dict:
 
         return R.flip_radius(ray, n, t_max, cfg.attack.flip_grid)
 
-    def outputs_pre(p, x):
-        z = x @ p["w"].T
-        return z + p["b"] if "b" in p else z
-
     def record_fn(p):
-        out = outputs(p, data["train"]["x"])
-        loss = jnp.mean(loss_fn(p, data["train"]["x"], tr_y))
         fte = R.binary_readout(outputs(p, test["x"]), sup_sign, main)
-        rec = {"loss": loss, "test_acc": jnp.mean(fte * test["y"] > 0)}
-        if binary:
-            side = jnp.where(neuron_group(mc, c) == 0, 1.0, -1.0)
-            rec["cos_in"] = F.binary_feature_summary(centres, p["w"], signs, side, mask)["in_mean"]
-        else:
-            eq = A @ p["w"]
-            cosm = F.cosine_matrix(centres, eq)
-            block = (data["superclass"][:, None] == jnp.arange(c)[None, :]).astype(cosm.dtype)
-            rec["cos_in"] = F.block_summary(cosm, block, jnp.ones((c,), cosm.dtype))["in_mean"]
         r = margin_along_v(p, test["x"], test["y"], main, cfg.attack.record_points)
-        rec["flip_median"] = jnp.median(r)
-        del out
-        return rec
+        return {"loss": jnp.mean(loss_fn(p, data["train"]["x"], tr_y)), "test_acc": jnp.mean(fte * test["y"] > 0),
+                "cos_in": features(p)["in_mean"], "flip_median": jnp.median(r)}
 
     plan = record_plan(cfg.train.steps, cfg.train.n_records, cfg.train.plan)
     opt = make_optimizer(cfg.optim)
@@ -171,15 +163,7 @@ def run_feature_averaging(cfg: FARun) -> dict:
     res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
     res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d
 
-    # ---- features
-    if binary:
-        side = jnp.where(neuron_group(mc, c) == 0, 1.0, -1.0)
-        res["features"] = F.binary_feature_summary(centres, params["w"], signs, side, mask)
-    else:
-        eq = A @ params["w"]  # equivalent weight per output (c, d)
-        cosm = F.cosine_matrix(centres, eq)
-        block = (data["superclass"][:, None] == jnp.arange(c)[None, :]).astype(cosm.dtype)
-        res["features"] = {**F.block_summary(cosm, block, jnp.ones((c,), cosm.dtype)), "cos": cosm}
+    res["features"] = features(params)
     if "b" in params:
         res["bias_mean_abs"] = jnp.sum(jnp.abs(params["b"]) * mask) / jnp.sum(mask)
 
@@ -187,7 +171,6 @@ def run_feature_averaging(cfg: FARun) -> dict:
     n = cfg.attack.n_points
     xa, ya, la = test["x"][:n], test["y"][:n], test["label"][:n]
     z0, wq, q = R.reduce_two_layer(params, xa, extra=vhat[None, :])
-    p_dim = wq.shape[1]
     eps = eps_grid(cfg)
 
     # Every (read-out, objective) attack runs through ONE vmapped PGD program (compiled once, not per attack).
@@ -195,7 +178,7 @@ def run_feature_averaging(cfg: FARun) -> dict:
     attacks = [(kind, "margin") for kind in kinds]
     if not binary and cfg.attack.ce:
         attacks += [(kind, "ce") for kind in kinds]
-    kind_idx = jnp.asarray([READOUTS.index(a[0]) for a in attacks])
+    kind_idx = jnp.asarray([kinds.index(a[0]) for a in attacks])
     obj_idx = jnp.asarray([OBJECTIVES.index(a[1]) for a in attacks])
 
     def make_fns(ki, oi):
@@ -204,12 +187,13 @@ def run_feature_averaging(cfg: FARun) -> dict:
 
         def margin(delta):
             o = out_of(delta)
-            f = jnp.stack([R.binary_readout(o, sup_sign, r) for r in kinds])
-            return ya * f[jnp.clip(ki - READOUTS.index(kinds[0]), 0, len(kinds) - 1)]
+            return ya * jnp.stack([R.binary_readout(o, sup_sign, r) for r in kinds])[ki]
 
         def loss(delta):
             # Ascending softplus(-margin) and descending the margin give the same normalised step; using the
             # margin directly avoids the sigmoid factor underflowing (false robustness) at large margins.
+            if not any(obj == "ce" for _, obj in attacks):
+                return -margin(delta)
             return jnp.where(oi == 0, -margin(delta), cross_entropy(out_of(delta), la))
 
         return margin, loss
@@ -235,7 +219,7 @@ def run_feature_averaging(cfg: FARun) -> dict:
         rob[kind]["flip"] = margin_along_v(params, test["x"], test["y"], kind, n)
 
     # ---- attack geometry (main read-out): direction of successful PGD perturbations vs v(x)
-    margin, loss = make_fns(READOUTS.index(main), 0)
+    margin, loss = make_fns(kinds.index(main), 0)
     e_dir = cfg.attack.direction_eps * math.sqrt(dc.d / dc.k)
     _, final, _ = R.pgd(margin, loss, e_dir * starts[0], e_dir, cfg.attack.steps,
                         cfg.attack.rel_step * e_dir / cfg.attack.steps)
