@@ -174,4 +174,34 @@ def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str
     fig.suptitle("(k, d) phase diagram; dotted: FA boundary $k^*=d/\\epsilon^2$ for fixed $\\epsilon$; "
                  "* marks $\\sqrt{d/k}<3$ (clean accuracy starts to drop)", fontsize=9)
     names.append(_save(fig, out_dir, "fa_phase_kd.png"))
+    # 7. S3: init scale x width
+    s3 = metrics["s3"]
+    widths = sorted({t["width"] for t in s3["runs"]})
+    scales = sorted({t["init_scale"] for t in s3["runs"]})
+    panels = (("cos_in", "in-block cosine", float(np.mean(T.inblock_cosine([n_pos, k - n_pos]))), (0, 1)),
+              ("movement", "log10 $\\|W_T-W_0\\|/\\|W_0\\|$", None, None),
+              ("flip_over_fa", "flip radius / $\\sqrt{d/k}$", 1.0, (0, 2)),
+              ("clean_acc", "clean accuracy", 1.0, (0.5, 1)))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    for ax, (key, title, theory, lim) in zip(axes, panels):
+        grid = np.full((len(widths), len(scales)), np.nan)
+        for t in s3["runs"]:
+            grid[widths.index(t["width"]), scales.index(t["init_scale"])] = t[key]
+        if key == "movement":
+            grid = np.log10(np.maximum(grid, 1e-12))
+        im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis",
+                       vmin=None if lim is None else lim[0], vmax=None if lim is None else lim[1])
+        fig.colorbar(im, ax=ax)
+        ax.set_xticks(range(len(scales)), [f"{v:.0e}" for v in scales], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(widths)), widths)
+        ax.set_xlabel("init scale $\\sigma_w$")
+        ax.set_ylabel("width m")
+        ax.set_title(title + ("" if theory is None else f" (FA theory {theory:.3g})"), fontsize=9)
+        xb = np.interp(np.log10(s3["boundary_scale"]), np.log10(scales), np.arange(len(scales)))
+        ax.axvline(xb, color="w", ls="--", lw=1.2)
+    fig.suptitle(f"S3: init scale x width (binary net, d={d}); dashed: heuristic FA/lazy boundary "
+                 f"$\\sigma_w\\sqrt{{d}} = \\|w_T\\|$ = {s3['learned_norm_small_init']:.3g} (learned from small init)",
+                 fontsize=9)
+    fig.tight_layout()
+    names.append(_save(fig, out_dir, "fa_init_width.png"))
     return names

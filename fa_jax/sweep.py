@@ -104,8 +104,13 @@ def _stack(values: list[dict]) -> dict[str, jax.Array]:
     return out
 
 
-def _chunk_hash(key: str, values: list[dict], tag: str) -> str:
-    blob = json.dumps([tag, key, values], sort_keys=True, default=float)
+def _chunk_hash(run_fn: Callable, key: str, values: list[dict], tag: str) -> str:
+    # The run function's identity and the package version are part of the key; edits to a run function that
+    # do not bump the version are NOT detected: clear out_dir/cache after changing what a run computes.
+    from . import __version__
+
+    ident = f"{getattr(run_fn, '__module__', '')}.{getattr(run_fn, '__qualname__', repr(run_fn))}"
+    blob = json.dumps([tag, __version__, ident, key, values], sort_keys=True, default=float)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
@@ -150,7 +155,7 @@ def run_sweep(
         values = [traced_values(configs[i]) for i in idx]
         path = None
         if cache_dir is not None:
-            path = os.path.join(cache_dir, _chunk_hash(key, values, tag) + ".npz")
+            path = os.path.join(cache_dir, _chunk_hash(run_fn, key, values, tag) + ".npz")
         if path is not None and os.path.exists(path):
             with np.load(path) as z:
                 flat = {k: z[k] for k in z.files}

@@ -6,6 +6,7 @@ against ``fa_jax.theory.feature_averaging`` -> figures + ``summary.json``. Spec:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 
@@ -60,7 +61,13 @@ class FASim:
     gran_g: tuple = (2, 4, 6, 12)
     gran_d: int = 3072
     gran_seeds: int = 2
-    # the sweeps (dynamics, phase, granularity) only need r50 / flip radii: a cheaper attack, no CE variant
+    # S3: init scale x width (binary net). Widths share a program inside each bucket (padded, masked neurons);
+    # the init scale is traced. sigma_w = 1/sqrt(d) is always added to the scale grid.
+    s3_widths: tuple = (1, 2, 5, 20, 100)
+    s3_scales: tuple = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    s3_buckets: tuple = (5, 20, 100)
+    s3_seeds: int = 1
+    # the sweeps (dynamics, phase, granularity, S3) only need r50 / flip radii: a cheaper attack, no CE variant
     sweep_points: int = 500
     sweep_restarts: int = 2
 
@@ -69,6 +76,9 @@ class FASim:
         require(len(self.dyn_lrs) >= 1, "dyn_lrs", "a non-empty tuple of learning rates", self.dyn_lrs)
         require(len(self.phase_k) >= 2 and len(self.phase_d) >= 1, "phase_k/phase_d",
                 "at least 2 values of k and 1 of d", (self.phase_k, self.phase_d))
+        for m in self.s3_widths:
+            require(any(m <= b for b in self.s3_buckets), "s3_widths",
+                    f"widths <= the largest of s3_buckets={self.s3_buckets}", m)
         for g in self.gran_g:
             require(self.gran_k % g == 0 and (self.gran_k // 2) % (self.gran_k // g) == 0, "gran_g",
                     f"divisors g of gran_k={self.gran_k} with k/g dividing k/2", g)
@@ -80,20 +90,22 @@ PRESETS = {
     # The paper's main setting with fewer seeds, a cheaper attack and small sweeps; the (k, d) cell and g = k
     # coincide with the main runs, so they share programs (and results) with them.
     "quick": FASim(n_test=300, seeds=3, pgd_steps=20, restarts=2, n_points=300, dyn_steps=300, dyn_seeds=1,
-                   phase_k=(2, 10), phase_d=(3072,), phase_seeds=1, gran_g=(2, 10), gran_k=10, gran_seeds=1),
+                   phase_k=(2, 10), phase_d=(3072,), phase_seeds=1, gran_g=(2, 10), gran_k=10, gran_seeds=1,
+                   s3_widths=(1, 5), s3_scales=(1e-5, 1e-1), s3_buckets=(5,)),
 }
 
 
 def _run_config(s: FASim, kind: str, seed: int, *, d=None, k=None, groups=None, lr=None, steps=None,
-                sweep: bool = False) -> FARun:
+                sweep: bool = False, width=None, bucket=None, init_scale=None) -> FARun:
     d = d or s.d
     k = k or s.k
     n_pos = s.n_pos if (d, k) == (s.d, s.k) else k // 2
     multi = kind == "multiclass"
     return FARun(
         data=ClusterData(d=d, k=k, n_pos=n_pos, n_train=s.n_train, n_test=s.n_test, sigma=s.sigma, groups=groups),
-        model=TwoLayerNet(kind=kind, width=s.heads_width if multi else s.width,
-                          bias=s.multi_bias if multi else s.bias, init_scale=s.init_scale),
+        model=TwoLayerNet(kind=kind, width=width or (s.heads_width if multi else s.width), bucket=bucket,
+                          bias=s.multi_bias if multi else s.bias,
+                          init_scale=s.init_scale if init_scale is None else init_scale),
         optim=OptimConfig(name=s.optimizer, lr=lr or s.lr, batch_size=s.batch_size),
         train=TrainConfig(steps=steps or s.steps, n_records=20),
         attack=AttackConfig(steps=s.pgd_steps, restarts=s.sweep_restarts if sweep else s.restarts,
@@ -106,7 +118,7 @@ def _run_config(s: FASim, kind: str, seed: int, *, d=None, k=None, groups=None, 
 
 def build_runs(s: FASim) -> dict[str, list[tuple[dict, FARun]]]:
     """Every run of the sim, labelled; all of them go through ONE sweep call."""
-    runs: dict[str, list] = {"main": [], "dyn": [], "phase": [], "gran": []}
+    runs: dict[str, list] = {"main": [], "dyn": [], "phase": [], "gran": [], "s3": []}
     for kind in ("binary", "multiclass"):
         for seed in range(s.seeds):
             runs["main"].append(({"kind": kind, "seed": seed}, _run_config(s, kind, seed)))
@@ -127,7 +139,18 @@ def build_runs(s: FASim) -> dict[str, list[tuple[dict, FARun]]]:
             runs["gran"].append(({"g": g, "seed": seed},
                                  _run_config(s, "multiclass", seed, d=s.gran_d, k=s.gran_k,
                                              groups=None if g == s.gran_k else g, sweep=True)))
+    for m in s.s3_widths:
+        bucket = min(b for b in s.s3_buckets if b >= m)
+        for sc in s3_scale_grid(s):
+            for seed in range(s.s3_seeds):
+                runs["s3"].append(({"width": m, "init_scale": sc, "seed": seed},
+                                   _run_config(s, "binary", seed, width=m, bucket=bucket, init_scale=sc, sweep=True)))
     return runs
+
+
+def s3_scale_grid(s: FASim) -> list[float]:
+    """The S3 init scales, with 1/sqrt(d) (the standard init) added."""
+    return sorted({*map(float, s.s3_scales), 1.0 / math.sqrt(s.d)})
 
 
 def _ms(values) -> dict:
@@ -239,6 +262,22 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     metrics["granularity"] = {"k": s.gran_k, "d": s.gran_d, "g": gs, "r50_max": gr.tolist(),
                               "predicted": gpred.tolist()}
 
+    # ---- S3: init scale x width (P3 width invariance at small init; FA vs lazy boundary)
+    s3 = []
+    for lab, r in res["s3"]:
+        s3.append({**lab, "cos_in": float(r["features"]["in_mean"]), "movement": float(r["movement"]),
+                   "flip_over_fa": float(np.median(r["robust"]["binary"]["flip"])) / r_fa,
+                   "clean_acc": float(r["robust"]["binary"]["clean_acc"]), "neuron_norm": float(r["neuron_norm"]),
+                   "group_min_pair_cos": float(r["features"]["group_min_pair_cos"])})
+    small = min(s3_scale_grid(s))
+    s3_small = [t for t in s3 if t["init_scale"] == small]
+    # heuristic FA/lazy boundary: init norm sigma sqrt(d) equals the norm learned from small init
+    learned = float(np.mean([t["neuron_norm"] for t in s3_small]))
+    metrics["s3"] = {"runs": s3, "smallest_scale": small, "learned_norm_small_init": learned,
+                     "boundary_scale": learned / math.sqrt(d)}
+    width_dev = max(abs(t["cos_in"] - pred_in) for t in s3_small)
+    width_pair = min(t["group_min_pair_cos"] for t in s3_small)
+
     # ---- checks (predicted values from fa_jax.theory, never literals)
     P = T.PROVENANCE
     checks = [
@@ -272,6 +311,12 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
               f"P9: log-log slope of FA r50 vs k at d={d_top}"),
         Check("fd.k_slope", slope_fd, 0.0, 0.05, "abs", P["fd_radius"],
               f"P9: FD (F_max) r50 flat in k at d={d_top}"),
+    ]
+    checks += [
+        Check("fa.width_invariance", width_dev, 0.0, 0.03, "at_most", P["inblock_cosine"],
+              f"P3: at init {small:g}, |in-block cos - 1/sqrt(|J_s|)| <= 0.03 for every m in {list(s.s3_widths)}"),
+        Check("fa.width_group_collapse", width_pair, float(T.group_pair_cosine()), 0.04, "at_least",
+              P["group_pair_cosine"], f"P3: min pairwise cos within a group >= 0.96 for m in {list(s.s3_widths)}"),
     ]
     for g, m_, p_ in zip(gs, gr, gpred):
         checks.append(Check(f"gran.radius50_g{g}", float(m_), float(p_), 0.10, "rel", P["granularity_radius"],

@@ -8,6 +8,7 @@ super-classes (``groups``) the fine label is j // (k/g), each super-class lying 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,7 @@ class ClusterData:
                 f"1 <= n_pos <= k-1 = {self.k - 1} (J+ and J- must both be non-empty)", self.n_pos)
         require(self.n_train >= 1, "data.n_train", "an integer >= 1", self.n_train)
         require(self.n_test >= 1, "data.n_test", "an integer >= 1", self.n_test)
-        require(float(self.sigma) >= 0 and jnp.isfinite(float(self.sigma)), "data.sigma",
+        require(math.isfinite(float(self.sigma)) and float(self.sigma) >= 0, "data.sigma",
                 "a finite number >= 0", self.sigma)
         if self.groups is not None:
             g = self.groups

@@ -161,6 +161,7 @@ def run_feature_averaging(cfg: FARun) -> dict:
     # run can settle back to a finite loss) or the weights are no longer finite.
     res["diverged"] = ~jnp.all(jnp.isfinite(records["loss"])) | ~jnp.all(jnp.isfinite(params["w"]))
     res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
+    res["neuron_norm"] = jnp.sum(jnp.linalg.norm(params["w"], axis=1) * mask) / jnp.sum(mask)  # mean ||w_r||
     res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d
 
     res["features"] = features(params)
