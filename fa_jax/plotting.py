@@ -38,8 +38,8 @@ def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str
     # 1. cosine heat-maps (paper Fig. 2a,b), averaged over seeds
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [2 * s.width, k]})
     cb = np.mean([r["features"]["cos"] for r in main_b], 0)
-    m_ = 2 * s.width
-    cb = cb[:, np.r_[0:s.width, cb.shape[1] // 2: cb.shape[1] // 2 + s.width]][:, :m_]
+    bucket = cb.shape[1] // 2  # columns: [+ side | - side], each padded to the bucket; keep the real neurons
+    cb = cb[:, np.r_[0:s.width, bucket:bucket + s.width]]
     cm = np.mean([r["features"]["cos"] for r in main_m], 0)
     for ax, c, title, xl in ((axes[0], cb, "binary net (feature averaging)", "neuron (+ side | - side)"),
                              (axes[1], cm, "multi-class net (decoupled)", "output j (equivalent weight)")):

@@ -227,3 +227,31 @@ def test_toy_divergence_from_nan():
 def test_toy_divergence_from_own_flag():
     res = run_sweep(toy_run, [Toy(3, 1e3), Toy(3, 1.0), Toy(3, 101.0)])
     assert [bool(r["diverged"]) for r in res] == [True, False, True]
+
+
+# ----------------------------------------------------------------------------- expand_grid
+def test_expand_grid_cartesian_order_and_validation():
+    from fa_jax.sweep import expand_grid
+
+    base = make_fa_config()
+    lrs, seeds = [1e-3, 2e-2], [0, 5, 9]
+    cfgs = expand_grid(base, {"optim.lr": lrs, "data_seed": seeds})
+    expect = [(lr, s) for lr in lrs for s in seeds]  # last axis fastest
+    assert [(c.optim.lr, c.data_seed) for c in cfgs] == expect
+    # everything else is the base config, and the whole grid is one static group (one program)
+    assert all(c.model == base.model and c.data == base.data for c in cfgs)
+    assert len(group_configs(cfgs)) == 1
+    with pytest.raises(ValueError, match="optim.lr"):
+        expand_grid(base, {"optim.lr": [1e-3, -1.0]})
+
+
+def test_irrelevant_ce_flag_does_not_split_binary_programs():
+    """attack.ce only concerns the multi-class net: binary configs differing in it share one static key."""
+    from fa_jax.config import static_key
+
+    b_on = fa_replace(make_fa_config(), attack__ce=True)
+    b_off = fa_replace(make_fa_config(), attack__ce=False)
+    assert static_key(b_on) == static_key(b_off)
+    m_on = fa_replace(make_fa_config("multiclass"), attack__ce=True)
+    m_off = fa_replace(make_fa_config("multiclass"), attack__ce=False)
+    assert static_key(m_on) != static_key(m_off)

@@ -21,7 +21,7 @@ from ..data.clusters import ClusterData, make_cluster_data
 from ..losses import cross_entropy, logistic
 from ..metrics import features as F
 from ..metrics import robustness as R
-from ..models.two_layer import TwoLayerNet, apply_two_layer, hidden, init_two_layer, neuron_group, neuron_mask, \
+from ..models.two_layer import TwoLayerNet, apply_two_layer, head, hidden, init_two_layer, neuron_group, neuron_mask, \
     readout_matrix
 from ..optim import OptimConfig, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
@@ -73,7 +73,10 @@ class FARun:
         self.attack.validate(self.data.n_test)
         require(self.model.kind == "multiclass" or self.data.groups is None, "data.groups",
                 "None for the binary model (super-classes need kind='multiclass')", self.data.groups)
-        return dataclasses.replace(self, model=model)
+        # ``attack.ce`` only exists for the multi-class net: pin it off for the binary one so an irrelevant flag
+        # never splits programs (the same normalisation as the model's bucket).
+        attack = self.attack if model.kind == "multiclass" else dataclasses.replace(self.attack, ce=False)
+        return dataclasses.replace(self, model=model, attack=attack)
 
 
 def eps_grid(cfg: FARun) -> jax.Array:
@@ -141,7 +144,7 @@ def run_feature_averaging(cfg: FARun) -> dict:
 
         def ray(t):
             pre = z0 - (y[:n] * t)[:, None] * wv[None, :]
-            return y[:n] * R.binary_readout(jax.nn.relu(pre) @ A.T, sup_sign, kind)
+            return y[:n] * R.binary_readout(head(pre, A), sup_sign, kind)
 
         return R.flip_radius(ray, n, t_max, cfg.attack.flip_grid)
 
@@ -161,12 +164,12 @@ def run_feature_averaging(cfg: FARun) -> dict:
     # run can settle back to a finite loss) or the weights are no longer finite.
     res["diverged"] = ~jnp.all(jnp.isfinite(records["loss"])) | ~jnp.all(jnp.isfinite(params["w"]))
     res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
-    res["neuron_norm"] = jnp.sum(jnp.linalg.norm(params["w"], axis=1) * mask) / jnp.sum(mask)  # mean ||w_r||
+    res["neuron_norm"] = F.masked_mean(jnp.linalg.norm(params["w"], axis=1), mask)  # mean ||w_r||
     res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d
 
     res["features"] = features(params)
     if "b" in params:
-        res["bias_mean_abs"] = jnp.sum(jnp.abs(params["b"]) * mask) / jnp.sum(mask)
+        res["bias_mean_abs"] = F.masked_mean(jnp.abs(params["b"]), mask)
 
     # ---- robustness
     n = cfg.attack.n_points
@@ -179,12 +182,13 @@ def run_feature_averaging(cfg: FARun) -> dict:
     attacks = [(kind, "margin") for kind in kinds]
     if not binary and cfg.attack.ce:
         attacks += [(kind, "ce") for kind in kinds]
+    use_ce = any(obj == "ce" for _, obj in attacks)
     kind_idx = jnp.asarray([kinds.index(a[0]) for a in attacks])
     obj_idx = jnp.asarray([OBJECTIVES.index(a[1]) for a in attacks])
 
     def make_fns(ki, oi):
         def out_of(delta):
-            return jax.nn.relu(z0 + delta @ wq.T) @ A.T
+            return head(z0 + delta @ wq.T, A)
 
         def margin(delta):
             o = out_of(delta)
@@ -193,7 +197,7 @@ def run_feature_averaging(cfg: FARun) -> dict:
         def loss(delta):
             # Ascending softplus(-margin) and descending the margin give the same normalised step; using the
             # margin directly avoids the sigmoid factor underflowing (false robustness) at large margins.
-            if not any(obj == "ce" for _, obj in attacks):
+            if not use_ce:
                 return -margin(delta)
             return jnp.where(oi == 0, -margin(delta), cross_entropy(out_of(delta), la))
 

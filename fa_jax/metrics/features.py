@@ -16,7 +16,8 @@ def cosine_matrix(a, b):
     return an @ bn.T
 
 
-def _masked_mean(x, m):
+def masked_mean(x, m):
+    """sum(x m) / sum(m): the mean over real (unmasked) entries."""
     return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
@@ -30,10 +31,10 @@ def block_summary(cos, block, mask):
     off = m * (1.0 - block)
     big = jnp.asarray(jnp.inf, cos.dtype)
     return {
-        "in_mean": _masked_mean(cos, inb),
+        "in_mean": masked_mean(cos, inb),
         "in_min": jnp.min(jnp.where(inb > 0, cos, big)),
         "in_max": jnp.max(jnp.where(inb > 0, cos, -big)),
-        "off_mean": _masked_mean(cos, off),
+        "off_mean": masked_mean(cos, off),
         "off_max": jnp.max(jnp.where(off > 0, cos, -big)),
         "off_absmax": jnp.max(jnp.where(off > 0, jnp.abs(cos), -big)),
     }
@@ -53,7 +54,7 @@ def binary_feature_summary(centres, W, signs, side_sign, mask):
     class_sum = jnp.stack([jnp.sum(centres * (signs == s)[:, None], 0) for s in (1.0, -1.0)])  # (2, d)
     cs = cosine_matrix(W, class_sum)  # (neurons, 2)
     own = jnp.where(side_sign > 0, cs[:, 0], cs[:, 1])
-    out["class_sum_cos"] = _masked_mean(own, mask)
+    out["class_sum_cos"] = masked_mean(own, mask)
     pair = cosine_matrix(W, W)
     same = (side_sign[:, None] == side_sign[None, :]) & (mask[:, None] > 0) & (mask[None, :] > 0)
     out["group_min_pair_cos"] = jnp.min(jnp.where(same, pair, jnp.inf))

@@ -53,10 +53,6 @@ def n_groups(cfg: TwoLayerNet, n_classes: int) -> int:
     return 2 if cfg.kind == "binary" else n_classes
 
 
-def n_outputs(cfg: TwoLayerNet, n_classes: int) -> int:
-    return 1 if cfg.kind == "binary" else n_classes
-
-
 def init_two_layer(key: jax.Array, cfg: TwoLayerNet, d: int, n_classes: int, dtype=jnp.float32) -> dict:
     """Params ``{"w": (neurons, d), "b": (neurons,)}`` (``b`` only if ``cfg.bias``), iid N(0, init_scale^2)."""
     groups, bucket = n_groups(cfg, n_classes), cfg.padded
@@ -104,6 +100,12 @@ def hidden(params: dict, x: jax.Array) -> jax.Array:
     return z
 
 
+def head(pre: jax.Array, A: jax.Array) -> jax.Array:
+    """Outputs ``(samples, outputs)`` = ReLU(pre) A^T from pre-activations ``(samples, neurons)`` (attacks perturb
+    ``pre`` directly)."""
+    return jax.nn.relu(pre) @ A.T
+
+
 def apply_two_layer(params: dict, x: jax.Array, A: jax.Array) -> jax.Array:
     """Outputs ``(samples, outputs)`` = ReLU(x W^T + b) A^T."""
-    return jax.nn.relu(hidden(params, x)) @ A.T
+    return head(hidden(params, x), A)
