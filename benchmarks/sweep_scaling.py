@@ -21,7 +21,12 @@ import jax.numpy as jnp
 from fa_jax.config import with_values
 from fa_jax.data.clusters import ClusterData, make_cluster_data
 from fa_jax.losses import logistic
-from fa_jax.models.two_layer import TwoLayerNet, apply_two_layer, init_two_layer, readout_matrix
+from fa_jax.models.two_layer import (
+    TwoLayerNet,
+    apply_two_layer,
+    init_two_layer,
+    readout_matrix,
+)
 from fa_jax.optim import OptimConfig, make_optimizer
 from fa_jax.summary import device, versions
 from fa_jax.trainer import record_plan, train
@@ -40,7 +45,7 @@ def make_program(data_cfg, model_cfg, optim_cfg, steps):
 
         opt = make_optimizer(with_values(optim_cfg, {"lr": lr}))
         x, y = data["train"]["x"], data["train"]["y"]
-        _, rec = train(loss_fn, params, x, y, opt, plan=plan,
+        _, rec, _ = train(loss_fn, params, x, y, opt, plan=plan,
                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y)))
         return rec
 

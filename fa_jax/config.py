@@ -9,17 +9,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
-    "traced",
-    "is_traced",
-    "traced_values",
-    "static_key",
-    "with_values",
     "apply_overrides",
-    "to_dict",
+    "is_traced",
     "require",
+    "static_key",
+    "to_dict",
+    "traced",
+    "traced_values",
+    "with_values",
 ]
 
 

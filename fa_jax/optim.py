@@ -28,8 +28,9 @@ class OptimConfig:
     eps: float = traced(1e-8)
     decay: float = traced(0.99)  # RMSProp's squared-gradient decay (PyTorch's default alpha)
     weight_decay: float = traced(0.0)
+    clip_norm: float = traced(math.inf)  # global-norm gradient clipping threshold; inf: no clipping
 
-    def validate(self, n_train: int | None = None) -> "OptimConfig":
+    def validate(self, n_train: int | None = None) -> OptimConfig:
         require(self.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}", self.name)
         lr = float(self.lr)
         require(math.isfinite(lr) and lr > 0, "optim.lr", "a finite number > 0", self.lr)
@@ -47,11 +48,35 @@ class OptimConfig:
             require(0.0 <= v < 1.0, f"optim.{p}", "0 <= value < 1", v)
         require(float(self.eps) >= 0, "optim.eps", "a number >= 0", self.eps)
         require(float(self.weight_decay) >= 0, "optim.weight_decay", "a number >= 0", self.weight_decay)
+        require(float(self.clip_norm) > 0, "optim.clip_norm", "a number > 0 (inf: no clipping)", self.clip_norm)
         return self
 
 
+# Which hyperparameters each update rule reads; the others have no effect (a sweep over them would only repeat runs).
+USES = {
+    "momentum": ("momentum", "nesterov"),
+    "b1": ("adam",),
+    "b2": ("adam",),
+    "eps": ("adam", "rmsprop"),
+    "decay": ("rmsprop",),
+}
+
+
+def inert_fields(cfg: OptimConfig) -> dict[str, str]:
+    """``{field: reason}`` for the fields of ``cfg`` that cannot change its runs."""
+    out = {f: f"only {'/'.join(names)} use{'s' if len(names) == 1 else ''} it, not {cfg.name!r}"
+           for f, names in USES.items() if cfg.name not in names}
+    if cfg.batch_size is None:
+        out["sampling"] = "full batch (batch_size unset) samples nothing"
+    return out
+
+
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """The optax transformation for ``cfg`` (hyperparameters may be tracers)."""
+    """The optax transformation for ``cfg`` (hyperparameters may be tracers).
+
+    Order, as in PyTorch's ``clip_grad_norm_`` + ``weight_decay``: g <- clip(g, clip_norm) (global norm over all
+    parameters); g <- g + weight_decay * theta; then the update rule. ``clip_norm = inf`` leaves g unchanged.
+    """
     lr = cfg.lr
     if cfg.name in ("gd", "sgd"):
         core = optax.sgd(lr)
@@ -62,9 +87,9 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     elif cfg.name == "adam":
         core = optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     elif cfg.name == "rmsprop":
-        core = optax.rmsprop(lr, decay=cfg.decay, eps=cfg.eps)
+        core = optax.rmsprop(lr, decay=cfg.decay, eps=cfg.eps, eps_in_sqrt=False)  # PyTorch: g / (sqrt(nu) + eps)
     elif cfg.name == "signgd":
         core = optax.chain(optax.scale_by_sign(), optax.scale(-lr))
     else:  # validate() catches this first; kept for direct callers
         raise ValueError(f"invalid optim.name={cfg.name!r}: allowed one of {OPTIMIZERS}")
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), core)
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.add_decayed_weights(cfg.weight_decay), core)

@@ -1,29 +1,50 @@
-"""The sweep engine: a grid of runs as few compiled programs as possible.
+"""The sweep engine: a grid of runs as few compiled programs as possible, sharded over devices, resumable.
 
-Runs are grouped by :func:`fa_jax.config.static_key` (shapes, scan lengths, optimiser family, ...). Each group is
-ONE ``jit(vmap(run_fn))`` program over the ``runs`` axis; traced fields (learning rate, init scale, seeds, width
-inside its bucket, ...) are stacked arrays, so a new value never recompiles. Groups run in fixed-size chunks
-(the last padded by repeating a run), so the grid size does not change shapes either.
+Runs are grouped by :func:`fa_jax.config.static_key` (shapes, scan lengths, optimiser family, batch size, width
+bucket, supervision type, ...). Each group is ONE compiled ``jit(vmap(run_fn))`` program over the ``runs`` axis;
+traced fields (learning rate, init scale, seeds, width inside its bucket, ...) are stacked arrays, so a new value
+never recompiles. With several devices the ``runs`` axis of every chunk is split over a 1-D device mesh with
+``jax.shard_map`` (runs are independent: no communication).
 
-Each chunk's results are written to ``out_dir/chunks/<hash>.npz`` as soon as they exist; re-running the same sweep
-loads them instead of recomputing (an interrupted sweep resumes). A run is marked ``diverged`` (kept, never fatal)
-by its own ``diverged`` output when it returns one, else when any floating output is NaN.
+Chunks. A group runs in fixed-size chunks (the last one padded by repeating a run). ``chunk_size="auto"`` (the
+default) takes the whole group, unless the compiled program's memory analysis (arguments + outputs + temporaries,
+per device) exceeds the memory budget; then the chunk is shrunk in proportion and the program recompiled once.
+So a sweep that would not fit in one vmap still completes, and a group costs one compilation whenever it fits.
+
+Resumption. Each chunk's results are written atomically (temp file, fsync, rename) to
+``out_dir/chunks/<hash>.npz``, the hash covering the run function, the static key and every run's traced values.
+Re-running the same sweep loads finished chunks instead of recomputing them (after ``kill -9`` at any moment, the
+rerun gives the same results as an uninterrupted run).
+
+Divergence. A run is marked ``diverged`` by its own ``diverged`` / ``diverged_step`` outputs when it has them, else
+when any floating output is NaN. A diverged run's floating outputs are set to NaN, except its ``records`` (the
+trainer already NaNs records taken after the divergence, keeping the ones before). Other runs are unaffected.
+
+Multi-host. With ``process_count > 1`` (after ``jax.distributed.initialize``), chunk ``j`` of the global chunk
+list belongs to process ``j % process_count``; every process writes its chunks to ``out_dir`` (shared, or merged
+afterwards with :func:`fa_jax.results.merge`) and returns ``None`` for runs it did not compute.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
-from typing import Any, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext as _nullcontext
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from . import progress as _progress
 from .config import static_key, traced_values, with_values
 
-__all__ = ["run_sweep", "expand_grid", "STATS", "group_configs"]
+__all__ = ["STATS", "ChunkPlan", "expand_grid", "group_configs", "memory_budget", "plan_chunks", "run_sweep"]
+
+DEFAULT_MEMORY_FRACTION = 0.5
 
 
 @dataclasses.dataclass
@@ -31,12 +52,15 @@ class SweepStats:
     traces: int = 0  # Python traces of a batched program (= compilations)
     chunks_run: int = 0
     chunks_loaded: int = 0
+    chunks_skipped: int = 0  # belonging to another process
+    resized_groups: int = 0  # groups whose chunk was shrunk to fit the memory budget
 
 
 STATS = SweepStats()
-_PROGRAMS: dict[tuple, Callable] = {}
+_PROGRAMS: dict[tuple, Any] = {}
 
 
+# ----------------------------------------------------------------------------- pytree <-> flat dict
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(tree, dict):
         out = {}
@@ -57,56 +81,192 @@ def _unflatten(flat: dict[str, Any]) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- grids and groups
 def expand_grid(base, axes: dict[str, Sequence]) -> list:
     """Cartesian product of ``axes`` (``{dotted.path: values}``) over ``base``; the last axis varies fastest.
 
     Example: ``expand_grid(cfg, {"optim.lr": [1e-3, 1e-2], "data_seed": range(8)})`` gives 16 configs.
     Every config is validated (``cfg.validate()`` when the class has one) before anything runs.
     """
-    import itertools
-
     names = list(axes)
     out = []
     for combo in itertools.product(*(list(axes[n]) for n in names)):
-        cfg = with_values(base, dict(zip(names, combo)))
+        cfg = with_values(base, dict(zip(names, combo, strict=True)))
         out.append(cfg.validate() if hasattr(cfg, "validate") else cfg)
     return out
 
 
 def group_configs(configs: Sequence) -> dict[str, list[int]]:
-    """``{static_key: [indices]}`` in first-seen order."""
+    """``{static_key: [indices]}`` in first-seen order: one compiled program per entry."""
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(configs):
         groups.setdefault(static_key(c), []).append(i)
     return groups
 
 
-def _program(run_fn: Callable, key: str, base) -> Callable:
-    cache_key = (run_fn, key)
-    if cache_key not in _PROGRAMS:
-
-        def batched(values):
-            STATS.traces += 1  # runs once per compilation, never per call
-            return jax.vmap(lambda v: run_fn(with_values(base, v)))(values)
-
-        _PROGRAMS[cache_key] = jax.jit(batched)
-    return _PROGRAMS[cache_key]
+# ----------------------------------------------------------------------------- devices and memory
+def _mesh(devices: Sequence) -> jax.sharding.Mesh:
+    return jax.sharding.Mesh(np.asarray(list(devices)), ("runs",))
 
 
-def _stack(values: list[dict]) -> dict[str, jax.Array]:
+def memory_budget(devices: Sequence | None = None, fraction: float = DEFAULT_MEMORY_FRACTION) -> int:
+    """Bytes one device may use for a chunk: ``fraction`` of what is free on it.
+
+    Accelerators report ``bytes_limit - bytes_in_use``; CPU devices share the host's available RAM
+    (``MemAvailable``), split evenly between the visible CPU devices.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"invalid memory fraction={fraction!r}: allowed 0 < fraction <= 1")
+    devices = list(devices or jax.local_devices())
+    stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    else:
+        free = _host_available_bytes() // max(1, len(devices))
+    return int(fraction * free)
+
+
+def _host_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _footprint(compiled) -> int | None:
+    """Per-device bytes of a compiled program (arguments + outputs + temporaries), None if unknown."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
+# ----------------------------------------------------------------------------- compiled programs
+def _stack(values: list[dict]) -> dict[str, np.ndarray]:
     out = {}
     for path in values[0]:
         col = [v[path] for v in values]
         if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in col):
-            out[path] = jnp.asarray(col, jnp.int32)
+            out[path] = np.asarray(col, np.int32)
         else:
-            out[path] = jnp.asarray(col, jnp.float32)
+            out[path] = np.asarray(col, np.float32)
     return out
+
+
+def _program(run_fn: Callable, key: str, base, size: int, devices: tuple):
+    """The compiled program of one group at chunk ``size`` on ``devices`` (cached)."""
+    cache_key = (run_fn, key, size, tuple(d.id for d in devices))
+    if cache_key in _PROGRAMS:
+        return _PROGRAMS[cache_key]
+
+    def batched(values):
+        STATS.traces += 1  # runs once per compilation, never per call
+        return jax.vmap(lambda v: run_fn(with_values(base, v)))(values)
+
+    example = _stack([traced_values(base)] * size)
+    if len(devices) > 1:
+        mesh = _mesh(devices)
+        spec = jax.sharding.PartitionSpec("runs")
+        sharding = jax.sharding.NamedSharding(mesh, spec)
+        # check_vma off: runs are independent and never communicate, so device-variance typing buys nothing here
+        fn = jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
+    else:
+        sharding = jax.sharding.SingleDeviceSharding(devices[0])
+        fn = jax.jit(batched)
+        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
+    compiled = fn.lower(abstract).compile()
+    _PROGRAMS[cache_key] = (compiled, sharding)
+    return compiled, sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """One chunk of one group: ``runs`` are indices into the config list, ``size`` the padded program size."""
+
+    group: int
+    key: str
+    runs: tuple[int, ...]
+    size: int
+    file: str | None = None  # the chunk's cache file name (when a cache directory is used)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def plan_chunks(
+    run_fn: Callable,
+    configs: Sequence,
+    *,
+    chunk_size: int | str | None = "auto",
+    devices: Sequence | None = None,
+    budget: int | None = None,
+    max_chunk: int | None = None,
+    sizes: dict[str, int] | None = None,
+    tag: str = "",
+) -> list[ChunkPlan]:
+    """Split every group into chunks.
+
+    ``chunk_size``: an int (fixed), or ``"auto"``/``None``: the whole group (capped at ``max_chunk``) unless its
+    compiled footprint exceeds ``budget`` bytes per device, in which case the size is scaled down to fit (one
+    extra compilation for that group). Sizes are multiples of the number of devices. ``sizes`` maps static keys
+    to already-decided sizes (a resumed sweep reuses them, so its chunks - and cache files - are the same).
+    """
+    devices = tuple(devices or jax.local_devices())
+    nd = len(devices)
+    sizes = dict(sizes or {})
+    groups = group_configs(configs)
+    plans: list[ChunkPlan] = []
+    for gi, (key, idx) in enumerate(groups.items()):
+        if key in sizes:
+            size = sizes[key]
+        elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool):
+            if chunk_size < 1:
+                raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
+            size = _round_up(min(chunk_size, len(idx)), nd)
+        elif chunk_size in (None, "auto"):
+            size = _round_up(min(len(idx), max_chunk or len(idx)), nd)
+            size = _fit(run_fn, key, configs[idx[0]], size, devices, budget)
+        else:
+            raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
+        sizes[key] = size
+        for s in range(0, len(idx), size):
+            runs = tuple(idx[s : s + size])
+            values = [traced_values(configs[i]) for i in runs]
+            plans.append(ChunkPlan(gi, key, runs, size, _chunk_hash(run_fn, key, values, tag) + ".npz"))
+    return plans
+
+
+def _fit(run_fn, key, base, size, devices, budget) -> int:
+    """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device)."""
+    nd = len(devices)
+    budget = budget if budget is not None else memory_budget(devices)
+    compiled, _ = _program(run_fn, key, base, size, devices)
+    foot = _footprint(compiled)
+    if foot is None or foot <= budget:
+        return size
+    per_run = foot / (size // nd)  # per run and device; counting fixed costs as per-run errs on the safe side
+    fitted = max(nd, (int(budget // per_run)) * nd)
+    STATS.resized_groups += 1
+    if fitted >= size:
+        return size
+    return fitted
 
 
 def _chunk_hash(run_fn: Callable, key: str, values: list[dict], tag: str) -> str:
     # The run function's identity and the package version are part of the key; edits to a run function that
-    # do not bump the version are NOT detected: clear out_dir/cache after changing what a run computes.
+    # do not bump the version are NOT detected: clear out_dir after changing what a run computes.
     from . import __version__
 
     ident = f"{getattr(run_fn, '__module__', '')}.{getattr(run_fn, '__qualname__', repr(run_fn))}"
@@ -114,77 +274,179 @@ def _chunk_hash(run_fn: Callable, key: str, values: list[dict], tag: str) -> str
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
+# ----------------------------------------------------------------------------- atomic chunk files
+def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+    """temp file -> fsync -> rename -> fsync(dir): a reader (or a rerun after kill -9) sees all or nothing."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _read_chunk(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ----------------------------------------------------------------------------- progress
+class _Bar:
+    """One tqdm bar for the whole sweep, in runs; step callbacks move it inside a chunk (throttled)."""
+
+    def __init__(self, total_runs: int, n_chunks: int, desc: str, min_interval: float = 0.5):
+        from tqdm.auto import tqdm
+
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} runs [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+        self.bar = tqdm(total=total_runs, desc=desc, unit="run", dynamic_ncols=True, bar_format=fmt)
+        self.n_chunks, self.done_chunks, self.done_runs = n_chunks, 0, 0
+        self.chunk_runs, self.frac, self.min_interval, self.last = 0, 0.0, min_interval, 0.0
+
+    def start(self, runs: int) -> None:
+        self.chunk_runs, self.frac = runs, 0.0
+
+    def step(self, step: int, total: int) -> None:
+        self.frac = max(self.frac, min(1.0, step / max(total, 1)))
+        now = time.monotonic()
+        if now - self.last >= self.min_interval:  # the throttle: callbacks may come every few ms
+            self.last = now
+            self._show(f"step {step}/{total}")
+
+    def _show(self, step_text: str = "") -> None:
+        self.bar.n = self.done_runs + self.chunk_runs * self.frac
+        post = f"chunk {min(self.done_chunks + 1, self.n_chunks)}/{self.n_chunks}"
+        self.bar.set_postfix_str(f"{post} {step_text}".strip(), refresh=False)
+        self.bar.refresh()
+
+    def finish_chunk(self, runs: int) -> None:
+        self.done_chunks += 1
+        self.done_runs += runs
+        self.chunk_runs, self.frac = 0, 0.0
+        self._show()
+
+    def close(self) -> None:
+        self.bar.n = self.done_runs
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- the engine
 def run_sweep(
     run_fn: Callable,
     configs: Sequence,
     *,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = "auto",
     out_dir: str | os.PathLike | None = None,
     tag: str = "",
     progress: bool = False,
     desc: str = "sweep",
-) -> list[dict]:
+    devices: Sequence | None = None,
+    memory_budget_bytes: int | None = None,
+    max_chunk: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    plans: list[ChunkPlan] | None = None,
+) -> list[dict | None]:
     """Run every config; return one result dict (numpy leaves) per config, in order.
 
     Args:
       run_fn: pure ``run_fn(cfg) -> dict`` of arrays for ONE run; traced fields of ``cfg`` arrive as tracers.
         Must be a stable (module-level) function: compiled programs are cached per ``(run_fn, static key)``.
       configs: validated concrete configs (frozen dataclasses using :func:`fa_jax.config.traced` fields).
-      chunk_size: runs per vmapped call (default: the whole group); the last chunk is padded.
-      out_dir: where chunk results are cached for resumption (None: no caching).
+      chunk_size: runs per compiled call: an int, or ``"auto"`` (whole group within the memory budget).
+      out_dir: where chunk results are written for resumption (None: nothing written).
       tag: distinguishes result caches of different code/sims sharing ``out_dir``.
+      progress: one progress bar for the whole sweep (False: quiet).
+      devices: devices the ``runs`` axis is sharded over (default: all local devices).
+      memory_budget_bytes: per-device bytes a chunk may use (default: half of what is free).
+      max_chunk: cap on the automatic chunk size.
+      process_index, process_count: this process's share of chunks (default: ``jax.process_index()`` /
+        ``jax.process_count()``); runs of other processes' chunks come back as ``None``.
+      plans: a precomputed :func:`plan_chunks` result (the sweep-file runner passes the one it recorded).
     """
+    devices = tuple(devices or jax.local_devices())
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    if not 0 <= pi < pc:
+        raise ValueError(f"invalid process_index={pi!r}: allowed 0 <= process_index < process_count = {pc}")
+    if plans is None:
+        plans = plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
+                            max_chunk=max_chunk, tag=tag)
+    mine = [p for j, p in enumerate(plans) if j % pc == pi]
+    STATS.chunks_skipped += len(plans) - len(mine)
     results: list[dict | None] = [None] * len(configs)
-    groups = group_configs(configs)
-    plan = []
-    for key, idx in groups.items():
-        size = chunk_size or len(idx)
-        for s in range(0, len(idx), size):
-            plan.append((key, idx[s : s + size], size))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(configs), desc=desc, unit="run")
     cache_dir = None
     if out_dir is not None:
         cache_dir = os.path.join(os.fspath(out_dir), "chunks")
         os.makedirs(cache_dir, exist_ok=True)
-    for key, idx, size in plan:
-        base = configs[idx[0]]
-        values = [traced_values(configs[i]) for i in idx]
-        path = None
-        if cache_dir is not None:
-            path = os.path.join(cache_dir, _chunk_hash(run_fn, key, values, tag) + ".npz")
-        if path is not None and os.path.exists(path):
-            with np.load(path) as z:
-                flat = {k: z[k] for k in z.files}
-            STATS.chunks_loaded += 1
-        else:
-            padded = values + [values[-1]] * (size - len(values))
-            out = _program(run_fn, key, base)(_stack(padded))
-            flat = {k: np.asarray(v)[: len(values)] for k, v in _flatten(jax.device_get(out)).items()}
-            flat["diverged"] = _diverged(flat)
-            if path is not None:
-                tmp = path + ".tmp.npz"
-                np.savez(tmp, **flat)
-                os.replace(tmp, path)  # atomic: a killed sweep never leaves a half-written chunk
-            STATS.chunks_run += 1
-        for j, i in enumerate(idx):
-            results[i] = _unflatten({k: v[j] for k, v in flat.items()})
-        if bar is not None:
-            bar.update(len(idx))
+    bar = _Bar(sum(len(p.runs) for p in mine), len(mine), desc) if progress else None
+    # quiet: leave whatever sink the caller installed (None by default) in place
+    with _progress.sink(bar.step) if bar is not None else _nullcontext():
+        for p in mine:
+            path = os.path.join(cache_dir, p.file) if cache_dir is not None and p.file else None
+            if path is not None and os.path.exists(path):
+                flat = _read_chunk(path)
+                flat.pop("_runs", None)
+                STATS.chunks_loaded += 1
+            else:
+                if bar is not None:
+                    bar.start(len(p.runs))
+                flat = _run_chunk(run_fn, configs, p, devices)
+                if path is not None:
+                    _write_atomic(path, {**flat, "_runs": np.asarray(p.runs, np.int64)})
+                STATS.chunks_run += 1
+            for j, i in enumerate(p.runs):
+                results[i] = _unflatten({k: v[j] for k, v in flat.items()})
+            if bar is not None:
+                bar.finish_chunk(len(p.runs))
     if bar is not None:
         bar.close()
-    return results  # type: ignore[return-value]
+    return results
+
+
+def _run_chunk(run_fn, configs, p: ChunkPlan, devices) -> dict[str, np.ndarray]:
+    base = configs[p.runs[0]]
+    values = [traced_values(configs[i]) for i in p.runs]
+    padded = values + [values[-1]] * (p.size - len(values))
+    compiled, sharding = _program(run_fn, p.key, base, p.size, devices)
+    args = jax.device_put(_stack(padded), sharding)
+    out = compiled(args)
+    flat = {k: np.asarray(v)[: len(values)] for k, v in _flatten(jax.device_get(out)).items()}
+    jax.effects_barrier()  # step callbacks are asynchronous: deliver them before the chunk counts as done
+    return _mark_diverged(flat)
+
+
+def _mark_diverged(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Set the ``diverged`` flag and NaN every floating output of a diverged run except its ``records``."""
+    bad = _diverged(flat)
+    flat["diverged"] = bad
+    if bad.any():
+        for k, v in flat.items():
+            if np.issubdtype(v.dtype, np.floating) and not k.startswith("records/"):
+                v = v.copy()
+                v[bad] = np.nan
+                flat[k] = v
+    return flat
 
 
 def _diverged(flat: dict[str, np.ndarray]) -> np.ndarray:
-    """A run's own ``diverged`` output if it has one (it knows which outputs may legitimately be inf/NaN);
-    otherwise any NaN in a floating output."""
+    """A run's own ``diverged`` / ``diverged_step`` outputs if it has them (it knows which outputs may
+    legitimately be inf/NaN); otherwise any NaN in a floating output."""
     n = next(iter(flat.values())).shape[0]
-    if "diverged" in flat:
-        return flat["diverged"].reshape(n, -1).any(axis=1)
+    if "diverged" in flat or "diverged_step" in flat:
+        bad = np.zeros(n, bool)
+        if "diverged" in flat:
+            bad |= flat["diverged"].reshape(n, -1).any(axis=1)
+        if "diverged_step" in flat:
+            bad |= (flat["diverged_step"].reshape(n, -1) >= 0).any(axis=1)
+        return bad
     bad = np.zeros(n, bool)
     for v in flat.values():
         if np.issubdtype(v.dtype, np.floating):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +23,24 @@ import numpy as np
 import optax
 from jax import lax
 
+from . import progress
 from .config import require
 
 PLANS = ("log", "linear")
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns.
+
+    ``params``: the final parameters (the last finite ones if the run diverged).
+    ``records``: ``record_fn`` outputs stacked along a leading ``records`` axis (one per plan entry); floating
+    records taken after a divergence are NaN.
+    ``diverged_step``: int32 scalar, the first step whose loss or updated parameters were not finite, else -1.
+    """
+
+    params: object
+    records: object
+    diverged_step: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +49,7 @@ class TrainConfig:
     n_records: int = 20  # approximate number of recorded points (the plan is deduplicated)
     plan: str = "log"  # "log" or "linear" spacing of record steps
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         require(isinstance(self.steps, int) and self.steps >= 1, "train.steps", "an integer >= 1", self.steps)
         require(isinstance(self.n_records, int) and self.n_records >= 2, "train.n_records",
                 "an integer >= 2", self.n_records)
@@ -90,7 +106,8 @@ def train(
       record_fn: ``record_fn(params) -> pytree``; records are stacked along a leading ``records`` axis.
       key: mini-batch sampling key (unused for full batch).
 
-    Returns ``(final_params, records)``; ``records`` has leaf shapes ``(len(plan), ...)``.
+    Returns a :class:`TrainResult` ``(params, records, diverged_step)``; ``records`` has leaf shapes
+    ``(len(plan), ...)``.
     """
     plan = tuple(int(p) for p in plan)
     if not plan or plan[0] != 0 or any(b <= a for a, b in zip(plan, plan[1:])):
@@ -106,22 +123,38 @@ def train(
             return jnp.mean(losses)
         return jnp.sum(losses * wb) / jnp.sum(wb)
 
+    def finite(tree) -> jax.Array:
+        leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]
+        return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
     def step(t, carry):
-        p, s = carry
+        p, s, bad_at = carry
         if batch_size is None:
-            g = jax.grad(objective)(p, x, y, None)
+            loss, g = jax.value_and_grad(objective)(p, x, y, None)
         else:
             idx, wb = _batch_indices(t, key, n, batch_size, sampling)
-            g = jax.grad(objective)(p, x[idx], y[idx], wb)
-        updates, s = optimizer.update(g, s, p)
-        return optax.apply_updates(p, updates), s
+            loss, g = jax.value_and_grad(objective)(p, x[idx], y[idx], wb)
+        updates, s_new = optimizer.update(g, s, p)
+        p_new = optax.apply_updates(p, updates)
+        # A non-finite loss or update freezes the run at its last finite state (so it cannot poison anything
+        # vmapped beside it) and remembers the step; the other runs of a batch are untouched.
+        ok = jnp.isfinite(loss) & finite(p_new) & (bad_at < 0)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        bad_at = jnp.where(ok | (bad_at >= 0), bad_at, t).astype(jnp.int32)
+        return keep(p_new, p), keep(s_new, s), bad_at
+
+    def masked(rec, bad_at):
+        return jax.tree.map(
+            lambda a: jnp.where(bad_at >= 0, jnp.nan, a) if jnp.issubdtype(a.dtype, jnp.floating) else a, rec)
 
     def segment(carry, bounds):
         carry = lax.fori_loop(bounds[0], bounds[1], step, carry)
-        return carry, record_fn(carry[0])
+        progress.report(bounds[1], plan[-1])  # one host callback per segment for the whole vmapped batch
+        return carry, masked(record_fn(carry[0]), carry[2])
 
     first = record_fn(params)
     bounds = jnp.asarray(np.stack([plan[:-1], plan[1:]], axis=1), jnp.int32)
-    (params, _), rest = lax.scan(segment, (params, optimizer.init(params)), bounds)
+    init = (params, optimizer.init(params), jnp.asarray(-1, jnp.int32))
+    (params, _, bad_at), rest = lax.scan(segment, init, bounds)
     records = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, rest)
-    return params, records
+    return TrainResult(params, records, bad_at)

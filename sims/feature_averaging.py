@@ -15,7 +15,11 @@ import numpy as np
 from fa_jax import plotting
 from fa_jax.config import require
 from fa_jax.data.clusters import ClusterData
-from fa_jax.experiments.feature_averaging import AttackConfig, FARun, run_feature_averaging
+from fa_jax.experiments.feature_averaging import (
+    AttackConfig,
+    FARun,
+    run_feature_averaging,
+)
 from fa_jax.models.two_layer import TwoLayerNet
 from fa_jax.optim import OptimConfig
 from fa_jax.summary import Check, format_checks, write_summary
@@ -71,7 +75,7 @@ class FASim:
     sweep_points: int = 500
     sweep_restarts: int = 2
 
-    def validate(self) -> "FASim":
+    def validate(self) -> FASim:
         require(self.seeds >= 1, "seeds", "an integer >= 1", self.seeds)
         require(len(self.dyn_lrs) >= 1, "dyn_lrs", "a non-empty tuple of learning rates", self.dyn_lrs)
         require(len(self.phase_k) >= 2 and len(self.phase_d) >= 1, "phase_k/phase_d",

@@ -8,14 +8,17 @@
 """
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 import pytest
 
 from fa_jax.config import with_values
 from fa_jax.data.clusters import ClusterData
-from fa_jax.experiments.feature_averaging import AttackConfig, FARun, run_feature_averaging
+from fa_jax.experiments.feature_averaging import (
+    AttackConfig,
+    FARun,
+    run_feature_averaging,
+)
 from fa_jax.models.two_layer import TwoLayerNet
 from fa_jax.optim import OptimConfig
 from fa_jax.sweep import run_sweep
@@ -99,4 +102,4 @@ def fa_replace(cfg: FARun, **values) -> FARun:
     return with_values(cfg, {k.replace("__", "."): v for k, v in values.items()}).validate()
 
 
-__all__ = ["make_fa_config", "flat", "fa_replace"]
+__all__ = ["fa_replace", "flat", "make_fa_config"]

@@ -8,8 +8,16 @@ import math
 
 import pytest
 
-from fa_jax.config import (apply_overrides, is_traced, require, static_key, to_dict, traced, traced_values,
-                           with_values)
+from fa_jax.config import (
+    apply_overrides,
+    is_traced,
+    require,
+    static_key,
+    to_dict,
+    traced,
+    traced_values,
+    with_values,
+)
 from fa_jax.data.clusters import ClusterData
 from fa_jax.experiments.feature_averaging import AttackConfig, FARun
 from fa_jax.losses import get_loss

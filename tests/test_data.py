@@ -2,7 +2,6 @@
 super-class labels. References are float64 numpy."""
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

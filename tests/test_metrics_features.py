@@ -7,11 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fa_jax.data.clusters import cluster_signs, make_centres as _make_centres
-from fa_jax.metrics.features import (binary_feature_summary, block_summary, cosine_matrix, diagonal_summary,
-                                     relative_movement)
+from fa_jax.data.clusters import cluster_signs
+from fa_jax.data.clusters import make_centres as _make_centres
+from fa_jax.metrics.features import (
+    binary_feature_summary,
+    block_summary,
+    cosine_matrix,
+    diagonal_summary,
+    relative_movement,
+)
 from fa_jax.theory import feature_averaging as th
-
 
 make_centres = jax.jit(_make_centres, static_argnums=(1, 2, 3))
 

@@ -14,12 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fa_jax.data.clusters import cluster_signs, make_centres as _make_centres
+from fa_jax.data.clusters import cluster_signs
+from fa_jax.data.clusters import make_centres as _make_centres
 from fa_jax.losses import logistic
 from fa_jax.metrics import robustness as R
-from fa_jax.models.two_layer import TwoLayerNet, apply_two_layer, init_two_layer, readout_matrix
+from fa_jax.models.two_layer import (
+    TwoLayerNet,
+    apply_two_layer,
+    init_two_layer,
+    readout_matrix,
+)
 from fa_jax.theory import feature_averaging as th
-
 
 make_centres = jax.jit(_make_centres, static_argnums=(1, 2, 3))
 init_two_layer = jax.jit(init_two_layer, static_argnums=(1, 2, 3, 4))
@@ -88,7 +93,7 @@ def test_robust_accuracy_curve_linear_full_dim(x64):
     for i, e in enumerate(np.asarray(grid)):
         truly_robust = r > e
         surely_broken = r < e / 1.05  # PGD (40 steps of 2.5 eps/40) must find these
-        assert np.all(robust[i][surely_broken] == False)  # noqa: E712
+        assert np.all(robust[i][surely_broken] == False)
         assert np.all(robust[i][truly_robust]), "PGD cannot break a point whose margin exceeds eps"
     np.testing.assert_allclose(acc, np.mean(np.asarray(robust), axis=1))
     lo = np.mean(r[None, :] > np.asarray(grid)[:, None], axis=1)
@@ -98,10 +103,10 @@ def test_robust_accuracy_curve_linear_full_dim(x64):
 
 def test_pgd_tie_counts_as_error_and_zero_gradient_safe():
     n, p = 5, 3
-    zeros = lambda d: jnp.zeros(d.shape[0])  # noqa: E731  F = 0 everywhere: a tie
+    zeros = lambda d: jnp.zeros(d.shape[0])
     robust, final, _ = R.pgd(zeros, zeros, jnp.zeros((n, p)), 1.0, 3, 0.1)
     assert not np.any(np.asarray(robust))
-    const = lambda d: jnp.ones(d.shape[0])  # noqa: E731  positive margin, zero gradient
+    const = lambda d: jnp.ones(d.shape[0])
     d0 = jnp.full((n, p), 0.1)
     robust, final, _ = R.pgd(const, const, d0, 1.0, 5, 0.1)
     assert np.all(np.asarray(robust))

@@ -9,8 +9,15 @@ import optax
 import pytest
 
 from fa_jax.losses import LOSSES, cross_entropy, get_loss, logistic, mse
-from fa_jax.models.two_layer import (TwoLayerNet, apply_two_layer, hidden, init_two_layer, neuron_group,
-                                     neuron_mask, readout_matrix)
+from fa_jax.models.two_layer import (
+    TwoLayerNet,
+    apply_two_layer,
+    hidden,
+    init_two_layer,
+    neuron_group,
+    neuron_mask,
+    readout_matrix,
+)
 from fa_jax.trainer import train
 
 _init = jax.jit(init_two_layer, static_argnums=(1, 2, 3, 4))
@@ -265,7 +272,7 @@ def _gd_jax(kind, W, b, x, y, lr, steps, width, c, dtype):
             return cross_entropy(apply_two_layer(p, xb, A), yb)
     p0 = {"w": jnp.asarray(W, dtype), "b": jnp.asarray(b, dtype)}
     yy = jnp.asarray(y, dtype) if kind == "binary" else jnp.asarray(y)
-    p, rec = train(loss_fn, p0, jnp.asarray(x, dtype), yy, optax.sgd(lr), plan=(0, 1, steps),
+    p, rec, _ = train(loss_fn, p0, jnp.asarray(x, dtype), yy, optax.sgd(lr), plan=(0, 1, steps),
                    record_fn=lambda p: {"w": p["w"]})
     return np.asarray(p["w"], np.float64), np.asarray(p["b"], np.float64), rec
 

@@ -164,3 +164,44 @@ def test_optim_validate_ok_for_all_names():
         assert cfg.validate(n_train=10) is cfg
         if name != "gd":
             dataclasses.replace(cfg, batch_size=10).validate(n_train=10)
+
+
+def test_rmsprop_eps_outside_the_sqrt_as_pytorch():
+    """PyTorch RMSprop: update = -lr g / (sqrt(nu) + eps); optax's default puts eps inside the sqrt."""
+    lr, rho, eps = 0.01, 0.9, 0.5  # a large eps makes the two forms differ visibly
+    g = np.array([0.5, -2.0, 3.0])
+    opt = make_optimizer(OptimConfig(name="rmsprop", lr=lr, decay=rho, eps=eps))
+    u, _ = opt.update(jnp.asarray(g, jnp.float32), opt.init(jnp.zeros(3)), jnp.zeros(3))
+    nu = (1 - rho) * g ** 2
+    np.testing.assert_allclose(np.asarray(u), -lr * g / (np.sqrt(nu) + eps), rtol=1e-5)
+    assert not np.allclose(np.asarray(u), -lr * g / np.sqrt(nu + eps), rtol=1e-3)
+
+
+def test_clip_by_global_norm_before_weight_decay():
+    """g <- g * min(1, c / ||g||) over ALL leaves, then + wd * theta, then the rule (spec sgd_support 2.3)."""
+    lr, wd, c = 0.1, 0.01, 0.5
+    upd, _ = _update(OptimConfig(name="sgd", lr=lr, weight_decay=wd, clip_norm=c))
+    gn = np.sqrt(sum(float(np.sum(np.asarray(g, np.float64) ** 2)) for g in jax.tree.leaves(G)))
+    assert gn > c  # the clip is active
+    for u, g, p in zip(jax.tree.leaves(upd), jax.tree.leaves(G), jax.tree.leaves(P)):
+        want = -lr * (np.asarray(g) * c / gn + wd * np.asarray(p))
+        np.testing.assert_allclose(np.asarray(u), want, rtol=1e-5)
+    # inf (the default) leaves the gradient unchanged
+    upd, _ = _update(OptimConfig(name="sgd", lr=lr))
+    for u, g in zip(jax.tree.leaves(upd), jax.tree.leaves(G)):
+        np.testing.assert_array_equal(np.asarray(u), -lr * np.asarray(g, np.float32))
+
+
+def test_clip_norm_validation():
+    with pytest.raises(ValueError, match=r"optim\.clip_norm"):
+        OptimConfig(clip_norm=0.0).validate()
+
+
+def test_inert_fields_name_what_an_optimizer_ignores():
+    from fa_jax.optim import inert_fields
+
+    assert "b1" in inert_fields(OptimConfig(name="sgd")) and "momentum" in inert_fields(OptimConfig(name="adam"))
+    assert "b1" not in inert_fields(OptimConfig(name="adam"))
+    assert "momentum" not in inert_fields(OptimConfig(name="nesterov"))
+    assert "sampling" in inert_fields(OptimConfig(name="gd"))
+    assert "sampling" not in inert_fields(OptimConfig(name="sgd", batch_size=4))

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import fa_replace, flat, make_fa_config
+
 from fa_jax.config import traced
 from fa_jax.experiments.feature_averaging import run_feature_averaging
 from fa_jax.models.two_layer import neuron_mask

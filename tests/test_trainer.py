@@ -80,7 +80,7 @@ def test_full_batch_gd_records_on_plan_quadratic(x64):
         return 0.5 * jnp.sum((p["th"][None, :] - x) ** 2, axis=1)
 
     plan = (0, 1, 2, 5, 9)
-    p, rec = train(loss, {"th": jnp.asarray(th0)}, jnp.asarray(a), jnp.zeros(7), optax.sgd(lr), plan=plan,
+    p, rec, _ = train(loss, {"th": jnp.asarray(th0)}, jnp.asarray(a), jnp.zeros(7), optax.sgd(lr), plan=plan,
                    record_fn=lambda p: {"th": p["th"], "norm": jnp.linalg.norm(p["th"])})
     abar = a.mean(0)
     expect = np.stack([abar + (1 - lr) ** t * (th0 - abar) for t in plan])
@@ -104,7 +104,7 @@ def test_records_length_equals_plan_and_memory_independent_of_steps():
         plan = record_plan(steps, 6, "log")
         run = jax.jit(lambda p: train(lin_loss, p, x, y, optax.sgd(1e-3), plan=plan,
                                       record_fn=lambda p: {"th": p["th"], "s": jnp.sum(p["th"])}))
-        _, rec = run(p0)
+        _, rec, _ = run(p0)
         assert rec["th"].shape == (len(plan), 5) and rec["s"].shape == (len(plan),)
         # GD on <theta, x_i>: theta_t = -lr t mean_i x_i = -lr t / n each coordinate
         np.testing.assert_allclose(np.asarray(rec["th"][:, 0]), -1e-3 * np.asarray(plan) / 5,
@@ -164,7 +164,7 @@ def test_sgd_epoch_last_partial_batch_averaged_over_own_size(n, b):
     p0, x, y = onehot_setup(n)
     key = jax.random.PRNGKey(6)
     nb = -(-n // b)
-    p, rec = train(lin_loss, p0, x, y, optax.sgd(1.0), plan=(0, nb, 2 * nb), key=key, batch_size=b,
+    p, rec, _ = train(lin_loss, p0, x, y, optax.sgd(1.0), plan=(0, nb, 2 * nb), key=key, batch_size=b,
                    record_fn=lambda p: p["th"])
     r = n % b
     step1 = -np.asarray(rec[1], np.float64)
@@ -191,7 +191,7 @@ def test_sgd_epoch_full_batches_match_manual_loop():
         return 0.5 * (x @ p["th"] - y) ** 2
 
     steps = 7
-    p, _ = train(loss, {"th": jnp.zeros(d)}, jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32),
+    p, _, _ = train(loss, {"th": jnp.zeros(d)}, jnp.asarray(xs, jnp.float32), jnp.asarray(ys, jnp.float32),
                  optax.sgd(lr), plan=(0, steps), key=key, batch_size=b)
     th = np.zeros(d)
     nb = -(-n // b)
@@ -223,7 +223,7 @@ def test_sgd_replacement_through_trainer():
     n, b = 6, 4
     p0, x, y = onehot_setup(n)
     key = jax.random.PRNGKey(10)
-    _, rec = train(lin_loss, p0, x, y, optax.sgd(1.0), plan=(0, 1, 2, 3), key=key, batch_size=b,
+    _, rec, _ = train(lin_loss, p0, x, y, optax.sgd(1.0), plan=(0, 1, 2, 3), key=key, batch_size=b,
                    sampling="replacement", record_fn=lambda p: p["th"])
     rec = np.asarray(rec, np.float64)
     for t in range(3):

@@ -1,4 +1,11 @@
 """Data generators: pure functions of a PRNG key and a config."""
-from .clusters import ClusterData, make_centres, sample_clusters, make_cluster_data, superclass_of
+from .clusters import (
+    ClusterData,
+    make_centres,
+    make_cluster_data,
+    sample_clusters,
+    superclass_of,
+)
+from .natural import NaturalSignal
 
-__all__ = ["ClusterData", "make_centres", "sample_clusters", "make_cluster_data", "superclass_of"]
+__all__ = ["ClusterData", "NaturalSignal", "make_centres", "make_cluster_data", "sample_clusters", "superclass_of"]

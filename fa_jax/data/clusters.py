@@ -30,7 +30,7 @@ class ClusterData:
     def n_classes(self) -> int:
         return self.k if self.groups is None else int(self.groups)
 
-    def validate(self) -> "ClusterData":
+    def validate(self) -> ClusterData:
         require(isinstance(self.d, int) and self.d >= 1, "data.d", "an integer >= 1", self.d)
         require(isinstance(self.k, int) and self.k >= 2, "data.k", "an integer >= 2", self.k)
         require(self.k <= self.d, "data.k", f"k <= d = {self.d} (orthogonal centres need k <= d)", self.k)

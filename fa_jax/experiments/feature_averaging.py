@@ -21,9 +21,17 @@ from ..data.clusters import ClusterData, make_cluster_data
 from ..losses import cross_entropy, logistic
 from ..metrics import features as F
 from ..metrics import robustness as R
-from ..models.two_layer import TwoLayerNet, apply_two_layer, head, hidden, init_two_layer, neuron_group, neuron_mask, \
-    readout_matrix
-from ..optim import OptimConfig, make_optimizer
+from ..models.two_layer import (
+    TwoLayerNet,
+    apply_two_layer,
+    head,
+    hidden,
+    init_two_layer,
+    neuron_group,
+    neuron_mask,
+    readout_matrix,
+)
+from ..optim import OptimConfig, inert_fields, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 OBJECTIVES = ("margin", "ce")
@@ -42,7 +50,7 @@ class AttackConfig:
     direction_eps: float = 1.15  # attack-direction probe at direction_eps * sqrt(d/k)
     record_points: int = 200  # test points for the flip radius recorded during training
 
-    def validate(self, n_test: int) -> "AttackConfig":
+    def validate(self, n_test: int) -> AttackConfig:
         require(self.steps >= 1, "attack.steps", "an integer >= 1", self.steps)
         require(self.restarts >= 1, "attack.restarts", "an integer >= 1", self.restarts)
         require(1 <= self.n_points <= n_test, "attack.n_points", f"1 <= n_points <= n_test = {n_test}",
@@ -65,7 +73,7 @@ class FARun:
     data_seed: int = traced(0)
     model_seed: int = traced(0)
 
-    def validate(self) -> "FARun":
+    def validate(self) -> FARun:
         self.data.validate()
         model = self.model.validate()
         self.optim.validate(self.data.n_train)
@@ -77,6 +85,14 @@ class FARun:
         # never splits programs (the same normalisation as the model's bucket).
         attack = self.attack if model.kind == "multiclass" else dataclasses.replace(self.attack, ce=False)
         return dataclasses.replace(self, model=model, attack=attack)
+
+    def inert(self) -> dict[str, str]:
+        """``{dotted.path: reason}`` of fields that cannot change this run (a sweep axis over them is refused)."""
+        out = {f"optim.{k}": v for k, v in inert_fields(self.optim).items()}
+        if self.model.kind == "binary":
+            out["attack.ce"] = "the binary net has no cross-entropy attack"
+        out["model.bucket"] = "the padded width is set by the sweep's bucket policy, not swept"
+        return out
 
 
 def eps_grid(cfg: FARun) -> jax.Array:
@@ -156,13 +172,14 @@ def run_feature_averaging(cfg: FARun) -> dict:
 
     plan = record_plan(cfg.train.steps, cfg.train.n_records, cfg.train.plan)
     opt = make_optimizer(cfg.optim)
-    params, records = train(loss_fn, params0, data["train"]["x"], tr_y, opt, plan=plan, record_fn=record_fn,
-                            key=k_batch, batch_size=cfg.optim.batch_size, sampling=cfg.optim.sampling)
+    params, records, diverged_step = train(loss_fn, params0, data["train"]["x"], tr_y, opt, plan=plan,
+                                           record_fn=record_fn, key=k_batch, batch_size=cfg.optim.batch_size,
+                                           sampling=cfg.optim.sampling)
 
     res: dict = {"records": records, "plan": jnp.asarray(plan)}
-    # Diverged: the loss left the finite range at ANY record (the logistic gradient is bounded, so an exploded
-    # run can settle back to a finite loss) or the weights are no longer finite.
-    res["diverged"] = ~jnp.all(jnp.isfinite(records["loss"])) | ~jnp.all(jnp.isfinite(params["w"]))
+    # The trainer froze a diverged run at its last finite parameters; the sweep engine NaNs its final metrics.
+    res["diverged_step"] = diverged_step
+    res["diverged"] = diverged_step >= 0
     res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
     res["neuron_norm"] = F.masked_mean(jnp.linalg.norm(params["w"], axis=1), mask)  # mean ||w_r||
     res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d

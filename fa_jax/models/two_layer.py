@@ -20,7 +20,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..config import require, traced, finite_positive
+from ..config import finite_positive, require, traced
 
 KINDS = ("binary", "multiclass")
 
@@ -37,7 +37,7 @@ class TwoLayerNet:
     def padded(self) -> int:
         return int(self.width if self.bucket is None else self.bucket)
 
-    def validate(self) -> "TwoLayerNet":
+    def validate(self) -> TwoLayerNet:
         require(self.kind in KINDS, "model.kind", f"one of {KINDS}", self.kind)
         require(isinstance(self.width, int) and self.width >= 1, "model.width", "an integer >= 1", self.width)
         if self.bucket is not None:

@@ -1,31 +1,13 @@
-"""Figures. Every panel draws the theory (from ``fa_jax.theory``) beside the measurement."""
+"""Feature-averaging figures. Every panel draws the theory (from ``fa_jax.theory``) beside the measurement."""
 from __future__ import annotations
 
-import os
+import matplotlib.pyplot as plt
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .theory import feature_averaging as T  # noqa: E402
-
-THEORY = dict(color="k", ls="--", lw=1.2)
-
-
-def _save(fig, out_dir, name):
-    path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return name
-
-
-def _band(ax, x, ys, label, color=None, ls="-"):
-    ys = np.asarray(ys, float)
-    m, sd = ys.mean(0), ys.std(0)
-    line, = ax.plot(x, m, label=label, color=color, ls=ls)
-    ax.fill_between(x, m - sd, m + sd, alpha=0.2, color=line.get_color())
+from ..theory import feature_averaging as T
+from .common import THEORY
+from .common import band as _band
+from .common import save as _save
 
 
 def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:

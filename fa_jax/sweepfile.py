@@ -1,0 +1,543 @@
+"""Sweep definitions as TOML files: ``fa-jax sweep SPEC.toml --out DIR`` (and :func:`run_spec` from Python).
+
+Format (see ``sims/regimes.toml`` for a full example)::
+
+    experiment = "feature-averaging"   # a registered experiment (fa_jax.experiments.EXPERIMENTS)
+    name = "my-sweep"                  # optional; used in summary.json and figure titles
+    analysis = "regimes"               # optional; a registered analysis (sims.ANALYSES) run on the results
+
+    [fixed]                            # any config field, by dotted path (nested tables work too)
+    "data.d" = 256
+    train = { steps = 500 }
+
+    [axes]                             # the grid: Cartesian product, in file order, last axis fastest
+    seed = { range = [0, 8] }          # 'seed' sets every seed field of the experiment; range = Python range
+    "optim.lr" = { logspace = [-3, -1, 5] }     # 10**linspace(-3, -1, 5); also linspace = [a, b, n]
+    "model.width" = [8, 16, 32]                  # a plain list; or { values = [...] }
+    "model.kind" = ["binary", "multiclass"]      # strings (optimiser names, supervision type) work alike
+    lr_mult = { path = "optim.lr", scale = [0.5, 1, 2] }   # multiplies the value set by fixed/cases
+
+    [axes.regime.cases]                # a labelled axis whose entries set several fields at once
+    gd = { "optim.name" = "gd" }
+    sgd_b32 = { "optim.name" = "sgd", "optim.batch_size" = 32 }
+
+    [engine]                           # optional
+    chunk_size = "auto"                # or an integer
+    memory_fraction = 0.5              # of free device memory; or memory_budget = "2GB"
+    max_chunk = 4096
+    bucket = "exact"                   # width buckets: "exact" | "pow2" | "max"
+
+A config is built as: experiment defaults <- [fixed] <- case entries <- value axes <- scale axes; then the width
+bucket policy; then ``validate()``. Every error (malformed TOML, unknown key, empty axis, an axis that cannot
+change the chosen model's runs, an invalid grid point) names the file and key, before anything is compiled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .config import _walk, with_values
+from .experiments import Experiment, get_experiment
+
+__all__ = ["Axis", "SweepSpec", "build_configs", "load_spec", "parse_spec", "spec_hash"]
+
+FORMS = ("values", "range", "linspace", "logspace", "cases", "scale")
+BUCKETS = ("exact", "pow2", "max")
+ENGINE_KEYS = ("chunk_size", "memory_fraction", "memory_budget", "max_chunk", "bucket")
+TOP_KEYS = ("experiment", "name", "analysis", "fixed", "axes", "engine", "analysis_options")
+
+
+class SpecError(ValueError):
+    """A sweep file is malformed or names something that does not exist (raised before any compilation)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One grid axis. ``kind``: 'values' (sets ``path``), 'scale' (multiplies ``path``), 'cases' (labelled
+    entries each setting several fields). ``coords`` are the values (or case labels / scale factors)."""
+
+    name: str
+    kind: str
+    path: str | None
+    coords: tuple
+    cases: tuple[dict, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    source: str
+    experiment: str
+    name: str
+    fixed: dict
+    axes: tuple[Axis, ...]
+    engine: dict
+    analysis: str | None = None
+    analysis_options: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a) for a in self.axes)
+
+    @property
+    def n_runs(self) -> int:
+        return math.prod(self.shape)
+
+    def to_json(self) -> dict:
+        return {
+            "experiment": self.experiment, "name": self.name, "fixed": self.fixed, "analysis": self.analysis,
+            "analysis_options": self.analysis_options, "engine": self.engine,
+            "axes": [{"name": a.name, "kind": a.kind, "path": a.path, "coords": list(a.coords),
+                      "cases": list(a.cases)} for a in self.axes],
+        }
+
+
+def spec_hash(spec: SweepSpec) -> str:
+    """Hash of what decides the runs (experiment, fixed settings, axes); engine/memory settings excluded."""
+    doc = spec.to_json()
+    blob = json.dumps({k: doc[k] for k in ("experiment", "fixed", "axes")}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- parsing
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read and check a TOML sweep file (structure, keys, axes); configs are built by :func:`build_configs`."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: sweep file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: malformed TOML: {e}") from None
+    return parse_spec(doc, source=path)
+
+
+def parse_spec(doc: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
+    """The same as :func:`load_spec` for an already-parsed document (the Python entry point)."""
+    def err(msg):
+        return SpecError(f"{source}: {msg}")
+
+    unknown = [k for k in doc if k not in TOP_KEYS]
+    if unknown:
+        raise err(f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
+    if "experiment" not in doc:
+        raise err("missing key 'experiment'; allowed: one of " + ", ".join(_experiments()))
+    try:
+        exp = get_experiment(doc["experiment"])
+    except ValueError as e:
+        raise err(f"key 'experiment': {e}") from None
+    paths = _paths(exp)
+    fixed = _flatten_table(doc.get("fixed", {}), "fixed", err)
+    for p in fixed:
+        _check_path(p, paths, "fixed", err)
+    axes_doc = doc.get("axes", {})
+    if not isinstance(axes_doc, Mapping):
+        raise err("[axes] must be a table of axis definitions")
+    axes = _parse_axes(axes_doc, paths, err)
+    names = [a.name for a in axes]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise err(f"[axes]: duplicate axis name {min(dup)!r}; give one of them a different 'name'")
+    engine = dict(doc.get("engine", {}))
+    for k in engine:
+        if k not in ENGINE_KEYS:
+            raise err(f"unknown key 'engine.{k}'; allowed: {', '.join(ENGINE_KEYS)}")
+    if engine.get("bucket", "exact") not in BUCKETS:
+        raise err(f"invalid engine.bucket={engine['bucket']!r}; allowed one of {BUCKETS}")
+    cs = engine.get("chunk_size", "auto")
+    if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1)):
+        raise err(f"invalid engine.chunk_size={cs!r}; allowed 'auto' or an integer >= 1")
+    mf = engine.get("memory_fraction", 0.5)
+    if not (isinstance(mf, (int, float)) and 0 < mf <= 1):
+        raise err(f"invalid engine.memory_fraction={mf!r}; allowed 0 < fraction <= 1")
+    if "memory_budget" in engine:
+        try:
+            engine["memory_budget"] = parse_bytes(engine["memory_budget"])
+        except ValueError as e:
+            raise err(f"engine.memory_budget: {e}") from None
+    analysis = doc.get("analysis")
+    if analysis is not None and not isinstance(analysis, str):
+        raise err(f"invalid analysis={analysis!r}; allowed the name of a registered analysis")
+    return SweepSpec(source=source, experiment=doc["experiment"], name=str(doc.get("name", doc["experiment"])),
+                     fixed=fixed, axes=tuple(axes), engine=engine, analysis=analysis,
+                     analysis_options=dict(doc.get("analysis_options", {})))
+
+
+def parse_bytes(x) -> int:
+    """``1073741824``, ``"1GB"``, ``"512MiB"``, ``"2.5G"`` -> bytes."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0:
+        return int(x)
+    if isinstance(x, str):
+        t = x.strip().upper().replace("IB", "B")
+        for unit, mult in (("KB", 2**10), ("MB", 2**20), ("GB", 2**30), ("TB", 2**40), ("K", 2**10),
+                           ("M", 2**20), ("G", 2**30), ("T", 2**40), ("B", 1)):
+            if t.endswith(unit):
+                try:
+                    v = float(t[: -len(unit)])
+                except ValueError:
+                    break
+                if v > 0:
+                    return int(v * mult)
+                break
+    raise ValueError(f"invalid memory size {x!r}: allowed a positive number of bytes or e.g. '2GB', '512MB'")
+
+
+def _experiments() -> tuple[str, ...]:
+    from .experiments import EXPERIMENTS
+
+    return EXPERIMENTS
+
+
+def _paths(exp: Experiment) -> set[str]:
+    return {p for p, _, _ in _walk(exp.config())} | ({"seed"} if exp.seeds else set())
+
+
+def _check_path(path: str, paths: set[str], where: str, err) -> None:
+    if path not in paths:
+        close = difflib.get_close_matches(path, sorted(paths), n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise err(f"unknown key {path!r} in [{where}]{hint}; allowed: {', '.join(sorted(paths))}")
+
+
+def _flatten_table(t, where: str, err, prefix: str = "") -> dict:
+    if not isinstance(t, Mapping):
+        raise err(f"[{where}] must be a table")
+    out = {}
+    for k, v in t.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten_table(v, where, err, p + "."))
+        else:
+            out[p] = v
+    return out
+
+
+def _is_axis_table(v) -> bool:
+    return isinstance(v, Mapping) and any(k in v for k in FORMS)
+
+
+def _parse_axes(doc: Mapping, paths: set[str], err, prefix: str = "") -> list[Axis]:
+    axes = []
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if _is_axis_table(v) or isinstance(v, list):
+            axes.append(_parse_axis(key, v, paths, err))
+        elif isinstance(v, Mapping):  # dotted keys without quotes: axes.optim.lr = [...]
+            axes.extend(_parse_axes(v, paths, err, key + "."))
+        else:
+            raise err(f"axis {key!r}: expected a list or a table with one of {', '.join(FORMS)}, got {v!r}")
+    return axes
+
+
+def _parse_axis(key: str, v, paths: set[str], err) -> Axis:
+    where = f"axes.{key}"
+    if isinstance(v, list):
+        v = {"values": v}
+    forms = [f for f in FORMS if f in v]
+    extra = [k for k in v if k not in (*FORMS, "name", "path")]
+    if len(forms) != 1 or extra:
+        raise err(f"axis {key!r}: give exactly one of {', '.join(FORMS)} (plus optional 'name', 'path'); "
+                  f"got keys {sorted(v)}")
+    form = forms[0]
+    name = str(v.get("name", key))
+    if form == "cases":
+        cases = v["cases"]
+        if not isinstance(cases, Mapping) or not cases:
+            raise err(f"axis {key!r}: 'cases' must be a non-empty table of labelled entries")
+        labels, entries = [], []
+        for label, entry in cases.items():
+            if not isinstance(entry, Mapping) or not entry:
+                raise err(f"axis {key!r}, case {label!r}: expected a non-empty table of field = value")
+            flat = _flatten_table(entry, f"{where}.cases.{label}", err)
+            for p in flat:
+                _check_path(p, paths, f"{where}.cases.{label}", err)
+            labels.append(str(label))
+            entries.append(flat)
+        return Axis(name, "cases", None, tuple(labels), tuple(entries))
+    path = v.get("path", key)
+    _check_path(path, paths, "axes", err)
+    raw = v[form]
+    try:
+        values = _expand(form, raw)
+    except (TypeError, ValueError) as e:
+        raise err(f"axis {key!r}: invalid {form} = {raw!r}: {e}") from None
+    if not values:
+        raise err(f"axis {key!r} is empty; give at least one value")
+    if form == "scale":
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in values):
+            raise err(f"axis {key!r}: scale factors must be numbers > 0, got {values!r}")
+        return Axis(name, "scale", path, tuple(float(x) for x in values))
+    return Axis(name, "values", path, tuple(values))
+
+
+def _expand(form: str, raw) -> list:
+    if form in ("values", "scale"):
+        if not isinstance(raw, list):
+            raise TypeError("expected a list")
+        return list(raw)
+    if form == "range":
+        if not (isinstance(raw, list) and 1 <= len(raw) <= 3 and all(isinstance(x, int) for x in raw)):
+            raise TypeError("expected [stop], [start, stop] or [start, stop, step] of integers")
+        return list(range(*raw))
+    if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[2], int) and raw[2] >= 1):
+        raise TypeError(f"expected [start, stop, n] with an integer n >= 1 ({form})")
+    a, b, n = float(raw[0]), float(raw[1]), raw[2]
+    xs = np.linspace(a, b, n) if form == "linspace" else 10.0 ** np.linspace(a, b, n)
+    return [float(x) for x in xs]
+
+
+# ----------------------------------------------------------------------------- configs
+def _coerce(current, value):
+    """TOML types -> the field's type (an int where a float is expected, 'none' for None)."""
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        return None
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _set(cfg, exp: Experiment, values: Mapping[str, Any]):
+    current = {p: v for p, _, v in _walk(cfg)}
+    out = {}
+    for p, v in values.items():
+        if p == "seed":
+            for s in exp.seeds:
+                out[s] = int(v)
+        else:
+            out[p] = _coerce(current[p], v)
+    return with_values(cfg, out)
+
+
+def grid_points(spec: SweepSpec) -> list[tuple[int, ...]]:
+    """Multi-indices of the grid in run order (Cartesian, last axis fastest)."""
+    return list(itertools.product(*(range(len(a)) for a in spec.axes)))
+
+
+def describe(spec: SweepSpec, point: tuple[int, ...]) -> str:
+    return ", ".join(f"{a.name}={a.coords[i]!r}" for a, i in zip(spec.axes, point, strict=True))
+
+
+def build_configs(spec: SweepSpec) -> list:
+    """Every grid point's validated config, in run order; errors name the file, the axis and the grid point."""
+    exp = get_experiment(spec.experiment)
+
+    def err(msg):
+        return SpecError(f"{spec.source}: {msg}")
+
+    try:
+        base = _set(exp.config(), exp, spec.fixed)
+    except (TypeError, ValueError) as e:
+        raise err(f"[fixed]: {e}") from None
+    points = grid_points(spec)
+    raw = []
+    for point in points:
+        cfg = base
+        for a, i in zip(spec.axes, point, strict=True):
+            if a.kind == "cases":
+                cfg = _set(cfg, exp, a.cases[i])
+        for a, i in zip(spec.axes, point, strict=True):
+            if a.kind == "values":
+                cfg = _set(cfg, exp, {a.path: a.coords[i]})
+        for a, i in zip(spec.axes, point, strict=True):
+            if a.kind == "scale":
+                cur = {p: v for p, _, v in _walk(cfg)}[a.path]
+                if not isinstance(cur, (int, float)) or isinstance(cur, bool):
+                    raise err(f"axis {a.name!r}: cannot scale the non-numeric field {a.path!r} (= {cur!r})")
+                cfg = _set(cfg, exp, {a.path: cur * a.coords[i]})
+        raw.append(cfg)
+    raw = _apply_buckets(spec, exp, raw, err)
+    configs = []
+    for point, cfg in zip(points, raw, strict=True):
+        try:
+            cfg = cfg.validate()
+        except (TypeError, ValueError) as e:
+            raise err(f"grid point ({describe(spec, point)}): {e}") from None
+        _check_applies(spec, cfg, point, err)
+        configs.append(cfg)
+    return configs
+
+
+def _apply_buckets(spec, exp: Experiment, cfgs: list, err) -> list:
+    policy = spec.engine.get("bucket", "exact")
+    if exp.width is None or exp.bucket is None:
+        return cfgs
+    widths = [{p: v for p, _, v in _walk(c)}[exp.width] for c in cfgs]
+    if not all(isinstance(w, int) and w >= 1 for w in widths):
+        bad = next(w for w in widths if not (isinstance(w, int) and w >= 1))
+        raise err(f"invalid {exp.width}={bad!r}: allowed an integer >= 1")
+    if policy == "exact":
+        return [with_values(c, {exp.bucket: w}) for c, w in zip(cfgs, widths, strict=True)]
+    if policy == "pow2":
+        return [with_values(c, {exp.bucket: 1 << (w - 1).bit_length()}) for c, w in zip(cfgs, widths, strict=True)]
+    top = max(widths)
+    return [with_values(c, {exp.bucket: top}) for c in cfgs]
+
+
+def _check_applies(spec: SweepSpec, cfg, point, err) -> None:
+    inert = cfg.inert() if hasattr(cfg, "inert") else {}
+    for a, i in zip(spec.axes, point, strict=True):
+        fields = list(a.cases[i]) if a.kind == "cases" else [a.path]
+        for p in fields:
+            if p in inert:
+                where = f"axis {a.name!r}" + (f", case {a.coords[i]!r}" if a.kind == "cases" else "")
+                raise err(f"{where}: {p!r} does not apply at grid point ({describe(spec, point)}): {inert[p]}")
+
+
+# ----------------------------------------------------------------------------- running into a directory
+MANIFEST = "sweep.json"
+
+
+def _write_json_atomic(path: str, doc: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    path = os.path.join(os.fspath(out_dir), MANIFEST)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no sweep manifest here (was `fa-jax sweep SPEC --out DIR` run?)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_spec(
+    spec: SweepSpec | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    memory_budget: int | str | None = None,
+    chunk_size: int | str | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    devices=None,
+    command: str = "",
+    finalize: bool = True,
+    wait: float = 0.0,
+) -> dict:
+    """Run a sweep file into ``out_dir``; returns ``{"manifest", "complete", "stats", "summary"}``.
+
+    ``out_dir/sweep.json`` records the spec, its hash, the chunk plan (so a resumed or multi-host sweep uses the
+    same chunks), versions, devices and XLA flags; ``out_dir/chunks/*.npz`` hold results. Re-running skips finished
+    chunks; a different spec in the same directory is refused unless ``overwrite``. With several processes,
+    process 0 waits up to ``wait`` seconds for the other processes' chunks (a shared ``out_dir``). When every
+    chunk is present,
+    the results are loaded (:func:`fa_jax.results.load_results`), the spec's analysis (if any) writes its figures
+    and checks, and ``summary.json`` is written.
+    """
+    import shutil
+    import time
+
+    import jax
+
+    from . import sweep as S
+    from .summary import device, versions
+
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    out_dir = os.fspath(out_dir)
+    configs = build_configs(spec)  # every error before any compilation
+    exp = get_experiment(spec.experiment)
+    h = spec_hash(spec)
+    man_path = os.path.join(out_dir, MANIFEST)
+    old = None
+    if os.path.exists(man_path):
+        old = read_manifest(out_dir)
+        if old.get("spec_hash") != h:
+            if not overwrite:
+                raise SpecError(
+                    f"{out_dir} holds results of a different sweep (spec hash {old.get('spec_hash')} from "
+                    f"{old.get('source')}, this one is {h}); use a new --out directory or pass --overwrite")
+            shutil.rmtree(os.path.join(out_dir, "chunks"), ignore_errors=True)
+            old = None
+    os.makedirs(out_dir, exist_ok=True)
+    devices = tuple(devices or jax.local_devices())
+    pi = jax.process_index() if process_index is None else process_index
+    pc = jax.process_count() if process_count is None else process_count
+    eng = spec.engine
+    tag = f"sweepfile:{h}"
+    traces0, loaded0, run0 = S.STATS.traces, S.STATS.chunks_loaded, S.STATS.chunks_run
+    t0 = time.time()
+    if old is not None and "plan" in old:
+        plans = [S.ChunkPlan(c["group"], c["key"], tuple(c["runs"]), c["size"], c["file"]) for c in old["plan"]]
+    else:
+        budget = parse_bytes(memory_budget) if memory_budget is not None else eng.get("memory_budget")
+        if budget is None:
+            budget = S.memory_budget(devices, eng.get("memory_fraction", S.DEFAULT_MEMORY_FRACTION))
+        plans = S.plan_chunks(exp.run, configs, chunk_size=chunk_size or eng.get("chunk_size", "auto"),
+                              devices=devices, budget=budget, max_chunk=eng.get("max_chunk"), tag=tag)
+    base = configs[0]
+    manifest = {
+        "format": 1, "source": spec.source, "spec": spec.to_json(), "spec_hash": h, "n_runs": len(configs),
+        "shape": list(spec.shape), "axes": [a.name for a in spec.axes],
+        "base_config": dataclasses.asdict(base),
+        "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file}
+                 for p in plans],
+        "n_groups": len({p.key for p in plans}), "versions": versions(), "device": device(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": pc,
+    }
+    if pi == 0 or old is None:
+        _write_json_atomic(man_path, manifest)
+    S.run_sweep(exp.run, configs, out_dir=out_dir, tag=tag, progress=progress, desc=spec.name, devices=devices,
+                process_index=pi, process_count=pc, plans=plans)
+    stats = {"n_runs": len(configs), "n_groups": manifest["n_groups"], "n_chunks": len(plans),
+             "programs_compiled": S.STATS.traces - traces0, "chunks_run": S.STATS.chunks_run - run0,
+             "chunks_loaded": S.STATS.chunks_loaded - loaded0, "wall_seconds": round(time.time() - t0, 3),
+             "devices": len(devices), "process_index": pi, "process_count": pc}
+    def missing_chunks():
+        return [p.file for p in plans if not os.path.exists(os.path.join(out_dir, "chunks", p.file))]
+
+    missing = missing_chunks()
+    deadline = time.time() + wait
+    while missing and pi == 0 and pc > 1 and time.time() < deadline:
+        time.sleep(min(2.0, max(0.0, deadline - time.time())))
+        missing = missing_chunks()
+    result = {"manifest": manifest, "complete": not missing, "missing": missing, "stats": stats, "summary": None}
+    if missing or not finalize or pi != 0:
+        return result
+    result["summary"] = finalize_sweep(out_dir, stats=stats, command=command)
+    return result
+
+
+def finalize_sweep(out_dir: str | os.PathLike, *, stats: dict | None = None, command: str = "") -> dict:
+    """Load the results of a complete sweep directory, run its analysis, write ``summary.json``."""
+    from .results import load_results
+    from .summary import write_summary
+
+    out_dir = os.fspath(out_dir)
+    man = read_manifest(out_dir)
+    ds = load_results(out_dir)
+    checks, metrics = [], {}
+    n_div = int(np.asarray(ds["diverged"]).sum()) if "diverged" in ds else 0
+    metrics.update({"n_runs": man["n_runs"], "n_groups": man["n_groups"], "diverged_runs": n_div})
+    if stats:
+        metrics["engine"] = stats
+    name = man["spec"].get("analysis")
+    if name:
+        from sims import get_analysis
+
+        fn = get_analysis(name)
+        checks, extra = fn(ds, man["spec"], out_dir)
+        metrics.update(extra)
+    return write_summary(os.path.join(out_dir, "summary.json"), sim=man["spec"]["name"],
+                         config={"spec": man["spec"], "spec_hash": man["spec_hash"], "base": man["base_config"]},
+                         checks=checks, metrics=metrics, command=command)

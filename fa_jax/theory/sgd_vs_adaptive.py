@@ -1,0 +1,324 @@
+"""Closed forms for arXiv 2308.06703 (``../shared/specs/sgd_vs_adaptive.md``, Sec. 3).
+
+Notation (float64 numpy; trailing axis = ``frequency`` k or ``position`` i of R^d): DCT coordinates
+``wt = C.T w`` with C the orthonormal DCT-II matrix (:func:`fa_jax.frequency.dct_matrix`); per-frequency data
+standard deviations ``st`` (x = C xt, xt_k ~ N(0, st_k^2) independent); target ``wt*``; error ``et = wt - wt*``.
+
+Every function returns plain floats / numpy arrays and has a ``PROVENANCE`` entry: ``paper`` = stated by the
+paper, ``derived`` = our own derivation, checked by the simulator, never assumed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..config import require
+from ..frequency import dct_matrix
+
+PROVENANCE = {
+    "std_risk": "derived",  # T1: R_s = 1/2 sum_k st_k^2 et_k^2
+    "dual_norm": "derived",  # T1: max_{||d||<=eps} <w, d> = eps ||w||_*  (l2 -> l2, linf -> l1)
+    "inner_max": "derived",  # T1: max_{||d||<=eps} (<w, x + d> - y)^2 = (|<e, x>| + eps ||w||_*)^2
+    "worst_delta": "derived",  # T1: the maximiser of the inner problem
+    "adv_risk": "derived",  # T1 (l2, spec); linf with ||w||_1 is a project extension (same derivation)
+    "adv_risk_linear": "derived",  # T1 evaluated at a linear model given in DCT coordinates
+    "adv_risk_zero_std": "derived",  # T1 at R_s = 0; "robustness ~ 1/||w||" is [paper]
+    "l2_sensitivity_radius": "paper",  # [paper] l2 robustness of a linear model ~ 1/||w||
+    "gd_error": "derived",  # T2: et_k(t) = (1 - lr st_k^2)^t et_k(0)
+    "gd_limit_tilde": "derived",  # T2: wt(inf) = wt* on relevant k, wt(0) on zero-variance k
+    "signgd_coeffs": "derived",  # T3: grad_w L = A (1,1,1) + B (1,0,-1)
+    "signgd_step_tilde": "derived",  # T3: one exact-gradient signGD step in DCT coordinates
+    "signgd_formula_valid": "derived",  # T3: the displacement formula needs |A(0)| >= |B(0)|
+    "signgd_switch_e0": "derived",  # T3: |et_0| at the end of Phase 1
+    "signgd_phase_times": "derived",  # T3: Phase 1 / Phase 2 end times
+    "signgd_drift_rate": "derived",  # T3/P2: Phase-2 drift of the irrelevant weight, 2 lr sgn(et_0)/sqrt6 per step
+    "signgd_displacement": "derived",  # T3: Delta wt_2 = sgn(et_0(0)) sqrt3 (st_1^2/st_0^2) |et_1(0)|
+    "signgd_final_tilde": "derived",  # T3: (wt*_0, wt*_1, wt_2(0) + Delta wt_2)
+    "simulate_signgd": "derived",  # reference iteration of exact-gradient signGD (any d, pixel or DCT sign basis)
+    "certified_radius_l2": "derived",  # T6: |<w, x> + b| / ||w||
+    "radius_shrink_factor": "derived",  # T6/P13: ||w_rel|| / ||w||
+    "paper_predictions": "derived",  # T1-T3 at the paper's 3-D defaults
+}
+
+NORMS = ("l2", "linf")
+_SQRT2, _SQRT3, _SQRT6 = math.sqrt(2.0), math.sqrt(3.0), math.sqrt(6.0)
+
+
+def _f(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ T1 risks
+
+def std_risk(w_tilde, w_star_tilde, sigma_tilde):
+    """T1: R_s = 1/2 E[(<w, x> - y)^2] = 1/2 sum_k st_k^2 (wt_k - wt*_k)^2.
+
+    ``w_tilde (..., frequency)``, ``w_star_tilde``, ``sigma_tilde (frequency,)`` -> ``(...)``.
+    (Not the notebook's sum_k st_k et_k^2 plotting quirk.)
+    """
+    e = _f(w_tilde) - _f(w_star_tilde)
+    return 0.5 * np.sum((_f(sigma_tilde) * e) ** 2, axis=-1)
+
+
+def dual_norm(w, norm: str = "l2"):
+    """||w||_* for the perturbation norm: ``"l2"`` -> ||w||_2, ``"linf"`` -> ||w||_1 (``w (..., position)``)."""
+    require(norm in NORMS, "norm", f"one of {NORMS}", norm)
+    w = _f(w)
+    return np.sqrt(np.sum(w * w, axis=-1)) if norm == "l2" else np.sum(np.abs(w), axis=-1)
+
+
+def _check_eps(eps):
+    e = _f(eps)
+    require(bool(np.all(np.isfinite(e))) and bool(np.all(e >= 0)), "eps", "finite numbers >= 0", eps)
+    return e
+
+
+def inner_max(residual, w, eps, norm: str = "l2"):
+    """T1 inner problem per sample: max_{||d|| <= eps} (r + <w, d>)^2 = (|r| + eps ||w||_*)^2.
+
+    ``residual`` r = <w, x> - y ``(samples,)``; ``w (position,)``; returns ``(samples,)``.
+    """
+    eps = _check_eps(eps)
+    return (np.abs(_f(residual)) + eps * dual_norm(w, norm)) ** 2
+
+
+def worst_delta(residual, w, eps, norm: str = "l2"):
+    """The maximiser of :func:`inner_max`: ``(samples, position)``.
+
+    l2: d* = eps sgn(r) w / ||w||_2;  linf: d* = eps sgn(r) sign(w)  (sgn(0) := +1: both signs attain the max).
+    """
+    eps = _check_eps(eps)
+    w = _f(w)
+    s = np.where(_f(residual) >= 0, 1.0, -1.0)[..., None]
+    if dual_norm(w, norm) == 0:
+        return np.zeros(s.shape[:-1] + w.shape)
+    direction = w / dual_norm(w, "l2") if norm == "l2" else np.sign(w)
+    return eps * s * direction
+
+
+def adv_risk(r_s, w_norm, eps):
+    """T1: R_a = 1/2 E[max_{||d||<=eps} (<w, x+d> - y)^2] for Gaussian x, ``<e, x> ~ N(0, 2 R_s)``:
+
+        R_a = R_s + eps sqrt(2/pi) sqrt(2 R_s) ||w||_* + (eps^2 / 2) ||w||_*^2.
+
+    ``w_norm`` is the dual norm of the spatial weights (||w||_2 for l2 attacks, ||w||_1 for linf). Broadcasts.
+    """
+    eps = _check_eps(eps)
+    r_s, n = _f(r_s), _f(w_norm)
+    require(bool(np.all(r_s >= 0)), "r_s", "standard risks >= 0", r_s)
+    return r_s + eps * math.sqrt(2.0 / math.pi) * np.sqrt(2.0 * r_s) * n + 0.5 * eps ** 2 * n ** 2
+
+
+def adv_risk_linear(w_tilde, w_star_tilde, sigma_tilde, eps, norm: str = "l2", basis=None):
+    """T1 at a linear model given in DCT coordinates ``w_tilde (..., frequency)``.
+
+    R_s from :func:`std_risk`; the dual norm is taken of the spatial w = C wt (``basis`` C, default the DCT-II
+    matrix of size d; the l2 norm is basis-independent, the linf case needs the pixel-basis l1 norm).
+    """
+    wt = _f(w_tilde)
+    c = dct_matrix(wt.shape[-1]) if basis is None else _f(basis)
+    w = wt @ c.T
+    return adv_risk(std_risk(wt, w_star_tilde, sigma_tilde), dual_norm(w, norm), eps)
+
+
+def adv_risk_zero_std(w_norm, eps):
+    """T1 at R_s = 0: R_a = eps^2 ||w||^2 / 2 (= (eps^2/2)(||wt*||^2 + sum_irrelevant wt_k^2) for l2)."""
+    eps = _check_eps(eps)
+    return 0.5 * eps ** 2 * _f(w_norm) ** 2
+
+
+def l2_sensitivity_radius(w_norm, tau):
+    """Smallest l2 perturbation that moves a linear output <w, x> by tau: tau / ||w||_2 (robustness ~ 1/||w||)."""
+    return _f(tau) / _f(w_norm)
+
+
+# ------------------------------------------------------------------------------------------------ T2 GD
+
+def gd_error(e0_tilde, sigma_tilde, lr, t):
+    """T2: population GD in DCT coordinates decouples, et_k(t) = (1 - lr st_k^2)^t et_k(0) (exact power).
+
+    ``e0_tilde (frequency,)``, ``t`` scalar or ``(times,)`` -> ``(frequency,)`` or ``(times, frequency)``.
+    Zero-variance frequencies never move.
+    """
+    t = _f(t)
+    factor = (1.0 - _f(lr) * _f(sigma_tilde) ** 2)
+    return factor ** t[..., None] * _f(e0_tilde)
+
+
+def gd_limit_tilde(w0_tilde, w_star_tilde, sigma_tilde):
+    """T2: GD's limit wt(inf) = wt* on frequencies with st_k > 0 and wt(0) on zero-variance ones."""
+    return np.where(_f(sigma_tilde) > 0, _f(w_star_tilde), _f(w0_tilde))
+
+
+# ------------------------------------------------------------------------------------------------ T3 signGD
+
+def _check_3d(sigma_tilde):
+    s = _f(sigma_tilde)
+    require(s.shape == (3,) and s[2] == 0 and s[0] > 0 and s[1] > 0, "sigma_tilde",
+            "a 3-vector (st_0 > 0, st_1 > 0, st_2 = 0) (the T3 analysis is for the 3-D problem)", sigma_tilde)
+    return s
+
+
+def signgd_coeffs(e_tilde, sigma_tilde):
+    """T3: grad_w L = A (1,1,1) + B (1,0,-1) with A = st_0^2 et_0 / sqrt3, B = st_1^2 et_1 / sqrt2.
+
+    ``e_tilde (..., 3)`` -> ``(A (...), B (...))``.
+    """
+    s = _check_3d(sigma_tilde)
+    e = _f(e_tilde)
+    return s[0] ** 2 * e[..., 0] / _SQRT3, s[1] ** 2 * e[..., 1] / _SQRT2
+
+
+def signgd_step_tilde(e_tilde, sigma_tilde, lr):
+    """T3: one exact-gradient signGD step (sign in the pixel basis) written in DCT coordinates.
+
+    With sign grad_w L = (sgn(A+B), sgn A, sgn(A-B)) and sgn(0) = 0:
+    d et_0 = -(lr/sqrt3)[sgn(A+B) + sgn A + sgn(A-B)],  d et_1 = -(lr/sqrt2)[sgn(A+B) - sgn(A-B)],
+    d et_2 = -lr[(sgn(A+B) + sgn(A-B))/sqrt6 - sqrt(2/3) sgn A].  Returns the new ``e_tilde (..., 3)``.
+    """
+    a, b = signgd_coeffs(e_tilde, sigma_tilde)
+    sp, s0, sm = np.sign(a + b), np.sign(a), np.sign(a - b)
+    d = np.stack([-(sp + s0 + sm) / _SQRT3, -(sp - sm) / _SQRT2, -((sp + sm) / _SQRT6 - math.sqrt(2 / 3) * s0)], -1)
+    return _f(e_tilde) + _f(lr) * d
+
+
+def signgd_formula_valid(e0_tilde, sigma_tilde):
+    """T3: the displacement formula holds when |A(0)| >= |B(0)| (Phase 1 comes first)."""
+    a, b = signgd_coeffs(e0_tilde, sigma_tilde)
+    return np.abs(a) >= np.abs(b)
+
+
+def signgd_switch_e0(e0_tilde, sigma_tilde):
+    """T3: |et_0| where Phase 1 ends (|A| = |B|): sqrt(3/2) (st_1^2/st_0^2) |et_1(0)| (et_1 frozen in Phase 1)."""
+    s = _check_3d(sigma_tilde)
+    return math.sqrt(1.5) * (s[1] ** 2 / s[0] ** 2) * np.abs(_f(e0_tilde)[..., 1])
+
+
+def signgd_phase_times(e0_tilde, sigma_tilde, lr):
+    """T3: ``(t1, t2)`` = end of Phase 1 and of Phase 2 (et_0 reaches 0), in steps (real numbers).
+
+    Phase 1: |et_0| falls by lr sqrt3 per step to s = :func:`signgd_switch_e0`, t1 = (|et_0(0)| - s)/(lr sqrt3).
+    Phase 2: et_0 moves lr/sqrt3 per step, t2 = t1 + sqrt3 s / lr.  NaN where |A(0)| < |B(0)| (no clean phases).
+    Defaults: t1 ~ 111, t2 ~ 642.
+    """
+    e0 = _f(e0_tilde)
+    s = signgd_switch_e0(e0, sigma_tilde)
+    lr = _f(lr)
+    t1 = (np.abs(e0[..., 0]) - s) / (lr * _SQRT3)
+    t2 = t1 + _SQRT3 * s / lr
+    ok = signgd_formula_valid(e0, sigma_tilde)
+    return np.where(ok, t1, np.nan), np.where(ok, t2, np.nan)
+
+
+def signgd_drift_rate(e0_tilde, lr):
+    """T3/P2: Phase-2 change of the irrelevant weight per step, +2 lr sgn(et_0(0)) / sqrt6 (-0.00816 at defaults)."""
+    return 2.0 * _f(lr) * np.sign(_f(e0_tilde)[..., 0]) / _SQRT6
+
+
+def signgd_displacement(e0_tilde, sigma_tilde):
+    """T3: net signGD displacement of the irrelevant weight, independent of lr to first order:
+
+        Delta wt_2 = sgn(et_0(0)) sqrt3 (st_1^2 / st_0^2) |et_1(0)|.
+
+    Valid when |A(0)| >= |B(0)| (:func:`signgd_formula_valid`); beyond it the formula overestimates |Delta wt_2|.
+    """
+    s = _check_3d(sigma_tilde)
+    e0 = _f(e0_tilde)
+    return np.sign(e0[..., 0]) * _SQRT3 * (s[1] ** 2 / s[0] ** 2) * np.abs(e0[..., 1])
+
+
+def signgd_final_tilde(w0_tilde, w_star_tilde, sigma_tilde):
+    """T3: signGD's end point (wt*_0, wt*_1, wt_2(0) + Delta wt_2) ``(..., 3)``."""
+    w0, ws = _f(w0_tilde), _f(w_star_tilde)
+    dw2 = signgd_displacement(w0 - ws, sigma_tilde)
+    out = np.array(np.broadcast_to(ws, np.broadcast_shapes(w0.shape, ws.shape)))
+    out[..., 2] = w0[..., 2] + dw2
+    return out
+
+
+def simulate_signgd(w0_tilde, w_star_tilde, sigma_tilde, lr, steps: int, sign_basis: str = "pixel", basis=None):
+    """Reference iteration (float64): exact-gradient signGD, ``(steps + 1, frequency)`` trajectory of wt.
+
+    ``sign_basis="pixel"``: w <- w - lr sign(C diag(st^2) et) with w = C wt (the paper's signGD);
+    ``"dct"``: wt <- wt - lr sign(diag(st^2) et) (sign in the data eigenbasis; P14). Any d; sign(0) = 0.
+    """
+    require(sign_basis in ("pixel", "dct"), "sign_basis", "'pixel' or 'dct'", sign_basis)
+    require(isinstance(steps, (int, np.integer)) and steps >= 0, "steps", "an integer >= 0", steps)
+    wt = _f(w0_tilde).copy()
+    ws, s2 = _f(w_star_tilde), _f(sigma_tilde) ** 2
+    c = dct_matrix(wt.size) if basis is None else _f(basis)
+    out = np.empty((steps + 1, wt.size))
+    out[0] = wt
+    w = c @ wt
+    for t in range(steps):
+        if sign_basis == "pixel":
+            g = c @ (s2 * (c.T @ w - ws))
+            w = w - lr * np.sign(g)
+            out[t + 1] = c.T @ w
+        else:
+            wt = wt - lr * np.sign(s2 * (wt - ws))
+            out[t + 1] = wt
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ T6 classifiers
+
+def certified_radius_l2(w, x, b=0.0):
+    """T6: certified l2 radius of a linear classifier sign(<w, x> + b): |<w, x> + b| / ||w||_2.
+
+    ``w (position,)``, ``x (samples, position)`` -> ``(samples,)``.
+    """
+    w = _f(w)
+    return np.abs(_f(x) @ w + b) / np.linalg.norm(w)
+
+
+def radius_shrink_factor(w_tilde, relevant):
+    """T6/P13: weight on zero-variance coordinates multiplies every certified radius by ||w_rel|| / ||w||.
+
+    ``w_tilde (..., frequency)`` in the data eigenbasis, ``relevant (frequency,)`` bool.
+    """
+    wt = _f(w_tilde)
+    rel = np.where(np.asarray(relevant, bool), wt, 0.0)
+    return np.linalg.norm(rel, axis=-1) / np.linalg.norm(wt, axis=-1)
+
+
+# ------------------------------------------------------------------------------------------------ defaults
+
+def paper_predictions(lr=None, steps=None, eps=None) -> dict:
+    """T1-T3 numbers at the paper's 3-D defaults (st = (0.1, 0.05, 0), wt* = (5, 10, 0), wt(0), lr, T, eps).
+
+    Keys: ``gd_final_tilde`` (T2 exact power at T), ``gd_adv_risk_final``, ``gd_std_risk_final``,
+    ``gd_adv_risk_limit``, ``signgd_t1``, ``signgd_t2``, ``signgd_drift_rate``, ``signgd_displacement``,
+    ``signgd_final_tilde``, ``signgd_adv_risk_limit``.
+    """
+    from ..data.natural import (
+        PAPER_EPS_ADV,
+        PAPER_LR,
+        PAPER_SIGMA_TILDE,
+        PAPER_STEPS,
+        PAPER_W0_TILDE,
+        PAPER_W_STAR_TILDE,
+    )
+
+    lr = PAPER_LR if lr is None else lr
+    steps = PAPER_STEPS if steps is None else steps
+    eps = PAPER_EPS_ADV if eps is None else eps
+    s, ws, w0 = _f(PAPER_SIGMA_TILDE), _f(PAPER_W_STAR_TILDE), _f(PAPER_W0_TILDE)
+    e0 = w0 - ws
+    gd_t = ws + gd_error(e0, s, lr, steps)
+    gd_inf = gd_limit_tilde(w0, ws, s)
+    sg = signgd_final_tilde(w0, ws, s)
+    t1, t2 = signgd_phase_times(e0, s, lr)
+    return {
+        "gd_final_tilde": gd_t,
+        "gd_std_risk_final": float(std_risk(gd_t, ws, s)),
+        "gd_adv_risk_final": float(adv_risk_linear(gd_t, ws, s, eps)),
+        "gd_adv_risk_limit": float(adv_risk_linear(gd_inf, ws, s, eps)),
+        "signgd_t1": float(t1),
+        "signgd_t2": float(t2),
+        "signgd_drift_rate": float(signgd_drift_rate(e0, lr)),
+        "signgd_displacement": float(signgd_displacement(e0, s)),
+        "signgd_final_tilde": sg,
+        "signgd_adv_risk_limit": float(adv_risk_linear(sg, ws, s, eps)),
+    }

@@ -1,0 +1,303 @@
+"""TOML sweep files: parsing, errors before compilation, grouping (compiles = groups), resume/overwrite,
+memory-aware chunking, divergence isolation, determinism. Uses the cheap ``linear-regression`` experiment
+(compiles in about a second) except where the feature-averaging model itself is the point."""
+from __future__ import annotations
+
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from fa_jax import sweep as S
+from fa_jax.experiments.linear import run_linear
+from fa_jax.results import load_results
+from fa_jax.sweepfile import SpecError, build_configs, load_spec, parse_spec, run_spec
+
+LIN = """
+experiment = "linear-regression"
+name = "lin"
+[fixed]
+"data.d" = 3
+"data.n_train" = 32
+"train.steps" = 40
+"train.n_records" = 5
+[axes]
+seed = { range = [0, 3] }
+"optim.lr" = [0.01, 0.05]
+[axes.opt.cases]
+gd = { "optim.name" = "gd" }
+sgd_b8 = { "optim.name" = "sgd", "optim.batch_size" = 8 }
+"""
+
+
+def write(tmp_path, text: str, name: str = "spec.toml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- parsing and grid expansion
+def test_axes_forms_and_order(tmp_path):
+    spec = load_spec(write(tmp_path, """
+        experiment = "linear-regression"
+        [fixed]
+        data = { d = 5 }
+        [axes]
+        a = { path = "optim.lr", logspace = [-3, -1, 3] }
+        "data.noise" = { linspace = [0.0, 1.0, 3] }
+        seed = { range = [2, 8, 3] }
+        m = { path = "optim.lr", scale = [1, 10] }
+        optim.batch_size = { values = [4, 8] }
+        [axes.opt.cases]
+        sgd = { "optim.name" = "sgd" }
+    """))
+    assert [a.name for a in spec.axes] == ["a", "data.noise", "seed", "m", "optim.batch_size", "opt"]
+    np.testing.assert_allclose(spec.axes[0].coords, [1e-3, 1e-2, 1e-1])
+    np.testing.assert_allclose(spec.axes[1].coords, [0.0, 0.5, 1.0])
+    assert spec.axes[2].coords == (2, 5)
+    cfgs = build_configs(spec)
+    assert len(cfgs) == spec.n_runs == 3 * 3 * 2 * 2 * 2 * 1
+    # last axis fastest; the scale axis multiplies the value the value axis set; seed sets both seeds
+    c = cfgs[0]
+    assert (c.data.d, c.optim.name, c.optim.batch_size) == (5, "sgd", 4)
+    assert cfgs[1].optim.batch_size == 8
+    assert cfgs[2].optim.lr == pytest.approx(1e-2) and cfgs[0].optim.lr == pytest.approx(1e-3)
+    assert (c.data_seed, c.model_seed) == (2, 2)
+    last = cfgs[-1]
+    assert last.optim.lr == pytest.approx(1.0) and last.data.noise == 1.0 and last.data_seed == 5
+
+
+def test_python_entry_point_equals_file(tmp_path):
+    import tomllib
+
+    path = write(tmp_path, LIN)
+    with open(path, "rb") as f:
+        doc = tomllib.load(f)
+    assert build_configs(parse_spec(doc)) == build_configs(load_spec(path))
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ('experiment = "linear-regression"\n[axes\nx = 1', r"malformed TOML"),
+    ('experiment = "nope"', r"experiment.*allowed one of .*linear-regression"),
+    ('[fixed]\n"data.d" = 3', r"missing key 'experiment'"),
+    ('experiment = "linear-regression"\n[axes]\n"optim.lrr" = [0.1]', r"unknown key 'optim.lrr'.*did you mean optim\.lr"),
+    ('experiment = "linear-regression"\n[fixed]\n"data.dd" = 3', r"unknown key 'data.dd' in \[fixed\]"),
+    ('experiment = "linear-regression"\n[axes]\n"optim.lr" = []', r"axis 'optim.lr' is empty"),
+    ('experiment = "linear-regression"\n[axes]\nseed = { range = [3, 3] }', r"axis 'seed' is empty"),
+    ('experiment = "linear-regression"\n[axes]\n"optim.lr" = { logspace = [-3, -1] }', r"axis 'optim.lr': invalid logspace"),
+    ('experiment = "linear-regression"\n[axes]\n"optim.lr" = { values = [1], range = [2] }', r"exactly one of"),
+    ('experiment = "linear-regression"\n[engine]\nbucket = "odd"', r"engine.bucket.*allowed"),
+    ('experiment = "linear-regression"\n[engine]\nchunks = 3', r"unknown key 'engine.chunks'"),
+    ('experiment = "linear-regression"\nfoo = 1', r"unknown top-level key 'foo'"),
+])
+def test_spec_errors_name_file_and_key(tmp_path, text, pattern):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError, match=pattern) as e:
+        build_configs(load_spec(path))
+    assert str(e.value).startswith(path)
+
+
+@pytest.mark.parametrize("text, pattern", [
+    # an axis that cannot change the runs of the chosen optimiser
+    ('[axes]\n"optim.b1" = [0.8, 0.9]', r"'optim.b1' does not apply .* only adam uses it, not 'gd'"),
+    ('[fixed]\n"optim.name" = "sgd"\n"optim.batch_size" = 8\n[axes]\n"optim.momentum" = [0.5]',
+     r"'optim.momentum' does not apply"),
+    # an invalid grid point: named, with the offending field and its allowed range
+    ('[axes]\n"optim.lr" = [0.1, -1.0]', r"grid point \(optim.lr=-1.0\): invalid optim.lr=-1.0: allowed"),
+    ('[axes.o.cases]\nbig = { "optim.name" = "sgd", "optim.batch_size" = 1000 }',
+     r"grid point \(o='big'\).*optim.batch_size.*<= n_train = 64"),
+])
+def test_grid_errors_before_any_compilation(tmp_path, text, pattern):
+    path = write(tmp_path, 'experiment = "linear-regression"\n' + text)
+    traces = S.STATS.traces
+    with pytest.raises(SpecError, match=pattern):
+        run_spec(path, tmp_path / "out", progress=False)
+    assert S.STATS.traces == traces
+    assert not (tmp_path / "out" / "sweep.json").exists()
+
+
+# ----------------------------------------------------------------------------- grouping and compilation
+def test_compiles_equal_groups_not_grid_points(tmp_path):
+    res = run_spec(write(tmp_path, LIN), tmp_path / "out", progress=False)
+    st = res["stats"]
+    assert st["n_runs"] == 12 and st["n_groups"] == 2  # (gd, sgd b=8): lr and seed are traced
+    assert st["programs_compiled"] == st["n_groups"]
+    ds = load_results(tmp_path / "out")
+    assert dict(ds.sizes)["seed"] == 3 and list(ds["opt"].values) == ["gd", "sgd_b8"]
+    # an equal new grid point set does not recompile: rerun with other lr values in a new directory
+    res2 = run_spec(write(tmp_path, LIN.replace("[0.01, 0.05]", "[0.02, 0.03]"), "b.toml"), tmp_path / "o2",
+                    progress=False)
+    assert res2["stats"]["programs_compiled"] == 0
+
+
+def test_width_bucket_policy_groups_widths():
+    """feature-averaging: 'max' pads every width to the largest (one program), 'exact' one per width."""
+    doc = {"experiment": "feature-averaging", "axes": {"model.width": [2, 3, 5]},
+           "fixed": {"data.d": 64, "data.k": 4, "data.n_pos": 2}}
+    from fa_jax.sweep import group_configs
+
+    exact = build_configs(parse_spec(doc))
+    assert len(group_configs(exact)) == 3 and [c.model.bucket for c in exact] == [2, 3, 5]
+    top = build_configs(parse_spec({**doc, "engine": {"bucket": "max"}}))
+    assert len(group_configs(top)) == 1 and {c.model.bucket for c in top} == {5}
+    p2 = build_configs(parse_spec({**doc, "engine": {"bucket": "pow2"}}))
+    assert [c.model.bucket for c in p2] == [2, 4, 8]
+
+
+# ----------------------------------------------------------------------------- results, resume, overwrite
+def test_results_match_direct_runs_and_closed_form(tmp_path):
+    """A sweep-file run equals run_linear called alone; GD follows w_t - w_ls = (I - lr S)^t (w_0 - w_ls)."""
+    import jax
+
+    from fa_jax.experiments.linear import make_linear_data
+
+    path = write(tmp_path, LIN)
+    run_spec(path, tmp_path / "out", progress=False)
+    ds = load_results(tmp_path / "out")
+    cfgs = build_configs(load_spec(path))
+    alone = S.run_sweep(run_linear, [cfgs[5]])[0]
+    # grid point 5 = (seed 1, lr 0.01, sgd_b8): last axis fastest
+    cell = ds.isel(seed=1).sel({"optim.lr": 0.01, "opt": "sgd_b8"})
+    np.testing.assert_allclose(cell["w"].values, alone["w"], rtol=1e-6, atol=1e-7)
+    # closed form for GD (float64 reference of the same data)
+    c = cfgs[0]
+    data = jax.tree.map(np.asarray, make_linear_data(jax.random.PRNGKey(c.data_seed), c.data))
+    x, y = data["train"]["x"].astype(np.float64), data["train"]["y"].astype(np.float64)
+    s = x.T @ x / len(x)
+    w_ls = np.linalg.solve(s, x.T @ y / len(x))
+    gd = ds.isel(seed=0).sel({"optim.lr": 0.01, "opt": "gd"})
+    w0 = gd["w0"].values.astype(np.float64)
+    for t, wt in zip(ds["step"].values, gd["records/w"].values, strict=True):
+        want = w_ls + np.linalg.matrix_power(np.eye(3) - 0.01 * s, int(t)) @ (w0 - w_ls)
+        np.testing.assert_allclose(wt, want, rtol=1e-4, atol=1e-5)
+
+
+def test_resume_recomputes_only_missing_chunks(tmp_path):
+    path = write(tmp_path, LIN)
+    out = tmp_path / "out"
+    run_spec(path, out, progress=False, chunk_size=2)
+    before = load_results(out)
+    files = sorted(os.listdir(out / "chunks"))
+    assert len(files) == 2 * 3  # 6 runs per group, 2 per chunk
+    os.remove(out / "chunks" / files[0])
+    res = run_spec(path, out, progress=False)  # the recorded plan (chunk 2) is reused
+    assert res["stats"]["chunks_run"] == 1 and res["stats"]["chunks_loaded"] == 5
+    after = load_results(out)
+    for k in before.data_vars:
+        np.testing.assert_array_equal(before[k].values, after[k].values, err_msg=k)
+
+
+def test_changed_spec_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    run_spec(write(tmp_path, LIN), out, progress=False)
+    changed = write(tmp_path, LIN.replace('"train.steps" = 40', '"train.steps" = 41'), "changed.toml")
+    with pytest.raises(SpecError, match="different sweep.*--overwrite"):
+        run_spec(changed, out, progress=False)
+    res = run_spec(changed, out, progress=False, overwrite=True)
+    assert res["complete"] and load_results(out)["step"].values[-1] == 41
+    assert len(os.listdir(out / "chunks")) == 2  # the old chunks are gone
+
+
+def test_load_results_refuses_incomplete(tmp_path):
+    out = tmp_path / "out"
+    run_spec(write(tmp_path, LIN), out, progress=False, chunk_size=3)
+    os.remove(out / "chunks" / sorted(os.listdir(out / "chunks"))[0])
+    with pytest.raises(FileNotFoundError, match="1 of 4 chunks missing"):
+        load_results(out)
+    ds = load_results(out, allow_partial=True)
+    assert int(ds["complete"].sum()) == 9 and np.isnan(ds["w"].values).any()
+
+
+# ----------------------------------------------------------------------------- memory-aware chunking
+def test_memory_budget_splits_a_group_and_results_agree(tmp_path):
+    from fa_jax.sweepfile import build_configs as bc
+
+    cfgs = bc(load_spec(write(tmp_path, LIN)))
+    gd = [c for c in cfgs if c.optim.name == "gd"]
+    whole = S.plan_chunks(run_linear, gd, chunk_size="auto")
+    assert [len(p.runs) for p in whole] == [6]
+    compiled, _ = S._program(run_linear, whole[0].key, gd[0], 6, tuple(__import__("jax").local_devices()))
+    foot = S._footprint(compiled)
+    assert foot and foot > 0
+    resized = S.STATS.resized_groups
+    small = S.plan_chunks(run_linear, gd, chunk_size="auto", budget=foot // 3)
+    assert S.STATS.resized_groups == resized + 1
+    assert max(len(p.runs) for p in small) <= 2 and sum(len(p.runs) for p in small) == 6
+    a = S.run_sweep(run_linear, gd, plans=whole)
+    b = S.run_sweep(run_linear, gd, plans=small)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x["w"], y["w"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(x["records"]["loss"], y["records"]["loss"], rtol=1e-6, atol=1e-7)
+
+
+def test_memory_budget_default_is_a_fraction_of_free_memory():
+    full = S.memory_budget(fraction=1.0)
+    half = S.memory_budget(fraction=0.5)
+    assert full > 0 and abs(half - full / 2) <= 0.05 * full
+    with pytest.raises(ValueError, match="fraction"):
+        S.memory_budget(fraction=0.0)
+
+
+# ----------------------------------------------------------------------------- divergence, determinism
+def test_one_unstable_lr_is_marked_and_isolated(tmp_path):
+    """lr = 5 makes GD on this least-squares problem blow up; its chunk-mates are bitwise what they are alone."""
+    spec = LIN.replace("[0.01, 0.05]", "[0.01, 5.0, 0.05]").replace('"train.steps" = 40', '"train.steps" = 200')
+    out = tmp_path / "out"
+    run_spec(write(tmp_path, spec), out, progress=False)
+    ds = load_results(out).sel(opt="gd")
+    bad = ds.sel({"optim.lr": 5.0})
+    assert bad["diverged"].all() and (bad["diverged_step"] > 0).all()
+    assert np.isnan(bad["w"].values).all()  # final metrics NaN
+    step = int(bad["diverged_step"].values[0])
+    rec = bad["records/loss"].values[0]
+    before = ds["step"].values <= step
+    assert np.isfinite(rec[before]).all() and np.isnan(rec[~before]).all()  # records kept up to divergence
+    good = ds.sel({"optim.lr": [0.01, 0.05]})
+    assert not good["diverged"].any() and (good["diverged_step"] == -1).all()
+    ref_out = tmp_path / "ref"
+    run_spec(write(tmp_path, spec.replace("[0.01, 5.0, 0.05]", "[0.01, 0.05]"), "ref.toml"), ref_out,
+             progress=False)
+    ref = load_results(ref_out).sel(opt="gd")
+    np.testing.assert_array_equal(good["w"].values, ref["w"].values)
+
+
+def test_same_sweep_twice_is_bitwise_identical_and_chunking_only_reassociates(tmp_path):
+    path = write(tmp_path, LIN)
+    run_spec(path, tmp_path / "a", progress=False)
+    run_spec(path, tmp_path / "b", progress=False)
+    run_spec(path, tmp_path / "c", progress=False, chunk_size=1)
+    a, b, c = (load_results(tmp_path / x) for x in "abc")
+    for k in a.data_vars:
+        np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+        if np.issubdtype(a[k].dtype, np.floating):
+            np.testing.assert_allclose(a[k].values, c[k].values, rtol=1e-6, atol=1e-7, err_msg=k)
+        else:
+            np.testing.assert_array_equal(a[k].values, c[k].values, err_msg=k)
+
+
+# ----------------------------------------------------------------------------- progress
+def test_one_step_callback_per_segment_not_per_run():
+    from fa_jax import progress
+    from fa_jax.sweepfile import parse_spec as ps
+
+    cfgs = build_configs(ps({"experiment": "linear-regression", "fixed": {"train.steps": 30, "train.n_records": 4},
+                             "axes": {"seed": {"range": [0, 6]}}}))
+    calls = []
+    with progress.sink(lambda s, t: calls.append((s, t))):
+        S.run_sweep(run_linear, cfgs)  # one chunk of 6 runs
+    plan = cfgs[0].train
+    from fa_jax.trainer import record_plan
+
+    steps = record_plan(plan.steps, plan.n_records, plan.plan)[1:]
+    assert sorted(calls) == [(s, 30) for s in steps]  # once per segment, for all 6 runs together
+
+
+def test_progress_bar_runs_and_quiet_prints_nothing(tmp_path, capsys):
+    path = write(tmp_path, LIN)
+    run_spec(path, tmp_path / "q", progress=False)
+    err = capsys.readouterr().err
+    assert "runs" not in err
+    run_spec(path, tmp_path / "p", progress=True)
+    err = capsys.readouterr().err
+    assert "12/12 runs" in err and err.count("lin:") >= 1
