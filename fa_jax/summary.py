@@ -62,7 +62,7 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("fa-jax", "jax", "jaxlib", "optax", "flax", "numpy", "matplotlib"):
+    for pkg in ("fa-jax", "jax", "jaxlib", "optax", "flax", "numpy", "matplotlib", "xarray"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
