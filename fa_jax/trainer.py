@@ -69,14 +69,23 @@ def record_plan(steps: int, n_records: int = 20, spacing: str = "log") -> tuple[
     return tuple(sorted({0, *map(int, pts), int(steps)}))
 
 
-def _batch_indices(t, key, n: int, batch_size: int, sampling: str):
-    """``(idx (b,), weight (b,))`` for step t; weights are 0 on the padding of a last partial batch."""
+def _epoch_perm(key, epoch, n: int):
+    """The sample order of epoch ``epoch``: permutation(fold_in(key, epoch), n)."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n)
+
+
+def _batch_indices(t, key, n: int, batch_size: int, sampling: str, perm=None):
+    """``(idx (b,), weight (b,))`` for step t; weights are 0 on the padding of a last partial batch.
+
+    ``perm``: the current epoch's permutation if the caller carries it (the trainer does, drawing it once per
+    epoch); None draws it here."""
     if sampling == "replacement":
         idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
         return idx, jnp.ones((batch_size,), jnp.float32)
     nb = math.ceil(n / batch_size)
-    epoch, i = t // nb, t % nb
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    i = t % nb
+    if perm is None:
+        perm = _epoch_perm(key, t // nb, n)
     pos = i * batch_size + jnp.arange(batch_size)
     valid = pos < n
     idx = perm[jnp.minimum(pos, n - 1)]
@@ -127,12 +136,19 @@ def train(
         leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]
         return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
+    epochwise = batch_size is not None and sampling == "epoch"
+    nb = math.ceil(n / batch_size) if batch_size is not None else 1
+
     def step(t, carry):
-        p, s, bad_at = carry
+        p, s, bad_at, perm = carry
         if batch_size is None:
             loss, g = jax.value_and_grad(objective)(p, x, y, None)
         else:
-            idx, wb = _batch_indices(t, key, n, batch_size, sampling)
+            if epochwise:
+                # A new permutation only at epoch starts (t is not batched, so under vmap this stays a branch):
+                # drawing it every step would cost O(n log n) per step, dominating small-batch SGD on large n.
+                perm = lax.cond(t % nb == 0, lambda: _epoch_perm(key, t // nb, n), lambda: perm)
+            idx, wb = _batch_indices(t, key, n, batch_size, sampling, perm if epochwise else None)
             loss, g = jax.value_and_grad(objective)(p, x[idx], y[idx], wb)
         updates, s_new = optimizer.update(g, s, p)
         p_new = optax.apply_updates(p, updates)
@@ -141,7 +157,7 @@ def train(
         ok = jnp.isfinite(loss) & finite(p_new) & (bad_at < 0)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         bad_at = jnp.where(ok | (bad_at >= 0), bad_at, t).astype(jnp.int32)
-        return keep(p_new, p), keep(s_new, s), bad_at
+        return keep(p_new, p), keep(s_new, s), bad_at, perm
 
     def masked(rec, bad_at):
         return jax.tree.map(
@@ -154,7 +170,10 @@ def train(
 
     first = record_fn(params)
     bounds = jnp.asarray(np.stack([plan[:-1], plan[1:]], axis=1), jnp.int32)
-    init = (params, optimizer.init(params), jnp.asarray(-1, jnp.int32))
-    (params, _, bad_at), rest = lax.scan(segment, init, bounds)
+    # The carried permutation is only read after a step with t % nb == 0 has set it; segments may start
+    # mid-epoch, so it is carried across them (and re-drawn for the epoch of the first step if needed).
+    perm0 = _epoch_perm(key, plan[0] // nb, n) if epochwise else jnp.zeros((1,), jnp.int32)
+    init = (params, optimizer.init(params), jnp.asarray(-1, jnp.int32), perm0)
+    (params, _, bad_at, _), rest = lax.scan(segment, init, bounds)
     records = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, rest)
     return TrainResult(params, records, bad_at)

@@ -3,9 +3,9 @@
 
 ``ANALYSES`` are what a sweep file's ``analysis = "NAME"`` runs on the finished sweep:
 ``analyse(ds, spec, out_dir) -> (checks, metrics)`` given the labelled results (``fa_jax.load_results``)."""
-from . import feature_averaging
+from . import feature_averaging, sgd_support
 
-REGISTRY = {"feature-averaging": feature_averaging}
+REGISTRY = {"feature-averaging": feature_averaging, "sgd-support": sgd_support}
 
 _ANALYSES = {"regimes": "sims.regimes"}
 

@@ -8,6 +8,8 @@ reported as metrics: the papers make no prediction for them.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from fa_jax.plotting.regimes import regime_figures
 from fa_jax.summary import Check
 from fa_jax.theory import feature_averaging as T
@@ -16,6 +18,19 @@ from fa_jax.theory import feature_averaging as T
 def _base(spec: dict) -> tuple[int, int, int]:
     f = spec["fixed"]
     return int(f["data.d"]), int(f["data.k"]), int(f["data.n_pos"])
+
+
+def last_finite(da, dim: str = "step"):
+    """The last finite value along ``dim`` (groups with shorter record plans are NaN-padded at the end)."""
+    import xarray as xr
+
+    a = np.moveaxis(da.values, da.get_axis_num(dim), -1)
+    ok = np.isfinite(a)
+    idx = np.where(ok.any(-1), a.shape[-1] - 1 - np.argmax(ok[..., ::-1], axis=-1), 0)
+    out = np.take_along_axis(a, idx[..., None], axis=-1)[..., 0]
+    out = np.where(ok.any(-1), out, np.nan)
+    dims = [d for d in da.dims if d != dim]
+    return xr.DataArray(out, dims=dims, coords={d: da.coords[d] for d in dims if d in da.coords})
 
 
 def measures(ds, spec: dict) -> dict:
@@ -31,7 +46,7 @@ def measures(ds, spec: dict) -> dict:
         ds["robust/max/clean_acc"].where(ds["supervision"] == "multiclass").fillna(0)
     clean = clean.where(~ds["diverged"])
     return {"r50_norm": r50, "inblock_cos": ds["features/in_mean"], "clean_acc": clean,
-            "final_loss": ds["records/loss"].isel(step=-1), "cos_theory": cos_theory, "supervision": sup}
+            "final_loss": last_finite(ds["records/loss"]), "cos_theory": cos_theory, "supervision": sup}
 
 
 def analyse(ds, spec: dict, out_dir: str):

@@ -230,3 +230,60 @@ def test_sgd_replacement_through_trainer():
         idx = np.asarray(jax.random.randint(jax.random.fold_in(key, t), (b,), 0, n))
         np.testing.assert_allclose(rec[t] - rec[t + 1], np.bincount(idx, minlength=n) / b, rtol=1e-6)
         np.testing.assert_allclose(np.sum(rec[t] - rec[t + 1]), 1.0, rtol=1e-6)
+
+
+def test_divergence_freezes_the_run_and_records_the_step():
+    """GD on L = theta^2 with lr = 10: theta_{t+1} = -19 theta_t. The first step whose loss or update is not
+    finite (float32 reference loop) is reported; params stay at the last finite state; later records are NaN."""
+    lr = 10.0
+    th, bad = np.float32(1.0), -1
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(100):
+            loss = np.float32(th * th)
+            new = np.float32(th - np.float32(lr) * np.float32(2.0) * th)
+            if not (np.isfinite(loss) and np.isfinite(new)):
+                bad = t
+                break
+            th = new
+    assert bad > 0
+    plan = (0, 5, bad, bad + 1, 100)
+
+    def loss_fn(p, x, y):
+        return jnp.broadcast_to(p["th"] ** 2, x.shape[:1])
+
+    res = train(loss_fn, {"th": jnp.float32(1.0)}, jnp.zeros((4, 1)), jnp.zeros(4), optax.sgd(lr), plan=plan,
+                record_fn=lambda p: {"th": p["th"], "n": jnp.int32(1)})
+    assert int(res.diverged_step) == bad
+    np.testing.assert_allclose(float(res.params["th"]), float(th), rtol=1e-6)  # frozen at the last finite state
+    rec = np.asarray(res.records["th"])
+    assert np.isfinite(rec[:3]).all() and np.isnan(rec[3:]).all()  # records after the divergence are NaN
+    np.testing.assert_array_equal(np.asarray(res.records["n"]), 1)  # integer records are left alone
+    ok = train(loss_fn, {"th": jnp.float32(1.0)}, jnp.zeros((4, 1)), jnp.zeros(4), optax.sgd(0.1), plan=plan)
+    assert int(ok.diverged_step) == -1
+
+
+@pytest.mark.parametrize("plan", [(0, 3, 7, 10), (0, 1, 2, 5, 9, 11), (0, 11)])
+def test_epoch_permutation_drawn_once_per_epoch_equals_per_step_draws(plan):
+    """The trainer carries the epoch's permutation (drawn when t % nb == 0) across record segments that start
+    mid-epoch; the batches must be exactly those of drawing permutation(fold_in(key, t // nb)) at every step."""
+    n, b, lr = 10, 4, 0.3
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, 2)).astype(np.float32)
+    y = rng.normal(size=n).astype(np.float32)
+    key = jax.random.PRNGKey(11)
+
+    def loss(p, xb, yb):
+        return (xb @ p["w"] - yb) ** 2
+
+    _, rec, _ = train(loss, {"w": jnp.zeros(2)}, jnp.asarray(x), jnp.asarray(y), optax.sgd(lr), plan=plan,
+                      key=key, batch_size=b, record_fn=lambda p: p["w"])
+    w = np.zeros(2, np.float64)
+    want = [w.copy()]
+    for t in range(plan[-1]):
+        idx, wb = (np.asarray(a) for a in _batch_indices(t, key, n, b, "epoch"))
+        r = x[idx].astype(np.float64) @ w - y[idx]
+        g = 2 * (wb[:, None] * r[:, None] * x[idx]).sum(0) / wb.sum()
+        w = w - lr * g
+        if t + 1 in plan:
+            want.append(w.copy())
+    np.testing.assert_allclose(np.asarray(rec, np.float64), np.stack(want), rtol=1e-5, atol=1e-6)

@@ -39,7 +39,7 @@ def regime_figures(out_dir, ds, m: dict, spec: dict, *, theory: dict, cos_theory
             ax.set_xticks(range(len(lrs)), [f"x{v:g}" for v in lrs])
             ax.set_yticks(range(len(opts)), opts)
             ax.set_xlabel("learning-rate multiplier (base 1e-3)")
-            what = f"{label}" + (f" / {radius_name[sup]}" if name == "r50_norm" else "")
+            what = f"r50 / {radius_name[sup]}" if name == "r50_norm" else label
             ax.set_title(f"{sup}: {what}", fontsize=10)
             cb = fig.colorbar(im, ax=ax, fraction=0.046)
             cb.ax.axhline(centre, color="k", lw=2)
