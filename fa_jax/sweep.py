@@ -152,20 +152,28 @@ def _footprint(compiled) -> int | None:
 
 
 # ----------------------------------------------------------------------------- compiled programs
+def _x64() -> bool:
+    """Whether 64-bit types are on (globally or in a ``jax.enable_x64`` context)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
 def _stack(values: list[dict]) -> dict[str, np.ndarray]:
+    """Stack traced values along ``runs``: ints as int32, other numbers as the default float (float64 when
+    ``jax_enable_x64`` is on, so a float64 simulation gets float64 hyperparameters)."""
+    fdt = np.float64 if _x64() else np.float32
     out = {}
     for path in values[0]:
         col = [v[path] for v in values]
         if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in col):
             out[path] = np.asarray(col, np.int32)
         else:
-            out[path] = np.asarray(col, np.float32)
+            out[path] = np.asarray(col, fdt)
     return out
 
 
 def _program(run_fn: Callable, key: str, base, size: int, devices: tuple):
     """The compiled program of one group at chunk ``size`` on ``devices`` (cached)."""
-    cache_key = (run_fn, key, size, tuple(d.id for d in devices))
+    cache_key = (run_fn, key, size, tuple(d.id for d in devices), _x64())
     if cache_key in _PROGRAMS:
         return _PROGRAMS[cache_key]
 
@@ -270,7 +278,8 @@ def _chunk_hash(run_fn: Callable, key: str, values: list[dict], tag: str) -> str
     from . import __version__
 
     ident = f"{getattr(run_fn, '__module__', '')}.{getattr(run_fn, '__qualname__', repr(run_fn))}"
-    blob = json.dumps([tag, __version__, ident, key, values], sort_keys=True, default=float)
+    x64 = _x64()  # a float64 run never reuses a float32 chunk
+    blob = json.dumps([tag, __version__, ident, key, values, x64], sort_keys=True, default=float)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 

@@ -8,7 +8,8 @@ Batching (``../shared/specs/README.md``):
 * full batch (``batch_size=None``): every step uses the exact mean gradient over all n samples (GD);
 * ``sampling="epoch"``: epoch e = t // ceil(n/b) draws perm = permutation(fold_in(key, e), n) and takes
   consecutive batches of b; the last partial batch is kept and averaged over its own size;
-* ``sampling="replacement"``: b iid indices per step from fold_in(key, t).
+* ``sampling="replacement"``: b iid indices per step from fold_in(key, t);
+* online (``sample_fn``): a fresh batch every step, ``sample_fn(fold_in(key, t))``, no fixed dataset.
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def train(
     key: jax.Array | None = None,
     batch_size: int | None = None,
     sampling: str = "epoch",
+    sample_fn: Callable | None = None,
 ):
     """Train ``params`` and record metrics on ``plan``.
 
@@ -114,6 +116,8 @@ def train(
       plan: static record steps, increasing, starting at 0.
       record_fn: ``record_fn(params) -> pytree``; records are stacked along a leading ``records`` axis.
       key: mini-batch sampling key (unused for full batch).
+      sample_fn: online data: ``sample_fn(key_t) -> (xb, yb)`` draws step t's batch from ``fold_in(key, t)``;
+        ``x``, ``y`` and ``batch_size`` are then unused (pass None).
 
     Returns a :class:`TrainResult` ``(params, records, diverged_step)``; ``records`` has leaf shapes
     ``(len(plan), ...)``.
@@ -121,7 +125,12 @@ def train(
     plan = tuple(int(p) for p in plan)
     if not plan or plan[0] != 0 or any(b <= a for a, b in zip(plan, plan[1:])):
         raise ValueError(f"invalid plan={plan!r}: allowed a strictly increasing tuple starting at 0")
-    n = x.shape[0]
+    if sample_fn is not None:
+        if key is None:
+            raise ValueError("invalid key=None: online training (sample_fn) needs a PRNG key")
+        batch_size, n = None, 1
+    else:
+        n = x.shape[0]
     if batch_size is not None and not (1 <= batch_size <= n):
         raise ValueError(f"invalid batch_size={batch_size!r}: allowed 1 <= batch_size <= n = {n}")
     record_fn = record_fn or (lambda p: {})
@@ -141,7 +150,10 @@ def train(
 
     def step(t, carry):
         p, s, bad_at, perm = carry
-        if batch_size is None:
+        if sample_fn is not None:
+            xb, yb = sample_fn(jax.random.fold_in(key, t))
+            loss, g = jax.value_and_grad(objective)(p, xb, yb, None)
+        elif batch_size is None:
             loss, g = jax.value_and_grad(objective)(p, x, y, None)
         else:
             if epochwise:
