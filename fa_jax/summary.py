@@ -119,3 +119,13 @@ def format_checks(checks: list[Check]) -> str:
     n = sum(c.passed for c in checks)
     rows.append(f"{n}/{len(checks)} checks passed")
     return "\n".join(rows)
+
+
+def finish(out_dir, *, sim: str, config, checks: list[Check], metrics: dict, command: str = "") -> dict:
+    """A simulation's last step: write ``out_dir/summary.json``, print the checks and a one-line account."""
+    doc = write_summary(os.path.join(out_dir, "summary.json"), sim=sim, config=config, checks=checks,
+                        metrics=metrics, command=command)
+    print(format_checks(checks))
+    print(f"{metrics.get('n_runs', '?')} runs, {metrics.get('programs_compiled', '?')} programs compiled, "
+          f"{metrics.get('wall_seconds', float('nan')):.1f} s; wrote {out_dir}")
+    return doc

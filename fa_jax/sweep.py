@@ -42,7 +42,8 @@ import numpy as np
 from . import progress as _progress
 from .config import static_key, traced_values, with_values
 
-__all__ = ["STATS", "ChunkPlan", "expand_grid", "group_configs", "memory_budget", "plan_chunks", "run_sweep"]
+__all__ = ["STATS", "ChunkPlan", "expand_grid", "group_configs", "memory_budget", "plan_chunks", "run_labelled",
+           "run_sweep"]
 
 DEFAULT_MEMORY_FRACTION = 0.5
 
@@ -461,3 +462,28 @@ def _diverged(flat: dict[str, np.ndarray]) -> np.ndarray:
         if np.issubdtype(v.dtype, np.floating):
             bad |= np.isnan(v.reshape(n, -1)).any(axis=1)
     return bad
+
+
+def run_labelled(
+    run_fn: Callable,
+    runs: dict[str, list[tuple[dict, Any]]],
+    *,
+    out_dir: str | os.PathLike | None = None,
+    tag: str = "",
+    progress: bool = False,
+    desc: str = "sweep",
+) -> tuple[dict[str, list[tuple[dict, dict]]], dict]:
+    """A simulation's labelled runs (``{part: [(label, config), ...]}``) as ONE :func:`run_sweep` call.
+
+    Returns ``({part: [(label, result), ...]}, engine_metrics)`` with ``engine_metrics`` = wall seconds, programs
+    compiled, runs, chunks loaded from ``out_dir`` (computed by an earlier invocation) and diverged runs.
+    """
+    flat = [cfg for part in runs.values() for _, cfg in part]
+    t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
+    results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc)
+    it = iter(results)
+    res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
+    metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
+               "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
+               "diverged_runs": int(sum(bool(r["diverged"]) for r in results if r is not None and "diverged" in r))}
+    return res, metrics

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 
 import numpy as np
 
@@ -22,8 +21,8 @@ from fa_jax.experiments.feature_averaging import (
 )
 from fa_jax.models.two_layer import TwoLayerNet
 from fa_jax.optim import OptimConfig
-from fa_jax.summary import Check, format_checks, write_summary
-from fa_jax.sweep import STATS, run_sweep
+from fa_jax.summary import Check, finish
+from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
 from fa_jax.trainer import TrainConfig
 
@@ -165,22 +164,13 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
     os.makedirs(out_dir, exist_ok=True)
-    flat = [cfg for part in runs.values() for _, cfg in part]
-    t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
-    results = run_sweep(run_feature_averaging, flat, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                        progress=progress, desc=SIM)
-    wall = time.time() - t0
-    it = iter(results)
-    res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
-
+    res, metrics = run_labelled(run_feature_averaging, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
+                                progress=progress, desc=SIM)
     main_b = [r for lab, r in res["main"] if lab["kind"] == "binary"]
     main_m = [r for lab, r in res["main"] if lab["kind"] == "multiclass"]
     d, k, n_pos = s.d, s.k, s.n_pos
     r_fa, r_fd = float(T.fa_radius(d, k)), float(T.fd_radius(d))
     # wall_seconds is this invocation's; chunks loaded from out_dir/cache were computed by an earlier one
-    metrics: dict = {"wall_seconds": wall, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
-                     "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
-                     "diverged_runs": int(sum(bool(r["diverged"]) for r in results))}
 
     # ---- features
     fb = {key: _ms([r["features"][key] for r in main_b]) for key in
@@ -335,8 +325,4 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     # ---- figures
     figs = plotting.feature_averaging_figures(out_dir, s, res, metrics, eps, curves)
     metrics["figures"] = figs
-    summary = write_summary(os.path.join(out_dir, "summary.json"), sim=SIM, config=s, checks=checks,
-                            metrics=metrics, command=command)
-    print(format_checks(checks))
-    print(f"{len(flat)} runs, {metrics['programs_compiled']} programs compiled, {wall:.1f} s; wrote {out_dir}")
-    return summary
+    return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

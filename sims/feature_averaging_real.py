@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 
 import numpy as np
 
@@ -33,8 +32,8 @@ from fa_jax.experiments.feature_averaging_real import (
 from fa_jax.models.image_nets import ARCHS, ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.feature_averaging_real import feature_averaging_real_figures
-from fa_jax.summary import Check, format_checks, write_summary
-from fa_jax.sweep import STATS, run_sweep
+from fa_jax.summary import Check, finish
+from fa_jax.sweep import run_labelled
 from fa_jax.trainer import TrainConfig
 
 SIM = "feature-averaging-real"
@@ -172,18 +171,13 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
     data = load_data(s)  # clear error naming the files before anything compiles
     runs = build_runs(s)  # validates every run config
     os.makedirs(out_dir, exist_ok=True)
-    flat = [cfg for _, cfg in runs]
-    t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
-    results = run_sweep(run_feature_averaging_real, flat, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                        progress=progress, desc=SIM)
-    wall = time.time() - t0
-    res = [(lab, r) for (lab, _), r in zip(runs, results)]
+    parts, engine = run_labelled(run_feature_averaging_real, {"all": runs}, out_dir=os.path.join(out_dir, "cache"),
+                                 tag=SIM, progress=progress, desc=SIM)
+    res = parts["all"]
     rb = [r for lab, r in res if lab["head"] == "binary"]
     rm = [r for lab, r in res if lab["head"] == "multiclass"]
     part = I.PARTITIONS[_partition(s)]
-    metrics: dict = {"wall_seconds": wall, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
-                     "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
-                     "diverged_runs": int(sum(bool(r["diverged"]) for r in results)),
+    metrics: dict = {**engine,
                      "data": {"dataset": s.dataset, "partition": part.name, "positive": list(part.positive),
                               "negative": list(part.negative), "n_train": int(data["fine_train"].shape[0]),
                               "n_test": int(data["fine_test"].shape[0]), "image_shape": list(data["image_shape"]),
@@ -245,8 +239,4 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
 
     figs = feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves)
     metrics["figures"] = figs
-    summary = write_summary(os.path.join(out_dir, "summary.json"), sim=SIM, config=s, checks=checks,
-                            metrics=metrics, command=command)
-    print(format_checks(checks))
-    print(f"{len(flat)} runs, {metrics['programs_compiled']} programs compiled, {wall:.1f} s; wrote {out_dir}")
-    return summary
+    return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

@@ -9,7 +9,6 @@ import dataclasses
 import itertools
 import math
 import os
-import time
 
 import numpy as np
 
@@ -18,8 +17,8 @@ from fa_jax.data.support import SupportData
 from fa_jax.experiments.sgd_support import SupportRun, measured_decay, run_sgd_support
 from fa_jax.models.mlp import MLP
 from fa_jax.optim import OptimConfig
-from fa_jax.summary import Check, format_checks, write_summary
-from fa_jax.sweep import STATS, run_sweep
+from fa_jax.summary import Check, finish
+from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_support as T
 from fa_jax.trainer import TrainConfig
 
@@ -169,19 +168,11 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
     os.makedirs(out_dir, exist_ok=True)
-    flat = [cfg for part in runs.values() for _, cfg in part]
-    t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
-    results = run_sweep(run_sgd_support, flat, out_dir=os.path.join(out_dir, "cache"), tag=SIM, progress=progress,
-                        desc=SIM)
-    wall = time.time() - t0
-    it = iter(results)
-    res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
+    res, metrics = run_labelled(run_sgd_support, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
+                                progress=progress, desc=SIM)
     N, h = s.n_train, int(s.widths[0]) if s.widths else 1
-    metrics: dict = {"wall_seconds": wall, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
-                     "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
-                     "diverged_runs": int(sum(bool(r["diverged"]) for r in results)),
-                     "n_train": N, "irr_norm_init": _ms([r["irr_norm0"] for _, r in res["gd"]]),
-                     "irr_norm_init_expected": T.expected_irr_norm(h, s.d - s.s, s.d)}
+    metrics.update({"n_train": N, "irr_norm_init": _ms([r["irr_norm0"] for _, r in res["gd"]]),
+                    "irr_norm_init_expected": T.expected_irr_norm(h, s.d - s.s, s.d)})
 
     def final(r, key="irr"):
         return float(r["records"][key][-1])
@@ -270,8 +261,4 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
     figs = sgd_support_figures(out_dir, s, res, metrics, {b: [t3_prediction(s, r, b, s.lr) for lab, r in res["sgd"]
                                                               if lab["b"] == b] for b in s.batch_sizes})
     metrics["figures"] = figs
-    summary = write_summary(os.path.join(out_dir, "summary.json"), sim=SIM, config=s, checks=checks,
-                            metrics=metrics, command=command)
-    print(format_checks(checks))
-    print(f"{len(flat)} runs, {metrics['programs_compiled']} programs compiled, {wall:.1f} s; wrote {out_dir}")
-    return summary
+    return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 
 import jax
 import numpy as np
@@ -22,8 +21,8 @@ from fa_jax.data.natural import PAPER_W0_TILDE, NaturalSignal
 from fa_jax.experiments.adaptive_linear import AdaptiveLinearRun, run_adaptive_linear
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.sgd_vs_adaptive import adaptive_figures
-from fa_jax.summary import Check, format_checks, write_summary
-from fa_jax.sweep import STATS, run_sweep
+from fa_jax.summary import Check, finish
+from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_vs_adaptive as T
 from fa_jax.trainer import TrainConfig
 
@@ -235,22 +234,9 @@ def run(s: AdaptiveSim, out_dir: str, progress: bool = True, command: str = "") 
     os.makedirs(out_dir, exist_ok=True)
     with jax.enable_x64(True):  # spec 6: float64 (GD invariance to 1e-6, R_s down to 1e-6)
         runs = build_runs(s)
-        flat = [cfg for group in runs.values() for _, cfg in group]
-        t0, traces0 = time.time(), STATS.traces
-        results = run_sweep(run_adaptive_linear, flat, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                            progress=progress, desc=SIM)
-    wall = time.time() - t0
-    res, i = {}, 0
-    for name, group in runs.items():
-        res[name] = [(lab, results[i + j]) for j, (lab, _) in enumerate(group)]
-        i += len(group)
+        res, engine = run_labelled(run_adaptive_linear, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
+                                   progress=progress, desc=SIM)
     checks, metrics = analyse(s, res)
-    metrics.update({"wall_seconds": wall, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
-                    "diverged_runs": int(sum(bool(r["diverged"]) for r in results))})
+    metrics.update(engine)
     metrics["figures"] = adaptive_figures(out_dir, s, res, metrics)
-    summary = write_summary(os.path.join(out_dir, "summary.json"), sim=SIM, config=s, checks=checks,
-                            metrics=metrics, command=command)
-    if progress:
-        print(format_checks(checks))
-    print(f"{len(flat)} runs, {metrics['programs_compiled']} programs compiled, {wall:.1f} s; wrote {out_dir}")
-    return summary
+    return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

@@ -301,3 +301,15 @@ def test_progress_bar_runs_and_quiet_prints_nothing(tmp_path, capsys):
     run_spec(path, tmp_path / "p", progress=True)
     err = capsys.readouterr().err
     assert "12/12 runs" in err and err.count("lin:") >= 1
+
+
+def test_run_labelled_keeps_labels_and_order(tmp_path):
+    cfgs = build_configs(load_spec(write(tmp_path, LIN)))
+    runs = {"a": [({"i": i}, cfgs[i]) for i in (0, 3)], "b": [({"i": i}, cfgs[i]) for i in (5, 1, 2)]}
+    res, eng = S.run_labelled(run_linear, runs)
+    direct = S.run_sweep(run_linear, cfgs)
+    for part, items in res.items():
+        assert [lab for lab, _ in items] == [lab for lab, _ in runs[part]]
+        for lab, r in items:
+            np.testing.assert_array_equal(r["w"], direct[lab["i"]]["w"])
+    assert eng["n_runs"] == 5 and eng["diverged_runs"] == 0 and eng["wall_seconds"] > 0
