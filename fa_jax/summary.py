@@ -129,3 +129,16 @@ def finish(out_dir, *, sim: str, config, checks: list[Check], metrics: dict, com
     print(f"{metrics.get('n_runs', '?')} runs, {metrics.get('programs_compiled', '?')} programs compiled, "
           f"{metrics.get('wall_seconds', float('nan')):.1f} s; wrote {out_dir}")
     return doc
+
+
+def seed_stats(values, *, ignore_nan: bool = False) -> dict:
+    """``{"mean", "median", "std", "n", "values"}`` of per-seed measurements for ``metrics``.
+
+    By default a NaN (e.g. a diverged run) propagates into mean/median/std, so it cannot pass unnoticed;
+    ``ignore_nan=True`` summarises the finite values only (``n`` still counts all of them).
+    """
+    v = np.asarray(values, float)
+    mean, median, std = (np.nanmean, np.nanmedian, np.nanstd) if ignore_nan else (np.mean, np.median, np.std)
+    with np.errstate(all="ignore"):
+        return {"mean": float(mean(v)), "median": float(median(v)), "std": float(std(v)), "n": int(v.size),
+                "values": v.tolist()}

@@ -21,7 +21,7 @@ from fa_jax.experiments.feature_averaging import (
 )
 from fa_jax.models.two_layer import TwoLayerNet
 from fa_jax.optim import OptimConfig
-from fa_jax.summary import Check, finish
+from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
 from fa_jax.trainer import TrainConfig
@@ -155,11 +155,6 @@ def s3_scale_grid(s: FASim) -> list[float]:
     return sorted({*map(float, s.s3_scales), 1.0 / math.sqrt(s.d)})
 
 
-def _ms(values) -> dict:
-    v = np.asarray(values, float)
-    return {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": int(v.size), "values": v.tolist()}
-
-
 def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dict:
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
@@ -173,9 +168,9 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     # wall_seconds is this invocation's; chunks loaded from out_dir/cache were computed by an earlier one
 
     # ---- features
-    fb = {key: _ms([r["features"][key] for r in main_b]) for key in
+    fb = {key: seed_stats([r["features"][key] for r in main_b]) for key in
           ("in_mean", "in_min", "in_max", "off_mean", "off_max", "class_sum_cos", "group_min_pair_cos")}
-    fm = {key: _ms([r["features"][key] for r in main_m]) for key in ("in_mean", "in_min", "off_absmax")}
+    fm = {key: seed_stats([r["features"][key] for r in main_m]) for key in ("in_mean", "in_min", "off_absmax")}
     metrics["binary_features"], metrics["multiclass_features"] = fb, fm
     side_sizes = np.array([n_pos] * s.width + [k - n_pos] * s.width, float)
     pred_in = float(np.mean(T.inblock_cosine(side_sizes)))
@@ -185,9 +180,9 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     curves = {"binary": np.stack([r["robust"]["binary"]["acc"] for r in main_b])}
     for name in main_m[0]["robust"]:
         curves[name] = np.stack([r["robust"][name]["acc"] for r in main_m])
-    r50 = {"binary": _ms([r["robust"]["binary"]["r50"] for r in main_b])}
+    r50 = {"binary": seed_stats([r["robust"]["binary"]["r50"] for r in main_b])}
     for name in main_m[0]["robust"]:
-        r50[name] = _ms([r["robust"][name]["r50"] for r in main_m])
+        r50[name] = seed_stats([r["robust"][name]["r50"] for r in main_m])
         r50[name]["censored_runs"] = int(sum(bool(r["robust"][name]["r50_censored"]) for r in main_m))
     metrics["r50"] = r50
     # F_sum is reported, not checked: the spec's P7 window [0.9, 1] sqrt(d/2) and its own G4 analysis (bias-free
@@ -198,14 +193,14 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     flips = np.concatenate([r["robust"]["binary"]["flip"] for r in main_b])
     flip_ys = np.concatenate([r["test_y"] for r in main_b])
     med_flip = [float(np.median(r["robust"]["binary"]["flip"])) for r in main_b]
-    metrics["flip_radius_binary"] = {"median_per_seed": _ms(med_flip),
+    metrics["flip_radius_binary"] = {"median_per_seed": seed_stats(med_flip),
                                      "median_pos": float(np.median(flips[flip_ys > 0])),
                                      "median_neg": float(np.median(flips[flip_ys < 0])),
                                      "std": float(np.std(flips[np.isfinite(flips)])),
                                      "censored": int(np.sum(~np.isfinite(flips)))}
-    clean = {"binary": _ms([r["robust"]["binary"]["clean_acc"] for r in main_b]),
-             "max": _ms([r["robust"]["max"]["clean_acc"] for r in main_m]),
-             "sum": _ms([r["robust"]["sum"]["clean_acc"] for r in main_m])}
+    clean = {"binary": seed_stats([r["robust"]["binary"]["clean_acc"] for r in main_b]),
+             "max": seed_stats([r["robust"]["max"]["clean_acc"] for r in main_m]),
+             "sum": seed_stats([r["robust"]["sum"]["clean_acc"] for r in main_m])}
     metrics["clean_accuracy"] = clean
     dir_cos = np.concatenate([r["attack_direction"]["cos"][r["attack_direction"]["success"]] for r in main_b])
     metrics["attack_direction"] = {"median": float(np.median(dir_cos)) if dir_cos.size else float("nan"),
@@ -215,7 +210,7 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     grad_cos = np.concatenate([r["grad_cos"] for r in main_b])
     metrics["grad_cos"] = {"median": float(np.median(grad_cos))}
     bias_b = [float(r.get("bias_mean_abs", np.nan)) for r in main_b]
-    metrics["binary_bias_mean_abs"] = _ms(bias_b)
+    metrics["binary_bias_mean_abs"] = seed_stats(bias_b)
 
     # ---- dynamics (P12)
     dyn = {}

@@ -32,7 +32,7 @@ from fa_jax.experiments.feature_averaging_real import (
 from fa_jax.models.image_nets import ARCHS, ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.feature_averaging_real import feature_averaging_real_figures
-from fa_jax.summary import Check, finish
+from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.trainer import TrainConfig
 
@@ -144,11 +144,6 @@ def build_runs(s: FARealSim) -> list[tuple[dict, FARealRun]]:
     return runs
 
 
-def _ms(values) -> dict:
-    v = np.asarray(values, float)
-    return {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": int(v.size), "values": v.tolist()}
-
-
 def robustness_gap(eps, acc_derived, acc_binary, resolution: float | None = None):
     """Gap acc_derived - acc_binary of seed-mean curves at every radius > 0 where at least one curve is above 0
     (where both are 0 nobody is robust and there is nothing to compare). ``resolution``: gaps are rounded to
@@ -190,9 +185,9 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
                                                           "the read-out's margin"}}}
 
     # ---- clean accuracy and robust accuracy curves
-    clean = {"binary": _ms([r["clean"]["binary"] for r in rb])}
+    clean = {"binary": seed_stats([r["clean"]["binary"] for r in rb])}
     for name in rm[0]["clean"]:
-        clean[name] = _ms([r["clean"][name] for r in rm])
+        clean[name] = seed_stats([r["clean"][name] for r in rm])
     metrics["clean_accuracy"] = clean
     eps = np.asarray(rb[0]["eps"], float)
     curves = {"binary": np.stack([r["robust"]["binary"]["acc"] for r in rb])}
@@ -200,9 +195,9 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
         curves[name] = np.stack([r["robust"][name]["acc"] for r in rm])
     metrics["eps"] = eps
     metrics["robust_accuracy_mean"] = {name: c.mean(0) for name, c in curves.items()}
-    metrics["r50"] = {"binary": _ms([r["robust"]["binary"]["r50"] for r in rb])}
+    metrics["r50"] = {"binary": seed_stats([r["robust"]["binary"]["r50"] for r in rb])}
     for name in rm[0]["robust"]:
-        metrics["r50"][name] = _ms([r["robust"][name]["r50"] for r in rm])
+        metrics["r50"][name] = seed_stats([r["robust"][name]["r50"] for r in rm])
     metrics["r50_censored_runs"] = {
         name: int(sum(bool(r["robust"][name]["r50_censored"]) for r in (rb if name == "binary" else rm)))
         for name in curves}
@@ -219,8 +214,8 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
     # ---- penultimate-feature class means (Fig. 2c/2d analogue)
     feats = {}
     for label, rs in (("binary", rb), ("multiclass", rm)):
-        feats[label] = {"within_side": _ms([r["features"]["within_side"] for r in rs]),
-                        "cross_side": _ms([r["features"]["cross_side"] for r in rs]),
+        feats[label] = {"within_side": seed_stats([r["features"]["within_side"] for r in rs]),
+                        "cross_side": seed_stats([r["features"]["cross_side"] for r in rs]),
                         "cos_mean": np.mean([r["features"]["cos"] for r in rs], 0)}
     metrics["features"] = feats
 

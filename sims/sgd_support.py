@@ -6,6 +6,7 @@ checks against ``fa_jax.theory.sgd_support`` -> figures + ``summary.json``. Spec
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -17,7 +18,7 @@ from fa_jax.data.support import SupportData
 from fa_jax.experiments.sgd_support import SupportRun, measured_decay, run_sgd_support
 from fa_jax.models.mlp import MLP
 from fa_jax.optim import OptimConfig
-from fa_jax.summary import Check, finish
+from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_support as T
 from fa_jax.trainer import TrainConfig
@@ -156,10 +157,8 @@ def collapse_point(s: SupportSim, r: dict, b: int, lr: float) -> dict:
             "mean_sq_residual": float(np.mean(np.asarray(r["records"]["loss"])[m])) if m.any() else float("nan")}
 
 
-def _ms(values) -> dict:
-    v = np.asarray(values, float)
-    return {"mean": float(np.nanmean(v)), "median": float(np.nanmedian(v)), "std": float(np.nanstd(v)),
-            "n": int(v.size), "values": v.tolist()}
+# Unresolved decay windows and diverged runs are NaN here: summarise the finite seeds.
+_ms = functools.partial(seed_stats, ignore_nan=True)
 
 
 def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -> dict:

@@ -103,3 +103,12 @@ def fa_replace(cfg: FARun, **values) -> FARun:
 
 
 __all__ = ["fa_replace", "flat", "make_fa_config"]
+
+
+def write_spec(tmp_path, text: str, name: str = "spec.toml") -> str:
+    """Write a sweep file (dedented) into ``tmp_path`` and return its path."""
+    import textwrap
+
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)

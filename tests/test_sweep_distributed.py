@@ -13,11 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
+from conftest import write_spec as _write
 
 from fa_jax.results import load_results
 from fa_jax.sweepfile import run_spec
@@ -51,12 +51,6 @@ attack = { n_points = 32, steps = 5, restarts = 1, record_points = 16, flip_grid
 seed = { range = [0, 4] }
 "optim.lr" = [0.01, 0.03]
 """
-
-
-def _write(tmp_path, text, name):
-    p = tmp_path / name
-    p.write_text(textwrap.dedent(text))
-    return str(p)
 
 
 def _cli(args, env_extra=None, **kw):

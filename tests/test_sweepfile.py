@@ -4,10 +4,10 @@ memory-aware chunking, divergence isolation, determinism. Uses the cheap ``linea
 from __future__ import annotations
 
 import os
-import textwrap
 
 import numpy as np
 import pytest
+from conftest import write_spec as write
 
 from fa_jax import sweep as S
 from fa_jax.experiments.linear import run_linear
@@ -29,12 +29,6 @@ seed = { range = [0, 3] }
 gd = { "optim.name" = "gd" }
 sgd_b8 = { "optim.name" = "sgd", "optim.batch_size" = 8 }
 """
-
-
-def write(tmp_path, text: str, name: str = "spec.toml") -> str:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return str(path)
 
 
 # ----------------------------------------------------------------------------- parsing and grid expansion
