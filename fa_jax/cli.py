@@ -7,12 +7,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sims import REGISTRY
+    from sims import NAMES, get_sim
 
     p = argparse.ArgumentParser(prog="fa-jax", description="Sweepable JAX simulations of implicit bias.")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a simulation")
-    r.add_argument("name", help=f"one of: {', '.join(sorted(REGISTRY))}")
+    r.add_argument("name", help=f"one of: {', '.join(NAMES)}")
     r.add_argument("--preset", default="default", help="preset name (default: the paper's setting; 'quick')")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (repeatable)")
@@ -50,12 +50,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"merged: copied {r['copied']} chunk files; {r['present']}/{r['total']} present in {args.dest}")
         return 0
     if args.cmd == "list":
-        for name, mod in sorted(REGISTRY.items()):
-            print(f"{name:24s} presets: {', '.join(mod.PRESETS)}")
+        for name in NAMES:
+            try:
+                presets = ", ".join(get_sim(name).PRESETS)
+            except ImportError as e:  # a sim still being built must not break the listing of the others
+                presets = f"(unavailable: {e})"
+            print(f"{name:24s} presets: {presets}")
         return 0
-    if args.name not in REGISTRY:
-        p.error(f"unknown simulation {args.name!r}; allowed: {', '.join(sorted(REGISTRY))}")
-    mod = REGISTRY[args.name]
+    if args.name not in NAMES:
+        p.error(f"unknown simulation {args.name!r}; allowed: {', '.join(NAMES)}")
+    mod = get_sim(args.name)
     if args.preset not in mod.PRESETS:
         p.error(f"unknown preset {args.preset!r} for {args.name}; allowed: {', '.join(mod.PRESETS)}")
     from .config import apply_overrides

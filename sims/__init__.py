@@ -3,22 +3,31 @@
 
 ``ANALYSES`` are what a sweep file's ``analysis = "NAME"`` runs on the finished sweep:
 ``analyse(ds, spec, out_dir) -> (checks, metrics)`` given the labelled results (``fa_jax.load_results``)."""
-from . import feature_averaging, feature_averaging_real, sgd_support, sgd_vs_adaptive
+import importlib
 
-REGISTRY = {
-    "feature-averaging": feature_averaging,
-    "feature-averaging-real": feature_averaging_real,
-    "sgd-support": sgd_support,
-    "sgd-vs-adaptive": sgd_vs_adaptive,
+# name -> module; imported on first use so one sim's import cost (or a missing optional file) never touches another.
+_SIMS = {
+    "feature-averaging": "sims.feature_averaging",
+    "feature-averaging-real": "sims.feature_averaging_real",
+    "sgd-support": "sims.sgd_support",
+    "sgd-vs-adaptive": "sims.sgd_vs_adaptive",
+    "hold-me-tight": "sims.hold_me_tight",
+    "agop-collapse": "sims.agop_collapse",
 }
+NAMES = tuple(sorted(_SIMS))
+
+
+def get_sim(name: str):
+    """The simulation module registered as ``name`` (ValueError listing the allowed names otherwise)."""
+    if name not in _SIMS:
+        raise ValueError(f"unknown simulation {name!r}; allowed: {', '.join(NAMES)}")
+    return importlib.import_module(_SIMS[name])
 
 _ANALYSES = {"regimes": "sims.regimes"}
 
 
 def get_analysis(name: str):
     """The ``analyse`` function registered as ``name`` (ValueError listing the allowed names otherwise)."""
-    import importlib
-
     if name not in _ANALYSES:
         raise ValueError(f"invalid analysis={name!r}: allowed one of {tuple(_ANALYSES)}")
     return importlib.import_module(_ANALYSES[name]).analyse
