@@ -46,6 +46,7 @@ class FARealSim:
     dataset: str = "mnist-5k"  # one of fa_jax.data.images.DATASETS; mnist / fashion-mnist / cifar10 need files
     partition: str = "auto"  # "auto": 0-4_vs_5-9 for cifar10, odd_even otherwise; or a PARTITIONS name
     data_dir: str | None = None  # None: $FA_JAX_DATA
+    verify: bool = True  # official checksums of the standard files (false: re-packed or re-compressed copies)
     n_train_per_class: int | None = None  # None: the whole train split
     n_test_per_class: int | None = None
     standardize: str = "none"  # none | global | channel | feature (a fixed first layer: radii stay in pixel units)
@@ -108,7 +109,7 @@ def _partition(s: FARealSim) -> str:
 def data_config(s: FARealSim) -> RealData:
     return RealData(name=s.dataset, partition=_partition(s), n_train_per_class=s.n_train_per_class,
                     n_test_per_class=s.n_test_per_class, standardize=s.standardize, data_dir=s.data_dir,
-                    seed=s.data_seed).validate()
+                    verify=s.verify, seed=s.data_seed).validate()
 
 
 def load_data(s: FARealSim) -> dict:

@@ -125,3 +125,30 @@ def test_missing_files_error_names_where_to_put_them(tmp_path, capsys, monkeypat
         err = capsys.readouterr().err
         assert f"invalid dataset='{name}'" in err and "FA_JAX_DATA" in err and str(tmp_path) in err
         assert needed in err
+
+
+def test_cifar10_from_standard_files_end_to_end(tmp_path, monkeypatch):
+    """The file-based path of the sim (dataset=cifar10: 0-4 vs 5-9, RGB NHWC, channel standardisation) on a tiny
+    CIFAR-10 binary folder written in the exact format (checksums off: the files are not the official ones)."""
+    from test_data_images import write_cifar_dir
+
+    from fa_jax.cli import main
+
+    write_cifar_dir(tmp_path / "data" / "cifar-10-batches-bin", n=20)  # 100 train / 20 test images, 10 classes
+    monkeypatch.setenv("FA_JAX_DATA", str(tmp_path / "data"))
+    out = tmp_path / "o"
+    rc = main(["run", "feature-averaging-real", "--preset", "quick", "--quiet", "--out", str(out),
+               "--set", "dataset=cifar10", "--set", "verify=false", "--set", "n_train_per_class=none",
+               "--set", "n_test_per_class=none", "--set", "standardize=channel", "--set", "hidden=16",
+               "--set", "steps=20", "--set", "seeds=1", "--set", "pgd_steps=2", "--set", "n_points=10",
+               "--set", "n_eps=3"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    d = s["metrics"]["data"]
+    assert d["dataset"] == "cifar10" and d["image_shape"] == [32, 32, 3]
+    assert d["positive"] == [0, 1, 2, 3, 4] and d["n_train"] == 100 and d["n_test"] == 20
+    assert {c["name"] for c in s["checks"]} >= {"real.sum_more_robust", "real.clean_accuracy.binary"}
+    # the checksum gate is on by default: the same files are refused, naming the file
+    rc = main(["run", "feature-averaging-real", "--preset", "quick", "--quiet", "--out", str(tmp_path / "o2"),
+               "--set", "dataset=cifar10", "--set", "n_train_per_class=none", "--set", "n_test_per_class=none"])
+    assert rc == 2

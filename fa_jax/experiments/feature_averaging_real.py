@@ -59,6 +59,7 @@ class RealData:
     n_test_per_class: int | None = None
     standardize: str = "none"  # statistics fitted on the train set, applied as a fixed first layer of the net
     data_dir: str | None = None  # None: $FA_JAX_DATA (file-based sets only)
+    verify: bool = True  # check the standard files against the official checksums (False: re-packed copies)
     seed: int = 0  # subsets and the order of the test set (the attacked points are its first n_points)
 
     def validate(self) -> RealData:
@@ -70,6 +71,7 @@ class RealData:
                     "None (all samples) or an integer >= 1", v)
         require(self.standardize in STANDARDIZE, "data.standardize", f"one of {STANDARDIZE}", self.standardize)
         require(isinstance(self.seed, int) and self.seed >= 0, "data.seed", "an integer >= 0", self.seed)
+        require(isinstance(self.verify, bool), "data.verify", "true or false", self.verify)
         return self
 
 
@@ -86,7 +88,7 @@ def load_real_data(dc: RealData) -> dict:
         return _DATA_CACHE[dc]
     out = {}
     for split in ("train", "test"):
-        ds = I.load_dataset(dc.name, split, dc.data_dir)
+        ds = I.load_dataset(dc.name, split, dc.data_dir, verify=dc.verify)
         n_pc = dc.n_train_per_class if split == "train" else dc.n_test_per_class
         if n_pc is not None:
             ds = I.subset(ds, dc.seed + (0 if split == "train" else 1), n_pc)
