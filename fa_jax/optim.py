@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from .config import require, traced
@@ -93,3 +95,28 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     else:  # validate() catches this first; kept for direct callers
         raise ValueError(f"invalid optim.name={cfg.name!r}: allowed one of {OPTIMIZERS}")
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.add_decayed_weights(cfg.weight_decay), core)
+
+
+def make_optimizer_choice(cfg: OptimConfig, names: tuple[str, ...], index) -> optax.GradientTransformation:
+    """Rule ``names[index]`` with ``cfg``'s hyperparameters, ``index`` a (possibly traced) int: ONE compiled
+    program then trains every rule of ``names`` (an optimiser axis that never recompiles).
+
+    Every rule is the :func:`make_optimizer` (optax) transformation; all of them are updated on the same gradient
+    (their states evolve as if each ran alone) and the update of rule ``index`` is applied:
+    ``u = stack(u_0, ..., u_{R-1})[index]``. The extra cost is R optimiser updates per step; under ``vmap`` with a
+    batched index a ``lax.switch`` would compute every branch anyway.
+    """
+    names = tuple(names)
+    for n in names:
+        require(n in OPTIMIZERS, "optim.names", f"names from {OPTIMIZERS}", n)
+    txs = [make_optimizer(dataclasses.replace(cfg, name=n)) for n in names]
+
+    def init(params):
+        return tuple(tx.init(params) for tx in txs)
+
+    def update(grads, state, params=None):
+        outs = [tx.update(grads, s, params) for tx, s in zip(txs, state, strict=True)]
+        upd = jax.tree.map(lambda *us: jnp.stack(us)[index], *[o[0] for o in outs])
+        return upd, tuple(o[1] for o in outs)
+
+    return optax.GradientTransformation(init, update)

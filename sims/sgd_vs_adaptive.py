@@ -5,7 +5,14 @@ config -> ONE sweep, in float64 (the spec's precision rule): the paper's 3-D pro
 signGD, Adam, RMSProp (Fig. 5), the same with exact gradients, signGD with signs in the DCT basis (P14), Adam with a
 large eps (P7), S1 (signGD's irrelevant displacement over (st_1^2/st_0^2, |et_1(0)|)) and S2 (a d-dimensional
 natural signal with a fraction p of zero-variance frequencies x optimiser x seeds) -> checks against
-``fa_jax.theory.sgd_vs_adaptive`` -> figures + ``summary.json``. The deep-network half of the paper is not here yet.
+``fa_jax.theory.sgd_vs_adaptive`` -> figures + ``summary.json``.
+
+Networks (spec Sec. 2.2, 2.4, T5, P9, P12; ``fa_jax.experiments.adaptive_nets``): a two-layer ReLU MLP and a small
+conv net trained with SGD / Adam / RMSProp on image-like natural-signal data (``ImageSignal``: N x N images, K
+classes, power-law DCT spectrum, the top fraction of frequencies zero-variance) -> clean, Gaussian-noise, l2- and
+l-inf-PGD accuracy, the layer-wise spectral-norm product bound (exact operators and the authors' conv proxy) and
+local input-gradient norms -> the ``nets.*`` checks. ONE more sweep (float32; one compiled program per net: the
+optimiser is a traced knob). ``linear=false`` / ``nets=false`` skip a half.
 """
 from __future__ import annotations
 
@@ -17,10 +24,12 @@ import jax
 import numpy as np
 
 from fa_jax.config import require
-from fa_jax.data.natural import PAPER_W0_TILDE, NaturalSignal
+from fa_jax.data.natural import PAPER_W0_TILDE, ImageSignal, NaturalSignal
 from fa_jax.experiments.adaptive_linear import AdaptiveLinearRun, run_adaptive_linear
+from fa_jax.experiments.adaptive_nets import NET_OPTS, AdaptiveNetRun, NetAttack, NetOptim, run_adaptive_net
+from fa_jax.models.image_nets import ImageNet
 from fa_jax.optim import OptimConfig
-from fa_jax.plotting.sgd_vs_adaptive import adaptive_figures
+from fa_jax.plotting.sgd_vs_adaptive import adaptive_figures, nets_figure
 from fa_jax.summary import Check, finish
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_vs_adaptive as T
@@ -55,6 +64,34 @@ class AdaptiveSim:
     s2_alpha: float = 0.5
     s2_init: float = 0.5
     s2_opts: tuple = OPTS
+    linear: bool = True  # the linear-regression half (Sec. 2.1, S1, S2)
+    # ---- networks (Sec. 2.2 / S6 at CPU scale): image-like natural-signal data, MLP and conv net
+    nets: bool = True
+    net_archs: tuple = ("mlp", "conv")
+    net_size: int = 8  # N x N x 1 images
+    net_classes: int = 4
+    net_alpha: float = 1.0
+    net_frac_irrelevant: float = 0.5
+    net_separation: float = 3.0
+    net_hidden: int = 64  # the two-layer MLP's width
+    net_channels: tuple = (8, 16)  # conv net: 3x3 convs, each + ReLU + 2x2 max-pool, then dense -> head
+    net_dense: int = 32
+    net_init_scale: float = 1.0  # flax default (LeCun normal), as the paper's PyTorch defaults
+    net_lrs_sgd: tuple = (0.1,)
+    net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # the paper tunes the adaptive lrs to match SGD's clean accuracy
+    net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # (here: the grid lr closest to SGD's clean accuracy)
+    net_steps: int = 3000
+    net_batch: int = 64
+    net_n_train: int = 4096
+    net_n_test: int = 1000
+    net_seeds: int = 3
+    net_points: int = 300  # attacked test points
+    net_attack_steps: int = 30
+    net_restarts: int = 2
+    net_l2_eps: tuple = (0.25, 0.5, 1.0)
+    net_linf_eps: tuple = (0.03, 0.06, 0.12)
+    net_noise_std: tuple = (0.1, 0.2, 0.4)
+    net_power_iters: int = 100  # 30 left a 3% under-estimate on a trained 32x4 head (s2/s1 = 0.96)
 
     def validate(self) -> AdaptiveSim:
         require(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0", self.lr)
@@ -70,6 +107,19 @@ class AdaptiveSim:
                 f"a tuple of optimisers from {OPTS} including 'gd'", self.s2_opts)
         require(len(self.s1_alphas) >= 2 and len(self.s1_wscales) >= 1, "s1_alphas/s1_wscales",
                 "at least 2 alphas and 1 w_scale", (self.s1_alphas, self.s1_wscales))
+        require(self.linear or self.nets, "linear/nets", "at least one half switched on", (self.linear, self.nets))
+        if self.nets:
+            require(len(self.net_archs) >= 1 and set(self.net_archs) <= {"mlp", "conv"}
+                    and len(set(self.net_archs)) == len(self.net_archs), "net_archs",
+                    "distinct entries from ('mlp', 'conv')", self.net_archs)
+            for name in ("net_lrs_sgd", "net_lrs_adam", "net_lrs_rmsprop"):
+                v = tuple(getattr(self, name)) if isinstance(getattr(self, name), (tuple, list)) else ()
+                require(len(v) >= 1 and all(math.isfinite(float(x)) and float(x) > 0 for x in v), name,
+                        "a non-empty tuple of learning rates > 0", getattr(self, name))
+            require(isinstance(self.net_seeds, int) and self.net_seeds >= 1, "net_seeds", "an integer >= 1",
+                    self.net_seeds)
+            for _, cfg in build_net_runs(self)["nets"]:  # every run config validates before anything compiles
+                cfg.validate()
         return self
 
 
@@ -77,7 +127,10 @@ PRESETS = {
     "default": AdaptiveSim(),
     "quick": AdaptiveSim(steps=4000, batch=5000, eval_batch=1000, n_records=50, seeds=1, control_steps=50_000,
                          s1_alphas=(0.1, 0.5, 1.0, 1.5), s1_wscales=(2.5, 5.0), s1_steps=4000,
-                         s2_d=16, s2_fracs=(0.0, 0.25, 0.5), s2_seeds=2, s2_steps=4000, s2_opts=("gd", "signgd")),
+                         s2_d=16, s2_fracs=(0.0, 0.25, 0.5), s2_seeds=2, s2_steps=4000, s2_opts=("gd", "signgd"),
+                         net_archs=("mlp",), net_hidden=32, net_lrs_adam=(1e-3,), net_lrs_rmsprop=(1e-3,),
+                         net_steps=300, net_n_train=1024, net_n_test=500, net_seeds=2, net_points=100,
+                         net_attack_steps=10, net_restarts=1),
 }
 
 
@@ -116,6 +169,134 @@ def build_runs(s: AdaptiveSim) -> dict[str, list]:
                                    _run(s, opt, exact=True, steps=s.s2_steps, data=data, seed=seed, w0=(),
                                         init_scale=s.s2_init)))
     return runs
+
+
+def _net_lrs(s: AdaptiveSim, opt: str) -> tuple:
+    return tuple(getattr(s, f"net_lrs_{opt}"))
+
+
+def build_net_runs(s: AdaptiveSim) -> dict[str, list]:
+    """{"nets": [({"arch", "opt", "lr", "seed"}, AdaptiveNetRun)]}: arch x optimiser x lr x seed; one static group
+    (compiled program) per arch - optimiser and lr are traced."""
+    data = ImageSignal(size=s.net_size, n_classes=s.net_classes, alpha=s.net_alpha,
+                       frac_irrelevant=s.net_frac_irrelevant, separation=s.net_separation)
+    attack = NetAttack(steps=s.net_attack_steps, restarts=s.net_restarts, n_points=s.net_points,
+                       l2_eps=tuple(s.net_l2_eps), linf_eps=tuple(s.net_linf_eps), noise_std=tuple(s.net_noise_std))
+    runs = []
+    for arch in s.net_archs:
+        model = ImageNet(arch=arch, head="multiclass", n_classes=s.net_classes, hidden=(s.net_hidden,),
+                         channels=tuple(s.net_channels), dense=s.net_dense, init_scale=s.net_init_scale)
+        for opt in NET_OPTS:
+            for lr in _net_lrs(s, opt):
+                for seed in range(s.net_seeds):
+                    runs.append(({"arch": arch, "opt": opt, "lr": float(lr), "seed": seed}, AdaptiveNetRun(
+                        data=data, model=model, optim=NetOptim.of(opt, float(lr), s.net_batch),
+                        train=TrainConfig(steps=s.net_steps, n_records=6, plan="linear"), n_train=s.net_n_train,
+                        n_test=s.net_n_test, attack=attack, power_iters=s.net_power_iters, seed=seed)))
+    return {"nets": runs}
+
+
+def _f(x) -> float:
+    return float(np.asarray(x))
+
+
+def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict]:
+    """Per (arch, opt, lr): seed means; per adaptive optimiser the lr whose clean accuracy is closest to SGD's
+    (the paper's 'similar standard generalisation'); then the orderings."""
+    rows = res["nets"]
+    cells: dict = {}
+    for lab, r in rows:
+        key = (lab["arch"], lab["opt"], lab["lr"])
+        rob = np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])
+        cells.setdefault(key, []).append({
+            "clean": _f(r["clean_acc"]), "l2": np.asarray(r["l2_acc"], float), "linf": np.asarray(r["linf_acc"], float),
+            "noise": np.asarray(r["noise_acc"], float), "robust_mean": float(np.mean(rob)),
+            "bound_op": _f(r["lip"]["bound_op"]), "bound_proxy": _f(r["lip"]["bound_proxy"]),
+            "bound_op_init": _f(r["lip_init"]["bound_op"]),
+            "grad_l2": _f(r["local"]["margin_grad_l2"]), "grad_l1": _f(r["local"]["margin_grad_l1"]),
+            "grad_l2_max": _f(r["local"]["margin_grad_l2_max"]),
+            "grad_irr": _f(r["local"]["grad_irrelevant_frac"]),
+            "irr_init": _f(r["first_layer_irr"]["init"]), "irr_final": _f(r["first_layer_irr"]["final"]),
+            "irr_frac_init": _f(r["first_layer_frac"]["init"]), "irr_frac_final": _f(r["first_layer_frac"]["final"]),
+            "diverged": bool(r["diverged"])})
+    mean = {}
+    for key, vals in cells.items():
+        m = {k: (np.mean([v[k] for v in vals], axis=0)) for k in vals[0] if k != "diverged"}
+        m["clean_sd"] = float(np.std([v["clean"] for v in vals]))
+        m["robust_mean_sd"] = float(np.std([v["robust_mean"] for v in vals]))
+        m["bound_op_sd"] = float(np.std([v["bound_op"] for v in vals]))
+        m["n"] = len(vals)
+        m["diverged"] = int(sum(v["diverged"] for v in vals))
+        mean[key] = m
+    checks: list[Check] = []
+    metrics: dict = {"cells": {f"{a}/{o}/lr{lr:g}": {k: (v.tolist() if isinstance(v, np.ndarray) else float(v))
+                                                      for k, v in m.items()} for (a, o, lr), m in mean.items()}}
+    # derived: SGD never changes the MLP's first-layer weight on zero-variance frequencies
+    sgd_mlp = [v for (a, o, _), vals in cells.items() if a == "mlp" and o == "sgd" for v in vals]
+    if sgd_mlp:
+        dev = max(abs(v["irr_final"] - v["irr_init"]) / v["irr_init"] for v in sgd_mlp)
+        checks.append(Check("nets.sgd_mlp_irrelevant_invariance", dev, 0.0, 1e-4, "at_most", "derived",
+                            "SGD's first-layer gradient is a sum of data outer products, orthogonal to zero-variance "
+                            "DCT frequencies: ||W_1 P_irr||_F^2 stays at its init (relative change, float32)"))
+    # derived: local Lipschitz estimate <= global bound (||grad margin|| <= sqrt2 ||J|| <= sqrt2 prod ||A_l||)
+    ratio = max(v["grad_l2_max"] / (math.sqrt(2.0) * v["bound_op"]) for vals in cells.values() for v in vals)
+    checks.append(Check("nets.local_below_global_bound", ratio, 1.0, 1e-3, "at_most", "derived",
+                        "max over runs and points of ||grad_x margin||_2 / (sqrt2 prod_l ||A_l||_2)"))
+    # per arch: the lr of each adaptive optimiser matched to SGD's clean accuracy
+    picks, pairs = {}, []
+    for arch in s.net_archs:
+        sgd = min(((o, lr) for (a, o, lr) in mean if a == arch and o == "sgd"),
+                  key=lambda k: -mean[(arch, *k)]["clean"])  # SGD: its best lr
+        ref = mean[(arch, *sgd)]
+        picks[arch] = {"sgd": sgd[1]}
+        for opt in NET_OPTS[1:]:
+            lr = min((lr for (a, o, lr) in mean if a == arch and o == opt),
+                     key=lambda lr, opt=opt: abs(mean[(arch, opt, lr)]["clean"] - ref["clean"]))
+            picks[arch][opt] = lr
+            pairs.append((arch, opt, ref, mean[(arch, opt, lr)]))
+    metrics["matched_lrs"] = picks
+    spread = max(max(mean[(a, o, lr)]["clean"] for o, lr in picks[a].items())
+                 - min(mean[(a, o, lr)]["clean"] for o, lr in picks[a].items()) for a in s.net_archs)
+    checks.append(Check("nets.clean_acc_spread", spread, 0.0, 0.025, "at_most", "paper P9",
+                        "max over nets of the clean-accuracy spread across SGD / Adam / RMSProp at the matched lrs "
+                        "(the comparison below is at comparable clean accuracy only if this holds)"))
+    n = len(pairs)
+    lip_op = sum(ref["bound_op"] < ad["bound_op"] for _, _, ref, ad in pairs)
+    lip_px = sum(ref["bound_proxy"] < ad["bound_proxy"] for _, _, ref, ad in pairs)
+    rob = sum(ref["robust_mean"] > ad["robust_mean"] for _, _, ref, ad in pairs)
+    both = sum(ref["bound_op"] < ad["bound_op"] and ref["robust_mean"] > ad["robust_mean"] for _, _, ref, ad in pairs)
+    match = sum((ref["bound_op"] < ad["bound_op"]) == (ref["robust_mean"] > ad["robust_mean"])
+                for _, _, ref, ad in pairs)
+    budgets = [(k, i) for k in ("l2", "linf", "noise") for i in range(len(pairs[0][2][k]))]
+    rob_all = sum(ref[k][i] > ad[k][i] for _, _, ref, ad in pairs for k, i in budgets)
+    pl = f"{n} (net, adaptive optimiser) pairs at matched lrs, seed means"
+    checks.append(Check("nets.lipschitz_order", both / n, 1.0, 0.0, "at_least", "paper T5/P12",
+                        f"fraction of {pl} where SGD has BOTH the smaller product bound prod ||A_l||_2 and the higher "
+                        "mean PGD robust accuracy (l2 and l-inf budgets)"))
+    checks.append(Check("nets.lipschitz_bound_order", lip_op / n, 1.0, 0.0, "at_least", "paper T5",
+                        f"fraction of {pl} with the smaller exact-operator product bound for SGD"))
+    checks.append(Check("nets.lipschitz_proxy_order", lip_px / n, 1.0, 0.0, "at_least", "paper P12",
+                        f"fraction of {pl} with the smaller authors' proxy (reshaped conv kernels) for SGD"))
+    checks.append(Check("nets.robust_order", rob_all / (n * len(budgets)), 1.0, 0.0, "at_least", "paper P9",
+                        f"fraction of (pair, budget) comparisons, {len(budgets)} budgets (l2, l-inf PGD, Gaussian "
+                        "noise), where SGD's accuracy is strictly higher"))
+    checks.append(Check("nets.lipschitz_matches_robustness", match / n, 1.0, 0.0, "at_least", "paper T5",
+                        f"fraction of {pl} where the Lipschitz ordering (product bound) equals the robustness ordering "
+                        "(mean PGD robust accuracy)"))
+    local = sum((ref["grad_l2"] < ad["grad_l2"]) == (ref["robust_mean"] > ad["robust_mean"])
+                for _, _, ref, ad in pairs)
+    checks.append(Check("nets.local_lipschitz_matches_robustness", local / n, 1.0, 0.0, "at_least", "paper T5",
+                        f"fraction of {pl} where the local estimate (mean ||grad_x margin||_2 on the attacked points) "
+                        "orders the optimisers as the mean PGD robust accuracy does"))
+    metrics["pairs"] = [{"arch": a, "opt": o, "sgd_clean": ref["clean"], "clean": ad["clean"],
+                         "sgd_robust_mean": float(ref["robust_mean"]), "robust_mean": float(ad["robust_mean"]),
+                         "sgd_bound_op": float(ref["bound_op"]), "bound_op": float(ad["bound_op"]),
+                         "sgd_bound_proxy": float(ref["bound_proxy"]), "bound_proxy": float(ad["bound_proxy"]),
+                         "sgd_grad_l2": float(ref["grad_l2"]), "grad_l2": float(ad["grad_l2"]),
+                         "sgd_irr_frac": float(ref["irr_frac_final"]), "irr_frac": float(ad["irr_frac_final"])}
+                        for a, o, ref, ad in pairs]
+    metrics["robust_mean_sgd_higher"] = rob / n
+    return checks, metrics
 
 
 def _final(r, name):
@@ -229,14 +410,34 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict]:
     return checks, metrics
 
 
+def _merge_engine(parts: dict) -> dict:
+    out = {"wall_seconds": 0.0, "programs_compiled": 0, "n_runs": 0, "chunks_loaded_from_cache": 0,
+           "diverged_runs": 0}
+    for eng in parts.values():
+        for k in out:
+            out[k] += eng[k]
+    out["engine_parts"] = parts
+    return out
+
+
 def run(s: AdaptiveSim, out_dir: str, progress: bool = True, command: str = "") -> dict:
     s = s.validate()
     os.makedirs(out_dir, exist_ok=True)
-    with jax.enable_x64(True):  # spec 6: float64 (GD invariance to 1e-6, R_s down to 1e-6)
-        runs = build_runs(s)
-        res, engine = run_labelled(run_adaptive_linear, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                                   progress=progress, desc=SIM)
-    checks, metrics = analyse(s, res)
-    metrics.update(engine)
-    metrics["figures"] = adaptive_figures(out_dir, s, res, metrics)
+    checks, metrics, engines, figures = [], {}, {}, []
+    if s.linear:
+        with jax.enable_x64(True):  # spec 6: float64 (GD invariance to 1e-6, R_s down to 1e-6)
+            runs = build_runs(s)
+            res, engines["linear"] = run_labelled(run_adaptive_linear, runs, out_dir=os.path.join(out_dir, "cache"),
+                                                  tag=SIM, progress=progress, desc=SIM)
+        checks, metrics = analyse(s, res)
+        figures += adaptive_figures(out_dir, s, res, metrics)
+    if s.nets:  # float32, like the paper's nets
+        res_n, engines["nets"] = run_labelled(run_adaptive_net, build_net_runs(s),
+                                              out_dir=os.path.join(out_dir, "cache"), tag=SIM + "-nets",
+                                              progress=progress, desc=SIM + " nets")
+        c_n, metrics["nets"] = analyse_nets(s, res_n)
+        checks += c_n
+        figures += nets_figure(out_dir, s, res_n, metrics["nets"])
+    metrics.update(_merge_engine(engines))
+    metrics["figures"] = figures
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

@@ -111,3 +111,77 @@ def test_population_gradient_and_risk(x64):
 def test_validation_errors(field, value, match):
     with pytest.raises(ValueError, match=match):
         with_values(NaturalSignal(d=8), {field: value}).validate()
+
+
+# ----------------------------------------------------------------------------- image-like K-class data
+def test_image_spectrum_mask_and_power_law(x64):
+    from fa_jax.frequency import radius_grid
+
+    cfg = nat.ImageSignal(size=6, n_classes=3, alpha=0.7, sigma0=2.0, frac_irrelevant=0.4).validate()
+    st = np.asarray(nat.image_spectrum(cfg))
+    r = radius_grid(6)
+    rel = np.asarray(nat.image_relevant_mask(cfg))
+    n_irr = round(0.4 * 36)
+    assert (~rel).sum() == n_irr
+    # the irrelevant coefficients are the largest radii: every one lies at least as far out as every relevant one
+    assert r[~rel].min() >= r[rel].max()
+    np.testing.assert_allclose(st[rel], 2.0 * (1 + r[rel]) ** -0.7, rtol=1e-14)
+    assert np.all(st[~rel] == 0.0)
+
+
+def test_image_samples_have_the_stated_dct_statistics(x64):
+    from fa_jax.frequency import dct_matrix
+
+    cfg = nat.ImageSignal(size=8, n_classes=3, alpha=1.0, sigma0=1.0, frac_irrelevant=0.5, separation=3.0).validate()
+    km, kx = jax.random.split(jax.random.PRNGKey(4))
+    n = 15_000
+
+    @jax.jit
+    def draw(km, kx):
+        means = nat.image_class_means_tilde(km, cfg)
+        return means, *nat.sample_images(kx, cfg, n, means)
+
+    means, x, lab = (np.asarray(a) for a in draw(km, kx))
+    assert x.shape == (n, 8, 8, 1) and x.dtype == np.float64
+    np.testing.assert_array_equal(lab, np.arange(n) % 3)
+    c = dct_matrix(8)
+    xt = np.einsum("ik,nij,jl->nkl", c, x[..., 0], c)  # independent numpy DCT: C.T X C
+    st = np.asarray(nat.image_spectrum(cfg))
+    rel = st > 0
+    assert np.abs(xt[:, ~rel]).max() < 1e-13  # zero-variance frequencies: float64 round-off only
+    assert np.abs(means[:, ~rel]).max() == 0.0
+    for k in range(3):
+        xk = xt[lab == k]
+        np.testing.assert_allclose(xk.mean(0)[rel], means[k][rel], atol=5 * st.max() / np.sqrt(len(xk)))
+        var = xk.var(0)[rel]
+        np.testing.assert_allclose(var, st[rel] ** 2, rtol=5 * np.sqrt(2 / len(xk)))
+    # class means: separation * st * z / sqrt(n_rel) -> whitened squared distance ~ 2 separation^2 on average
+    wd = [np.sum(((means[a] - means[b])[rel] / st[rel]) ** 2) for a, b in ((0, 1), (0, 2), (1, 2))]
+    assert 0.3 * 18 < np.mean(wd) < 3 * 18
+
+
+def test_image_one_draw_equals_the_keyed_draws_and_traced_fraction():
+    cfg = nat.ImageSignal(size=4, n_classes=2).validate()
+    @jax.jit
+    def both(k):
+        means = nat.image_class_means_tilde(k, cfg)
+        return nat.sample_images(k, cfg, 5, means), nat.sample_images(None, cfg, 5, means,
+                                                                        z=jax.random.normal(k, (5, 4, 4)))
+
+    a, b = both(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    assert a[0].dtype == jnp.float32
+
+    def count(p):
+        return jnp.sum(~nat.image_relevant_mask(with_values(cfg, {"frac_irrelevant": p})))
+
+    np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(count))(jnp.array([0.0, 0.25, 0.5]))), [0, 4, 8])
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("size", 1, "data.size"), ("n_classes", 1, "n_classes"), ("frac_irrelevant", 1.0, "frac_irrelevant"),
+    ("sigma0", 0.0, "sigma0"), ("separation", -1.0, "separation"), ("alpha", float("inf"), "alpha"),
+])
+def test_image_validation_errors(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        with_values(nat.ImageSignal(size=4), {field: value}).validate()

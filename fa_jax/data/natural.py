@@ -15,6 +15,19 @@ Model. With ``C`` the orthonormal d x d DCT-II matrix (:func:`fa_jax.frequency.d
 With d = 3, alpha = 1, sigma0 = 0.1, frac_irrelevant = 1/3, w_scale = 5 this is exactly the paper's problem:
 st = (0.1, 0.05, 0), wt* = (5, 10, 0) (:meth:`NaturalSignal.paper_3d`; the constants ``PAPER_*`` below).
 
+Image-like K-class data (:class:`ImageSignal`, the deep-network half, spec Sec. 2.2 / S6): N x N single-channel
+images whose 2-D DCT coefficients (``dct2``, Xt = C.T X C) follow a radial power law with the top fraction of
+frequencies exactly zero, for both the class means and the within-class noise:
+
+    st_ij = sigma0 (1 + r_ij)^(-alpha),  r_ij = sqrt(i^2 + j^2)   on relevant (i, j);  st_ij = 0 on irrelevant,
+    irrelevant = the round(frac_irrelevant N^2) coefficients of largest radius (ties: larger flat index i N + j),
+    mut_c = separation st * z_c / sqrt(n_rel),  z_c ~ N(0, I) per class c (the class means),
+    X = idct2(mut_c + st * z),  z ~ N(0, I)  for a sample of class c  (labels balanced, c = sample index mod K).
+
+In whitened DCT coordinates two class means are ~ separation * sqrt(2) apart (``separation`` sets the Bayes error);
+the irrelevant frequencies carry neither signal nor noise, so a gradient step of SGD never changes a first-layer
+weight along them, while a per-pixel adaptive step can.
+
 Precision: in float32 the round-off of ``C xt`` leaks ~1e-8 variance into the irrelevant frequencies; run the
 linear problem in float64 (the sampler follows ``jax_enable_x64`` unless ``dtype`` is given).
 """
@@ -39,14 +52,19 @@ __all__ = [
     "PAPER_STEPS",
     "PAPER_W0_TILDE",
     "PAPER_W_STAR_TILDE",
+    "ImageSignal",
     "NaturalSignal",
     "basis",
+    "image_class_means_tilde",
+    "image_relevant_mask",
+    "image_spectrum",
     "n_irrelevant",
     "paper_w0",
     "population_gradient",
     "population_std_risk",
     "relevant_mask",
     "sample",
+    "sample_images",
     "sample_tilde",
     "spectrum",
     "target",
@@ -200,3 +218,85 @@ def population_std_risk(w, cfg: NaturalSignal):
     w = jnp.asarray(w)
     e = jnp.matmul(w, _c(cfg.d, w.dtype), precision=jax.lax.Precision.HIGHEST) - target_tilde(cfg, w.dtype)
     return 0.5 * jnp.sum((spectrum(cfg, w.dtype) * e) ** 2, axis=-1)
+
+
+# ----------------------------------------------------------------------------- image-like K-class data
+@dataclasses.dataclass(frozen=True)
+class ImageSignal:
+    """Config of the image-like K-class data (module docstring). ``size`` and ``n_classes`` are static."""
+
+    size: int = 8  # N: images are N x N x 1
+    n_classes: int = 4
+    alpha: float = traced(1.0)  # radial power law st_ij = sigma0 (1 + r_ij)^-alpha
+    sigma0: float = traced(1.0)
+    frac_irrelevant: float = traced(0.5)  # fraction of highest-radius DCT coefficients with zero variance
+    separation: float = traced(3.0)  # class-mean distance scale in whitened DCT coordinates
+
+    def validate(self) -> ImageSignal:
+        require(isinstance(self.size, int) and self.size >= 2, "data.size", "an integer >= 2", self.size)
+        require(isinstance(self.n_classes, int) and self.n_classes >= 2, "data.n_classes", "an integer >= 2",
+                self.n_classes)
+        require(_finite(self.alpha) and float(self.alpha) >= 0, "data.alpha", "a finite number >= 0", self.alpha)
+        require(_finite(self.sigma0) and float(self.sigma0) > 0, "data.sigma0", "a finite number > 0", self.sigma0)
+        p = self.frac_irrelevant
+        n2 = self.size * self.size
+        require(_finite(p) and 0.0 <= float(p) < 1.0 and round(float(p) * n2) <= n2 - 1, "data.frac_irrelevant",
+                f"a fraction in [0, 1) leaving >= 1 relevant coefficient (round(p N^2) <= {n2 - 1})", p)
+        require(_finite(self.separation) and float(self.separation) >= 0, "data.separation", "a finite number >= 0",
+                self.separation)
+        return self
+
+
+def _radial_rank(n: int) -> np.ndarray:
+    """``(H, W)`` int rank of each DCT coefficient by radius (0 = DC; ties broken by the flat index)."""
+    from ..frequency import radius_grid
+
+    order = np.argsort(radius_grid(n).ravel(), kind="stable")
+    rank = np.empty(n * n, np.int32)
+    rank[order] = np.arange(n * n, dtype=np.int32)
+    return rank.reshape(n, n)
+
+
+def image_relevant_mask(cfg: ImageSignal):
+    """``(H, W)`` bool: the N^2 - round(frac_irrelevant N^2) lowest-radius coefficients (traced fraction ok)."""
+    n2 = cfg.size * cfg.size
+    n_irr = jnp.round(jnp.asarray(cfg.frac_irrelevant) * n2)
+    return jnp.asarray(_radial_rank(cfg.size)) < n2 - n_irr
+
+
+def image_spectrum(cfg: ImageSignal, dtype=None):
+    """``(H, W)`` standard deviations st_ij = sigma0 (1 + r_ij)^-alpha on relevant coefficients, exactly 0 else."""
+    from ..frequency import radius_grid
+
+    dt = _dtype(dtype)
+    r = jnp.asarray(radius_grid(cfg.size), dt)
+    s = jnp.asarray(cfg.sigma0, dt) * (1.0 + r) ** (-jnp.asarray(cfg.alpha, dt))
+    return jnp.where(image_relevant_mask(cfg), s, jnp.zeros((), dt))
+
+
+def image_class_means_tilde(key, cfg: ImageSignal, dtype=None, z=None):
+    """``(classes, H, W)`` class means in DCT coordinates: separation st * z_c / sqrt(n_rel), z_c ~ N(0, I) drawn
+    from ``key`` (or the given ``z (classes, H, W)``)."""
+    dt = _dtype(dtype)
+    st = image_spectrum(cfg, dt)
+    n_rel = jnp.sum(image_relevant_mask(cfg)).astype(dt)
+    if z is None:
+        z = jax.random.normal(key, (cfg.n_classes, cfg.size, cfg.size), dt)
+    return jnp.asarray(cfg.separation, dt) * st * jnp.asarray(z, dt) / jnp.sqrt(n_rel)
+
+
+def sample_images(key, cfg: ImageSignal, n: int, means_tilde, dtype=None, z=None):
+    """Draw ``(x (samples, H, W, 1) spatial, labels (samples,) int32)``; label of sample i is i mod K.
+
+    ``means_tilde (classes, H, W)`` from :func:`image_class_means_tilde` (draw it once per data seed, then train
+    and test sets from different keys share it). x = idct2(mut_label + st * z), z ~ N(0, I) drawn from ``key``,
+    or the given standard normals ``z (samples, H, W)`` (then ``key`` is unused: one draw can serve several sets).
+    """
+    from ..frequency import idct2
+
+    dt = _dtype(dtype)
+    labels = jnp.arange(n, dtype=jnp.int32) % cfg.n_classes
+    if z is None:
+        z = jax.random.normal(key, (n, cfg.size, cfg.size), dt)
+    xt = jnp.asarray(means_tilde, dt)[labels] + image_spectrum(cfg, dt) * jnp.asarray(z, dt)
+    return idct2(xt, "HW")[..., None], labels

@@ -1,4 +1,4 @@
-"""Robustness metrics: binary read-outs, exact directional flip radius, l2 PGD, robust accuracy, r50.
+"""Robustness metrics: binary read-outs, exact directional flip radius, l2 and l-inf PGD, robust accuracy, r50.
 
 All attacks are written against a *margin function* ``margin(delta) -> (samples,)`` = y F(x + delta) of a
 perturbation ``delta (samples, p)``; F <= 0 * y (a tie) counts as an error. For nets whose input enters through
@@ -182,3 +182,73 @@ def flip_radius(ray_margin, n: int, t_max, grid: int = 128, iters: int = 40):
     lo, hi = lax.fori_loop(0, iters, bisect, (lo, hi))
     r = jnp.where(first == 0, 0.0, hi)
     return jnp.where(flipped, r, jnp.inf)
+
+
+# ----------------------------------------------------------------------------- l-inf PGD, l_p robust accuracy
+def cube_start(key, n: int, dim: int, eps=1.0, dtype=jnp.float32):
+    """Uniform start in the l-inf ball of radius eps (the cube [-eps, eps]^dim), ``(samples, dim)``."""
+    return eps * jax.random.uniform(key, (n, dim), dtype, -1.0, 1.0)
+
+
+def pgd_linf(margin_fn, loss_fn, delta0, eps, steps: int, alpha):
+    """l-inf PGD: delta <- clip(delta + alpha sign(g), -eps, eps), g = grad of the summed per-sample ``loss_fn``.
+
+    Same contract as :func:`pgd` (``margin_fn``, ``loss_fn`` of ``delta (samples, p)``): returns ``(robust
+    (samples,) bool, delta_final, first_success)``; a point is non-robust if ANY iterate (the start included) has
+    margin <= 0. sign(0) = 0: a zero gradient leaves delta unchanged.
+    """
+    return pgd_ball(margin_fn, loss_fn, delta0, eps, steps, alpha, True)
+
+
+def pgd_ball(margin_fn, loss_fn, delta0, eps, steps: int, alpha, linf):
+    """PGD in the l2 ball (``linf`` false: the steps and projection of :func:`pgd`) or the l-inf ball (``linf``
+    true: :func:`pgd_linf`). ``linf`` may be a traced bool, so l2 and l-inf attacks vmap as ONE program (both
+    updates are computed, one is kept). Returns ``(robust, delta_final, first_success)`` as :func:`pgd`.
+    """
+
+    def project(d):
+        nrm = jnp.linalg.norm(d, axis=1, keepdims=True)
+        return jnp.where(linf, jnp.clip(d, -eps, eps), d * jnp.minimum(1.0, eps / jnp.maximum(nrm, _TINY)))
+
+    def objective(d):
+        return jnp.sum(loss_fn(d)), margin_fn(d)
+
+    grad = jax.grad(objective, has_aux=True)
+
+    def body(carry, _):
+        d, broken, found = carry
+        g, m = grad(d)
+        hit = m <= 0
+        found = jnp.where((hit & ~broken)[:, None], d, found)
+        broken = broken | hit
+        d = project(d + alpha * jnp.where(linf, jnp.sign(g), _unit(g)))
+        return (d, broken, found), None
+
+    d0 = project(delta0)
+    (d, broken, found), _ = lax.scan(body, (d0, jnp.zeros(d0.shape[0], bool), jnp.zeros_like(d0)), None,
+                                     length=steps)
+    hit = margin_fn(d) <= 0
+    found = jnp.where((hit & ~broken)[:, None], d, found)
+    return ~(broken | hit), d, found
+
+
+def robust_accuracy_lp(margin_fn, loss_fn, eps_grid, linf_grid, starts_l2, starts_linf, *, steps: int,
+                       rel_step: float = 2.5):
+    """Robust accuracy ``(budgets,)`` under PGD with one run per random start at every budget; budget b is an l2
+    ball of radius ``eps_grid[b]`` (``linf_grid[b]`` false) or an l-inf ball (true): l2 and l-inf budgets run as
+    ONE vmapped attack (:func:`pgd_ball`). A point is robust only if every start fails.
+
+    ``starts_l2`` / ``starts_linf (restarts, samples, p)``: random starts in the UNIT l2 ball
+    (:func:`full_ball_start`) / unit cube (:func:`cube_start`), scaled by eps. Step alpha = rel_step * eps / steps.
+    Returns ``(acc (budgets,), robust (budgets, samples))``.
+    """
+
+    def at(eps, linf):
+        def one_start(s2, si):
+            return pgd_ball(margin_fn, loss_fn, eps * jnp.where(linf, si, s2), eps, steps, rel_step * eps / steps,
+                            linf)[0]
+
+        return jnp.all(jax.vmap(one_start)(starts_l2, starts_linf), axis=0)
+
+    robust = jax.vmap(at)(jnp.asarray(eps_grid), jnp.asarray(linf_grid, bool))
+    return jnp.mean(robust, axis=1), robust
