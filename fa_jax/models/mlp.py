@@ -5,9 +5,13 @@ With layer sizes n_0 = d_in, n_1..n_{L-1} = ``widths``, n_L = d_out, the params 
 
     h_0 = x,   z_l = h_{l-1} K_l,   h_l = sigma(z_l) (l < L),   f(x) = z_L        x (batch, d_in) -> (batch, d_out)
 
-sigma = identity (a deep *linear* net, f(x) = x K_1...K_L) or ReLU. Init: He-normal fan-in, PLAIN normal,
-K_l ~ N(0, init_scale^2 * 2 / n_{l-1}) entry-wise (``variance_scaling(2, "fan_in", "normal")``; jax's
-``he_normal`` would truncate). Layer l is drawn from fold_in(key, l).
+sigma = identity (a deep *linear* net, f(x) = x K_1...K_L) or ReLU. Init (``init``):
+* ``"he_normal"`` (default): He-normal fan-in, PLAIN normal, K_l ~ N(0, init_scale^2 * 2 / n_{l-1}) entry-wise
+  (``variance_scaling(2, "fan_in", "normal")``; jax's ``he_normal`` would truncate);
+* ``"xavier_uniform"`` (PyTorch's small-init recipe of arXiv 2402.13728): hidden layers
+  K_l ~ U(-a, a), a = init_scale * sqrt(6 / (n_{l-1} + n_l)) (Xavier-uniform with gain = init_scale), and the head
+  K_L ~ U(-1/sqrt(n_{L-1}), 1/sqrt(n_{L-1})) (PyTorch's default Linear init, independent of init_scale).
+Layer l is drawn from fold_in(key, l).
 
 The first-layer block acting on inputs j is row j of K_1: the irrelevant block of the support task is
 ``K_1[s:, :]`` (torch ``W1[:, s:]``).
@@ -23,8 +27,9 @@ import jax.numpy as jnp
 from ..config import require, traced
 
 ACTIVATIONS = ("identity", "relu")
+INITS = ("he_normal", "xavier_uniform")
 
-__all__ = ["ACTIVATIONS", "MLP", "apply_mlp", "end_to_end", "init_mlp", "input_gradients", "layer_sizes",
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "apply_mlp", "end_to_end", "init_mlp", "input_gradients", "layer_sizes",
            "per_sample_grad_sq_norm"]
 
 
@@ -32,7 +37,8 @@ __all__ = ["ACTIVATIONS", "MLP", "apply_mlp", "end_to_end", "init_mlp", "input_g
 class MLP:
     widths: tuple = (15, 15, 15)  # hidden widths n_1..n_{L-1}; () is a linear model x K_1
     activation: str = "identity"
-    init_scale: float = traced(1.0)  # multiplies the He std sqrt(2 / fan_in)
+    init_scale: float = traced(1.0)  # multiplies the He std sqrt(2 / fan_in) (xavier_uniform: the hidden gain)
+    init: str = "he_normal"  # or "xavier_uniform" (see the module docstring)
 
     def validate(self) -> MLP:
         widths = tuple(self.widths)
@@ -41,6 +47,7 @@ class MLP:
         require(self.activation in ACTIVATIONS, "model.activation", f"one of {ACTIVATIONS}", self.activation)
         sc = float(self.init_scale)
         require(math.isfinite(sc) and sc >= 0, "model.init_scale", "a finite number >= 0", self.init_scale)
+        require(self.init in INITS, "model.init", f"one of {INITS}", self.init)
         return dataclasses.replace(self, widths=widths)
 
 
@@ -49,9 +56,19 @@ def layer_sizes(cfg: MLP, d_in: int, d_out: int = 1) -> tuple[int, ...]:
 
 
 def init_mlp(key: jax.Array, cfg: MLP, d_in: int, d_out: int = 1, dtype=None) -> list:
-    """``[K_1 (d_in, n_1), ..., K_L (n_{L-1}, d_out)]``, K_l ~ N(0, init_scale^2 2/n_{l-1}) (plain normal)."""
+    """``[K_1 (d_in, n_1), ..., K_L (n_{L-1}, d_out)]``, K_l ~ N(0, init_scale^2 2/n_{l-1}) (plain normal), or
+    the Xavier-uniform / PyTorch-head init when ``cfg.init == "xavier_uniform"``."""
     dtype = dtype or (jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32)
     sizes = layer_sizes(cfg, d_in, d_out)
+    if getattr(cfg, "init", "he_normal") == "xavier_uniform":
+        out = []
+        for layer in range(len(sizes) - 1):
+            fi, fo = sizes[layer], sizes[layer + 1]
+            head = layer == len(sizes) - 2
+            a = 1.0 / math.sqrt(fi) if head else cfg.init_scale * math.sqrt(6.0 / (fi + fo))
+            u = jax.random.uniform(jax.random.fold_in(key, layer), (fi, fo), dtype, -1.0, 1.0)
+            out.append(a * u)
+        return out
     he = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
     return [cfg.init_scale * he(jax.random.fold_in(key, layer), (sizes[layer], sizes[layer + 1]), dtype)
             for layer in range(len(sizes) - 1)]

@@ -1,0 +1,92 @@
+"""Gaussian-mixture classification data (spec ``agop_collapse.md`` 4: "Gaussian mixtures of controlled SNR").
+
+K classes in R^d, ``n_per_class`` samples each, sorted by class (labels 0,0,..,1,1,..). Class means
+mu_c = separation * r_c * q_c with q_1..q_K orthonormal (QR of a d x K Gaussian; needs K <= d) and radii
+r_c = 1 + mean_spread * (2c/(K-1) - 1) (linear from 1 - spread to 1 + spread). With mean_spread = 0 the centred
+means already form a simplex ETF (||mu_c - mu_c'|| = separation * sqrt(2)); mean_spread > 0 makes the class-mean
+geometry non-ETF (NC2 > 0 at the input), so a method's NC2 has room to fall. Within-class noise x = mu_c + within_std * Q diag(sqrt(lambda)) xi, xi ~ N(0, I_d),
+Q a random rotation and lambda_j proportional to (j+1)^(-cov_decay), normalised to mean 1 (cov_decay = 0:
+isotropic; the within-class covariance is within_std^2 Q diag(lambda) Q^T, shared by the classes).
+Targets: +-1 one-hot, y = 2 e_c - 1 (the paper's encoding), ``(samples, K)``.
+
+The population NC1 tr Sigma_W / tr Sigma_B is within_std^2 d / (separation^2 mean_c(r_c^2) (K-1)/K)
+(orthonormal q_c: sum_c ||mu_c - mu_G||^2 = sum ||mu_c||^2 - K ||mu_G||^2 = sep^2 sum r_c^2 (1 - 1/K)):
+:func:`population_nc1`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..config import require, traced
+
+__all__ = ["GaussianMixture", "pm_one_hot", "population_nc1", "sample_mixture"]
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianMixture:
+    k: int = 4  # classes
+    d: int = 32  # dimension
+    n_per_class: int = 50
+    separation: float = traced(3.0)  # ||mu_c||
+    within_std: float = traced(1.0)  # per-coordinate noise std (before the anisotropy profile)
+    cov_decay: float = traced(0.0)  # within-class spectrum lambda_j ~ (j+1)^-cov_decay
+    mean_spread: float = traced(0.0)  # class-mean radii 1 -+ mean_spread (0: ETF means)
+    seed: int = traced(0)
+
+    @property
+    def n(self) -> int:
+        return self.k * self.n_per_class
+
+    def validate(self) -> GaussianMixture:
+        require(isinstance(self.k, int) and self.k >= 2, "data.k", "an integer >= 2", self.k)
+        require(isinstance(self.d, int) and self.d >= self.k, "data.d", f"an integer >= k = {self.k}", self.d)
+        require(isinstance(self.n_per_class, int) and self.n_per_class >= 2, "data.n_per_class", "an integer >= 2",
+                self.n_per_class)
+        for name in ("separation", "within_std"):
+            v = float(getattr(self, name))
+            require(math.isfinite(v) and v > 0, f"data.{name}", "a finite number > 0", v)
+        require(math.isfinite(float(self.cov_decay)) and float(self.cov_decay) >= 0, "data.cov_decay",
+                "a finite number >= 0", self.cov_decay)
+        require(0 <= float(self.mean_spread) < 1, "data.mean_spread", "0 <= mean_spread < 1", self.mean_spread)
+        return self
+
+
+def pm_one_hot(labels: jax.Array, k: int, dtype=None) -> jax.Array:
+    """+-1 one-hot targets y = 2 e_c - 1, ``(samples, K)``."""
+    dtype = dtype or jnp.result_type(float)
+    return 2.0 * (labels[:, None] == jnp.arange(k)[None, :]).astype(dtype) - 1.0
+
+
+@jax.custom_batching.sequential_vmap
+def _orthonormal(g):
+    # sequential under vmap: batched CPU LAPACK calls can deadlock a small thread pool (see fa_jax.metrics.agop.eigh)
+    return jnp.linalg.qr(g)[0]
+
+
+def sample_mixture(cfg: GaussianMixture, key: jax.Array | None = None, dtype=None):
+    """``(x (samples, d), labels (samples,), y (samples, K))``, class-sorted; key default PRNGKey(cfg.seed)."""
+    dtype = dtype or jnp.result_type(float)
+    key = jax.random.PRNGKey(cfg.seed) if key is None else key
+    k_mu, k_rot, k_xi = jax.random.split(key, 3)
+    q = _orthonormal(jax.random.normal(k_mu, (cfg.d, cfg.k), dtype))
+    radii = 1.0 + cfg.mean_spread * (2.0 * jnp.arange(cfg.k, dtype=dtype) / (cfg.k - 1) - 1.0)
+    mu = cfg.separation * radii[:, None] * q.T  # (K, d)
+    rot = _orthonormal(jax.random.normal(k_rot, (cfg.d, cfg.d), dtype))
+    lam = (jnp.arange(cfg.d, dtype=dtype) + 1.0) ** (-cfg.cov_decay)
+    lam = lam / jnp.mean(lam)
+    labels = jnp.repeat(jnp.arange(cfg.k), cfg.n_per_class)
+    xi = jax.random.normal(k_xi, (cfg.n, cfg.d), dtype)
+    x = mu[labels] + cfg.within_std * (xi * jnp.sqrt(lam)) @ rot.T
+    return x, labels, pm_one_hot(labels, cfg.k, dtype)
+
+
+def population_nc1(cfg: GaussianMixture) -> float:
+    """tr Sigma_W / tr Sigma_B of the population: within_std^2 d / (separation^2 mean(r_c^2) (K-1)/K)."""
+    r = 1.0 + float(cfg.mean_spread) * (2.0 * np.arange(cfg.k) / (cfg.k - 1) - 1.0)
+    tr_sb = float(cfg.separation) ** 2 * np.mean(r ** 2) * (cfg.k - 1) / cfg.k
+    return float(cfg.within_std) ** 2 * cfg.d / tr_sb
