@@ -1,0 +1,58 @@
+"""`fa-jax run hold-me-tight --preset quick` end to end (one sweep, run once per module): the summary's schema,
+the derived checks pass (D2 exact flip mirror for the MLP, D4 u-margin near eps/2, P4/P7), every phenomenon check
+is present with a finite measurement, the figures exist, and bad settings fail before anything compiles."""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from fa_jax.cli import main
+
+MUST_PASS = {"hmt.p4.mlp_synth_test_acc", "hmt.d4.mlp_u_margin_over_half_eps", "hmt.p4.mlp_orthogonal_over_u",
+             "hmt.d2.mlp_synth_flip_mirror_pointwise", "hmt.d2.mlp_synth_flip_mirror_profile",
+             "hmt.d2.mlp_synth_flip_censoring_agrees", "hmt.d2.mlp_mnist-5k_flip_mirror_pointwise",
+             "hmt.d2.mlp_mnist-5k_flip_mirror_profile", "hmt.d2.mlp_mnist-5k_flip_censoring_agrees",
+             "hmt.p7.at_u_margin_pinned", "hmt.p7.at_orthogonal_margins_increase"}
+REPORTED = {"hmt.p6.tiny_feature_collapses_margin", "hmt.p6.tiny_feature_monotone", "hmt.p6.u_margin_unchanged",
+            "hmt.d5.noise_hides_tiny_feature", "hmt.p8.mlp_synth_profile_rise", "hmt.p8.mnist-5k_mlp_profile_rise",
+            "hmt.p10.mnist-5k_mlp_lowpass_growth"}
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hmt")
+    assert main(["run", "hold-me-tight", "--preset", "quick", "--out", str(out), "--quiet"]) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_quick_preset_checks_and_figures(quick):
+    out, doc = quick
+    assert doc["sim"] == "hold-me-tight" and set(doc) >= {"config", "versions", "device", "checks", "metrics"}
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert MUST_PASS | REPORTED <= set(checks)
+    failed = [checks[n] for n in MUST_PASS if not checks[n]["passed"]]
+    assert not failed, failed
+    for name in REPORTED:  # phenomenon checks are results: present and measured, pass or fail
+        assert isinstance(checks[name]["measured"], (int, float)) and math.isfinite(checks[name]["measured"])
+    m = doc["metrics"]
+    assert m["programs_compiled"] <= 3 and m["diverged_runs"] == 0
+    for name in m["figures"]:
+        assert os.path.getsize(out / name) > 10_000
+
+
+def test_quick_preset_censoring_is_reported(quick):
+    _, doc = quick
+    sub = doc["metrics"]["synthetic"]["mlp"][0]["subspaces"]
+    for st in sub.values():  # every median carries its failure rate and ">=" flag
+        assert 0.0 <= st["fail_rate"] <= 1.0 and isinstance(st["lower_bound"], bool)
+    prof = doc["metrics"]["images"]["mnist-5k_mlp"]["profile"]
+    assert len(prof["median"]) == 21 and len(prof["lower_bound"]) == 21  # MNIST: K = 8, stride 1
+
+
+@pytest.mark.parametrize("setting", ["eps=-1", "tiny_eps2=0.1,0.2,0.3", "at_eps=0,0.6", "synth_block=40"])
+def test_bad_settings_exit_2(tmp_path, setting, capsys):
+    assert main(["run", "hold-me-tight", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
+    assert "invalid" in capsys.readouterr().err
