@@ -56,7 +56,7 @@ class SupportSim:
     phase_lrs: tuple = tuple(float(v) for v in np.round(np.geomspace(0.02, 0.5, 6), 4))
     phase_batch: tuple = (1, 4, 16, 64, 256, 1024)
     phase_seeds: int = 4
-    phase_steps: int = 200_000
+    phase_steps: int = 50_000  # 144 runs: a quarter of the figure runs' T keeps the default under ~1.5 h on 2 CPU cores
     phase_noise: float | None = None  # None: the same label noise as the figure runs
 
     @property
@@ -129,6 +129,14 @@ def build_runs(s: SupportSim) -> dict[str, list[tuple[dict, SupportRun]]]:
                 runs["phase"].append(({"b": b, "lr": float(lr), "seed": seed},
                                       _run(s, b, float(lr), s.phase_steps, seed, seed, noise=s.phase_noise)))
     return runs
+
+
+def paper_setting(s: SupportSim) -> bool:
+    """Whether ``s`` is the official figures' setting (P1-P3 apply): linear target, d = 15, s = 5, N = 10^4,
+    15-15-15 identity net, lr 0.1, clip 1, label noise 1e-3, 2*10^4 GD / 2*10^5 SGD steps."""
+    return (s.target == "linear" and (s.d, s.s, s.n) == (15, 5, 5000) and tuple(s.widths) == (15, 15, 15)
+            and s.activation == "identity" and s.lr == 0.1 and s.clip == 1.0 and s.noise == 1e-3
+            and s.gd_steps == 20_000 and s.sgd_steps == 200_000 and not s.decorrelate)
 
 
 def t3_prediction(s: SupportSim, r: dict, b: int, lr: float) -> dict:
@@ -256,6 +264,20 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
                         f"{len(good)} resolved phase runs"))
     checks.append(Check("support.decay_t3_constant", const, T.collapse_constant(), 1.0, "abs",
                         P["collapse_constant"], "T3/P8: log2 median(measured / T3) within a factor 2"))
+
+    # ---- the paper's figure values (P1-P3), only where this run IS the paper's setting
+    if paper_setting(s):
+        P_ = T.PAPER_RATIOS
+        checks.append(Check("support.paper.gd_ratio", metrics["gd"]["final_ratio"]["mean"], sum(P_["gd"]) / 2,
+                            (P_["gd"][1] - P_["gd"][0]) / 2, "abs", P["paper_ratios"],
+                            f"P1: GD ratio at T={s.gd_steps} inside the official figures' {P_['gd']}"))
+        for b in s.batch_sizes:
+            if b in P_:
+                lo, hi = P_[b]
+                checks.append(Check(f"support.paper.sgd_b{b}_ratio", sgd[b]["final_ratio"]["median"], (lo + hi) / 2,
+                                    (hi - lo) / 2, "abs", P["paper_ratios"],
+                                    f"P2/P3: median ratio at T={s.sgd_steps} inside the range read off the "
+                                    f"official figures {P_[b]}"))
 
     figs = sgd_support_figures(out_dir, s, res, metrics, {b: [t3_prediction(s, r, b, s.lr) for lab, r in res["sgd"]
                                                               if lab["b"] == b] for b in s.batch_sizes})
