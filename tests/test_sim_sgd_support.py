@@ -51,3 +51,16 @@ def test_sim_config_errors(tmp_path):
         S.run(S.SupportSim(n=50, batch_sizes=(101,)), str(tmp_path))
     with pytest.raises(ValueError, match="data.target"):
         S.run(S.SupportSim(target="cubic"), str(tmp_path))
+
+
+def test_paper_figure_checks_only_in_the_paper_setting(quick_run):
+    """P1-P3 ranges (read off the official figures) are compared only when the run is that setting."""
+    import dataclasses
+
+    from sims import sgd_support as S
+
+    assert S.paper_setting(S.PRESETS["default"])
+    assert not S.paper_setting(S.PRESETS["quick"])
+    assert not S.paper_setting(dataclasses.replace(S.PRESETS["default"], lr=0.2))
+    _, doc = quick_run
+    assert not any(c["name"].startswith("support.paper.") for c in doc["checks"])
