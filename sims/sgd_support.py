@@ -267,17 +267,17 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
 
     # ---- the paper's figure values (P1-P3), only where this run IS the paper's setting
     if paper_setting(s):
-        P_ = T.PAPER_RATIOS
-        checks.append(Check("support.paper.gd_ratio", metrics["gd"]["final_ratio"]["mean"], sum(P_["gd"]) / 2,
-                            (P_["gd"][1] - P_["gd"][0]) / 2, "abs", P["paper_ratios"],
-                            f"P1: GD ratio at T={s.gd_steps} inside the official figures' {P_['gd']}"))
+        lo, hi = T.paper_ratios("gd")
+        checks.append(Check("support.paper.gd_ratio", metrics["gd"]["final_ratio"]["mean"], (lo + hi) / 2,
+                            (hi - lo) / 2, "abs", P["paper_ratios"],
+                            f"P1: GD ratio at T={s.gd_steps} inside the official figures' ({lo}, {hi})"))
         for b in s.batch_sizes:
-            if b in P_:
-                lo, hi = P_[b]
+            if T.paper_ratios(b) is not None:
+                lo, hi = T.paper_ratios(b)
                 checks.append(Check(f"support.paper.sgd_b{b}_ratio", sgd[b]["final_ratio"]["median"], (lo + hi) / 2,
                                     (hi - lo) / 2, "abs", P["paper_ratios"],
                                     f"P2/P3: median ratio at T={s.sgd_steps} inside the range read off the "
-                                    f"official figures {P_[b]}"))
+                                    f"official figures ({lo}, {hi})"))
 
     figs = sgd_support_figures(out_dir, s, res, metrics, {b: [t3_prediction(s, r, b, s.lr) for lab, r in res["sgd"]
                                                               if lab["b"] == b] for b in s.batch_sizes})

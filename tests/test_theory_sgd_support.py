@@ -110,3 +110,10 @@ def test_run_config_errors():
         SupportRun(data=SupportData(d=4, s=5)).validate()
     with pytest.raises(ValueError, match="data.target"):
         dataclasses.replace(SupportRun(), data=SupportData(target="quadratic")).validate()
+
+
+def test_every_provenance_entry_is_a_function():
+    """Predicted values come from theory functions (PROVENANCE names them), never from literals in the sims."""
+    stale = [n for n in T.PROVENANCE if not callable(getattr(T, n, None))]
+    assert not stale, f"PROVENANCE names without a function: {stale}"
+    assert T.paper_ratios(128) == (0.10, 0.11) and T.paper_ratios(64) is None

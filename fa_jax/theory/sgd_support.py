@@ -53,6 +53,12 @@ PROVENANCE = {
 PAPER_RATIOS = {"gd": (0.78, 0.86), 512: (0.35, 0.40), 128: (0.10, 0.11), 32: (0.0, 0.05), 1: (0.0, 0.05)}
 
 
+def paper_ratios(which) -> tuple[float, float] | None:
+    """P1/P3 [paper figures]: the (lo, hi) range of ||W1_irr(T)|| / init read off the official figures for ``which``
+    = "gd" or a batch size b (None where the figures show no such run); linear target, eta = 0.1, clip 1."""
+    return PAPER_RATIOS.get(which)
+
+
 def sgd_noise_scale(lr, b, n):
     """T1: c_b = (lr / b) (N - b) / (N - 1); 0 for full batch (b = N)."""
     lr, b = np.asarray(lr, float), np.asarray(b, float)
