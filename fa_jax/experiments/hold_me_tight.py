@@ -297,10 +297,7 @@ def run_hold_me_tight(cfg: HMTRun) -> dict:
                 return logits(ps, (flat + delta).reshape(xb.shape))
 
             def margin(delta):
-                o = out_of(delta)
-                oy = jnp.take_along_axis(o, yb[:, None], 1)[:, 0]
-                other = jnp.max(jnp.where(jax.nn.one_hot(yb, o.shape[1], dtype=bool), -jnp.inf, o), 1)
-                return oy - other
+                return R.logit_margin(out_of(delta), yb)
 
             _, delta, _ = R.pgd(margin, lambda d: -margin(d), jnp.zeros_like(flat), cfg.eps_adv, cfg.adv_steps,
                                 cfg.adv_rel_step * cfg.eps_adv)

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..metrics.agop import eigh
+from ..metrics.agop import eig_power, psd_eig
 from ..metrics.collapse import nc_metrics
 
 __all__ = ["FEATURES", "KERNELS", "NORMALISATIONS", "check_kernel_memory", "deep_rfm", "deep_rfm_layer",
@@ -235,9 +235,8 @@ def deep_rfm_layer(x, y, labels, n_classes: int, key, *, bandwidth=2.0, ridge=1e
     g = normalise_agop(kernel_agop(x, alpha, None, bandwidth, kernel, chunk_size=chunk_size), normalise)
     d = x.shape[1]
     # one eigh of M serves both M^s and the spectrum; with use_agop in {0, 1}, M_eff^s = use_agop M^s + (1 - use_agop) I
-    evals, evecs = eigh(0.5 * (g + g.T))
-    lam_g = jnp.clip(evals, 0.0, None)
-    root = (evecs * jnp.where(lam_g > 0, jnp.power(jnp.where(lam_g > 0, lam_g, 1.0), power), 0.0)) @ evecs.T
+    lam_g, evecs = psd_eig(g)
+    root = eig_power(lam_g, evecs, power)
     z = x @ (use_agop * root + (1.0 - use_agop) * jnp.eye(d, dtype=x.dtype))
     phi = random_features(key, z, feature, gamma=gamma, width=width)
     k = min(n_classes, d)

@@ -31,12 +31,14 @@ from ..models.mlp import _act
 
 __all__ = [
     "agop",
+    "eig_power",
     "eigh",
     "mlp_layer_agops",
     "mlp_layer_grams",
     "mlp_nfa_correlations",
     "nfa_correlation",
     "pearson_entries",
+    "psd_eig",
     "psd_power",
     "svd",
 ]
@@ -144,18 +146,26 @@ def mlp_layer_grams(params, layers=None) -> list[jax.Array]:
     return [params[l] @ params[l].T for l in layers]
 
 
-def psd_power(a: jax.Array, power, rtol: float = 0.0) -> jax.Array:
-    """A^power for a symmetric PSD ``a (d, d)``: eigh, eigenvalues clipped at 0, then raised to ``power``.
-
-    ``rtol > 0`` also zeroes eigenvalues below ``rtol * max eigenvalue``: for a low-rank A the numerically-zero
-    eigenvalues (~eps * max) would otherwise enter A^(1/2) at ~sqrt(eps), i.e. ~1e-8 relative noise directions."""
-    a = 0.5 * (a + a.T)
-    evals, evecs = eigh(a)
+def psd_eig(a: jax.Array, rtol: float = 0.0) -> tuple[jax.Array, jax.Array]:
+    """``(lam (d,), vecs (d, d))`` of the symmetric part of PSD ``a``: eigenvalues clipped at 0, and zeroed below
+    ``rtol * max`` (for a low-rank A the numerically-zero eigenvalues, ~eps * max, would otherwise enter A^(1/2) at
+    ~sqrt(eps), i.e. ~1e-8 relative noise directions). Ascending order, as ``eigh``."""
+    evals, evecs = eigh(0.5 * (a + a.T))
     lam = jnp.clip(evals, 0.0, None)
-    lam = jnp.where(lam > rtol * jnp.max(lam), lam, 0.0)
-    # 0 ** power is 0 for power > 0; guard the pow's gradient/NaN path at exact zeros
+    return jnp.where(lam > rtol * jnp.max(lam), lam, 0.0), evecs
+
+
+def eig_power(lam: jax.Array, evecs: jax.Array, power) -> jax.Array:
+    """V diag(lam^power) V^T from a :func:`psd_eig` decomposition (0^power = 0)."""
+    # guard the pow's gradient/NaN path at exact zeros
     lam_p = jnp.where(lam > 0, jnp.power(jnp.where(lam > 0, lam, 1.0), power), 0.0)
     return (evecs * lam_p) @ evecs.T
+
+
+def psd_power(a: jax.Array, power, rtol: float = 0.0) -> jax.Array:
+    """A^power for a symmetric PSD ``a (d, d)``: :func:`psd_eig` (clip at 0, optional ``rtol`` cut), then
+    :func:`eig_power`."""
+    return eig_power(*psd_eig(a, rtol), power)
 
 
 def pearson_entries(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -28,6 +28,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .robustness import logit_margin
+
 __all__ = ["conv_apply", "conv_proxy_norm", "image_net_lipschitz", "jacobian_norm", "margin", "margin_gradients",
            "power_iteration", "spectral_norm_conv", "spectral_norm_dense"]
 
@@ -86,11 +88,7 @@ def conv_proxy_norm(kernel):
     return jnp.linalg.svd(kernel.reshape(kh * kw * cin, cout), compute_uv=False)[0]
 
 
-def margin(logits, labels):
-    """``(samples,)`` logit margin f_y - max_{j != y} f_j (<= 0: misclassified; a tie counts as an error)."""
-    fy = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
-    other = jnp.where(jax.nn.one_hot(labels, logits.shape[1], dtype=bool), -jnp.inf, logits)
-    return fy - jnp.max(other, axis=1)
+margin = logit_margin  # f_y - max_{j != y} f_j (fa_jax.metrics.robustness.logit_margin)
 
 
 def margin_gradients(logit_fn, x, labels):

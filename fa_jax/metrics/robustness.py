@@ -82,40 +82,22 @@ def _unit(g):
     return gs / jnp.where(n > 0, n, 1.0)
 
 
+def logit_margin(logits, labels):
+    """``(samples,)`` multi-class logit margin f_y - max_{j != y} f_j (<= 0: misclassified; a tie is an error)."""
+    fy = jnp.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+    other = jnp.where(jax.nn.one_hot(labels, logits.shape[1], dtype=bool), -jnp.inf, logits)
+    return fy - jnp.max(other, axis=1)
+
+
 def pgd(margin_fn, loss_fn, delta0, eps, steps: int, alpha):
     """l2 PGD: delta <- Pi_eps(delta + alpha g/||g||), g = grad of the summed per-sample ``loss_fn``.
 
     ``margin_fn(delta) -> (samples,)`` is y F(x + delta); ``loss_fn(delta) -> (samples,)`` is the objective to
     ascend. Returns ``(robust (samples,) bool, delta_final, first_success (samples, p))``: a point is non-robust if
     ANY iterate (the random start included) has margin <= 0; ``first_success`` is the first such perturbation.
-    A zero gradient leaves delta unchanged (no NaN).
+    A zero gradient leaves delta unchanged (no NaN). The loop is :func:`pgd_ball`'s (l2 ball, static).
     """
-
-    def project(d):
-        nrm = jnp.linalg.norm(d, axis=1, keepdims=True)
-        return d * jnp.minimum(1.0, eps / jnp.maximum(nrm, _TINY))
-
-    def objective(d):
-        # The margin is returned as aux: XLA shares its forward pass with the loss's (one forward per step).
-        return jnp.sum(loss_fn(d)), margin_fn(d)
-
-    grad = jax.grad(objective, has_aux=True)
-
-    def body(carry, _):
-        d, broken, found = carry
-        g, m = grad(d)  # margin of the CURRENT iterate, then its gradient step
-        hit = m <= 0
-        found = jnp.where((hit & ~broken)[:, None], d, found)
-        broken = broken | hit
-        d = project(d + alpha * _unit(g))
-        return (d, broken, found), None
-
-    d0 = project(delta0)
-    (d, broken, found), _ = lax.scan(body, (d0, jnp.zeros(d0.shape[0], bool), jnp.zeros_like(d0)), None,
-                                     length=steps)
-    hit = margin_fn(d) <= 0  # the last iterate
-    found = jnp.where((hit & ~broken)[:, None], d, found)
-    return ~(broken | hit), d, found
+    return pgd_ball(margin_fn, loss_fn, delta0, eps, steps, alpha, False)
 
 
 def robust_accuracy_curve(margin_fn, loss_fn, eps_grid, starts, *, steps: int, rel_step: float = 2.5,
@@ -207,27 +189,36 @@ def pgd_ball(margin_fn, loss_fn, delta0, eps, steps: int, alpha, linf):
     """
 
     def project(d):
+        if linf is True:
+            return jnp.clip(d, -eps, eps)
         nrm = jnp.linalg.norm(d, axis=1, keepdims=True)
-        return jnp.where(linf, jnp.clip(d, -eps, eps), d * jnp.minimum(1.0, eps / jnp.maximum(nrm, _TINY)))
+        l2 = d * jnp.minimum(1.0, eps / jnp.maximum(nrm, _TINY))
+        return l2 if linf is False else jnp.where(linf, jnp.clip(d, -eps, eps), l2)
+
+    def direction(g):  # a Python bool picks one update statically; a traced one computes both and keeps one
+        if linf is True:
+            return jnp.sign(g)
+        return _unit(g) if linf is False else jnp.where(linf, jnp.sign(g), _unit(g))
 
     def objective(d):
+        # The margin is returned as aux: XLA shares its forward pass with the loss's (one forward per step).
         return jnp.sum(loss_fn(d)), margin_fn(d)
 
     grad = jax.grad(objective, has_aux=True)
 
     def body(carry, _):
         d, broken, found = carry
-        g, m = grad(d)
+        g, m = grad(d)  # margin of the CURRENT iterate, then its gradient step
         hit = m <= 0
         found = jnp.where((hit & ~broken)[:, None], d, found)
         broken = broken | hit
-        d = project(d + alpha * jnp.where(linf, jnp.sign(g), _unit(g)))
+        d = project(d + alpha * direction(g))
         return (d, broken, found), None
 
     d0 = project(delta0)
     (d, broken, found), _ = lax.scan(body, (d0, jnp.zeros(d0.shape[0], bool), jnp.zeros_like(d0)), None,
                                      length=steps)
-    hit = margin_fn(d) <= 0
+    hit = margin_fn(d) <= 0  # the last iterate
     found = jnp.where((hit & ~broken)[:, None], d, found)
     return ~(broken | hit), d, found
 
