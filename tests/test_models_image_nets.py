@@ -16,6 +16,7 @@ penultimate = jax.jit(M.penultimate, static_argnums=2)
 both = jax.jit(lambda p, x, cfg: (M.apply_image_net(p, x, cfg), M.penultimate(p, x, cfg)), static_argnums=2)
 # the float64 tests share one tiny conv net (compiled once); 7x7 is odd: VALID pooling drops a row and column
 CONV = ImageNet(arch="conv", head="multiclass", channels=(2, 3), dense=4).validate()
+CONV_LAX = ImageNet(arch="conv", head="multiclass", channels=(2, 3), dense=4, conv_impl="lax").validate()
 CONV_SHAPE = (7, 7, 2)
 
 
@@ -103,20 +104,21 @@ def test_cifar_shaped_input_and_init_scale():
 
 
 # ----------------------------------------------------------------------------- numerics (float64)
-@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("arch", ["mlp", "conv", "conv_lax"])
 def test_forward_matches_numpy_reference(x64, arch):
-    cfg = CONV if arch == "conv" else ImageNet(arch="mlp", head="multiclass", hidden=(6, 5)).validate()
+    cfg = {"conv": CONV, "conv_lax": CONV_LAX}.get(arch) or ImageNet(arch="mlp", head="multiclass",
+                                                                      hidden=(6, 5)).validate()
     p = as64(randomise_biases(init_image_net(1, cfg, CONV_SHAPE)))
     x = np.random.default_rng(0).normal(size=(3, *CONV_SHAPE))
-    ref_out, ref_feat = (np_conv_net if arch == "conv" else np_mlp)(p, x)
+    ref_out, ref_feat = (np_mlp if arch == "mlp" else np_conv_net)(p, x)
     out, feat = both(p, x, cfg)
     np.testing.assert_allclose(np.asarray(out), ref_out, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(feat), ref_feat, rtol=1e-12, atol=1e-12)
 
 
-def test_conv_gradient_matches_finite_differences(x64):
+@pytest.mark.parametrize("cfg", [CONV, CONV_LAX], ids=["patches", "lax"])
+def test_conv_gradient_matches_finite_differences(x64, cfg):
     """Directional derivatives of a scalar loss, w.r.t. parameters and inputs, vs central differences."""
-    cfg = CONV
     p = as64(randomise_biases(init_image_net(2, cfg, CONV_SHAPE)))
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, *CONV_SHAPE))
@@ -137,6 +139,31 @@ def test_conv_gradient_matches_finite_differences(x64):
         ad = sum(float(jnp.vdot(g, v)) for g, v in zip(jax.tree.leaves(gp), jax.tree.leaves(vp)))
         ad += float(jnp.vdot(gx, vx))
         assert fd == pytest.approx(ad, rel=1e-6, abs=1e-8), trial
+
+
+def test_conv_impls_share_parameters_init_and_gradients_inside_a_scan(x64):
+    """"patches" and "lax" (nn.Conv) are the same net: identical parameter trees and init for a seed, and equal
+    parameter gradients when taken inside a ``lax.scan`` (the trainer's setting, where XLA:CPU's conv is slow)."""
+    p_patch, p_lax = init_image_net(4, CONV, CONV_SHAPE), init_image_net(4, CONV_LAX, CONV_SHAPE)
+    assert jax.tree.structure(p_patch) == jax.tree.structure(p_lax)
+    for a, b in zip(jax.tree.leaves(p_patch), jax.tree.leaves(p_lax), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    p = as64(randomise_biases(p_patch))
+    x = np.random.default_rng(5).normal(size=(3, *CONV_SHAPE))
+
+    def descend(cfg):
+        def body(q, _):
+            g = jax.grad(lambda q: jnp.sum(jnp.sin(M.apply_image_net(q, x, cfg))))(q)
+            return jax.tree.map(lambda a, b: a - 0.1 * b, q, g), None
+        return jax.jit(lambda q: jax.lax.scan(body, q, None, length=3)[0])(p)
+
+    for a, b in zip(jax.tree.leaves(descend(CONV)), jax.tree.leaves(descend(CONV_LAX)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-12)
+
+
+def test_bad_conv_impl_is_rejected():
+    with pytest.raises(ValueError, match="model.conv_impl"):
+        ImageNet(arch="conv", conv_impl="winograd").validate()
 
 
 # ----------------------------------------------------------------------------- seeds under vmap

@@ -9,6 +9,16 @@ output f(x), predict sgn f) or a *multi-class head* (``head="multiclass"``, ``n_
   2x2 max-pool (stride 2, VALID: odd sizes drop the last row/column) ; flatten -> Dense(``dense``) -> ReLU ->
   Dense(n_out).
 
+  ``conv_impl`` chooses how the 3x3 convolution is computed (same parameters, same init, same function):
+  ``"patches"`` (default) gathers the kh*kw shifted copies of the padded input and multiplies them by the kernel
+  reshaped to ``(kh*kw*C_in, C_out)`` - y[n,h,w,o] = sum_{i,j,c} xpad[n,h+i,w+j,c] K[i,j,c,o] + b[o], one matmul;
+  ``"lax"`` is flax's ``nn.Conv`` (``lax.conv_general_dilated``). Why two: on XLA:CPU a convolution's gradient
+  inside a loop body (the trainer's ``lax.scan``, DeepFool's ``while_loop``) runs ~15x slower than the same op
+  outside a loop (jax-ml/jax#12868; measured 147 ms vs 8 ms per training step of the 16x16 net, batch 128), and
+  ``vmap`` over runs turns it into a grouped convolution that is slower again; the patch form is plain slices and
+  a (batched) matmul everywhere. ``"lax"`` may be faster on accelerators with a convolution library.
+  The 2x2 max-pool is a reshape + max (the same values as ``nn.max_pool``; no ``reduce_window``).
+
 Penultimate features (:func:`penultimate`) are the input of the last Dense layer (after its ReLU). The last Dense
 layer is named ``head``: ``params["head"]["kernel"] (width, n_out)``. Init: flax defaults (kernels LeCun-normal,
 fan-in variance 1/fan_in, truncated at 2 sd; biases zero), times ``init_scale`` for the kernels; parameters are
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -28,11 +39,12 @@ import jax.numpy as jnp
 
 from ..config import require, traced
 
-__all__ = ["ARCHS", "HEADS", "ConvNet", "ImageMLP", "ImageNet", "apply_image_net", "binary_logit",
-           "build_image_net", "init_image_net", "n_outputs", "penultimate"]
+__all__ = ["ARCHS", "CONV_IMPLS", "HEADS", "ConvNet", "PatchConv", "ImageMLP", "ImageNet", "apply_image_net", "binary_logit",
+           "build_image_net", "init_image_net", "max_pool2", "n_outputs", "penultimate"]
 
 ARCHS = ("mlp", "conv")
 HEADS = ("binary", "multiclass")
+CONV_IMPLS = ("patches", "lax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +56,12 @@ class ImageNet:
     channels: tuple = (16, 32)  # conv net: output channels of each 3x3 conv (each followed by a 2x2 max-pool)
     dense: int = 64  # conv net: width of the penultimate dense layer
     init_scale: float = traced(1.0)  # multiplies every initial kernel (biases start at 0)
+    conv_impl: str = "patches"  # "patches" (slices + matmul) or "lax" (nn.Conv): module docstring
 
     def validate(self) -> ImageNet:
         require(self.arch in ARCHS, "model.arch", f"one of {ARCHS}", self.arch)
         require(self.head in HEADS, "model.head", f"one of {HEADS}", self.head)
+        require(self.conv_impl in CONV_IMPLS, "model.conv_impl", f"one of {CONV_IMPLS}", self.conv_impl)
         require(isinstance(self.n_classes, int) and self.n_classes >= 2, "model.n_classes", "an integer >= 2",
                 self.n_classes)
         hidden, channels = tuple(self.hidden), tuple(self.channels)
@@ -83,20 +97,49 @@ class ImageMLP(nn.Module):
         return self.head(self.features(x))
 
 
+class PatchConv(nn.Module):
+    """A stride-1 SAME convolution as one matmul over shifted copies (module docstring); the parameters
+    (``kernel (kh, kw, C_in, C_out)`` LeCun-normal, ``bias (C_out,)`` zeros) and their init are ``nn.Conv``'s."""
+    features: int
+    kernel_size: tuple = (3, 3)
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        c_in = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        kernel, bias = kernel.astype(x.dtype), bias.astype(x.dtype)  # nn.Conv promotes to the input's dtype too
+        h, w = x.shape[-3], x.shape[-2]
+        # SAME for stride 1: (k-1)//2 before, the rest after (lax's rule)
+        xp = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+        return patches @ kernel.reshape(kh * kw * c_in, self.features) + bias
+
+
+def max_pool2(h):
+    """2x2 max-pool, stride 2, VALID (an odd last row/column is dropped): ``(n, H, W, C) -> (n, H//2, W//2, C)``."""
+    n, hh, ww, c = h.shape
+    h = h[:, : hh // 2 * 2, : ww // 2 * 2]
+    return h.reshape(n, hh // 2, 2, ww // 2, 2, c).max(axis=(2, 4))
+
+
 class ConvNet(nn.Module):
     channels: tuple
     dense: int
     n_out: int
+    conv_impl: str = "patches"
 
     def setup(self):
-        self.convs = [nn.Conv(c, (3, 3), padding="SAME", name=f"conv_{i}") for i, c in enumerate(self.channels)]
+        conv = PatchConv if self.conv_impl == "patches" else partial(nn.Conv, padding="SAME")
+        self.convs = [conv(c, (3, 3), name=f"conv_{i}") for i, c in enumerate(self.channels)]
         self.fc = nn.Dense(self.dense)
         self.head = nn.Dense(self.n_out)
 
     def features(self, x):
         h = x
         for conv in self.convs:
-            h = nn.max_pool(nn.relu(conv(h)), (2, 2), strides=(2, 2), padding="VALID")
+            h = max_pool2(nn.relu(conv(h)))
         return nn.relu(self.fc(h.reshape(h.shape[0], -1)))
 
     def __call__(self, x):
@@ -108,7 +151,8 @@ def build_image_net(cfg: ImageNet) -> nn.Module:
     if cfg.arch == "mlp":
         return ImageMLP(hidden=tuple(cfg.hidden), n_out=n_outputs(cfg))
     if cfg.arch == "conv":
-        return ConvNet(channels=tuple(cfg.channels), dense=int(cfg.dense), n_out=n_outputs(cfg))
+        return ConvNet(channels=tuple(cfg.channels), dense=int(cfg.dense), n_out=n_outputs(cfg),
+                       conv_impl=cfg.conv_impl)
     raise ValueError(f"invalid model.arch={cfg.arch!r}: allowed one of {ARCHS}")
 
 
