@@ -22,9 +22,11 @@ def test_quick_preset_checks_and_figures(quick):
     out, doc = quick
     assert doc["sim"] == "sgd-vs-adaptive" and set(doc) >= {"config", "versions", "device", "checks", "metrics"}
     names = {c["name"] for c in doc["checks"]}
-    assert {"adaptive.p1.gd_irrelevant_invariance", "adaptive.p3.signgd_final_w2_exact",
-            "adaptive.p7.adv_risk_ordering", "adaptive.p14.dct_basis_signgd_invariance",
-            "adaptive.s2.gd_irrelevant_band_invariance"} <= names
+    # the names the issue asks for, one triple per optimiser of the paper's 3-D problem
+    assert {f"linear.{o}.{q}_final" for o in ("gd", "signgd", "adam", "rmsprop")
+            for q in ("adv_risk", "irrelevant", "std_risk")} | {"linear.t1_formula", "linear.signgd_displacement"} <= names
+    assert {"adaptive.p1.gd_irrelevant_invariance", "adaptive.p7.adv_risk_ordering",
+            "adaptive.p14.dct_basis_signgd_invariance", "adaptive.s2.gd_irrelevant_band_invariance"} <= names
     assert {"nets.sgd_mlp_irrelevant_invariance", "nets.local_below_global_bound", "nets.lipschitz_order",
             "nets.robust_order", "nets.clean_acc_spread", "nets.lipschitz_matches_robustness"} <= names
     # the paper's empirical network claims (provenance "paper ...") are measured, not asserted
@@ -44,7 +46,8 @@ def test_quick_preset_checks_and_figures(quick):
 
 
 @pytest.mark.parametrize("setting", ["lr=-0.1", "steps=10", "s2_fracs=0.5", "batch=0", "net_lrs_adam=-1",
-                                     "net_archs=resnet", "net_points=5000"])
+                                     "net_archs=resnet", "net_points=5000", "eps_adv=-1", "s2_opts=gd,adamw",
+                                     "s2_fracs=0,1.0", "net_frac_irrelevant=1.0"])
 def test_bad_settings_exit_2(tmp_path, setting, capsys):
     assert main(["run", "sgd-vs-adaptive", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
     assert "invalid" in capsys.readouterr().err
