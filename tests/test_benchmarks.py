@@ -17,3 +17,15 @@ def test_reference_gradients_match_fa_jax():
     for impl, cases in res.items():
         for case, err in cases.items():
             assert err <= TOL, (impl, case, err)
+
+
+def test_conv_in_loop_benchmark_runs(tmp_path):
+    """The conv-in-a-loop benchmark runs end to end on a tiny net and writes its JSON (no timing asserted)."""
+    import json
+
+    from benchmarks.conv_in_loop import main
+
+    out = tmp_path / "conv.json"
+    res = main(["--side", "6", "--batch", "4", "--runs", "2", "--steps", "2", "--json", str(out)])
+    assert set(res) >= {"lax", "patches", "device"} and json.loads(out.read_text())["settings"]["side"] == 6
+    assert all(v > 0 for impl in ("lax", "patches") for v in res[impl].values())
