@@ -100,6 +100,7 @@ class HMTSim:
     image_points: int = 100
     image_max_iter: int = 100
     data_dir: str | None = None
+    verify: bool = True  # official checksums of the standard image files (false: re-packed or re-compressed copies)
     x64: bool = False  # run the whole sweep in float64 (D2 to 1e-10; ~2x slower); the default preset sets it
 
     def validate(self) -> HMTSim:
@@ -178,7 +179,7 @@ def image_block(name: str) -> tuple[int, int]:
 
 def _image_run(s: HMTSim, name: str, arch: str, *, flip=0.0, lowpass=0) -> HMTRun:
     ic = ImageData(n_train_per_class=s.image_train_per_class, n_test_per_class=s.image_test_per_class,
-                   data_dir=s.data_dir)
+                   data_dir=s.data_dir, verify=bool(s.verify))
     k, step = image_block(name)
     model = ImageNet(arch=arch, head="multiclass", n_classes=10, hidden=tuple(s.image_hidden),
                      channels=tuple(s.image_channels), dense=s.image_dense, init_scale=s.init_scale)
@@ -204,7 +205,7 @@ def available_image_sets(s: HMTSim) -> tuple[list[str], dict[str, str]]:
     ok, missing = [], {}
     for name in s.image_sets:
         try:
-            I.load_dataset(name, "test", s.data_dir)
+            I.load_dataset(name, "test", s.data_dir, verify=bool(s.verify))
             ok.append(name)
         except (FileNotFoundError, ImportError, I.CorruptDataError) as e:
             missing[name] = str(e).split(".")[0]

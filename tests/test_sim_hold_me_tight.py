@@ -56,3 +56,30 @@ def test_quick_preset_censoring_is_reported(quick):
 def test_bad_settings_exit_2(tmp_path, setting, capsys):
     assert main(["run", "hold-me-tight", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
     assert "invalid" in capsys.readouterr().err
+
+
+def test_cifar10_conv_from_standard_files_end_to_end(tmp_path, monkeypatch):
+    """The file-based CIFAR-10 path with the conv net (RGB 32x32, K = 8 blocks at stride 2, 10 classes) on a tiny
+    CIFAR-10 binary folder in the exact format (checksums off: not the official files): profiles, flip and
+    low-pass runs come out, with the spec's CIFAR block layout; with checksums on the set is reported missing."""
+    from test_data_images import write_cifar_dir
+
+    write_cifar_dir(tmp_path / "data" / "cifar-10-batches-bin", n=20)  # 100 train / 20 test images
+    monkeypatch.setenv("FA_JAX_DATA", str(tmp_path / "data"))
+    small = ["--set", "image_archs=conv", "--set", "image_channels=4", "--set", "image_dense=8",
+             "--set", "image_epochs=2", "--set", "image_points=4", "--set", "image_max_iter=3",
+             "--set", "image_train_per_class=none", "--set", "image_test_per_class=none"]
+    out = tmp_path / "o"
+    assert main(["run", "hold-me-tight", "--preset", "quick", "--quiet", "--out", str(out), "--set",
+                 "image_sets=cifar10", "--set", "verify=false", *small]) == 0
+    doc = json.loads((out / "summary.json").read_text())
+    img = doc["metrics"]["images"]["cifar10_conv"]
+    assert img["starts"] == list(range(0, 32 - 8 + 1, 2))  # spec 2.2: K = 8, stride 2 on CIFAR-10
+    assert len(img["profile"]["median"]) == len(img["profile_flipped"]["median"]) == 13
+    assert {"hmt.p8.cifar10_conv_profile_rise", "hmt.p10.cifar10_conv_lowpass_growth"} <= {
+        c["name"] for c in doc["checks"]}
+    out2 = tmp_path / "o2"
+    assert main(["run", "hold-me-tight", "--preset", "quick", "--quiet", "--out", str(out2), "--set",
+                 "image_sets=cifar10", *small]) == 0
+    doc2 = json.loads((out2 / "summary.json").read_text())
+    assert doc2["metrics"]["image_sets"] == [] and "cifar10" in doc2["metrics"]["image_sets_missing"]

@@ -64,6 +64,7 @@ class ImageData:
     n_test_per_class: int | None = None
     data_dir: str | None = None
     seed: int = 0  # subsets and the test order (margins use the first n_points)
+    verify: bool = True  # official checksums of the standard files (False: re-packed copies)
 
     def validate(self) -> ImageData:
         for f in ("n_train_per_class", "n_test_per_class"):
@@ -85,7 +86,7 @@ def load_image_data(name: str, ic: ImageData) -> dict:
         return _IMAGE_CACHE[key]
     out = {}
     for split in ("train", "test"):
-        ds = I.load_dataset(name, split, ic.data_dir)
+        ds = I.load_dataset(name, split, ic.data_dir, verify=ic.verify)
         n_pc = ic.n_train_per_class if split == "train" else ic.n_test_per_class
         if n_pc is not None:
             ds = I.subset(ds, ic.seed + (0 if split == "train" else 1), n_pc)
