@@ -28,6 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ..models.image_nets import conv_same
 from .robustness import logit_margin
 
 __all__ = ["conv_apply", "conv_proxy_norm", "image_net_lipschitz", "jacobian_norm", "margin", "margin_gradients",
@@ -64,22 +65,19 @@ def spectral_norm_dense(kernel, key, iters: int = 100, v0=None):
     return power_iteration(lambda v: v @ kernel, v0, iters)[0]
 
 
-def conv_apply(kernel, x, padding="SAME", strides=(1, 1)):
-    """The linear part of a flax ``nn.Conv``: ``x (..., H, W, c_in)`` -> ``(..., H', W', c_out)``,
-    ``kernel (kh, kw, c_in, c_out)`` (cross-correlation, NHWC / HWIO as flax does)."""
-    lead = x.shape[:-3]
-    xb = x.reshape((-1, *x.shape[-3:]))
-    y = jax.lax.conv_general_dilated(xb, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=jax.lax.Precision.HIGHEST)
-    return y.reshape((*lead, *y.shape[1:]))
+def conv_apply(kernel, x):
+    """The linear part of a flax / fa-jax 3x3 SAME conv layer: ``x (..., H, W, c_in)`` -> ``(..., H, W, c_out)``,
+    ``kernel (kh, kw, c_in, c_out)`` (stride-1 SAME cross-correlation, NHWC / HWIO): the model's own
+    :func:`fa_jax.models.image_nets.conv_same`, so the operator whose norm is taken is the layer's."""
+    return conv_same(x, kernel)
 
 
-def spectral_norm_conv(kernel, input_hw: tuple[int, int], key, iters: int = 100, padding="SAME", v0=None):
+def spectral_norm_conv(kernel, input_hw: tuple[int, int], key, iters: int = 100, v0=None):
     """Exact operator norm of the conv ``kernel (kh, kw, c_in, c_out)`` acting on ``(H, W, c_in)`` inputs
     (random start from ``key``, or the given ``v0 (H, W, c_in)``)."""
     if v0 is None:
         v0 = jax.random.normal(key, (*input_hw, kernel.shape[2]), kernel.dtype)
-    return power_iteration(lambda v: conv_apply(kernel, v, padding), v0, iters)[0]
+    return power_iteration(lambda v: conv_apply(kernel, v), v0, iters)[0]
 
 
 def conv_proxy_norm(kernel):

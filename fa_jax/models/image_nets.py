@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from ..config import require, traced
 
 __all__ = ["ARCHS", "CONV_IMPLS", "HEADS", "ConvNet", "PatchConv", "ImageMLP", "ImageNet", "apply_image_net", "binary_logit",
-           "build_image_net", "init_image_net", "max_pool2", "n_outputs", "penultimate"]
+           "build_image_net", "conv_same", "init_image_net", "max_pool2", "n_outputs", "penultimate"]
 
 ARCHS = ("mlp", "conv")
 HEADS = ("binary", "multiclass")
@@ -109,12 +109,22 @@ class PatchConv(nn.Module):
         c_in = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        kernel, bias = kernel.astype(x.dtype), bias.astype(x.dtype)  # nn.Conv promotes to the input's dtype too
-        h, w = x.shape[-3], x.shape[-2]
-        # SAME for stride 1: (k-1)//2 before, the rest after (lax's rule)
-        xp = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
-        patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
-        return patches @ kernel.reshape(kh * kw * c_in, self.features) + bias
+        # nn.Conv promotes to the input's dtype too
+        return conv_same(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+
+
+def conv_same(x, kernel):
+    """Stride-1 SAME cross-correlation as ONE matmul over shifted copies (module docstring):
+    ``x (..., H, W, C_in)``, ``kernel (kh, kw, C_in, C_out)`` -> ``(..., H, W, C_out)``,
+    y[h, w, o] = sum_{i,j,c} xpad[h+i, w+j, c] K[i, j, c, o]. The conv layers and the exact conv operator of
+    :mod:`fa_jax.metrics.lipschitz` both use it."""
+    kh, kw, c_in, c_out = kernel.shape
+    h, w = x.shape[-3], x.shape[-2]
+    # SAME for stride 1: (k-1)//2 before, the rest after (lax's rule)
+    pad = [(0, 0)] * (x.ndim - 3) + [((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)]
+    xp = jnp.pad(x, pad)
+    patches = jnp.concatenate([xp[..., i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+    return patches @ kernel.reshape(kh * kw * c_in, c_out)
 
 
 def max_pool2(h):
