@@ -12,9 +12,16 @@ per device) exceeds the memory budget; then the chunk is shrunk in proportion an
 So a sweep that would not fit in one vmap still completes, and a group costs one compilation whenever it fits.
 
 Resumption. Each chunk's results are written atomically (temp file, fsync, rename) to
-``out_dir/chunks/<hash>.npz``, the hash covering the run function, the static key and every run's traced values.
-Re-running the same sweep loads finished chunks instead of recomputing them (after ``kill -9`` at any moment, the
-rerun gives the same results as an uninterrupted run).
+``out_dir/chunks/<hash>.npz``. The hash covers what runs: the digest of the chunk's lowered program (its StableHLO
+text, which contains every operation of the run function and of each library function it calls, plus platform,
+jax/jaxlib versions and XLA flags), the static key, the tag and every run's traced values. A sweep that writes a
+cache lowers each group's program afresh (tracing + lowering, a small fraction of a compilation) and compiles
+the lowered object itself only if some chunk must run, once per distinct program. Re-running the same sweep
+loads finished chunks instead of recomputing them (after ``kill -9`` at any moment, the rerun gives the same
+results as an uninterrupted run); editing the run function or anything it calls recomputes.
+
+Multi-device CPU. A batched LAPACK call (a decomposition under ``vmap``) in a multi-device CPU program deadlocks
+jaxlib's kernels (see :func:`_check_batched_lapack`); such a program is refused with a message naming the call.
 
 Divergence. A run is marked ``diverged`` by its own ``diverged`` / ``diverged_step`` outputs when it has them, else
 when any floating output is NaN. A diverged run's floating outputs are set to NaN, except its ``records`` (the
@@ -31,6 +38,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext as _nullcontext
@@ -50,7 +58,10 @@ DEFAULT_MEMORY_FRACTION = 0.5
 
 @dataclasses.dataclass
 class SweepStats:
-    traces: int = 0  # Python traces of a batched program (= compilations)
+    traces: int = 0  # compilations of a batched program (one per distinct lowered program and device set)
+    lowerings: int = 0  # traces + lowerings (each one afresh per sweep call that writes a cache)
+    lower_seconds: float = 0.0  # wall time of those lowerings
+    compile_seconds: float = 0.0  # wall time of the compilations
     chunks_run: int = 0
     chunks_loaded: int = 0
     chunks_skipped: int = 0  # belonging to another process
@@ -58,7 +69,9 @@ class SweepStats:
 
 
 STATS = SweepStats()
-_PROGRAMS: dict[tuple, Any] = {}
+_PROGRAMS: dict[tuple, Any] = {}  # (run_fn, static key, size, device ids, x64) -> (compiled, sharding)
+_COMPILED: dict[tuple, Any] = {}  # (program digest, device ids) -> (compiled, sharding)
+_LOWERED: dict[str, Any] = {}  # program digest -> _Lowered not compiled yet (planned, maybe never run)
 
 
 # ----------------------------------------------------------------------------- pytree <-> flat dict
@@ -172,14 +185,26 @@ def _stack(values: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
-def _program(run_fn: Callable, key: str, base, size: int, devices: tuple):
-    """The compiled program of one group at chunk ``size`` on ``devices`` (cached)."""
-    cache_key = (run_fn, key, size, tuple(d.id for d in devices), _x64())
-    if cache_key in _PROGRAMS:
-        return _PROGRAMS[cache_key]
+@dataclasses.dataclass(frozen=True)
+class _Lowered:
+    """One lowering of a group's chunk program: the ``jax.stages.Lowered`` object (compiled from, never re-traced),
+    its input sharding and ``digest``, the hash of what runs (see :func:`_program_digest`)."""
+
+    lowered: Any
+    sharding: Any
+    digest: str
+
+
+def _ident(run_fn, key: str, size: int, devices: tuple) -> tuple:
+    return (run_fn, key, size, tuple(d.id for d in devices), _x64())
+
+
+def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple) -> _Lowered:
+    """Trace and lower the group's ``jit(vmap(run_fn))`` program at chunk ``size`` on ``devices`` (always afresh:
+    the digest must see the code as it is now, including every library function the run calls)."""
+    t0 = time.perf_counter()
 
     def batched(values):
-        STATS.traces += 1  # runs once per compilation, never per call
         return jax.vmap(lambda v: run_fn(with_values(base, v)))(values)
 
     example = _stack([traced_values(base)] * size)
@@ -189,14 +214,104 @@ def _program(run_fn: Callable, key: str, base, size: int, devices: tuple):
         sharding = jax.sharding.NamedSharding(mesh, spec)
         # check_vma off: runs are independent and never communicate, so device-variance typing buys nothing here
         fn = jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
-        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
     else:
         sharding = jax.sharding.SingleDeviceSharding(devices[0])
         fn = jax.jit(batched)
-        abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
-    compiled = fn.lower(abstract).compile()
-    _PROGRAMS[cache_key] = (compiled, sharding)
-    return compiled, sharding
+    abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
+    lowered = fn.lower(abstract)
+    text = lowered.as_text()
+    _check_batched_lapack(text, devices)
+    low = _Lowered(lowered, sharding, _program_digest(text, devices))
+    STATS.lowerings += 1
+    STATS.lower_seconds += time.perf_counter() - t0
+    _LOWERED[low.digest] = low
+    while len(_LOWERED) > 32:  # planned but never run (plan_chunks alone): keep only the latest
+        _LOWERED.pop(next(iter(_LOWERED)))
+    return low
+
+
+def _program_digest(text: str, devices: tuple) -> str:
+    """Hash of what a chunk runs: the lowered program text (StableHLO without debug locations: every operation of
+    the run function and of each library function it calls, shapes, dtypes, the device count) plus what turns it
+    into machine code (platform, device kind, jax/jaxlib versions, XLA_FLAGS)."""
+    import jaxlib
+
+    d = devices[0]
+    extra = json.dumps([d.platform, getattr(d, "device_kind", ""), jax.__version__,
+                        getattr(jaxlib, "__version__", ""), os.environ.get("XLA_FLAGS", "")])
+    h = hashlib.sha256(text.encode())
+    h.update(extra.encode())
+    return h.hexdigest()[:24]
+
+
+_LAPACK_CALL = re.compile(r"custom_call @(lapack_\w+)\(.*num_batch_dims = \"(\d+)\".*?\s:\s\(tensor<([^>]*)>")
+
+
+def _check_batched_lapack(text: str, devices: tuple) -> None:
+    """Refuse a multi-device CPU program that calls a batched LAPACK kernel (more than one matrix per call).
+
+    jaxlib's batched CPU LAPACK kernels (seen with jaxlib 0.10.2: ``lapack_sgeqrf_ffi`` -> ``ParallelBatchMap``)
+    split the batch into sub-tasks on XLA's intra-op thread pool and block the calling thread until they finish.
+    In a multi-device CPU program every device's partition runs on a thread of that same pool; when each of them
+    reaches such a call at once, every pool thread waits for sub-tasks that no free thread is left to run: the
+    sweep hangs at 0 % CPU in ``device_get``. One matrix per call never waits on the pool, so a decomposition that
+    is ``jax.custom_batching.sequential_vmap`` (a loop of unbatched calls under vmap) is safe.
+    """
+    if len(devices) < 2 or devices[0].platform != "cpu":
+        return
+    bad = []
+    for line in text.splitlines():
+        if "@lapack_" not in line:
+            continue
+        m = _LAPACK_CALL.search(line)
+        if m is None:
+            continue
+        nb = int(m.group(2))
+        dims = [int(x) for x in m.group(3).split("x")[:-1] if x.isdigit()]
+        if nb and int(np.prod(dims[:nb])) > 1:
+            bad.append(f"{m.group(1)} ({int(np.prod(dims[:nb]))} matrices per call)")
+    if bad:
+        raise RuntimeError(
+            f"this sweep program calls batched CPU LAPACK kernels on {len(devices)} devices: "
+            f"{', '.join(sorted(set(bad)))}. jaxlib runs the batch on XLA's thread pool and blocks a pool thread "
+            "while waiting; with one program per device every pool thread ends up waiting and the sweep hangs. "
+            "Make the decomposition sequential under vmap (use fa_jax.linalg, whose functions are "
+            "jax.custom_batching.sequential_vmap), or run on one device.")
+
+
+def _compile(low: _Lowered, devices: tuple):
+    """The compiled program of a lowering, cached by its digest: an unchanged program never recompiles."""
+    ck = (low.digest, tuple(d.id for d in devices))
+    if ck not in _COMPILED:
+        t0 = time.perf_counter()
+        STATS.traces += 1
+        _COMPILED[ck] = (low.lowered.compile(), low.sharding)
+        STATS.compile_seconds += time.perf_counter() - t0
+        _LOWERED.pop(low.digest, None)  # compiled: the lowering is no longer needed
+    return _COMPILED[ck]
+
+
+def _program(run_fn: Callable, key: str, base, size: int, devices: tuple, fresh: dict | None = None):
+    """``(compiled, sharding)`` of one group at chunk ``size`` on ``devices``.
+
+    ``fresh`` None: the in-memory path, cached by the run function's identity (no re-tracing; like ``jax.jit``, a
+    library function edited inside this process is not seen). A dict: lowered afresh once per dict (one sweep
+    call) and compiled by digest, so a cached result is always keyed by the code as it is now.
+    """
+    ident = _ident(run_fn, key, size, devices)
+    if fresh is None:
+        if ident not in _PROGRAMS:
+            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices), devices)
+        return _PROGRAMS[ident]
+    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh), devices)
+    return _PROGRAMS[ident]
+
+
+def _fresh_lowering(run_fn, key, base, size, devices, fresh: dict) -> _Lowered:
+    ident = _ident(run_fn, key, size, devices)
+    if ident not in fresh:
+        fresh[ident] = _lower(run_fn, key, base, size, devices)
+    return fresh[ident]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +323,7 @@ class ChunkPlan:
     runs: tuple[int, ...]
     size: int
     file: str | None = None  # the chunk's cache file name (when a cache directory is used)
+    program: str | None = None  # digest of the chunk's lowered program (part of ``file``)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -224,15 +340,22 @@ def plan_chunks(
     max_chunk: int | None = None,
     sizes: dict[str, int] | None = None,
     tag: str = "",
+    files: bool = True,
 ) -> list[ChunkPlan]:
     """Split every group into chunks.
 
     ``chunk_size``: an int (fixed), or ``"auto"``/``None``: the whole group (capped at ``max_chunk``) unless its
     compiled footprint exceeds ``budget`` bytes per device, in which case the size is scaled down to fit (one
     extra compilation for that group). Sizes are multiples of the number of devices. ``sizes`` maps static keys
-    to already-decided sizes (a resumed sweep reuses them, so its chunks - and cache files - are the same).
+    to already-decided sizes (a resumed sweep reuses them, so its chunks are the same).
+
+    ``files``: name each chunk's cache file by what it runs: every group's program is lowered (traced, not
+    compiled) at its chunk size and the file name hashes the lowered program (:func:`_program_digest`), the static
+    key, ``tag`` and the chunk's traced values. So a resumed sweep reloads a chunk only if its program is
+    unchanged; an edited run function, or any library function it calls, gives new names and recomputes.
     """
     devices = tuple(devices or jax.local_devices())
+    fresh: dict | None = {} if files else None
     nd = len(devices)
     sizes = dict(sizes or {})
     groups = group_configs(configs)
@@ -246,22 +369,24 @@ def plan_chunks(
             size = _round_up(min(chunk_size, len(idx)), nd)
         elif chunk_size in (None, "auto"):
             size = _round_up(min(len(idx), max_chunk or len(idx)), nd)
-            size = _fit(run_fn, key, configs[idx[0]], size, devices, budget)
+            size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
         sizes[key] = size
+        digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh).digest if files else None
         for s in range(0, len(idx), size):
             runs = tuple(idx[s : s + size])
             values = [traced_values(configs[i]) for i in runs]
-            plans.append(ChunkPlan(gi, key, runs, size, _chunk_hash(run_fn, key, values, tag) + ".npz"))
+            file = _chunk_hash(digest, key, values, tag) + ".npz" if files else None
+            plans.append(ChunkPlan(gi, key, runs, size, file, digest))
     return plans
 
 
-def _fit(run_fn, key, base, size, devices, budget) -> int:
+def _fit(run_fn, key, base, size, devices, budget, fresh=None) -> int:
     """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device)."""
     nd = len(devices)
     budget = budget if budget is not None else memory_budget(devices)
-    compiled, _ = _program(run_fn, key, base, size, devices)
+    compiled, _ = _program(run_fn, key, base, size, devices, fresh)
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
@@ -273,14 +398,10 @@ def _fit(run_fn, key, base, size, devices, budget) -> int:
     return fitted
 
 
-def _chunk_hash(run_fn: Callable, key: str, values: list[dict], tag: str) -> str:
-    # The run function's identity and the package version are part of the key; edits to a run function that
-    # do not bump the version are NOT detected: clear out_dir after changing what a run computes.
-    from . import __version__
-
-    ident = f"{getattr(run_fn, '__module__', '')}.{getattr(run_fn, '__qualname__', repr(run_fn))}"
-    x64 = _x64()  # a float64 run never reuses a float32 chunk
-    blob = json.dumps([tag, __version__, ident, key, values, x64], sort_keys=True, default=float)
+def _chunk_hash(program: str, key: str, values: list[dict], tag: str) -> str:
+    """A chunk's cache key: the digest of its lowered program (the code that runs, float64 or not, the chunk size
+    and device count; see :func:`_program_digest`), the static key, the tag and every run's traced values."""
+    blob = json.dumps(["chunk/2", tag, program, key, values], sort_keys=True, default=float)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
@@ -388,7 +509,7 @@ def run_sweep(
         raise ValueError(f"invalid process_index={pi!r}: allowed 0 <= process_index < process_count = {pc}")
     if plans is None:
         plans = plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
-                            max_chunk=max_chunk, tag=tag)
+                            max_chunk=max_chunk, tag=tag, files=out_dir is not None)
     mine = [p for j, p in enumerate(plans) if j % pc == pi]
     STATS.chunks_skipped += len(plans) - len(mine)
     results: list[dict | None] = [None] * len(configs)
@@ -418,14 +539,34 @@ def run_sweep(
                 bar.finish_chunk(len(p.runs))
     if bar is not None:
         bar.close()
+    for p in plans:  # planned lowerings of chunks that were loaded, not run: not needed any more
+        _LOWERED.pop(p.program, None)
     return results
+
+
+def _chunk_program(run_fn, base, p: ChunkPlan, devices):
+    """``(compiled, sharding)`` for a chunk: by its planned program digest (compiled at most once), else (a plan
+    without digest: in-memory sweeps) by the run function's identity."""
+    if p.program is None:
+        return _program(run_fn, p.key, base, p.size, devices)
+    ck = (p.program, tuple(d.id for d in devices))
+    if ck in _COMPILED:
+        return _COMPILED[ck]
+    low = _LOWERED.get(p.program)
+    if low is None:
+        low = _lower(run_fn, p.key, base, p.size, devices)
+        if low.digest != p.program:
+            raise RuntimeError(
+                f"the program of chunk {p.file} changed since the sweep was planned (digest {low.digest}, planned "
+                f"{p.program}): plan again (plan_chunks) so that results are filed under the code that made them")
+    return _compile(low, devices)
 
 
 def _run_chunk(run_fn, configs, p: ChunkPlan, devices) -> dict[str, np.ndarray]:
     base = configs[p.runs[0]]
     values = [traced_values(configs[i]) for i in p.runs]
     padded = values + [values[-1]] * (p.size - len(values))
-    compiled, sharding = _program(run_fn, p.key, base, p.size, devices)
+    compiled, sharding = _chunk_program(run_fn, base, p, devices)
     args = jax.device_put(_stack(padded), sharding)
     out = compiled(args)
     flat = {k: np.asarray(v)[: len(values)] for k, v in _flatten(jax.device_get(out)).items()}

@@ -478,7 +478,13 @@ def run_spec(
     traces0, loaded0, run0 = S.STATS.traces, S.STATS.chunks_loaded, S.STATS.chunks_run
     t0 = time.time()
     if old is not None and "plan" in old:
-        plans = [S.ChunkPlan(c["group"], c["key"], tuple(c["runs"]), c["size"], c["file"]) for c in old["plan"]]
+        # the recorded chunk sizes give the same chunks; their file names are recomputed from the programs as they
+        # are now, so chunks computed by code that has changed since are not reused (they are recomputed)
+        plans = S.plan_chunks(exp.run, configs, devices=devices, tag=tag,
+                              sizes={c["key"]: c["size"] for c in old["plan"]})
+        if [p.runs for p in plans] != [tuple(c["runs"]) for c in old["plan"]]:
+            raise SpecError(f"{out_dir}: the recorded chunk plan does not match this sweep; use a new --out "
+                            "directory or pass --overwrite")
     else:
         budget = parse_bytes(memory_budget) if memory_budget is not None else eng.get("memory_budget")
         if budget is None:
@@ -490,8 +496,8 @@ def run_spec(
         "format": 1, "source": spec.source, "spec": spec.to_json(), "spec_hash": h, "n_runs": len(configs),
         "shape": list(spec.shape), "axes": [a.name for a in spec.axes],
         "base_config": dataclasses.asdict(base),
-        "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file}
-                 for p in plans],
+        "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file,
+                  "program": p.program} for p in plans],
         "n_groups": len({p.key for p in plans}), "versions": versions(), "device": device(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": pc,
     }
@@ -526,7 +532,7 @@ def finalize_sweep(out_dir: str | os.PathLike, *, stats: dict | None = None, com
     out_dir = os.fspath(out_dir)
     man = read_manifest(out_dir)
     ds = load_results(out_dir)
-    checks, metrics = [], {}
+    checks, metrics, skipped = [], {}, None
     n_div = int(np.asarray(ds["diverged"]).sum()) if "diverged" in ds else 0
     metrics.update({"n_runs": man["n_runs"], "n_groups": man["n_groups"], "diverged_runs": n_div})
     if stats:
@@ -537,7 +543,8 @@ def finalize_sweep(out_dir: str | os.PathLike, *, stats: dict | None = None, com
 
         fn = get_analysis(name)
         checks, extra = fn(ds, man["spec"], out_dir)
+        skipped = extra.pop("not_evaluated", None)  # {check name: why it has no meaning here}
         metrics.update(extra)
     return write_summary(os.path.join(out_dir, "summary.json"), sim=man["spec"]["name"],
                          config={"spec": man["spec"], "spec_hash": man["spec_hash"], "base": man["base_config"]},
-                         checks=checks, metrics=metrics, command=command)
+                         checks=checks, metrics=metrics, command=command, not_evaluated=skipped)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import require, traced
+from ..linalg import qr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,7 @@ def make_centres(key: jax.Array, d: int, k: int, dtype=None) -> jax.Array:
     """
     work = jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32
     g = jax.random.normal(key, (d, k), dtype=work)
-    q, r = jnp.linalg.qr(g)
+    q, r = qr(g)
     # Fix the sign ambiguity of QR so the centres are a deterministic function of G.
     q = q * jnp.sign(jnp.diagonal(r))[None, :]
     mu = (q * jnp.sqrt(jnp.asarray(d, work))).T

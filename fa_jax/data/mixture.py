@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..config import require, traced
+from ..linalg import qr_q
 
 __all__ = ["GaussianMixture", "pm_one_hot", "population_nc1", "sample_mixture"]
 
@@ -62,21 +63,15 @@ def pm_one_hot(labels: jax.Array, k: int, dtype=None) -> jax.Array:
     return 2.0 * (labels[:, None] == jnp.arange(k)[None, :]).astype(dtype) - 1.0
 
 
-@jax.custom_batching.sequential_vmap
-def _orthonormal(g):
-    # sequential under vmap: batched CPU LAPACK calls can deadlock a small thread pool (see fa_jax.metrics.agop.eigh)
-    return jnp.linalg.qr(g)[0]
-
-
 def sample_mixture(cfg: GaussianMixture, key: jax.Array | None = None, dtype=None):
     """``(x (samples, d), labels (samples,), y (samples, K))``, class-sorted; key default PRNGKey(cfg.seed)."""
     dtype = dtype or jnp.result_type(float)
     key = jax.random.PRNGKey(cfg.seed) if key is None else key
     k_mu, k_rot, k_xi = jax.random.split(key, 3)
-    q = _orthonormal(jax.random.normal(k_mu, (cfg.d, cfg.k), dtype))
+    q = qr_q(jax.random.normal(k_mu, (cfg.d, cfg.k), dtype))
     radii = 1.0 + cfg.mean_spread * (2.0 * jnp.arange(cfg.k, dtype=dtype) / (cfg.k - 1) - 1.0)
     mu = cfg.separation * radii[:, None] * q.T  # (K, d)
-    rot = _orthonormal(jax.random.normal(k_rot, (cfg.d, cfg.d), dtype))
+    rot = qr_q(jax.random.normal(k_rot, (cfg.d, cfg.d), dtype))
     lam = (jnp.arange(cfg.d, dtype=dtype) + 1.0) ** (-cfg.cov_decay)
     lam = lam / jnp.mean(lam)
     labels = jnp.repeat(jnp.arange(cfg.k), cfg.n_per_class)

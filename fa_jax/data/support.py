@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import require, traced
+from ..linalg import qr_q
 
 TARGETS = ("linear", "sine", "staircase")
 
@@ -88,7 +89,7 @@ def make_support_data(key: jax.Array, cfg: SupportData, dtype=None) -> dict:
         x = x.at[:, s:].add(-jnp.mean(x[:, s:], axis=0, keepdims=True))
     if cfg.decorrelate and s < d:
         basis = jnp.concatenate([jnp.ones((n, 1), dtype), x[:, :s]], axis=1)
-        q, _ = jnp.linalg.qr(basis)  # (n, s+1) orthonormal
+        q = qr_q(basis)  # (n, s+1) orthonormal
         irr = x[:, s:]
         x = x.at[:, s:].set(irr - q @ (q.T @ irr))
     f = support_target(x, s, cfg.target)

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..linalg import chol_solve
 from ..metrics.agop import eig_power, psd_eig
 from ..metrics.collapse import nc_metrics
 
@@ -118,14 +119,7 @@ def check_kernel_memory(n: int, *, budget_bytes: int | None = None, dtype=None, 
 def krr_solve(kmat: jax.Array, y: jax.Array, ridge) -> jax.Array:
     """alpha = (K + ridge I)^{-1} Y by Cholesky, ``(samples, outputs)`` (NaN if K + ridge I is not PD)."""
     n = kmat.shape[0]
-    return _chol_solve(kmat + ridge * jnp.eye(n, dtype=kmat.dtype), y)
-
-
-@jax.custom_batching.sequential_vmap
-def _chol_solve(a, y):
-    # sequential under vmap: see fa_jax.metrics.agop.eigh (batched CPU LAPACK calls can deadlock a small pool)
-    c = jax.scipy.linalg.cho_factor(a, lower=True)
-    return jax.scipy.linalg.cho_solve(c, y)
+    return chol_solve(kmat + ridge * jnp.eye(n, dtype=kmat.dtype), y)
 
 
 def predictor_gradients(xq: jax.Array, x: jax.Array, alpha: jax.Array, m=None, bandwidth=1.0,

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..models.mlp import _act
+from .. import linalg as _linalg
 
 __all__ = [
     "agop",
@@ -44,22 +45,8 @@ __all__ = [
 ]
 
 
-# Dense LAPACK decompositions that stay UNBATCHED under vmap (a vmap becomes a sequential lax.map). Why: jaxlib's
-# batched CPU LAPACK kernels split the batch over XLA's intra-op thread pool and block a pool thread while waiting;
-# two such calls running concurrently (a vmapped record with an SVD and an eigh) can deadlock a small pool (seen on
-# 2 cores, jax 0.10.2: every thread parked on a futex, no progress). Unbatched calls never wait on the pool.
-@jax.custom_batching.sequential_vmap
-def eigh(a: jax.Array):
-    """``(eigenvalues ascending, eigenvectors)`` of a symmetric matrix (``jnp.linalg.eigh``; sequential under vmap)."""
-    w, v = jnp.linalg.eigh(a)
-    return w, v
-
-
-@jax.custom_batching.sequential_vmap
-def svd(a: jax.Array):
-    """Thin SVD ``(u, s, vh)`` (``jnp.linalg.svd(full_matrices=False)``; sequential under vmap)."""
-    u, s, vh = jnp.linalg.svd(a, full_matrices=False)
-    return u, s, vh
+# eigh / svd stay unbatched under vmap (batched CPU LAPACK calls can deadlock XLA's pool): fa_jax.linalg
+eigh, svd = _linalg.eigh, _linalg.svd
 
 
 def agop(f: Callable, x: jax.Array, *, chunk_size: int = 256, centered: bool = False, diagonal: bool = False,

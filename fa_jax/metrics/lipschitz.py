@@ -28,6 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ..linalg import singular_values
 from ..models.image_nets import conv_same
 from .robustness import logit_margin
 
@@ -83,7 +84,7 @@ def spectral_norm_conv(kernel, input_hw: tuple[int, int], key, iters: int = 100,
 def conv_proxy_norm(kernel):
     """The authors' proxy: sigma_max of the kernel reshaped to c_out x (c_in k^2) (full SVD)."""
     kh, kw, cin, cout = kernel.shape
-    return jnp.linalg.svd(kernel.reshape(kh * kw * cin, cout), compute_uv=False)[0]
+    return singular_values(kernel.reshape(kh * kw * cin, cout))[0]  # unbatched under vmap: fa_jax.linalg
 
 
 margin = logit_margin  # f_y - max_{j != y} f_j (fa_jax.metrics.robustness.logit_margin)
