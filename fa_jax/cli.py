@@ -1,5 +1,5 @@
 """``fa-jax run NAME [--preset quick] [--set key=value ...] [--out DIR]``, ``fa-jax sweep SPEC.toml --out DIR``,
-``fa-jax merge DIR SRC...``, ``fa-jax list``."""
+``fa-jax merge DIR SRC...``, ``fa-jax list``, ``fa-jax docs [--check]``."""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", default=None, help="output directory (default: runs/NAME)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("list", help="list simulations")
-    w = sub.add_parser("sweep", help="run a TOML sweep file (resumable; see README 'Sweep files')")
+    w = sub.add_parser("sweep", help="run a TOML sweep file (resumable; see docs/sweeps.md)")
     w.add_argument("spec", help="path to the sweep file (.toml)")
     w.add_argument("--out", required=True, help="results directory (rerun the same command to resume)")
     w.add_argument("--overwrite", action="store_true", help="replace results of a different sweep in --out")
@@ -33,12 +33,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="multi-host on a shared disk: process 0 waits this many seconds for the others' chunks")
     w.add_argument("--distributed", action="store_true",
                    help="multi-host: jax.distributed.initialize() from the cluster environment (SLURM, ...)")
+    dc = sub.add_parser("docs", help="render docs/<sim>.md result tables from the committed summary.json files")
+    dc.add_argument("--check", action="store_true", help="only report pages that differ (exit 1), write nothing")
     m = sub.add_parser("merge", help="copy the chunks of other directories of the same sweep into DIR")
     m.add_argument("dest")
     m.add_argument("sources", nargs="+")
     args = p.parse_args(argv)
     if args.cmd == "sweep":
         return _sweep(args, argv)
+    if args.cmd == "docs":
+        from .docs import update
+
+        changed = update(check=args.check)
+        for pth in changed:
+            print(("differs: " if args.check else "wrote: ") + pth)
+        return 1 if (args.check and changed) else 0
     if args.cmd == "merge":
         from .results import merge
 
@@ -87,7 +96,7 @@ def _sweep(args, argv) -> int:
         else:
             jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                        process_id=args.process_id)
-    from .summary import Check, format_checks
+    from .summary import format_checks
     from .sweepfile import run_spec
 
     chunk = args.chunk_size
@@ -115,9 +124,7 @@ def _sweep(args, argv) -> int:
         return 0
     summ = res["summary"]
     if summ is not None and summ["checks"]:
-        checks = [Check(**{k: c[k] for k in ("name", "measured", "predicted", "tolerance", "mode", "provenance")})
-                  for c in summ["checks"]]
-        print(format_checks(checks))
+        print(format_checks(summ["checks"]))
     print(f"results: fa_jax.load_results({args.out!r}); summary: {args.out}/summary.json")
     return 0
 

@@ -4,10 +4,16 @@
 The same image net is trained with binary supervision (one output, logistic loss on the side of a class partition:
 MNIST odd vs even, CIFAR-10 classes 0-4 vs 5-9) and with 10-class supervision (CE on the class), over several
 seeds, in ONE sweep (two compiled programs: binary and 10-class; seeds are traced). The 10-class net is read out
-as binary by summing its logits per side (F_sum) or by their max (F_max). Checks: P14, the 10-class-derived
-classifier is more robust than the binary net at every radius > 0 of the grid (measured: the smallest gap), and the
-clean accuracies reach a stated floor. There is no theory for real images (spec: "no theory for ResNets"); the
-class-mean cosine heat-maps of penultimate features are reported beside the checks.
+as binary by the probability sum F_lse = log sum_{J+} e^{f_j} - log sum_{J-} e^{f_j} (the primary read-out: the
+log-odds of the summed softmax probabilities of the two sides), and by the labelled variants F_sum (raw logit sum
+per side, from a third-party reproduction; CE leaves the non-top logits uncontrolled, so it loses ~12 points of
+clean accuracy) and F_max (max logit per side). Every read-out is attacked by the same PGD (its own margin and the
+native CE loss). Checks: P14, each 10-class-derived classifier is more robust than the binary net at every
+radius > 0 of the grid (measured: the smallest gap), and the clean accuracies of the binary net, F_lse and F_max
+reach the floor ``theory.real_clean_accuracy_floor`` (below every value of the paper's Fig. 3; F_sum's clean
+accuracy is a metric, not floored); all are paper claims, recorded results. There is no theory for real images
+(spec: "no theory for ResNets"); the class-mean cosine heat-maps of penultimate features are reported beside the
+checks.
 
 Data: ``dataset="mnist-5k"`` (offline, the default), or ``mnist`` / ``fashion-mnist`` / ``cifar10`` read from the
 standard files under ``$FA_JAX_DATA`` (or ``--set data_dir=DIR``); presets ``mnist`` and ``cifar10`` use them.
@@ -34,6 +40,7 @@ from fa_jax.optim import OptimConfig
 from fa_jax.plotting.feature_averaging_real import feature_averaging_real_figures
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
+from fa_jax.theory import feature_averaging as T
 from fa_jax.trainer import TrainConfig
 
 SIM = "feature-averaging-real"
@@ -70,8 +77,6 @@ class FARealSim:
     n_eps: int = 13
     ce_attack: bool = True  # also attack the 10-class net's native CE loss (labelled separately)
     eps_batch: int = 4
-    # checks
-    clean_floor: float = 0.95  # every read-out's mean clean test accuracy must reach it
 
     def validate(self) -> FARealSim:
         require(self.dataset in I.DATASETS, "dataset", f"one of {I.DATASETS}", self.dataset)
@@ -81,7 +86,6 @@ class FARealSim:
         require(isinstance(self.seeds, int) and self.seeds >= 1, "seeds", "an integer >= 1", self.seeds)
         require(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1", self.steps)
         require(math.isfinite(float(self.lr)) and float(self.lr) > 0, "lr", "a finite number > 0", self.lr)
-        require(0.0 <= float(self.clean_floor) <= 1.0, "clean_floor", "a number in [0, 1]", self.clean_floor)
         require(isinstance(self.n_eps, int) and self.n_eps >= 2, "n_eps", "an integer >= 2", self.n_eps)
         require(math.isfinite(float(self.eps_max)) and float(self.eps_max) > 0, "eps_max", "a finite number > 0",
                 self.eps_max)
@@ -91,14 +95,15 @@ class FARealSim:
 PRESETS = {
     "default": FARealSim(),
     # ~30 s on 2 cores (mostly the two compilations): 50 train / 20 test digits per class, a 64-unit MLP, 300
-    # full-batch Adam steps, a 10-step attack on 100 points over 7 radii, 2 seeds. The floor is lower: 500
-    # training digits give 0.8-0.9 clean accuracy.
+    # full-batch Adam steps, a 10-step attack on 100 points over 7 radii, 2 seeds. The clean-accuracy floor is the
+    # theory's (the paper's claim), as on every preset: 500 training digits give 0.8-0.9 clean accuracy, so the
+    # quick run records that paper claim as failing (a result, not a must-pass).
     "quick": FARealSim(n_train_per_class=50, n_test_per_class=20, hidden=(64,), batch_size=None, steps=300,
-                       seeds=2, pgd_steps=10, n_points=100, n_eps=7, clean_floor=0.75),
+                       seeds=2, pgd_steps=10, n_points=100, n_eps=7),
     # The standard files (FA_JAX_DATA): full MNIST odd/even; CIFAR-10 0-4 vs 5-9 with the small conv net.
-    "mnist": FARealSim(dataset="mnist", steps=3000, n_test_per_class=200, clean_floor=0.97),
+    "mnist": FARealSim(dataset="mnist", steps=3000, n_test_per_class=200),
     "cifar10": FARealSim(dataset="cifar10", arch="conv", standardize="channel", channels=(32, 64), dense=128,
-                         steps=4000, n_test_per_class=200, eps_max=1.5, clean_floor=0.75),
+                         steps=4000, n_test_per_class=200, eps_max=1.5),
 }
 
 
@@ -181,15 +186,23 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
                      "attack": {"norm": "l2, [0,1]-pixel units, no box constraint", "steps": s.pgd_steps,
                                 "alpha": f"2.5 eps / {s.pgd_steps}", "restarts": s.restarts, "points": s.n_points,
                                 "objectives": {"binary": "margin y f",
-                                               "sum/max": "per point: robust only if both the read-out's margin "
-                                                          "and the native CE attack fail" if s.ce_attack else
-                                                          "the read-out's margin"}}}
+                                               "lse/sum/max": "per point: robust only if both the read-out's "
+                                                              "margin and the native CE attack fail" if s.ce_attack
+                                                              else "the read-out's margin"}},
+                     "readouts": {"binary": "the binary net's sgn f",
+                                  "lse": "10-class, primary: log sum_{J+} e^f_j - log sum_{J-} e^f_j",
+                                  "sum": "10-class, variant: sum_{J+} f_j - sum_{J-} f_j",
+                                  "max": "10-class, variant: max_{J+} f_j - max_{J-} f_j"}}
 
     # ---- clean accuracy and robust accuracy curves
     clean = {"binary": seed_stats([r["clean"]["binary"] for r in rb])}
     for name in rm[0]["clean"]:
         clean[name] = seed_stats([r["clean"][name] for r in rm])
     metrics["clean_accuracy"] = clean
+    # the learning floor of the tests: the training loss at the first and the last record (seed means)
+    metrics["train_loss"] = {label: {"initial": float(np.mean([r["records"]["loss"][0] for r in rs])),
+                                     "final": float(np.mean([r["records"]["loss"][-1] for r in rs]))}
+                             for label, rs in (("binary", rb), ("multiclass", rm))}
     eps = np.asarray(rb[0]["eps"], float)
     curves = {"binary": np.stack([r["robust"]["binary"]["acc"] for r in rb])}
     for name in rm[0]["robust"]:
@@ -204,7 +217,7 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
         for name in curves}
     gaps = {}
     resolution = 1.0 / (s.n_points * s.seeds)  # one attacked point of one seed
-    for name in ("sum", "max"):
+    for name in ("lse", "sum", "max"):
         g, at, gvec, comp = robustness_gap(eps, curves[name].mean(0), curves["binary"].mean(0), resolution)
         gaps[name] = {"min_gap": g, "at_eps": at, "gap": gvec, "compared": comp,
                       "mean_gap_compared": float(np.mean(gvec[comp])) if comp.any() else float("nan"),
@@ -220,19 +233,29 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
                         "cos_mean": np.mean([r["features"]["cos"] for r in rs], 0)}
     metrics["features"] = feats
 
-    # ---- checks (P14 is empirical: the prediction is an ordering, the floor a stated sanity bound)
+    # ---- checks (P14 and the clean accuracies are paper claims: recorded results; no theory for real images)
+    P = T.PROVENANCE
+    gap_min = float(T.more_robust_gap(s.n_points, s.seeds))
+    floor = float(T.real_clean_accuracy_floor())
     checks = []
-    for name, label in (("sum", "F_sum"), ("max", "F_max")):
+    for name, label in (("lse", "F_lse (primary, probability sum)"), ("sum", "F_sum (variant, raw logit sum)"),
+                        ("max", "F_max (variant)")):
         g = gaps[name]
-        checks.append(Check(f"real.{name}_more_robust", g["min_gap"], resolution, 0.0, "at_least", "paper",
+        checks.append(Check(f"real.{name}_more_robust", g["min_gap"], gap_min, 0.0, "at_least", P["more_robust_gap"],
                             f"P14: {label} of the 10-class net minus the binary net, seed-mean robust accuracy, "
                             f"smallest gap over radii 0 < eps <= {s.eps_max:g} where either is > 0 (at eps = "
-                            f"{g['at_eps']:.3g}); 'more robust' = at least one attacked point (1/(points x seeds))"))
-    for name, label in (("binary", "binary net"), ("sum", "10-class net, F_sum"), ("max", "10-class net, F_max")):
-        checks.append(Check(f"real.clean_accuracy.{name}", clean[name]["mean"], s.clean_floor, 0.0, "at_least",
-                            "paper", f"clean test accuracy of the {label} >= the stated floor {s.clean_floor:g} "
-                                     "(project choice; the paper's nets are accurate, cf. P11)"))
-
+                            f"{g['at_eps']:.3g}); 'more robust' = at least one attacked point (1/(points x seeds)); "
+                            "null 0: equally robust (supervision changes nothing)"))
+    # the floor applies to the binary net and to the 10-class net's primary read-out F_lse, and to F_max (right
+    # exactly where the 10-way argmax is on the right side, so CE trains it directly); F_sum's clean accuracy is
+    # reported in metrics.clean_accuracy.sum, not floored: CE leaves the non-top logits it sums uncontrolled.
+    for name, label in (("binary", "binary net"), ("lse", "10-class net, F_lse (primary)"),
+                        ("max", "10-class net, F_max (variant)")):
+        checks.append(Check(f"real.clean_accuracy.{name}", clean[name]["mean"], floor, 0.0, "at_least",
+                            P["real_clean_accuracy_floor"],
+                            f"clean test accuracy of the {label} >= {floor:g}, below every radius-0 value of the "
+                            "paper's Fig. 3 (the non-robustness is not a generalisation failure, cf. P11); "
+                            "null 0.5: chance for the two balanced sides", null=0.5))
     figs = feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves)
     metrics["figures"] = figs
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

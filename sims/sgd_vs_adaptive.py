@@ -11,7 +11,8 @@ Networks (spec Sec. 2.2, 2.4, T5, P9, P12; ``fa_jax.experiments.adaptive_nets``)
 conv net trained with SGD / Adam / RMSProp on image-like natural-signal data (``ImageSignal``: N x N images, K
 classes, power-law DCT spectrum, the top fraction of frequencies zero-variance) -> clean, Gaussian-noise, l2- and
 l-inf-PGD accuracy, the layer-wise spectral-norm product bound (exact operators and the authors' conv proxy) and
-local input-gradient norms -> the ``nets.*`` checks. ONE more sweep (float32; one compiled program per net: the
+local input-gradient norms -> the ``nets.*`` checks; the learning rates are chosen on the first ``net_select_seeds``
+seeds and every comparison uses the other (held-out) seeds. ONE more sweep (float32; one compiled program per net: the
 optimiser is a traced knob). ``linear=false`` / ``nets=false`` skip a half.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax
 import numpy as np
 
 from fa_jax.config import require
-from fa_jax.data.natural import PAPER_W0_TILDE, ImageSignal, NaturalSignal
+from fa_jax.data.natural import PAPER_SIGMA_TILDE, PAPER_W0_TILDE, PAPER_W_STAR_TILDE, ImageSignal, NaturalSignal
 from fa_jax.experiments.adaptive_linear import AdaptiveLinearRun, run_adaptive_linear
 from fa_jax.experiments.adaptive_nets import NET_OPTS, AdaptiveNetRun, NetAttack, NetOptim, run_adaptive_net
 from fa_jax.models.image_nets import ImageNet
@@ -76,15 +77,18 @@ class AdaptiveSim:
     net_hidden: int = 64  # the two-layer MLP's width
     net_channels: tuple = (8, 16)  # conv net: 3x3 convs, each + ReLU + 2x2 max-pool, then dense -> head
     net_dense: int = 32
-    net_init_scale: float = 1.0  # flax default (LeCun normal), as the paper's PyTorch defaults
+    net_init_scale: float = 1.0  # flax default (LeCun normal; PyTorch's default is U(+-1/sqrt(fan_in)), issue 17)
     net_lrs_sgd: tuple = (0.1,)
     net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # the paper tunes the adaptive lrs to match SGD's clean accuracy
-    net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # (here: the grid lr closest to SGD's clean accuracy)
+    net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # (here: the grid lr closest to SGD's, on the selection seeds)
     net_steps: int = 3000
     net_batch: int = 64
     net_n_train: int = 4096
     net_n_test: int = 1000
-    net_seeds: int = 3
+    net_seeds: int = 4
+    # seeds 0 .. net_select_seeds-1 choose the lrs (SGD's best clean accuracy; each adaptive optimiser's lr closest
+    # to it); every comparison (nets.clean_acc_spread, orderings) uses only the other, held-out seeds
+    net_select_seeds: int = 1
     net_points: int = 300  # attacked test points
     net_attack_steps: int = 30
     net_restarts: int = 2
@@ -116,7 +120,10 @@ class AdaptiveSim:
                 v = tuple(getattr(self, name)) if isinstance(getattr(self, name), (tuple, list)) else ()
                 require(len(v) >= 1 and all(math.isfinite(float(x)) and float(x) > 0 for x in v), name,
                         "a non-empty tuple of learning rates > 0", getattr(self, name))
-            require(isinstance(self.net_seeds, int) and self.net_seeds >= 1, "net_seeds", "an integer >= 1",
+            require(isinstance(self.net_select_seeds, int) and self.net_select_seeds >= 1, "net_select_seeds",
+                    "an integer >= 1", self.net_select_seeds)
+            require(isinstance(self.net_seeds, int) and self.net_seeds > self.net_select_seeds, "net_seeds",
+                    f"an integer > net_select_seeds = {self.net_select_seeds} (held-out seeds for the comparisons)",
                     self.net_seeds)
             for _, cfg in build_net_runs(self)["nets"]:  # every run config validates before anything compiles
                 cfg.validate()
@@ -125,7 +132,7 @@ class AdaptiveSim:
 
 PRESETS = {
     "default": AdaptiveSim(),
-    "quick": AdaptiveSim(steps=4000, batch=5000, eval_batch=1000, n_records=50, seeds=1, control_steps=50_000,
+    "quick": AdaptiveSim(steps=4000, batch=5000, eval_batch=1000, n_records=50, seeds=2, control_steps=50_000,
                          s1_alphas=(0.1, 0.5, 1.0, 1.5), s1_wscales=(2.5, 5.0), s1_steps=4000,
                          s2_d=16, s2_fracs=(0.0, 0.25, 0.5), s2_seeds=2, s2_steps=4000, s2_opts=("gd", "signgd"),
                          net_archs=("mlp",), net_hidden=32, net_lrs_adam=(1e-3,), net_lrs_rmsprop=(1e-3,),
@@ -200,15 +207,43 @@ def _f(x) -> float:
     return float(np.asarray(x))
 
 
-def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict]:
-    """Per (arch, opt, lr): seed means; per adaptive optimiser the lr whose clean accuracy is closest to SGD's
-    (the paper's 'similar standard generalisation'); then the orderings."""
+NET_CHECKS = ("nets.sgd_mlp_irrelevant_invariance", "nets.local_below_global_bound", "nets.clean_acc_spread",
+              "nets.lipschitz_order", "nets.lipschitz_bound_order", "nets.lipschitz_proxy_order", "nets.robust_order",
+              "nets.lipschitz_matches_robustness", "nets.local_lipschitz_matches_robustness")
+
+
+def _seed_means(vals: list) -> dict:
+    m = {k: np.mean([v[k] for v in vals], axis=0) for k in vals[0] if k not in ("diverged", "seed")}
+    m["clean_sd"] = float(np.std([v["clean"] for v in vals]))
+    m["robust_mean_sd"] = float(np.std([v["robust_mean"] for v in vals]))
+    m["bound_op_sd"] = float(np.std([v["bound_op"] for v in vals]))
+    m["n"] = len(vals)
+    m["diverged"] = int(sum(v["diverged"] for v in vals))
+    return m
+
+
+def _jsonable(m: dict) -> dict:
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else float(v)) for k, v in m.items()}
+
+
+def _decided_match(d_lip: float, d_rob: float) -> bool:
+    """The Lipschitz ordering equals the robustness ordering, both strictly decided (a tie is no match):
+    d_lip = L(adaptive) - L(SGD) > 0 with d_rob = robust(SGD) - robust(adaptive) > 0, or both < 0."""
+    return (d_lip > 0 and d_rob > 0) or (d_lip < 0 and d_rob < 0)
+
+
+def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
+    """Per (arch, opt, lr): seed means. The lrs are chosen on the selection seeds (0 .. net_select_seeds-1): SGD's
+    grid lr with the best clean accuracy, and per adaptive optimiser the grid lr whose clean accuracy is closest to
+    it (the paper's 'similar standard generalisation'); every comparison uses the held-out seeds only, so no check
+    measures what the selection tuned. Returns ``(checks, metrics, not_evaluated)``."""
     rows = res["nets"]
     cells: dict = {}
     for lab, r in rows:
         key = (lab["arch"], lab["opt"], lab["lr"])
         rob = np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])
         cells.setdefault(key, []).append({
+            "seed": lab["seed"],
             "clean": _f(r["clean_acc"]), "l2": np.asarray(r["l2_acc"], float), "linf": np.asarray(r["linf_acc"], float),
             "noise": np.asarray(r["noise_acc"], float), "robust_mean": float(np.mean(rob)),
             "bound_op": _f(r["lip"]["bound_op"]), "bound_proxy": _f(r["lip"]["bound_proxy"]),
@@ -218,85 +253,114 @@ def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict]:
             "grad_irr": _f(r["local"]["grad_irrelevant_frac"]),
             "irr_init": _f(r["first_layer_irr"]["init"]), "irr_final": _f(r["first_layer_irr"]["final"]),
             "irr_frac_init": _f(r["first_layer_frac"]["init"]), "irr_frac_final": _f(r["first_layer_frac"]["final"]),
+            "loss_init": _f(np.asarray(r["records"]["loss"])[0]),
+            "loss_final": _f(np.asarray(r["records"]["loss"])[-1]),
             "diverged": bool(r["diverged"])})
-    mean = {}
-    for key, vals in cells.items():
-        m = {k: (np.mean([v[k] for v in vals], axis=0)) for k in vals[0] if k != "diverged"}
-        m["clean_sd"] = float(np.std([v["clean"] for v in vals]))
-        m["robust_mean_sd"] = float(np.std([v["robust_mean"] for v in vals]))
-        m["bound_op_sd"] = float(np.std([v["bound_op"] for v in vals]))
-        m["n"] = len(vals)
-        m["diverged"] = int(sum(v["diverged"] for v in vals))
-        mean[key] = m
+    sel = {k: _seed_means([v for v in vals if v["seed"] < s.net_select_seeds]) for k, vals in cells.items()}
+    held = {k: _seed_means([v for v in vals if v["seed"] >= s.net_select_seeds]) for k, vals in cells.items()}
+    mean = {k: _seed_means(vals) for k, vals in cells.items()}
     checks: list[Check] = []
-    metrics: dict = {"cells": {f"{a}/{o}/lr{lr:g}": {k: (v.tolist() if isinstance(v, np.ndarray) else float(v))
-                                                      for k, v in m.items()} for (a, o, lr), m in mean.items()}}
+    skipped: dict[str, str] = {}
+    metrics: dict = {"cells": {f"{a}/{o}/lr{lr:g}": _jsonable(m) for (a, o, lr), m in mean.items()},
+                     "held_out_cells": {f"{a}/{o}/lr{lr:g}": _jsonable(m) for (a, o, lr), m in held.items()},
+                     "select_seeds": list(range(s.net_select_seeds)),
+                     "held_out_seeds": list(range(s.net_select_seeds, s.net_seeds))}
     # derived: SGD never changes the MLP's first-layer weight on zero-variance frequencies
     sgd_mlp = [v for (a, o, _), vals in cells.items() if a == "mlp" and o == "sgd" for v in vals]
     if sgd_mlp:
         dev = max(abs(v["irr_final"] - v["irr_init"]) / v["irr_init"] for v in sgd_mlp)
-        checks.append(Check("nets.sgd_mlp_irrelevant_invariance", dev, 0.0, 1e-4, "at_most", "derived",
-                            "SGD's first-layer gradient is a sum of data outer products, orthogonal to zero-variance "
-                            "DCT frequencies: ||W_1 P_irr||_F^2 stays at its init (relative change, float32)"))
+        moved = min(abs(v["loss_final"] - v["loss_init"]) / v["loss_init"] for v in sgd_mlp)
+        checks.append(Check(
+            "nets.sgd_mlp_irrelevant_invariance", dev, T.sgd_first_layer_irrelevant_change(), 1e-4, "at_most",
+            "derived (SGD's first-layer gradient lies in the span of the data)",
+            "max over SGD MLP runs of the relative change of ||W_1 P_irr||_F^2 (tolerance: float32 rounding "
+            "allowance; the default preset measured 1.9e-7). null=None: an invariance, a net that never trained also "
+            f"measures 0; the same runs' training loss moved by >= {moved:.2f} of its initial value "
+            "(metrics.nets.cells loss_init / loss_final)", null=None))
+    else:
+        skipped["nets.sgd_mlp_irrelevant_invariance"] = "no MLP in net_archs (the derivation needs a dense first layer)"
     # derived: local Lipschitz estimate <= global bound (||grad margin|| <= sqrt2 ||J|| <= sqrt2 prod ||A_l||)
     ratio = max(v["grad_l2_max"] / (math.sqrt(2.0) * v["bound_op"]) for vals in cells.values() for v in vals)
-    checks.append(Check("nets.local_below_global_bound", ratio, 1.0, 1e-3, "at_most", "derived",
-                        "max over runs and points of ||grad_x margin||_2 / (sqrt2 prod_l ||A_l||_2)"))
-    # per arch: the lr of each adaptive optimiser matched to SGD's clean accuracy
+    checks.append(Check("nets.local_below_global_bound", ratio, T.local_over_global_max(), 1e-3, "at_most",
+                        "derived (margin gradient <= sqrt2 ||J|| <= sqrt2 prod_l ||A_l||)",
+                        "max over runs and points of ||grad_x margin||_2 / (sqrt2 prod_l ||A_l||_2); tolerance: the "
+                        "power iteration's under-estimate of ||A_l|| (net_power_iters). null=None: an inequality that "
+                        "holds for every network, trained or not - it tests the instruments (power iteration, input "
+                        "gradients), not learning", null=None))
+    # per arch: lrs chosen on the selection seeds, compared on the held-out seeds
     picks, pairs = {}, []
     for arch in s.net_archs:
-        sgd = min(((o, lr) for (a, o, lr) in mean if a == arch and o == "sgd"),
-                  key=lambda k: -mean[(arch, *k)]["clean"])  # SGD: its best lr
-        ref = mean[(arch, *sgd)]
-        picks[arch] = {"sgd": sgd[1]}
+        sgd_lr = max((lr for (a, o, lr) in sel if a == arch and o == "sgd"),
+                     key=lambda lr, arch=arch: sel[(arch, "sgd", lr)]["clean"])
+        ref_sel = sel[(arch, "sgd", sgd_lr)]
+        picks[arch] = {"sgd": sgd_lr}
         for opt in NET_OPTS[1:]:
-            lr = min((lr for (a, o, lr) in mean if a == arch and o == opt),
-                     key=lambda lr, opt=opt: abs(mean[(arch, opt, lr)]["clean"] - ref["clean"]))
+            lr = min((lr for (a, o, lr) in sel if a == arch and o == opt),
+                     key=lambda lr, opt=opt: abs(sel[(arch, opt, lr)]["clean"] - ref_sel["clean"]))
             picks[arch][opt] = lr
-            pairs.append((arch, opt, ref, mean[(arch, opt, lr)]))
+            pairs.append((arch, opt, held[(arch, "sgd", sgd_lr)], held[(arch, opt, lr)]))
     metrics["matched_lrs"] = picks
-    spread = max(max(mean[(a, o, lr)]["clean"] for o, lr in picks[a].items())
-                 - min(mean[(a, o, lr)]["clean"] for o, lr in picks[a].items()) for a in s.net_archs)
-    checks.append(Check("nets.clean_acc_spread", spread, 0.0, 0.025, "at_most", "paper P9",
-                        "max over nets of the clean-accuracy spread across SGD / Adam / RMSProp at the matched lrs "
-                        "(the comparison below is at comparable clean accuracy only if this holds)"))
+    metrics["matched_clean_spread_on_selection_seeds"] = max(
+        max(sel[(a, o, lr)]["clean"] for o, lr in picks[a].items())
+        - min(sel[(a, o, lr)]["clean"] for o, lr in picks[a].items()) for a in s.net_archs)
+    spread = max(max(held[(a, o, lr)]["clean"] for o, lr in picks[a].items())
+                 - min(held[(a, o, lr)]["clean"] for o, lr in picks[a].items()) for a in s.net_archs)
+    ho = f"held-out seeds {metrics['held_out_seeds']}"
+    checks.append(Check(
+        "nets.clean_acc_spread", spread, T.paper_clean_acc_spread_max(), 0.0, "at_most",
+        T.PROVENANCE["paper_clean_acc_spread_max"],
+        f"max over nets of the clean-accuracy spread across SGD / Adam / RMSProp on the {ho}, at the lrs chosen on "
+        f"the selection seeds {metrics['select_seeds']} (the spread there, which the choice minimised, is "
+        "metrics.nets.matched_clean_spread_on_selection_seeds and is not a check). null=None: an equality claim - "
+        "nets that all learned nothing would also show no spread; the e2e test's learning floor (every cell's clean "
+        "accuracy well above chance) excludes that", null=None))
     n = len(pairs)
     lip_op = sum(ref["bound_op"] < ad["bound_op"] for _, _, ref, ad in pairs)
     lip_px = sum(ref["bound_proxy"] < ad["bound_proxy"] for _, _, ref, ad in pairs)
     rob = sum(ref["robust_mean"] > ad["robust_mean"] for _, _, ref, ad in pairs)
     both = sum(ref["bound_op"] < ad["bound_op"] and ref["robust_mean"] > ad["robust_mean"] for _, _, ref, ad in pairs)
-    match = sum((ref["bound_op"] < ad["bound_op"]) == (ref["robust_mean"] > ad["robust_mean"])
+    match = sum(_decided_match(ad["bound_op"] - ref["bound_op"], ref["robust_mean"] - ad["robust_mean"])
+                for _, _, ref, ad in pairs)
+    local = sum(_decided_match(ad["grad_l2"] - ref["grad_l2"], ref["robust_mean"] - ad["robust_mean"])
                 for _, _, ref, ad in pairs)
     budgets = [(k, i) for k in ("l2", "linf", "noise") for i in range(len(pairs[0][2][k]))]
     rob_all = sum(ref[k][i] > ad[k][i] for _, _, ref, ad in pairs for k, i in budgets)
-    pl = f"{n} (net, adaptive optimiser) pairs at matched lrs, seed means"
-    checks.append(Check("nets.lipschitz_order", both / n, 1.0, 0.0, "at_least", "paper T5/P12",
+    pl = f"{n} (net, adaptive optimiser) pairs at the selected lrs, means over the {ho}"
+    nul = "; null 0: identical nets (nothing learned, same init) win no strict comparison"
+    checks.append(Check("nets.lipschitz_order", both / n, T.paper_sgd_smaller_lipschitz_fraction(), 0.0, "at_least",
+                        T.PROVENANCE["paper_sgd_smaller_lipschitz_fraction"],
                         f"fraction of {pl} where SGD has BOTH the smaller product bound prod ||A_l||_2 and the higher "
-                        "mean PGD robust accuracy (l2 and l-inf budgets)"))
-    checks.append(Check("nets.lipschitz_bound_order", lip_op / n, 1.0, 0.0, "at_least", "paper T5",
-                        f"fraction of {pl} with the smaller exact-operator product bound for SGD"))
-    checks.append(Check("nets.lipschitz_proxy_order", lip_px / n, 1.0, 0.0, "at_least", "paper P12",
-                        f"fraction of {pl} with the smaller authors' proxy (reshaped conv kernels) for SGD"))
-    checks.append(Check("nets.robust_order", rob_all / (n * len(budgets)), 1.0, 0.0, "at_least", "paper P9",
+                        "mean PGD robust accuracy (l2 and l-inf budgets)" + nul))
+    checks.append(Check("nets.lipschitz_bound_order", lip_op / n, T.paper_sgd_smaller_lipschitz_fraction(), 0.0,
+                        "at_least", T.PROVENANCE["paper_sgd_smaller_lipschitz_fraction"],
+                        f"fraction of {pl} with the smaller exact-operator product bound for SGD" + nul))
+    checks.append(Check("nets.lipschitz_proxy_order", lip_px / n, T.paper_sgd_smaller_lipschitz_fraction(), 0.0,
+                        "at_least", T.PROVENANCE["paper_sgd_smaller_lipschitz_fraction"],
+                        f"fraction of {pl} with the smaller authors' proxy (reshaped conv kernels) for SGD" + nul))
+    checks.append(Check("nets.robust_order", rob_all / (n * len(budgets)), T.paper_sgd_more_robust_fraction(), 0.0,
+                        "at_least", T.PROVENANCE["paper_sgd_more_robust_fraction"],
                         f"fraction of (pair, budget) comparisons, {len(budgets)} budgets (l2, l-inf PGD, Gaussian "
-                        "noise), where SGD's accuracy is strictly higher"))
-    checks.append(Check("nets.lipschitz_matches_robustness", match / n, 1.0, 0.0, "at_least", "paper T5",
-                        f"fraction of {pl} where the Lipschitz ordering (product bound) equals the robustness ordering "
-                        "(mean PGD robust accuracy)"))
-    local = sum((ref["grad_l2"] < ad["grad_l2"]) == (ref["robust_mean"] > ad["robust_mean"])
-                for _, _, ref, ad in pairs)
-    checks.append(Check("nets.local_lipschitz_matches_robustness", local / n, 1.0, 0.0, "at_least", "paper T5",
+                        f"noise) x {pl}, where SGD's accuracy is strictly higher" + nul))
+    checks.append(Check("nets.lipschitz_matches_robustness", match / n,
+                        T.paper_lipschitz_explains_robustness_fraction(), 0.0, "at_least",
+                        T.PROVENANCE["paper_lipschitz_explains_robustness_fraction"],
+                        f"fraction of {pl} where the product-bound ordering equals the mean-PGD-robust-accuracy "
+                        "ordering, both strictly decided" + nul))
+    checks.append(Check("nets.local_lipschitz_matches_robustness", local / n,
+                        T.paper_lipschitz_explains_robustness_fraction(), 0.0, "at_least",
+                        T.PROVENANCE["paper_lipschitz_explains_robustness_fraction"],
                         f"fraction of {pl} where the local estimate (mean ||grad_x margin||_2 on the attacked points) "
-                        "orders the optimisers as the mean PGD robust accuracy does"))
+                        "orders the optimisers as the mean PGD robust accuracy does, both strictly decided" + nul))
     metrics["pairs"] = [{"arch": a, "opt": o, "sgd_clean": ref["clean"], "clean": ad["clean"],
                          "sgd_robust_mean": float(ref["robust_mean"]), "robust_mean": float(ad["robust_mean"]),
                          "sgd_bound_op": float(ref["bound_op"]), "bound_op": float(ad["bound_op"]),
                          "sgd_bound_proxy": float(ref["bound_proxy"]), "bound_proxy": float(ad["bound_proxy"]),
                          "sgd_grad_l2": float(ref["grad_l2"]), "grad_l2": float(ad["grad_l2"]),
-                         "sgd_irr_frac": float(ref["irr_frac_final"]), "irr_frac": float(ad["irr_frac_final"])}
+                         "sgd_irr_frac": float(ref["irr_frac_final"]), "irr_frac": float(ad["irr_frac_final"]),
+                         "sgd_irr": float(ref["irr_final"]), "irr": float(ad["irr_final"])}
                         for a, o, ref, ad in pairs]
     metrics["robust_mean_sgd_higher"] = rob / n
-    return checks, metrics
+    return checks, metrics, skipped
 
 
 def _final(r, name):
@@ -314,13 +378,16 @@ def _per_optimiser_checks(s: AdaptiveSim, samp: dict, w0, ws, st, e0) -> tuple[l
     """``linear.<opt>.{std_risk,irrelevant,adv_risk}_final`` on the paper's runs (fresh batches, seed means) against
     the closed forms: GD follows T2 exactly (prediction at the same T); signGD ends at T3's end point (R_s -> 0, so
     R_a = T1 at R_s = 0); Adam / RMSProp have no closed form (T4: they act like signGD; P7 ranks their R_a above
-    signGD's at equal R_s), so their checks are one-sided against signGD's T3 end point."""
+    signGD's at equal R_s), so their checks are one-sided against signGD's T3 end point. Nulls: the values at the
+    init wt(0) (a run that never moved)."""
     eps = s.eps_adv
     w_gd = ws + T.gd_error(e0, st, s.lr, s.steps)  # T2 at t = T
     w_sign = np.asarray(T.signgd_final_tilde(w0, ws, st), float)  # T3 end point
-    d_sign = abs(w_sign[2] - w0[2])
+    d_sign = float(abs(w_sign[2] - w0[2]))
     ra_gd = float(T.adv_risk_linear(w_gd, ws, st, eps))
     ra_sign = float(T.adv_risk_zero_std(np.linalg.norm(w_sign), eps))
+    rs0, ra0 = float(T.std_risk(w0, ws, st)), float(T.adv_risk_linear(w0, ws, st, eps))  # nulls: never moved
+    rs_max = T.converged_std_risk_max()
     # P3 allows 6 % on signGD's wt_2 with sampled batches: what that allows on R_a = eps^2 ||w||^2 / 2
     tol_ra_sign = float(((1.06 * w_sign[2]) ** 2 - w_sign[2] ** 2) / np.sum(w_sign ** 2))
     checks, final = [], {}
@@ -329,97 +396,150 @@ def _per_optimiser_checks(s: AdaptiveSim, samp: dict, w0, ws, st, e0) -> tuple[l
         rs = float(np.mean([_final(r, "std_risk") for r in runs]))
         ra = float(np.mean([_final(r, "adv_risk") for r in runs]))
         w2 = float(np.mean([np.asarray(r["w_tilde"])[2] for r in runs]))
-        final[opt] = {"std_risk": rs, "adv_risk": ra, "w_tilde_2": w2, "seeds": len(runs)}
+        final[opt] = {"std_risk": rs, "adv_risk": ra, "w_tilde_2": w2, "seeds": len(runs), "std_risk_init": rs0,
+                      "adv_risk_init": ra0}
         n = f"linear.{opt}"
         if opt == "gd":
             checks += [
-                Check(f"{n}.std_risk_final", rs, float(T.std_risk(w_gd, ws, st)), 0.05, "rel", "derived",
-                      f"T2 at T = {s.steps}: R_s = 1/2 sum_k st_k^2 ((1 - lr st_k^2)^T et_k(0))^2"),
-                Check(f"{n}.irrelevant_final", w2, float(w0[2]), 1e-6, "abs", "derived",
-                      "T2: GD never moves the zero-variance coordinate, wt_2(T) = wt_2(0)"),
-                Check(f"{n}.adv_risk_final", ra, ra_gd, 0.01, "rel", "derived", f"T1 at T2's w(T = {s.steps})")]
+                Check(f"{n}.std_risk_final", rs, float(T.std_risk(w_gd, ws, st)), 0.01, "rel", "derived (T2)",
+                      f"T2 at T = {s.steps}: R_s = 1/2 sum_k st_k^2 ((1 - lr st_k^2)^T et_k(0))^2; tolerance 1 %: "
+                      "spec P1 gives no tolerance ('R_s ~ 6e-6'), the sampled-batch deviation measured at the default "
+                      "preset is 0.06 % (2 seeds); null R_s(wt(0))", null=rs0),
+                Check(f"{n}.irrelevant_final", w2, float(w_gd[2]), 1e-6, "abs", "derived (T2 / spec P1)",
+                      "T2: GD never moves the zero-variance coordinate, wt_2(T) = wt_2(0); tolerance: spec P1's "
+                      "1e-6. null=None: an invariance, a run that never moved also measures wt_2(0); "
+                      f"{n}.std_risk_final (null R_s(wt(0))) shows the same runs moved", null=None),
+                Check(f"{n}.adv_risk_final", ra, ra_gd, 0.005, "rel", "derived (T1 at T2's w / spec P1)",
+                      f"T1 at T2's w(T = {s.steps}); tolerance: spec P1's 0.5 %; null R_a(wt(0))", null=ra0)]
         elif opt == "signgd":
             checks += [
-                Check(f"{n}.std_risk_final", rs, 0.0, 1e-5, "at_most", "derived",
-                      "P2: after t ~ 1000 signGD's R_s < 1e-5"),
-                Check(f"{n}.irrelevant_final", w2, float(w_sign[2]), 0.06, "rel", "derived",
-                      "T3/P3 end point wt_2(0) + Delta wt_2, within 6 % with sampled batches"),
-                Check(f"{n}.adv_risk_final", ra, ra_sign, tol_ra_sign, "rel", "derived",
-                      "T1 at T3's end point with R_s = 0 (eps^2 ||w||^2 / 2); tolerance = P3's 6 % on wt_2")]
+                Check(f"{n}.std_risk_final", rs, rs_max, 0.0, "at_most", "derived (T3 / spec P2)",
+                      "P2: after t ~ 1000 signGD's R_s < 1e-5; null R_s(wt(0))", null=rs0),
+                Check(f"{n}.irrelevant_final", w2, float(w_sign[2]), 0.06, "rel", "derived (T3 / spec P3)",
+                      "T3/P3 end point wt_2(0) + Delta wt_2; tolerance: spec P3's 6 % with sampled batches; "
+                      "null wt_2(0)", null=float(w0[2])),
+                Check(f"{n}.adv_risk_final", ra, ra_sign, tol_ra_sign, "rel", "derived (T1 at T3's end point)",
+                      "T1 at T3's end point with R_s = 0 (eps^2 ||w||^2 / 2); tolerance = what spec P3's 6 % on wt_2 "
+                      "allows on R_a; null R_a(wt(0))", null=ra0)]
         else:
             checks += [
-                Check(f"{n}.std_risk_final", rs, 0.0, 1e-5, "at_most", "derived",
-                      "P7: the adaptive methods reach R_s < 1e-5"),
-                Check(f"{n}.irrelevant_final", abs(w2 - float(w0[2])), d_sign, 0.0, "at_least", "derived",
-                      "T4/P7: moves the irrelevant weight at least as far as signGD's T3 displacement |Delta wt_2|"),
-                Check(f"{n}.adv_risk_final", ra, ra_sign, 0.0, "at_least", "derived",
-                      "T4/P7: R_a at least T1 at signGD's T3 end point (ranked above signGD at equal R_s)")]
+                Check(f"{n}.std_risk_final", rs, rs_max, 0.0, "at_most", "derived (T4 / spec P7)",
+                      "P7: the adaptive methods reach R_s < 1e-5; null R_s(wt(0))", null=rs0),
+                Check(f"{n}.irrelevant_final", abs(w2 - float(w0[2])), d_sign, 0.0, "at_least",
+                      "derived (T4 / spec P7)",
+                      "T4/P7: moves the irrelevant weight at least as far as signGD's T3 displacement |Delta wt_2|; "
+                      "null 0 (never moved)", null=0.0),
+                Check(f"{n}.adv_risk_final", ra, ra_sign, 0.0, "at_least", "derived (T4 / spec P7)",
+                      "T4/P7: R_a at least T1 at signGD's T3 end point (ranked above signGD at equal R_s); "
+                      "null R_a(wt(0))", null=ra0)]
     return checks, final
 
 
-def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict]:
-    st = np.array([0.1, 0.05, 0.0])
-    ws = np.array([5.0, 10.0, 0.0])
-    w0 = np.array(PAPER_W0_TILDE)
+LINEAR_CHECKS = tuple(f"linear.{o}.{q}_final" for o in OPTS for q in ("std_risk", "irrelevant", "adv_risk")) + (
+    "adaptive.p1.gd_irrelevant_invariance", "adaptive.p1.gd_w1", "linear.t1_formula", "adaptive.p2.signgd_drift_rate",
+    "linear.signgd_displacement", "adaptive.p7.adv_risk_ordering", "adaptive.p7.adaptive_std_risk",
+    "adaptive.p7.adam_large_eps_adv_risk", "adaptive.p14.dct_basis_signgd_invariance",
+    "adaptive.p14.dct_basis_signgd_std_risk", "adaptive.s1.signgd_closed_form",
+    "adaptive.s2.gd_irrelevant_band_invariance")
+
+
+def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
+    """The linear half's checks. Returns ``(checks, metrics, not_evaluated)``."""
+    st = np.array(PAPER_SIGMA_TILDE, float)
+    ws = np.array(PAPER_W_STAR_TILDE, float)
+    w0 = np.array(PAPER_W0_TILDE, float)
     e0 = w0 - ws
+    rs0, ra0 = float(T.std_risk(w0, ws, st)), float(T.adv_risk_linear(w0, ws, st, s.eps_adv))
+    rs_max = T.converged_std_risk_max()
     checks: list[Check] = []
-    metrics: dict = {}
+    skipped: dict[str, str] = {}
+    metrics: dict = {"std_risk_init": rs0, "adv_risk_init": ra0}
     samp = {lab["opt"]: [r for lb, r in res["sampled"] if lb["opt"] == lab["opt"]] for lab, _ in res["sampled"]}
     exact = {lab["opt"]: r for lab, r in res["exact"]}
     ctrl = {lab["what"]: r for lab, r in res["control"]}
 
     # P1: GD never moves the irrelevant weight (fresh batches, float64), and follows T2's exact power elsewhere
     gd_move = max(float(np.max(np.abs(np.asarray(r["records"]["e_tilde"])[:, 2] - e0[2]))) for r in samp["gd"])
-    checks.append(Check("adaptive.p1.gd_irrelevant_invariance", gd_move, 0.0, 1e-6, "at_most", "derived",
-                        "T2: GD keeps wt_2 = wt_2(0) exactly, even with sampled batches"))
+    checks.append(Check("adaptive.p1.gd_irrelevant_invariance", gd_move, T.gd_irrelevant_shift(e0, st, s.lr, s.steps),
+                        1e-6, "at_most", "derived (T2 / spec P1)",
+                        "T2: max over records of |wt_2(t) - wt_2(0)|, GD with sampled batches; tolerance: spec P1's "
+                        "1e-6. null=None: an invariance, a run that never moved also measures 0; adaptive.p1.gd_w1 "
+                        "(null wt_1(0)) shows the same runs moved", null=None))
     t2_w1 = float(T.gd_error(e0, st, s.lr, s.steps)[1] + ws[1])
     w1 = float(np.mean([r["w_tilde"][1] for r in samp["gd"]]))
-    checks.append(Check("adaptive.p1.gd_w1", w1, t2_w1, 0.02, "abs", "derived",
-                        "T2: et_1(T) = (1 - lr st_1^2)^T et_1(0) (sampled batches)"))
-    # T1 vs the Monte-Carlo adversarial risk on fresh samples (every run of the 3-D problem and of S2)
-    rel = []
+    checks.append(Check("adaptive.p1.gd_w1", w1, t2_w1, 0.01, "abs", "derived (T2 / spec P1)",
+                        "T2: et_1(T) = (1 - lr st_1^2)^T et_1(0) (sampled batches, seed mean); tolerance: spec P1's "
+                        "+-0.01 (wt_1 in [9.92, 9.94] at T = 200 000); null wt_1(0)", null=float(w0[1])))
+    # P6: T1 vs the Monte-Carlo adversarial risk on fresh samples (every run of the 3-D problem and of S2)
+    zs = []
     for group in ("sampled", "exact", "s2"):
         for _, r in res[group]:
-            mc, t1 = _final(r, "adv_risk_mc"), _final(r, "adv_risk")
-            rel.append(abs(mc - t1) / t1)
-    checks.append(Check("linear.t1_formula", float(np.max(rel)), 0.0, 0.05, "at_most", "derived",
-                        "T1 vs the Monte-Carlo adversarial risk on fresh samples (max relative gap, every 3-D and S2 "
-                        "run): R_a = R_s + eps sqrt(2/pi) sqrt(2 R_s) ||w|| + eps^2 ||w||^2 / 2"))
+            zs.append(float(T.mc_z(_final(r, "adv_risk_mc"), _final(r, "adv_risk"), _final(r, "adv_risk_mc_se"))))
+    checks.append(Check("linear.t1_formula", float(np.max(zs)), T.mc_z_max(len(zs)), 0.0, "at_most",
+                        "derived (T1 / spec P6)",
+                        f"max over {len(zs)} runs (3-D and S2, final record) of |MC R_a - T1| in standard errors of "
+                        "the Monte-Carlo estimate (inner max in closed form, fresh samples); spec P6's 3 standard "
+                        "errors per run, Bonferroni over the runs (same false-alarm rate 0.27 %). null=None: an "
+                        "instrument (Monte Carlo) against an exact formula at the same w, no training involved",
+                        null=None))
+    metrics["t1_mc_z"] = {"max": float(np.max(zs)), "median": float(np.median(zs)), "n": len(zs)}
     # P2: signGD's Phase-2 drift of the irrelevant weight (exact gradients)
     t1, t2 = (float(v) for v in T.signgd_phase_times(e0, st, s.lr))
     rec = exact["signgd"]["records"]
     steps = np.asarray(exact["signgd"]["plan"], float)
     w2 = np.asarray(rec["e_tilde"])[:, 2]
     slope = _slope(steps, w2, t1 + 0.1 * (t2 - t1), t2 - 0.1 * (t2 - t1))
-    checks.append(Check("adaptive.p2.signgd_drift_rate", slope, float(T.signgd_drift_rate(e0, s.lr)), 0.05, "rel",
-                        "derived", f"T3 Phase 2 (t1 = {t1:.0f}, t2 = {t2:.0f}): wt_2 drifts 2 lr sgn(et_0)/sqrt6"))
+    checks.append(Check("adaptive.p2.signgd_drift_rate", slope, float(T.signgd_drift_rate(e0, s.lr)), 1e-6, "rel",
+                        "derived (T3 / spec P2)",
+                        f"T3 Phase 2 (t1 = {t1:.0f}, t2 = {t2:.0f}): wt_2 moves by exactly 2 lr sgn(et_0)/sqrt6 per "
+                        "step (exact gradients), slope fitted on the records inside the middle 80 % of the phase; "
+                        "tolerance: float64 rounding allowance; null 0 (never moved)", null=0.0))
     # P3: signGD end point (exact within 2%, sampled batches within 6%)
     pred_w2 = float(T.signgd_final_tilde(w0, ws, st)[2])
     checks.append(Check("linear.signgd_displacement", float(exact["signgd"]["w_tilde"][2]) - w0[2], pred_w2 - w0[2],
-                        0.02, "rel", "derived", "T3/P3 (exact gradients): Delta wt_2 = sgn(et_0(0)) sqrt3 "
-                        "(st_1/st_0)^2 |et_1(0)|, the net displacement of the irrelevant weight"))
+                        0.02, "rel", "derived (T3 / spec P3)",
+                        "T3/P3 (exact gradients): Delta wt_2 = sgn(et_0(0)) sqrt3 (st_1/st_0)^2 |et_1(0)|, the net "
+                        "displacement of the irrelevant weight; tolerance: spec P3's 2 %; null 0 (never moved)",
+                        null=0.0))
     # (the sampled-batch end point is linear.signgd.irrelevant_final)
     # P7: ordering of the adversarial risk at the end (exact gradients), and Adam with a large eps ~ GD
     ra = {o: float(_final(exact[o], "adv_risk")) for o in OPTS}
     rs = {o: float(_final(exact[o], "std_risk")) for o in OPTS}
-    ordered = ra["gd"] < ra["signgd"] < ra["adam"] < ra["rmsprop"]
-    checks.append(Check("adaptive.p7.adv_risk_ordering", float(ordered), 1.0, 0.0, "abs", "derived",
-                        "R_a(GD) < R_a(signGD) < R_a(Adam) < R_a(RMSProp)"))
+    ordered = float(np.mean([ra[a] < ra[b] for a, b in zip(OPTS[:-1], OPTS[1:])]))
+    checks.append(Check("adaptive.p7.adv_risk_ordering", ordered, T.ordering_fraction(), 0.0, "at_least",
+                        "derived (T2-T4 / spec P7)",
+                        "fraction of the 3 consecutive pairs of R_a(GD) < R_a(signGD) < R_a(Adam) < R_a(RMSProp) that "
+                        "hold strictly (exact gradients); null 0: runs that never moved all have R_a(wt(0))",
+                        null=0.0))
     adaptive_rs = max(rs[o] for o in ("signgd", "adam", "rmsprop"))
-    checks.append(Check("adaptive.p7.adaptive_std_risk", adaptive_rs, 0.0, 1e-5, "at_most", "derived",
-                        "the adaptive methods reach R_s < 1e-5 (equal standard risk, different R_a)"))
+    checks.append(Check("adaptive.p7.adaptive_std_risk", adaptive_rs, rs_max, 0.0, "at_most",
+                        "derived (T3-T4 / spec P7)",
+                        "max R_s of the adaptive methods (exact gradients): all reach R_s < 1e-5 (equal standard risk, "
+                        "different R_a); null R_s(wt(0))", null=rs0))
     big = ctrl["adam_large_eps"]
     gd_limit = float(T.adv_risk_zero_std(np.linalg.norm(T.gd_limit_tilde(w0, ws, st)), s.eps_adv))
     checks.append(Check("adaptive.p7.adam_large_eps_adv_risk", float(_final(big, "adv_risk")), gd_limit, 0.03,
-                        "rel", "derived", f"T4: Adam with eps = {s.adam_large_eps} ends within a few % of GD's "
-                        f"limiting R_a (T1 at wt = (wt*_0, wt*_1, wt_2(0))); after {s.control_steps} steps"))
+                        "rel", "derived (T4 / spec P7)",
+                        f"T4: Adam with eps = {s.adam_large_eps} ends within a few % of GD's limiting R_a (T1 at "
+                        f"wt = (wt*_0, wt*_1, wt_2(0))); after {s.control_steps} steps; tolerance: spec P7's 'a few "
+                        "percent' read as 3 %; null R_a(wt(0))", null=ra0))
     metrics["adam_large_eps"] = {"w2_shift": abs(float(big["w_tilde"][2]) - w0[2]),
                                  "adam_w2_shift": abs(float(exact["adam"]["w_tilde"][2]) - w0[2]),
                                  "std_risk": float(_final(big, "std_risk"))}
-    # P14: signs in the DCT basis leave the irrelevant weight untouched
-    dct_move = float(np.max(np.abs(np.asarray(ctrl["signgd_dct"]["records"]["e_tilde"])[:, 2] - e0[2])))
-    checks.append(Check("adaptive.p14.dct_basis_signgd_invariance", dct_move, 0.0, 1e-12, "at_most", "derived",
-                        "P14: signGD with signs in the data eigenbasis never moves wt_2"))
+    # P14: signs in the DCT basis leave the irrelevant weight untouched (and the run still converges)
+    dct = ctrl["signgd_dct"]
+    dct_move = float(np.max(np.abs(np.asarray(dct["records"]["e_tilde"])[:, 2] - e0[2])))
+    checks.append(Check("adaptive.p14.dct_basis_signgd_invariance", dct_move,
+                        T.signgd_irrelevant_shift(w0, ws, st, s.lr, s.steps, "dct"), 1e-12, "at_most",
+                        "derived (spec P14)",
+                        "P14: signGD with signs in the data eigenbasis never moves wt_2 (prediction: the float64 "
+                        "reference iteration); tolerance: float64 rounding. null=None: an invariance, a run that never "
+                        "moved also measures 0; adaptive.p14.dct_basis_signgd_std_risk shows the run converged",
+                        null=None))
+    checks.append(Check("adaptive.p14.dct_basis_signgd_std_risk", float(_final(dct, "std_risk")), rs_max, 0.0,
+                        "at_most", "derived (spec P14)",
+                        "the DCT-basis signGD run converges like signGD (each relevant coordinate moves lr per step "
+                        "to within lr of its target by t ~ 1000): R_s < 1e-5; null R_s(wt(0))", null=rs0))
     # S1: the closed form on its side of |A(0)| = |B(0)| (signGD, exact gradients)
     s1 = []
     for lab, r in res["s1"]:
@@ -433,30 +553,43 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict]:
            if x["opt"] == "signgd" and x["valid"]]
     over = [abs(x["predicted"] - w0[2]) >= abs(x["measured"] - w0[2]) for x in s1
             if x["opt"] == "signgd" and not x["valid"]]
-    checks.append(Check("adaptive.s1.signgd_closed_form", float(np.median(val)) if val else float("nan"), 0.0, 0.02,
-                        "at_most", "derived", "T3/P5: median relative error of Delta wt_2 where |A(0)| >= |B(0)|"))
+    if val:
+        checks.append(Check("adaptive.s1.signgd_closed_form", float(np.median(val)), T.closed_form_rel_error_max(),
+                            0.0, "at_most", "derived (T3 / spec P5)",
+                            f"T3/P5: median over {len(val)} S1 cells with |A(0)| >= |B(0)| of |Delta wt_2 - T3| / |T3| "
+                            "(signGD, exact gradients); threshold: spec P3/P5's 2 %; null 1 (never moved)", null=1.0))
+    else:
+        skipped["adaptive.s1.signgd_closed_form"] = "no S1 cell with |A(0)| >= |B(0)| (the closed form's domain)"
     metrics["s1"] = {"cells": s1, "n_valid": len(val), "invalid_side_formula_overestimates": int(np.sum(over)),
                      "invalid_side_cells": len(over)}
     # S2: GD keeps the irrelevant band exactly; what the adaptive methods put there
     s2 = {}
-    gd_irr = 0.0
+    gd_irr, gd_irr_pred, gd_rs_drop = 0.0, 0.0, []
     for lab, r in res["s2"]:
         irr = np.asarray(r["records"]["irr_norm"])
         if lab["opt"] == "gd":
             gd_irr = max(gd_irr, float(abs(irr[-1] - irr[0])))
+            e0r = np.asarray(r["w0_tilde"]) - np.asarray(r["w_star_tilde"])
+            gd_irr_pred = max(gd_irr_pred, T.gd_irrelevant_shift(e0r, np.asarray(r["sigma_tilde"]), s.lr, s.s2_steps))
+            srs = np.asarray(r["records"]["std_risk"])
+            gd_rs_drop.append(float(srs[-1] / srs[0]))
         key = f"{lab['opt']}/p{lab['p']:g}"
         s2.setdefault(key, []).append({"irr_norm": float(irr[-1]), "irr_norm0": float(irr[0]),
                                        "w_norm": float(_final(r, "w_norm")), "adv_risk": float(_final(r, "adv_risk")),
                                        "adv_risk_mc": float(_final(r, "adv_risk_mc")),
                                        "std_risk": float(_final(r, "std_risk"))})
-    checks.append(Check("adaptive.s2.gd_irrelevant_band_invariance", gd_irr, 0.0, 1e-9, "at_most", "derived",
-                        "T2 in d dimensions: GD never changes weight on zero-variance frequencies"))
+    checks.append(Check("adaptive.s2.gd_irrelevant_band_invariance", gd_irr, gd_irr_pred, 1e-9, "at_most",
+                        "derived (T2 in d dimensions)",
+                        "max over S2 GD runs of | ||wt on zero-variance frequencies||(T) - (0) |; tolerance: float64 "
+                        "rounding. null=None: an invariance, a run that never moved also measures 0; the same runs' "
+                        f"R_s fell to <= {max(gd_rs_drop):.2g} of its initial value (metrics.s2)", null=None))
     metrics["s2"] = {k: {m: float(np.mean([v[m] for v in vals])) for m in vals[0]} for k, vals in s2.items()}
+    metrics["s2_gd_std_risk_ratio_max"] = max(gd_rs_drop)
     metrics["p7"] = {"adv_risk": ra, "std_risk": rs, "adam_large_eps_adv_risk": float(_final(big, "adv_risk"))}
     per_opt, metrics["final"] = _per_optimiser_checks(s, samp, w0, ws, st, e0)
     checks = per_opt + checks
     metrics["signgd_phase_times"] = {"t1": t1, "t2": t2}
-    return checks, metrics
+    return checks, metrics, skipped
 
 
 def _merge_engine(parts: dict) -> dict:
@@ -472,21 +605,27 @@ def _merge_engine(parts: dict) -> dict:
 def run(s: AdaptiveSim, out_dir: str, progress: bool = True, command: str = "") -> dict:
     s = s.validate()
     os.makedirs(out_dir, exist_ok=True)
-    checks, metrics, engines, figures = [], {}, {}, []
+    checks, metrics, engines, figures, skipped = [], {}, {}, [], {}
     if s.linear:
         with jax.enable_x64(True):  # spec 6: float64 (GD invariance to 1e-6, R_s down to 1e-6)
             runs = build_runs(s)
             res, engines["linear"] = run_labelled(run_adaptive_linear, runs, out_dir=os.path.join(out_dir, "cache"),
                                                   tag=SIM, progress=progress, desc=SIM)
-        checks, metrics = analyse(s, res)
+        checks, metrics, skipped = analyse(s, res)
         figures += adaptive_figures(out_dir, s, res, metrics)
+    else:
+        skipped.update({n: "linear=false (the linear half is switched off)" for n in LINEAR_CHECKS})
     if s.nets:  # float32, like the paper's nets
         res_n, engines["nets"] = run_labelled(run_adaptive_net, build_net_runs(s),
                                               out_dir=os.path.join(out_dir, "cache"), tag=SIM + "-nets",
                                               progress=progress, desc=SIM + " nets")
-        c_n, metrics["nets"] = analyse_nets(s, res_n)
+        c_n, metrics["nets"], sk_n = analyse_nets(s, res_n)
         checks += c_n
+        skipped.update(sk_n)
         figures += nets_figure(out_dir, s, res_n, metrics["nets"])
+    else:
+        skipped.update({n: "nets=false (the networks half is switched off)" for n in NET_CHECKS})
     metrics.update(_merge_engine(engines))
     metrics["figures"] = figures
-    return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)
+    return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command,
+                  not_evaluated=skipped)

@@ -112,3 +112,32 @@ def write_spec(tmp_path, text: str, name: str = "spec.toml") -> str:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text))
     return str(path)
+
+
+def assert_check_contract(doc: dict, required=()) -> None:
+    """The end-to-end contract of a sim's ``summary.json`` (must-pass by provenance, never by outcome).
+
+    * every check named in ``required`` is present, or listed in ``not_evaluated`` with a reason;
+    * every check has a finite measurement (a ``paper`` / ``paper claim`` check's pass/fail is a result);
+    * every ``derived`` check passes;
+    * every check's ``passed`` agrees with a fresh :class:`fa_jax.summary.Check` (which also re-validates that the
+      check could have failed: its tolerance does not admit its null value).
+    The learning floor (accuracy above chance, loss below its initial value) is asserted by each sim's test.
+    """
+    import math
+
+    from fa_jax.summary import Check
+
+    names = {c["name"] for c in doc["checks"]}
+    skipped = {c["name"]: c["reason"] for c in doc.get("not_evaluated", [])}
+    missing = [n for n in required if n not in names and n not in skipped]
+    assert not missing, f"required checks absent and not listed as not evaluated: {missing}"
+    assert all(r.strip() for r in skipped.values()), skipped
+    for c in doc["checks"]:
+        m = c["measured"]
+        assert isinstance(m, (int, float)) and math.isfinite(m), f"{c['name']}: non-finite measurement {m!r}"
+        fresh = Check(c["name"], float(m), float(c["predicted"]), float(c["tolerance"]), c["mode"], c["provenance"],
+                      c.get("note", ""), c["null"] if c["null"] is None else float(c["null"]))
+        assert fresh.passed == c["passed"], c
+    failed = [c for c in doc["checks"] if c["kind"] == "derived" and not c["passed"]]
+    assert not failed, f"derived checks failed: {failed}"

@@ -66,6 +66,13 @@ def test_records_risks_agree_with_numpy(x64):
     np.testing.assert_allclose(float(r["records"]["std_risk"][-1]), T.std_risk(wt, ws, st), rtol=1e-12)
     np.testing.assert_allclose(float(r["records"]["adv_risk"][-1]),
                                T.adv_risk_linear(wt, ws, st, np.sqrt(2.0)), rtol=1e-12)
+    # the Monte-Carlo R_a and its standard error on the run's evaluation samples (key split(PRNGKey(seed), 3)[2]),
+    # written from the definition: samples 1/2 (|<e, xt>| + eps ||w||)^2, mean and sd / sqrt(n)
+    k_eval = jax.random.split(jax.random.PRNGKey(0), 3)[2]
+    z = np.asarray(jax.random.normal(k_eval, (100, 3), jnp.float64))
+    v = 0.5 * (np.abs((z * st) @ (wt - ws)) + np.sqrt(2.0) * np.linalg.norm(wt)) ** 2
+    np.testing.assert_allclose(float(r["records"]["adv_risk_mc"][-1]), v.mean(), rtol=1e-12)
+    np.testing.assert_allclose(float(r["records"]["adv_risk_mc_se"][-1]), v.std(ddof=1) / 10.0, rtol=1e-10)
 
 
 def test_online_trainer_draws_fold_in_key_t_batches(x64):

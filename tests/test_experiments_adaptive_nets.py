@@ -1,5 +1,6 @@
-"""fa_jax.experiments.adaptive_nets: the traced optimiser choice equals the fa_jax.optim (optax) transforms step for
-step; the first-layer frequency energy against a numpy reference; config validation (before anything compiles)."""
+"""fa_jax.experiments.adaptive_nets: a whole run (SGD / Adam / RMSProp on a tiny MLP) against a float64 numpy
+training written from the formulas; the first-layer frequency energy against a numpy reference; config validation
+(before anything compiles)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,38 +16,114 @@ from fa_jax.experiments.adaptive_nets import (
     AdaptiveNetRun,
     NetAttack,
     NetOptim,
-    family_optimizer,
     first_layer_energy,
 )
 from fa_jax.frequency import dct_matrix
 from fa_jax.models.image_nets import ImageNet
-from fa_jax.optim import make_optimizer
 
 
-def _steps(tx, params, grads):
-    state = tx.init(params)
-    out = []
-    for g in grads:
-        upd, state = tx.update(g, state, params)
-        params = jax.tree.map(lambda p, u: p + u, params, upd)
-        out.append(params)
-    return out
+# ----------------------------------------------------------------------------- whole run vs a float64 numpy reference
+def _np_mlp(params, x):
+    """Two-layer ReLU MLP in numpy: pre (n, h), hidden (n, h), logits (n, K)."""
+    pre = x @ params["w1"] + params["b1"]
+    h = np.maximum(pre, 0.0)
+    return pre, h, h @ params["w2"] + params["b2"]
 
 
-@pytest.mark.parametrize("name,lr", [("sgd", 0.1), ("adam", 1e-3), ("rmsprop", 3e-4)])
-def test_family_optimizer_equals_optax_transform(x64, name, lr):
-    rng = np.random.default_rng(0)
-    params = {"a": jnp.asarray(rng.standard_normal((3, 2))), "b": jnp.asarray(rng.standard_normal(4))}
-    grads = [jax.tree.map(lambda p, k=k: jnp.asarray(np.random.default_rng(k).standard_normal(p.shape)) * 10.0 ** -k,
-                          params) for k in range(6)]  # gradient scales 1 .. 1e-5: eps and bias correction matter
-    o = NetOptim.of(name, lr)
-    ours = _steps(family_optimizer(o), params, grads)
-    ref = _steps(make_optimizer(o.optim_config()), params, grads)
-    for a, b in zip(ours, ref, strict=True):
+def _np_ce_and_grad(params, x, y):
+    """Mean softmax CE and its gradient, written from the formulas (dlogits = (softmax - onehot) / n)."""
+    pre, h, z = _np_mlp(params, x)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    n = x.shape[0]
+    loss = float(np.mean(-np.log(p[np.arange(n), y])))
+    dz = (p - np.eye(p.shape[1])[y]) / n
+    dpre = (dz @ params["w2"].T) * (pre > 0)
+    return loss, {"w1": x.T @ dpre, "b1": dpre.sum(0), "w2": h.T @ dz, "b2": dz.sum(0)}
+
+
+def _np_train(name, lr, params, x, y, plan):
+    """Full-batch SGD / Adam (b = 0.9, 0.999, eps 1e-8, bias-corrected) / RMSProp (alpha 0.99, eps 1e-8 outside
+    the root, PyTorch's) in float64; returns (losses at the plan's steps, final params)."""
+    params = {k: v.copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(v) for k, v in params.items()}
+    losses = []
+    for t in range(plan[-1] + 1):
+        loss, g = _np_ce_and_grad(params, x, y)
+        if t in plan:
+            losses.append(loss)
+        if t == plan[-1]:
+            break
         for k in params:
-            np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-12, atol=1e-15)
-    # one program for all three: the optimiser knobs are traced fields, not static ones
-    assert set(traced_values(o)) == {"lr", "rule"}
+            if name == "sgd":
+                params[k] -= lr * g[k]
+            elif name == "adam":
+                m[k] = 0.9 * m[k] + 0.1 * g[k]
+                v[k] = 0.999 * v[k] + 0.001 * g[k] ** 2
+                mh, vh = m[k] / (1 - 0.9 ** (t + 1)), v[k] / (1 - 0.999 ** (t + 1))
+                params[k] -= lr * mh / (np.sqrt(vh) + 1e-8)
+            else:
+                v[k] = 0.99 * v[k] + 0.01 * g[k] ** 2
+                params[k] -= lr * g[k] / (np.sqrt(v[k]) + 1e-8)
+    return np.array(losses), params
+
+
+def test_whole_run_matches_numpy_reference():
+    """run_adaptive_net on a tiny case (4x4 images, 3 classes, width-8 MLP, full batch so the epoch order cannot
+    matter) for SGD / Adam / RMSProp as ONE sweep (the optimiser is traced) against a float64 numpy training of the
+    same init on the same data: the loss trajectory, the clean accuracy, the first layer's energy on the zero-variance
+    DCT frequencies (unchanged under SGD, moved by Adam / RMSProp) and the product Lipschitz bound."""
+    from fa_jax.data.natural import image_class_means_tilde, image_relevant_mask, sample_images
+    from fa_jax.experiments.adaptive_nets import run_adaptive_net
+    from fa_jax.models.image_nets import init_image_net
+    from fa_jax.sweep import run_sweep
+    from fa_jax.trainer import TrainConfig, record_plan
+
+    data = ImageSignal(size=4, n_classes=3, alpha=1.0, frac_irrelevant=0.5, separation=3.0)
+    model = ImageNet(arch="mlp", head="multiclass", n_classes=3, hidden=(8,))
+    n_train, n_test, seed = 48, 60, 1
+    train = TrainConfig(steps=8, n_records=4, plan="linear")
+    attack = NetAttack(steps=1, restarts=1, n_points=4, l2_eps=(0.1,), linf_eps=(0.01,), noise_std=(0.1,),
+                       noise_draws=1)
+    lrs = {"sgd": 0.5, "adam": 0.05, "rmsprop": 0.02}
+    cfgs = [AdaptiveNetRun(data=data, model=model, optim=NetOptim.of(o, lr, n_train), train=train, n_train=n_train,
+                           n_test=n_test, attack=attack, power_iters=300, seed=seed) for o, lr in lrs.items()]
+    results = run_sweep(run_adaptive_net, cfgs)
+    # the run's inputs, rebuilt from its documented keys: fold_in(PRNGKey(seed), i), i = 0 data, 3 init
+    keys = [jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(4)]
+    z = jax.random.normal(keys[0], (3 + n_train + n_test, 4, 4))
+    means = image_class_means_tilde(None, data, z=z[:3])
+    x_tr, y_tr = (np.asarray(a) for a in sample_images(None, data, n_train, means, z=z[3:3 + n_train]))
+    x_te, y_te = (np.asarray(a) for a in sample_images(None, data, n_test, means, z=z[3 + n_train:]))
+    p0 = init_image_net(keys[3], model, (4, 4, 1))
+    p0 = {"w1": p0["dense_0"]["kernel"], "b1": p0["dense_0"]["bias"], "w2": p0["head"]["kernel"],
+          "b2": p0["head"]["bias"]}
+    p0 = {k: np.asarray(v, np.float64) for k, v in p0.items()}
+    xf_tr, xf_te = x_tr.reshape(n_train, -1).astype(np.float64), x_te.reshape(n_test, -1).astype(np.float64)
+    c = dct_matrix(4)
+    basis = np.einsum("ik,jl->klij", c, c).reshape(16, 16)  # row (k, l): the DCT basis image C[:, k] C[:, l]^T
+    irr = ~np.asarray(image_relevant_mask(data)).ravel()
+    assert 0 < irr.sum() < 16
+    plan = record_plan(train.steps, train.n_records, train.plan)
+    for (name, lr), r in zip(lrs.items(), results, strict=True):
+        losses, p = _np_train(name, lr, p0, xf_tr, y_tr, plan)
+        assert losses[-1] < 0.8 * losses[0]  # the reference learns: the comparison is not between two frozen nets
+        np.testing.assert_allclose(np.asarray(r["records"]["loss"]), losses, rtol=2e-4, err_msg=name)
+        logits = _np_mlp(p, xf_te)[2]
+        marg = logits[np.arange(n_test), y_te] - np.max(np.where(np.eye(3, dtype=bool)[y_te], -np.inf, logits), 1)
+        assert np.min(np.abs(marg)) > 1e-3  # no test point on a decision boundary: the accuracy is decided
+        assert float(r["clean_acc"]) == pytest.approx(np.mean(marg > 0), abs=1e-6), name  # float32 mean; 1/n = 0.017
+        e_init = np.sum((basis @ p0["w1"]) ** 2, axis=1)[irr].sum()
+        e_final = np.sum((basis @ p["w1"]) ** 2, axis=1)[irr].sum()
+        assert float(r["first_layer_irr"]["init"]) == pytest.approx(e_init, rel=1e-5)
+        assert float(r["first_layer_irr"]["final"]) == pytest.approx(e_final, rel=1e-4), name
+        if name == "sgd":  # the derivation behind nets.sgd_mlp_irrelevant_invariance (the float32 images carry
+            assert abs(e_final - e_init) < 1e-6 * e_init  # ~1e-8 rounding on the zero-variance frequencies)
+        else:  # sign-like steps in the pixel basis move it (the paper's mechanism)
+            assert abs(e_final - e_init) > 1e-3 * e_init
+        bound = np.linalg.norm(p["w1"], 2) * np.linalg.norm(p["w2"], 2)
+        assert float(r["lip"]["bound_op"]) == pytest.approx(bound, rel=1e-4), name
 
 
 def test_first_layer_energy_matches_numpy(x64):

@@ -204,3 +204,39 @@ def test_fsum_and_fmax_readouts_equal_hand_sums():
 def test_bad_config_errors(field, value, match):
     with pytest.raises(ValueError, match=match):
         ImageNet(**{field: value}).validate()
+
+
+# ----------------------------------------------------------------------------- PyTorch's default init
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_torch_init_is_uniform_with_pytorch_bounds_and_variance(scale):
+    """init="torch": every kernel U(+-scale/sqrt(fan_in)) (variance scale^2 / (3 fan_in)), every bias
+    U(+-1/sqrt(fan_in)) (PyTorch's nn.Linear / nn.Conv2d reset_parameters), fan_in = kh kw C_in for a conv; the
+    references are written from that formula in float64, not from the code."""
+    cfg = ImageNet(arch="conv", head="multiclass", n_classes=10, channels=(40,), dense=300, init="torch",
+                   init_scale=scale).validate()
+    p = as64(init_image_net(0, cfg, (8, 8, 3)))
+    fans = {"conv_0": 3 * 3 * 3, "fc": 4 * 4 * 40, "head": 300}
+    for layer, fan in fans.items():
+        for leaf, mult in (("kernel", scale), ("bias", 1.0)):
+            a = p[layer][leaf].ravel()
+            bound = mult / np.sqrt(fan)
+            assert np.all(np.abs(a) <= bound), (layer, leaf)
+            if a.size >= 100:  # P[max |a| <= 0.95 bound] = 0.95^n
+                assert np.abs(a).max() > 0.95 * bound, (layer, leaf)
+            if a.size >= 1000:  # sample variance vs bound^2 / 3 (rel. sd of the estimate ~ sqrt(0.8 / n))
+                assert a.var() == pytest.approx(bound ** 2 / 3, rel=6 * np.sqrt(0.8 / a.size)), (layer, leaf)
+                assert abs(a.mean()) < 6 * bound / np.sqrt(3 * a.size)
+    # the default (flax) init is unchanged: zero biases
+    q = as64(init_image_net(0, ImageNet(arch="conv", head="multiclass", channels=(40,), dense=300).validate(),
+                            (8, 8, 3)))
+    assert not np.any(q["fc"]["bias"]) and np.std(q["fc"]["kernel"]) > 0
+
+
+def test_torch_init_mlp_variance_matches_one_over_three_fan_in():
+    cfg = ImageNet(arch="mlp", head="multiclass", n_classes=10, hidden=(512,), init="torch").validate()
+    p = as64(init_image_net(1, cfg, (16, 16, 1)))
+    k = p["dense_0"]["kernel"]
+    assert k.var() == pytest.approx(1 / (3 * 256), rel=0.02)  # n = 131k entries: rel. sd 0.25 %
+    assert np.abs(k).max() <= 1 / 16 and np.abs(p["dense_0"]["bias"]).max() <= 1 / 16
+    with pytest.raises(ValueError, match="invalid model.init"):
+        ImageNet(init="kaiming").validate()

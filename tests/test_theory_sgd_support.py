@@ -117,3 +117,35 @@ def test_every_provenance_entry_is_a_function():
     stale = [n for n in T.PROVENANCE if not callable(getattr(T, n, None))]
     assert not stale, f"PROVENANCE names without a function: {stale}"
     assert T.paper_ratios(128) == (0.10, 0.11) and T.paper_ratios(64) is None
+
+
+def test_provenance_kinds_and_domain_thresholds():
+    """Every PROVENANCE entry starts with a Check kind; the domain / tolerance functions are what the docstrings say."""
+    from fa_jax.summary import KINDS
+
+    bad = {n: p for n, p in T.PROVENANCE.items() if not any(p == k or p.startswith(k + " ") for k in KINDS)}
+    assert not bad, bad
+    assert T.gd_e2e_threshold() == 1e-2 and T.t3_max_batch() == 16
+    assert 0 < T.t3_rel_tolerance() < 1 and 0 < T.wd_rel_tolerance() < 1 and 0 < T.collapse_slope_tolerance() < 1
+    assert T.collapse_constant() == 1.0 and T.collapse_slope() == 1.0
+
+
+def test_integrate_block_rate_and_paper_seed_tolerances():
+    """Block means integrate exactly: ln r(t_k) = ln r(t_0) - sum rate_j dt_j; the per-seed paper tolerance covers
+    the measured init-seed spread (issue 17: b = 128 seeds 0.112 / 0.097 / 0.099 vs the figure's ~0.10) but not
+    'never moved' (ratio 1)."""
+    steps = np.array([0.0, 10.0, 30.0, 100.0])
+    rate = np.array([np.nan, 0.1, 0.01, 0.002])
+    ref = 0.5 - np.array([0.0, 1.0, 1.0 + 0.2, 1.0 + 0.2 + 0.14])
+    np.testing.assert_allclose(T.integrate_block_rate(steps, rate, 0.5), ref, rtol=1e-14)
+    for which, seeds in (("gd", (0.811, 0.790, 0.792)), (512, (0.394, 0.357, 0.367)), (128, (0.112, 0.097, 0.099))):
+        c, tol = T.paper_value(which), T.paper_seed_rel_tolerance(which)
+        lo, hi = T.paper_ratios(which)
+        assert c == pytest.approx((lo + hi) / 2) and 0 < tol < 1
+        assert all(abs(v / c - 1) <= tol for v in seeds), which
+        assert abs(1.0 / c - 1) > tol  # null 1 (never moved) is rejected
+    assert T.paper_value(32) == 0.05 and T.paper_seed_rel_tolerance(32) is None and T.paper_value(7) is None
+    assert T.plateau_rise() > 0 and T.gd_freeze_rel() < T.t3_min_drop() and T.t3_noise_dominance() > 1
+    for name in ("paper_value", "paper_seed_rel_tolerance", "integrate_block_rate", "plateau_rise", "gd_freeze_rel",
+                 "t3_noise_dominance"):
+        assert name in T.PROVENANCE

@@ -19,7 +19,36 @@ def test_provenance_covers_public_functions():
     public = {n for n, f in inspect.getmembers(th, inspect.isfunction) if f.__module__ == th.__name__
               and not n.startswith("_")}
     assert public == set(th.PROVENANCE)
-    assert set(th.PROVENANCE.values()) <= {"paper", "derived"}
+    from fa_jax.summary import Check
+
+    for name, prov in th.PROVENANCE.items():  # every entry names one of the summary's kinds (Check validates it)
+        assert Check(name, 0.0, 1.0, 0.0, "at_least", prov).kind in {"derived", "paper", "paper claim"}, name
+        if prov.startswith("paper claim"):
+            assert "unverified" in prov, name
+
+
+def test_check_predictions_from_the_formulas():
+    """The predictions the sim's checks use, against independent float64 computations."""
+    # T2: zero-variance frequencies never move (exact power 1), relevant ones do
+    e0 = W0 - WS
+    assert th.gd_irrelevant_shift(e0, S, 0.01, 200_000) == 0.0
+    # P14: the DCT-basis signGD iteration keeps wt_2; the pixel-basis one moves it by ~ T3's displacement
+    assert th.signgd_irrelevant_shift(W0, WS, S, 0.01, 1500, "dct") == 0.0
+    dw = abs(th.signgd_displacement(e0, S))
+    assert th.signgd_irrelevant_shift(W0, WS, S, 0.01, 1500, "pixel") == pytest.approx(dw, rel=0.05)
+    # P6: z of a Monte-Carlo mean; the Bonferroni threshold (3 at one run, growing slowly with the runs)
+    assert float(th.mc_z(10.3, 10.0, 0.1)) == pytest.approx(3.0, rel=1e-9)
+    assert float(th.mc_z(0.5, 0.5, 0.0)) == 0.0  # R_s = 0: sd = 0 and MC = T1 exactly
+    assert th.mc_z_max(1) == pytest.approx(3.0, rel=1e-9)
+    p = math.erfc(3.0 / math.sqrt(2.0))  # two-sided tail of 3 sd
+    for n in (2, 20, 92):
+        z = th.mc_z_max(n)
+        assert math.erfc(z / math.sqrt(2.0)) == pytest.approx(p / n, rel=1e-6)  # Bonferroni: tail p / n
+    # a Monte-Carlo check of the unit: 2000 estimates of a mean of 500 exponentials, |z| > 3 about 0.27 % of the time
+    rng = np.random.default_rng(0)
+    v = rng.exponential(size=(2000, 500))
+    zs = th.mc_z(v.mean(1), 1.0, v.std(1, ddof=1) / math.sqrt(500))
+    assert 0.0005 < np.mean(zs > 3.0) < 0.008
 
 
 def test_std_risk_hand_case_and_monte_carlo():

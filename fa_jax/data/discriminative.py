@@ -15,6 +15,17 @@ dct_basis_images`, ordered by frequency radius sqrt(k1^2 + k2^2) (ties row-major
 lowest s frequencies, N the next n_noise, E the highest ones (an MNIST-like spectrum: empty high frequencies, so DCT
 block margins rise along the diagonal). ``"pixel"``: the standard basis in flattened order.
 
+Kinds (``kind``, static):
+* ``"blocks"`` (default): the N/E block generator above (spec 2.4 "synthetic generator"; an fa-jax extension of the
+  paper's setting: E is an empty, zero-variance block).
+* ``"nads"``: the Neural-Anisotropy-Directions generator (spec 2.4; official ``LTS4/neural-anisotropy-directions``
+  ``directional_bias.py``, ``DirectionalLinearDataset``): x = +-(eps/2) v + (I - v v^T) n, n ~ N(0, sigma^2 I_D),
+  D = 1024 (32 x 32), eps = 1, sigma = 3 there. Here N is everything but u and w (``n_noise`` is set to D - s - 1 by
+  :meth:`Discriminative.validate`), E = {w}, E \\ {w} is empty, so with ``sigma_w = sigma`` and ``eps2 = 0`` the
+  covariance sigma^2 P_N + sigma_w^2 w w^T = sigma^2 (I - u u^T) is exactly the NADs one (v = u; the official code
+  gives label 0 the + sign, here label 1: a relabelling). ``sigma_w < sigma`` / ``eps2 > 0`` turn w into the
+  tiny-feature direction of D5 inside the NADs data (``sigma_w = 0``: w noise-free).
+
 Shape fields (side, channels, s, n_noise, n_train, n_test, basis) are static; eps, sigma, eps2, sigma_w and the seed
 are traced (data are drawn inside the compiled program).
 """
@@ -31,9 +42,10 @@ import numpy as np
 from ..config import require, traced
 from ..subspaces import dct_basis_images
 
-__all__ = ["BASES", "Discriminative", "directions", "sample"]
+__all__ = ["BASES", "KINDS", "Discriminative", "directions", "sample"]
 
 BASES = ("dct", "pixel")
+KINDS = ("blocks", "nads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Discriminative:
     eps2: float = traced(0.0)  # tiny feature strength along w
     sigma_w: float = traced(0.0)  # noise along w
     seed: int = traced(0)
+    kind: str = "blocks"  # "blocks" (N/E blocks) or "nads" (module docstring)
 
     @property
     def dim(self) -> int:
@@ -64,9 +77,13 @@ class Discriminative:
         require(isinstance(self.channels, int) and self.channels >= 1, "data.channels", "an integer >= 1",
                 self.channels)
         require(isinstance(self.s, int) and self.s >= 1, "data.s", "an integer >= 1", self.s)
-        require(isinstance(self.n_noise, int) and 0 <= self.n_noise <= self.dim - self.s - 2, "data.n_noise",
-                f"an integer in [0, D - s - 2 = {self.dim - self.s - 2}] (E needs w and one more direction)",
-                self.n_noise)
+        require(self.kind in KINDS, "data.kind", f"one of {KINDS}", self.kind)
+        if self.kind == "nads":  # N = all of u-perp but w (module docstring)
+            require(self.dim - self.s - 1 >= 1, "data.side", "large enough for u, w and a noisy direction", self.side)
+            self = dataclasses.replace(self, n_noise=self.dim - self.s - 1)
+        nmax = self.dim - self.s - (1 if self.kind == "nads" else 2)
+        require(isinstance(self.n_noise, int) and 0 <= self.n_noise <= nmax, "data.n_noise",
+                f"an integer in [0, D - s - 2 = {nmax}] (E needs w and one more direction)", self.n_noise)
         require(self.basis in BASES, "data.basis", f"one of {BASES}", self.basis)
         for f in ("n_train", "n_test"):
             v = getattr(self, f)
@@ -100,7 +117,8 @@ def _directions(side: int, channels: int, s: int, n_noise: int, basis: str) -> d
 def directions(cfg: Discriminative) -> dict[str, np.ndarray]:
     """Float64 numpy: ``S (D, s)``, ``N (D, n_noise)``, ``E (D, D - s - n_noise)``, ``E_rest`` (E without w),
     ``u (D,)``, ``w (D,)``; columns orthonormal, flattened (H, W, C) order."""
-    return _directions(cfg.side, cfg.channels, cfg.s, cfg.n_noise, cfg.basis)
+    n_noise = cfg.dim - cfg.s - 1 if getattr(cfg, "kind", "blocks") == "nads" else cfg.n_noise
+    return _directions(cfg.side, cfg.channels, cfg.s, n_noise, cfg.basis)
 
 
 def sample(key, cfg: Discriminative, n: int, dtype=None):

@@ -10,7 +10,8 @@ C diag(st^2) et. ``param_basis="pixel"`` trains w (the sign of signGD/Adam is ta
 
 Recorded on the plan (``records``): ``e_tilde`` (frequency,), ``w_norm`` ||w||, ``irr_norm`` ||wt on zero-variance
 frequencies||, ``std_risk`` R_s, ``adv_risk`` R_a (T1, eps = ``eps_adv``, l2) and ``adv_risk_mc`` (a Monte-Carlo
-R_a on ``eval_batch`` fresh samples, inner max in closed form (|<e, x>| + eps ||w||)^2, independent of T1).
+R_a on ``eval_batch`` fresh samples, inner max in closed form (|<e, x>| + eps ||w||)^2, independent of T1) and
+``adv_risk_mc_se``, its standard error sd / sqrt(eval_batch) of the per-sample values (spec P6's unit).
 """
 from __future__ import annotations
 
@@ -126,9 +127,11 @@ def run_adaptive_linear(cfg: AdaptiveLinearRun) -> dict:
         # = (|<e, xt>| + eps ||w||)^2 / 2 (the same key at every record: a common-random-numbers estimate)
         xt, _ = sample_tilde(k_eval, dc, cfg.eval_batch, dt)
         r = jnp.matmul(xt, e, precision=HI)
+        v = 0.5 * (jnp.abs(r) + cfg.eps_adv * wn) ** 2  # (eval_batch,) per-sample inner maxima
+        se = jnp.std(v, ddof=1) / math.sqrt(cfg.eval_batch) if cfg.eval_batch > 1 else jnp.asarray(jnp.inf, dt)
         return {"e_tilde": e, "w_norm": wn, "irr_norm": jnp.linalg.norm(jnp.where(relevant, 0.0, wt)),
-                "std_risk": rs, "adv_risk": adv_risk_l2(rs, wn, cfg.eps_adv),
-                "adv_risk_mc": 0.5 * jnp.mean((jnp.abs(r) + cfg.eps_adv * wn) ** 2)}
+                "std_risk": rs, "adv_risk": adv_risk_l2(rs, wn, cfg.eps_adv), "adv_risk_mc": jnp.mean(v),
+                "adv_risk_mc_se": se}
 
     plan = record_plan(cfg.train.steps, cfg.train.n_records, cfg.train.plan)
     params, records, bad = train(loss_fn, params0, x_fixed, y_fixed, make_optimizer(cfg.optim), plan=plan,

@@ -12,8 +12,9 @@ its MLP runs go through one :func:`fa_jax.sweep.run_labelled` call (one compiled
 * ``kind="mlp"``: the bias-free ReLU MLP of :mod:`fa_jax.models.mlp` (Xavier-uniform init with gain
   ``model.init_scale``, PyTorch head init) trained by :func:`fa_jax.trainer.train` on MSE against +-1 one-hot
   targets (mean over the K outputs per sample), optimiser from :mod:`fa_jax.optim`. ``record_fn`` at every plan
-  entry (float64 metrics on float32 training): the training loss; per hidden layer l the NC metrics of the stages
-  phi (layer input), svt (S V^T phi), pre (U S V^T phi) and out (ReLU(pre)); frac_right_l; the NFA correlations
+  entry (float64 metrics on float32 training): the training loss and accuracy (argmax of the K outputs); per
+  hidden layer l the NC metrics of the stages phi (layer input), svt (S V^T phi), pre (U S V^T phi) and out
+  (ReLU(pre)); frac_right_l; the NFA correlations
   rho(W_l^T W_l, AGOP_l^alpha) for alpha in (1/2, 1) at ``n_agop`` class-balanced training points; and
   tr Sigma_W / tr Sigma_T, tr Sigma_B / tr Sigma_T at the last hidden layer.
 
@@ -240,6 +241,7 @@ def _run_mlp(cfg: AgopCollapseRun, x, labels, y) -> dict:
         rho = A.mlp_nfa_correlations(p64, x[rows], "relu", layers=list(range(n_hidden)), alphas=(0.5, 1.0),
                                      chunk_size=64)
         return {"loss": jnp.mean(loss_fn(p64, x, y)),
+                "acc": jnp.mean((jnp.argmax(apply_mlp(p64, x, "relu"), axis=1) == labels).astype(hi)),
                 "nc1": nc,
                 "nc2_out": jnp.stack([m["nc2"] for m in ms["out"]]),
                 "nc1_papyan_out": jnp.stack([m["nc1_papyan"] for m in ms["out"]]),

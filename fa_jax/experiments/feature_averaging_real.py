@@ -4,14 +4,17 @@
 with *binary* supervision (one output, logistic loss on the +-1 side of a class partition, e.g. MNIST odd vs even)
 or *10-class* supervision (softmax CE on the digit), then measures:
 
-* clean test accuracy of every binary read-out: ``binary`` (sgn f) for the binary net; ``sum``
-  (F_sum = sum_{+} f_j - sum_{-} f_j) and ``max`` (F_max = max_{+} f_j - max_{-} f_j) for the 10-class net, with
+* clean test accuracy of every binary read-out: ``binary`` (sgn f) for the binary net; for the 10-class net the
+  primary ``lse`` (probability sum, F_lse = log sum_{+} e^{f_j} - log sum_{-} e^{f_j}, the log-odds of the summed
+  softmax probabilities of the two sides; :func:`fa_jax.metrics.robustness.lse_readout`) and the labelled variants
+  ``sum`` (F_sum = sum_{+} f_j - sum_{-} f_j, raw logit sum) and ``max`` (F_max = max_{+} f_j - max_{-} f_j), with
   the class signs of :func:`fa_jax.data.images.class_signs`; F = 0 counts as an error. The 10-class net also
-  reports its 10-way (argmax) accuracy.
+  reports its 10-way (argmax) accuracy. The training records (``train_acc`` / ``test_acc``) use the first
+  read-out of :func:`readouts` (``binary`` / ``lse``).
 * full-dimensional l2 PGD robust accuracy vs radius eps (in the units of the [0, 1] pixels: any standardisation
   is a fixed first layer of the net, so the attack always perturbs raw pixels; no box constraint, as in the spec).
   Binary net: descend the margin y f (the same normalised steps as ascending the logistic loss, without its
-  underflow). 10-class net, for each read-out r in {sum, max}: the read-out's own margin (``<r>_margin``) and the
+  underflow). 10-class net, for each read-out r in {lse, sum, max}: the read-out's own margin (``<r>_margin``) and the
   native 10-class CE loss (``<r>_ce``, success judged on r), spec 2.4-2.5: the objective changes the answer, so both
   are run and labelled. ``robust[r]`` (the reported curve) counts a point as robust only if EVERY attack on r
   failed (per point, per radius): the strongest estimate available.
@@ -43,7 +46,7 @@ from ..optim import OptimConfig, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 __all__ = ["STANDARDIZE", "FARealRun", "RealAttack", "RealData", "attacks_of", "eps_grid", "load_real_data",
-           "readouts", "run_feature_averaging_real"]
+           "readout", "readouts", "run_feature_averaging_real"]
 
 STANDARDIZE = ("none", "global", "channel", "feature")
 OBJECTIVES = ("margin", "ce")
@@ -171,7 +174,17 @@ def eps_grid(cfg: FARealRun) -> np.ndarray:
 
 
 def readouts(cfg: FARealRun) -> tuple[str, ...]:
-    return ("binary",) if cfg.model.head == "binary" else ("sum", "max")
+    """Binary read-outs of this net; the first is the primary one (F_lse for the 10-class net)."""
+    return ("binary",) if cfg.model.head == "binary" else ("lse", "sum", "max")
+
+
+def readout(logits, signs, kind: str):
+    """``logits (samples, outputs)`` -> binary score ``(samples,)`` for ``kind`` in ``binary`` / ``lse`` / ``sum`` /
+    ``max`` (``lse``: :func:`fa_jax.metrics.robustness.lse_readout`; the others:
+    :func:`fa_jax.models.image_nets.binary_logit`)."""
+    if kind == "lse":
+        return R.lse_readout(logits, jnp.asarray(signs, logits.dtype))
+    return binary_logit(logits, signs, kind)
 
 
 def attacks_of(cfg: FARealRun) -> list[tuple[str, str]]:
@@ -216,7 +229,7 @@ def run_feature_averaging_real(cfg: FARealRun) -> dict:
         return apply_image_net(p, (x - mean) / std, mc)
 
     def score(p, x, kind):
-        return binary_logit(logits(p, x), signs, kind)
+        return readout(logits(p, x), signs, kind)
 
     x_tr, x_te = jnp.asarray(data["x_train"]), jnp.asarray(data["x_test"])
     y_te, fine_te = jnp.asarray(data["y_test"]), jnp.asarray(data["fine_test"])
@@ -245,7 +258,7 @@ def run_feature_averaging_real(cfg: FARealRun) -> dict:
 
     # ---- clean accuracy on the whole test set
     out_te = logits(params, x_te)
-    clean = {r: jnp.mean(binary_logit(out_te, signs, r) * y_te > 0) for r in readouts(cfg)}
+    clean = {r: jnp.mean(readout(out_te, signs, r) * y_te > 0) for r in readouts(cfg)}
     if not binary:
         clean["argmax"] = jnp.mean(jnp.argmax(out_te, -1) == fine_te)
     res["clean"] = clean
@@ -269,7 +282,7 @@ def run_feature_averaging_real(cfg: FARealRun) -> dict:
             return logits(params, (xa + delta).reshape((n, *shape)))
 
         def margin_of(o):
-            return ya * jnp.stack([binary_logit(o, signs, r) for r in kinds])[ki]
+            return ya * jnp.stack([readout(o, signs, r) for r in kinds])[ki]
 
         def margin(delta):
             return margin_of(out_of(delta))

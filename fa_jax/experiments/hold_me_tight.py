@@ -43,14 +43,15 @@ from ..data.discriminative import Discriminative, directions, sample
 from ..frequency import apply_mask, flip_frequency, square_mask
 from ..losses import cross_entropy
 from ..metrics import robustness as R
-from ..metrics.margins import deepfool_bank
+from ..metrics.margins import deepfool_bank, deepfool_refined_bank, line_margin_bank
 from ..models.image_nets import ImageNet, apply_image_net, init_image_net
 from ..optim import OptimConfig, make_optimizer
 from ..subspaces import Bank, concat_bases, dct_block_bank, merge, project, random_subspaces
 from ..trainer import TrainConfig, record_plan, train
 
-__all__ = ["DATASETS", "HMTRun", "ImageData", "MarginConfig", "bank_names", "block_starts_of", "image_shape_of",
-           "load_image_data", "run_hold_me_tight", "triangular"]
+__all__ = ["DATASETS", "HMTRun", "ImageData", "MarginConfig", "adversarial_loss", "bank_names", "block_starts_of",
+           "exceeds_fraction", "image_shape_of", "load_image_data", "mirror_error", "optimizer_of",
+           "run_hold_me_tight", "spearman", "triangular"]
 
 DATASETS = ("synthetic", "mnist-5k", "mnist", "cifar10")
 SCHEDULES = ("triangular", "constant")
@@ -116,6 +117,12 @@ class MarginConfig:
     n_random: int = 2  # random subspaces per kind
     random_dim: int = 8  # synthetic data: dimension of the random subspaces of N and E
     random_seed: int = 0  # the random subspaces (static: the bank is a constant)
+    # "refined": DeepFool, then bisection to the first boundary crossing on its segment (metrics.margins.
+    # deepfool_refined_bank; raw DeepFool kept as "deepfool_upper"), and for 1-D subspaces (u, w) the exact two-sided
+    # line search (line_margin_bank). "deepfool": raw subspace DeepFool, an upper bound that overshoots (issue 16).
+    method: str = "refined"
+    line_radius: float = traced(100.0)  # 1-D line search out to this radius (raw input units); beyond: censored
+    rtol: float = traced(1e-3)  # relative width of the refined bracket
 
     def validate(self) -> MarginConfig:
         for f in ("n_points", "n_candidates", "max_iter", "block_size", "block_step", "n_random", "random_dim"):
@@ -124,6 +131,9 @@ class MarginConfig:
             require(isinstance(v, int) and v >= lo, f"margin.{f}", f"an integer >= {lo}", v)
         require(0 <= float(self.overshoot) < 1, "margin.overshoot", "a number in [0, 1)", self.overshoot)
         require(float(self.floor) > 0, "margin.floor", "a number > 0", self.floor)
+        require(self.method in ("refined", "deepfool"), "margin.method", "'refined' or 'deepfool'", self.method)
+        require(float(self.line_radius) > 0, "margin.line_radius", "a number > 0", self.line_radius)
+        require(0 < float(self.rtol) < 1, "margin.rtol", "a number in (0, 1)", self.rtol)
         return self
 
 
@@ -138,6 +148,7 @@ class HMTRun:
         name="momentum", lr=0.05, batch_size=128, momentum=0.9, weight_decay=5e-4, clip_norm=0.5))
     schedule: str = "triangular"
     peak_frac: float = traced(0.4)
+    schedule_shift: int = traced(0)  # lr(t + shift): 1 = the official utils.py (lr at the end of the iteration)
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=1560, n_records=5))
     margin: MarginConfig = dataclasses.field(default_factory=MarginConfig)
     adv_steps: int = 0  # l2 PGD steps of adversarial training (0: standard training)
@@ -168,8 +179,10 @@ class HMTRun:
         else:
             require(margin.n_points <= synth.n_test, "margin.n_points", f"an integer <= data.n_test = {synth.n_test}",
                     margin.n_points)
-            require(margin.random_dim <= min(synth.n_noise, synth.dim - synth.s - synth.n_noise - 1),
-                    "margin.random_dim", "an integer <= dim N and <= dim E - 1", margin.random_dim)
+            e_rest = synth.dim - synth.s - synth.n_noise - 1
+            require(margin.random_dim <= (synth.n_noise if synth.kind == "nads" else min(synth.n_noise, e_rest)),
+                    "margin.random_dim", "an integer <= dim N (and <= dim E - 1 for kind 'blocks')",
+                    margin.random_dim)
         self.optim.validate(n_train)
         self.train.validate()
         require(self.schedule in SCHEDULES, "schedule", f"one of {SCHEDULES}", self.schedule)
@@ -198,6 +211,8 @@ def block_starts_of(cfg: HMTRun) -> np.ndarray:
 def bank_names(cfg: HMTRun) -> list[str]:
     """Names of the dense subspaces (axis 0 of the ``sub`` outputs)."""
     r = cfg.margin.n_random
+    if cfg.dataset == "synthetic" and cfg.synth.kind == "nads":  # E \\ {w} is empty; all of N ~ all of R^D
+        return ["u", "w"] + [f"N{cfg.margin.random_dim}_{i}" for i in range(r)]
     if cfg.dataset == "synthetic":
         return (["u", "w"] + [f"N{cfg.margin.random_dim}_{i}" for i in range(r)]
                 + [f"E{cfg.margin.random_dim}_{i}" for i in range(r)] + ["N", "E"])
@@ -211,20 +226,24 @@ def _dense_bank(cfg: HMTRun) -> np.ndarray:
         dr = directions(cfg.synth)
         bases = [dr["u"], dr["w"]]
         bases += list(random_subspaces(mc.random_seed, mc.n_random, mc.random_dim, dr["N"]))
-        bases += list(random_subspaces(mc.random_seed + 1, mc.n_random, mc.random_dim, dr["E_rest"]))
-        bases += [dr["N"], dr["E_rest"]]
+        if cfg.synth.kind != "nads":
+            bases += list(random_subspaces(mc.random_seed + 1, mc.n_random, mc.random_dim, dr["E_rest"]))
+            bases += [dr["N"], dr["E_rest"]]
         return concat_bases(bases)
     shape = image_shape_of(cfg)
     d = int(np.prod(shape))
     return random_subspaces(mc.random_seed, mc.n_random, mc.block_size ** 2 * shape[2], np.eye(d))
 
 
-def triangular(peak, peak_frac, steps: int):
-    """lr(t): 0 -> peak linearly until t_p = peak_frac * steps, then linearly back to 0 at t = steps."""
+def triangular(peak, peak_frac, steps: int, shift=0):
+    """lr(t): 0 -> peak linearly until t_p = peak_frac * steps, then linearly back to 0 at t = steps, evaluated at
+    t + ``shift`` (t = the update count from 0). ``shift = 1`` is the official ``utils.py`` ``train``: the update of
+    iteration i of epoch e uses lr_schedule(e + (i + 1) / n_batches) = np.interp over [0, 2/5 T, T] at the END of
+    the iteration, so the first update is lr(1) > 0 and the last lr(T) = 0; ``shift = 0`` starts at lr(0) = 0."""
     tp = peak_frac * steps
 
     def sched(t):
-        t = jnp.asarray(t, jnp.result_type(float))
+        t = jnp.asarray(t, jnp.result_type(float)) + shift
         up = peak * t / tp
         down = peak * (steps - t) / (steps - tp)
         return jnp.maximum(jnp.where(t <= tp, up, down), 0.0)
@@ -232,13 +251,37 @@ def triangular(peak, peak_frac, steps: int):
     return sched
 
 
-def _optimizer(cfg: HMTRun):
+def optimizer_of(cfg: HMTRun):
+    """The run's optax transformation: :func:`fa_jax.optim.make_optimizer`'s chain (global-norm clip, weight decay
+    g + wd theta, the update rule) at lr = 1, times the per-iteration schedule lr(t) (:func:`triangular`; t = the
+    update count, from 0). For momentum: b_t = g_t + m b_{t-1}, theta_{t+1} = theta_t - lr(t) b_t."""
     if cfg.schedule == "constant":
         return make_optimizer(cfg.optim)
     # make_optimizer's chain (clip, weight decay, update rule) at lr = 1, times the per-iteration schedule: the
     # momentum buffer is unaffected and the step is lr(t) * buffer (PyTorch's SGD + LR scheduler)
     base = make_optimizer(dataclasses.replace(cfg.optim, lr=1.0))
-    return optax.chain(base, optax.scale_by_schedule(triangular(cfg.optim.lr, cfg.peak_frac, cfg.train.steps)))
+    return optax.chain(base, optax.scale_by_schedule(triangular(cfg.optim.lr, cfg.peak_frac, cfg.train.steps,
+                                                                cfg.schedule_shift)))
+
+
+def adversarial_loss(logits_fn, params, xb, yb, eps_adv, steps: int, rel_step):
+    """Per-sample CE at the l2 PGD perturbation of the batch (adversarial training, spec 2.4).
+
+    delta_0 = 0; ``steps`` times: delta <- Pi_eps(delta + alpha g / ||g||) with g = -grad_delta sum_i m_i(delta),
+    m_i = f_y(x_i + delta_i) - max_{k != y} f_k(x_i + delta_i) (the margin is descended), alpha = rel_step * eps,
+    Pi_eps the projection onto the l2 ball of radius eps per sample; the parameters are under stop-gradient and
+    the returned loss CE(f(x + delta), y) carries no gradient through delta. ``logits_fn(params, x (batch, ...))``.
+    Returns ``(batch,)``.
+    """
+    ps = jax.lax.stop_gradient(params)
+    n = xb.shape[0]
+    flat = xb.reshape(n, -1)
+
+    def margin(delta):
+        return R.logit_margin(logits_fn(ps, (flat + delta).reshape(xb.shape)), yb)
+
+    _, delta, _ = R.pgd(margin, lambda d: -margin(d), jnp.zeros_like(flat), eps_adv, steps, rel_step * eps_adv)
+    return cross_entropy(logits_fn(params, xb + jax.lax.stop_gradient(delta).reshape(xb.shape)), yb)
 
 
 def _flip_first_layer(params, shape, on):
@@ -248,6 +291,24 @@ def _flip_first_layer(params, shape, on):
     new = dict(params)
     new["dense_0"] = {**params["dense_0"], "kernel": jnp.where(on, kq, k)}
     return new
+
+
+def first_layer_rms(params0, params, cfg: HMTRun) -> dict:
+    """MLP on synthetic data: the RMS over the directions b of a block B of ||K_1^T b|| (the first layer's
+    sensitivity to each direction), ||B^T K_1||_F / sqrt(dim B), at init (``"<B>0"``) and after training
+    (``"<B>"``), for B in u, N, E \\ {w} (NaN for an empty block). In the data's (unflipped) coordinates: read it
+    from unflipped runs. E \\ {w} carries no data, so its rows of the gradient of K_1 are exactly zero and they only
+    move by weight decay (:func:`fa_jax.theory.hold_me_tight.weight_decay_factor`)."""
+    dr = directions(cfg.synth)
+    out = {}
+    for name, b in (("u", dr["u"][:, None]), ("N", dr["N"]), ("E", dr["E_rest"])):
+        for tag, p in (("0", params0), ("", params)):
+            k = p["dense_0"]["kernel"]
+            if b.shape[1] == 0:
+                out[name + tag] = jnp.asarray(jnp.nan, k.dtype)
+            else:
+                out[name + tag] = jnp.linalg.norm(jnp.asarray(b, k.dtype).T @ k) / np.sqrt(b.shape[1])
+    return out
 
 
 def run_hold_me_tight(cfg: HMTRun) -> dict:
@@ -290,19 +351,7 @@ def run_hold_me_tight(cfg: HMTRun) -> dict:
 
     if cfg.adv_steps > 0:
         def loss_fn(p, xb, yb):
-            ps = jax.lax.stop_gradient(p)
-            n = xb.shape[0]
-            flat = xb.reshape(n, -1)
-
-            def out_of(delta):
-                return logits(ps, (flat + delta).reshape(xb.shape))
-
-            def margin(delta):
-                return R.logit_margin(out_of(delta), yb)
-
-            _, delta, _ = R.pgd(margin, lambda d: -margin(d), jnp.zeros_like(flat), cfg.eps_adv, cfg.adv_steps,
-                                cfg.adv_rel_step * cfg.eps_adv)
-            return clean_loss(p, xb + jax.lax.stop_gradient(delta).reshape(xb.shape), yb)
+            return adversarial_loss(logits, p, xb, yb, cfg.eps_adv, cfg.adv_steps, cfg.adv_rel_step)
     else:
         loss_fn = clean_loss
 
@@ -319,11 +368,13 @@ def run_hold_me_tight(cfg: HMTRun) -> dict:
                                                                                              y_te[:nr_te])}
 
     plan = record_plan(cfg.train.steps, cfg.train.n_records, cfg.train.plan)
-    params, records, diverged_step = train(loss_fn, params0, x_tr, y_tr, _optimizer(cfg), plan=plan,
+    params, records, diverged_step = train(loss_fn, params0, x_tr, y_tr, optimizer_of(cfg), plan=plan,
                                            record_fn=record_fn, key=k_batch, batch_size=cfg.optim.batch_size,
                                            sampling=cfg.optim.sampling)
     res = {"records": records, "plan": jnp.asarray(plan), "diverged_step": diverged_step,
            "test_acc": acc(params, x_te, y_te), "train_acc": acc(params, x_tr[:nr_tr], y_tr[:nr_tr])}
+    if mc.arch == "mlp" and cfg.dataset == "synthetic":
+        res["first_layer"] = first_layer_rms(params0, params, cfg)
 
     # ---- margins of the first n_points test points
     m = cfg.margin
@@ -348,8 +399,68 @@ def run_hold_me_tight(cfg: HMTRun) -> dict:
     bases = jnp.asarray(bank.bases, dt)
     if n_sub:
         bases = bases.at[n_blocks:, :, :d_max].set(b)
-    out = deepfool_bank(logit_one, xm, Bank(masks=jnp.asarray(bank.masks, dt), bases=bases), project, **kw)
+    full = Bank(masks=jnp.asarray(bank.masks, dt), bases=bases)
+    if m.method == "deepfool":
+        out = deepfool_bank(logit_one, xm, full, project, **kw)
+    else:
+        out = dict(deepfool_refined_bank(logit_one, xm, full, project, rtol=m.rtol, **kw))
+        # 1-D subspaces (u, w): the exact margin by a two-sided line search along +-direction (DeepFool searches
+        # along the gradient's sign only); DeepFool's value stays in "deepfool_upper"
+        one_d = np.flatnonzero((np.abs(dense).sum(axis=1) > 0).sum(axis=1) == 1) if n_sub else np.zeros(0, int)
+        if one_d.size:
+            cols = np.argmax(np.abs(dense[one_d]).sum(axis=1) > 0, axis=1)
+            dirs = b[jnp.asarray(one_d), :, jnp.asarray(cols)].reshape((one_d.size, *shape))
+            lm = line_margin_bank(logit_one, xm, dirs, max_radius=m.line_radius, rtol=m.rtol)
+            rows = jnp.asarray(n_blocks + one_d)
+            for key in ("margin", "margin_lo", "margin_hi", "flipped"):
+                out[key] = out[key].at[rows].set(lm[key].astype(out[key].dtype))
     res["block"] = jax.tree.map(lambda a: a[:n_blocks], out)
     if n_sub:
         res["sub"] = jax.tree.map(lambda a: a[n_blocks:], out)
     return res
+
+
+# ----------------------------------------------------------------------------- analysis (numpy, host side)
+def mirror_error(a: dict, b: dict, order) -> dict:
+    """Margins of run a vs run b with b's subspaces reordered by ``order`` (the flip's mirror; ``slice(None)``:
+    the same order). ``a`` / ``b``: ``{"margin", "flipped"} (subspaces, points)``.
+
+    ``max_rel`` / ``median_rel``: |m_a - m_b| / |m_a| over the entries flipped and finite in both (NaN if none);
+    ``flag_agreement``: the fraction of entries whose censoring flags agree; ``profile_max_rel``: the max over
+    subspaces of |med_a - med_b| / |med_a| of the censored medians (censored entries at their bounds).
+    """
+    from ..metrics.margins import censored_median
+
+    ma, fa = np.asarray(a["margin"], np.float64), np.asarray(a["flipped"], bool)
+    mb, fb = np.asarray(b["margin"], np.float64)[order], np.asarray(b["flipped"], bool)[order]
+    both = fa & fb & np.isfinite(ma) & np.isfinite(mb)
+    rel = np.abs(ma - mb)[both] / np.maximum(np.abs(ma[both]), 1e-30)
+    pa, pb = censored_median(ma, fa)["median"], censored_median(mb, fb)["median"]
+    prof = np.abs(pa - pb) / np.maximum(np.abs(pa), 1e-30)
+    nan = float("nan")
+    return {"max_rel": float(rel.max()) if rel.size else nan, "median_rel": float(np.median(rel)) if rel.size else nan,
+            "flag_agreement": float(np.mean(fa == fb)), "profile_max_rel": float(np.max(prof))}
+
+
+def _average_ranks(v) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank."""
+    _, inv, counts = np.unique(np.asarray(v, np.float64), return_inverse=True, return_counts=True)
+    top = np.cumsum(counts)
+    return (top - (counts - 1) / 2.0)[inv.ravel()]
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation of ``x`` and ``y``: the Pearson correlation of their ranks (ties get their
+    average rank). NaN when either is constant (no order to correlate)."""
+    rx, ry = _average_ranks(x), _average_ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def exceeds_fraction(first, second) -> float:
+    """The sign-test statistic: the fraction of points whose ``second`` statistic strictly exceeds ``first``
+    (``(points,)`` each; NaN entries count as not exceeding, so an undefined comparison never helps a claim)."""
+    a, b = np.asarray(first, np.float64), np.asarray(second, np.float64)
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(b > a))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..linalg import qr_q
 from ..models.two_layer import hidden
 
 _TINY = 1e-30
@@ -36,6 +37,22 @@ def binary_readout(out, sup_sign, kind: str):
     raise ValueError(f"invalid readout={kind!r}: allowed 'binary', 'sum', 'max'")
 
 
+def lse_readout(out, sup_sign):
+    """Probability-sum read-out ``out (samples, outputs)`` -> ``F_lse (samples,)``:
+
+        F_lse = log sum_{j in J+} exp(f_j) - log sum_{j in J-} exp(f_j)
+              = log( sum_{J+} softmax(f)_j / sum_{J-} softmax(f)_j ),
+
+    the log-odds of the summed class probabilities of the two sides (log Z cancels). ``sup_sign (outputs,)`` is each
+    output's binary class (+1 / -1; 0 is ignored). Computed as two masked ``logsumexp`` (stable for large logits);
+    its gradient is softmax over each side, finite everywhere. F_lse = 0 counts as an error, as for every read-out.
+    """
+    neg = jnp.asarray(-jnp.inf, out.dtype)
+    pos_side = jax.nn.logsumexp(jnp.where(sup_sign > 0, out, neg), axis=-1)
+    neg_side = jax.nn.logsumexp(jnp.where(sup_sign < 0, out, neg), axis=-1)
+    return pos_side - neg_side
+
+
 # ----------------------------------------------------------------------------- reduced coordinates
 def reduce_two_layer(params, x, extra=None):
     """Exact attack coordinates for a two-layer net.
@@ -47,7 +64,7 @@ def reduce_two_layer(params, x, extra=None):
     """
     w = params["w"]
     cols = w.T if extra is None else jnp.concatenate([w.T, extra.T], axis=1)
-    q, _ = jnp.linalg.qr(cols)  # (d, p-1), orthonormal even when W is rank-deficient
+    q = qr_q(cols)  # (d, p-1), orthonormal even when W is rank-deficient
     wq = jnp.concatenate([w @ q, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1)
     return hidden(params, x), wq, q
 

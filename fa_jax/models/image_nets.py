@@ -20,9 +20,15 @@ output f(x), predict sgn f) or a *multi-class head* (``head="multiclass"``, ``n_
   The 2x2 max-pool is a reshape + max (the same values as ``nn.max_pool``; no ``reduce_window``).
 
 Penultimate features (:func:`penultimate`) are the input of the last Dense layer (after its ReLU). The last Dense
-layer is named ``head``: ``params["head"]["kernel"] (width, n_out)``. Init: flax defaults (kernels LeCun-normal,
-fan-in variance 1/fan_in, truncated at 2 sd; biases zero), times ``init_scale`` for the kernels; parameters are
-drawn from ``jax.random.PRNGKey(seed)`` so a traced seed vmaps (one program for many seeds).
+layer is named ``head``: ``params["head"]["kernel"] (width, n_out)``. Init (``init``, static):
+* ``"flax"`` (default): flax defaults (kernels LeCun-normal, fan-in variance 1/fan_in, truncated at 2 sd; biases
+  zero), times ``init_scale`` for the kernels;
+* ``"torch"``: PyTorch's default ``nn.Linear`` / ``nn.Conv2d`` init (``reset_parameters``: kaiming_uniform with
+  a = sqrt 5 for the weight, U(+-1/sqrt fan_in) for the bias): every kernel K ~ U(-a, a) with
+  a = init_scale / sqrt(fan_in) (variance init_scale^2 / (3 fan_in)) and every bias b ~ U(-1/sqrt(fan_in),
+  1/sqrt(fan_in)) (not scaled), fan_in = the layer's input width (conv: kh * kw * C_in). ``init_scale = 1`` is
+  PyTorch's default; ``init_scale = sqrt 6`` is He-uniform (kaiming_uniform_, variance 2 / fan_in).
+Parameters are drawn from ``jax.random.PRNGKey(seed)`` so a traced seed vmaps (one program for many seeds).
 
 Binary read-outs of a multi-class net (``F_sum``, ``F_max``): :func:`fa_jax.metrics.robustness.binary_readout`
 with the class signs of :func:`fa_jax.data.images.class_signs` (+1 / -1 per class); :func:`binary_logit` wraps it.
@@ -39,12 +45,13 @@ import jax.numpy as jnp
 
 from ..config import require, traced
 
-__all__ = ["ARCHS", "CONV_IMPLS", "HEADS", "ConvNet", "PatchConv", "ImageMLP", "ImageNet", "apply_image_net", "binary_logit",
+__all__ = ["ARCHS", "CONV_IMPLS", "HEADS", "INITS", "ConvNet", "PatchConv", "ImageMLP", "ImageNet", "apply_image_net", "binary_logit",
            "build_image_net", "conv_same", "init_image_net", "max_pool2", "n_outputs", "penultimate"]
 
 ARCHS = ("mlp", "conv")
 HEADS = ("binary", "multiclass")
 CONV_IMPLS = ("patches", "lax")
+INITS = ("flax", "torch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +64,12 @@ class ImageNet:
     dense: int = 64  # conv net: width of the penultimate dense layer
     init_scale: float = traced(1.0)  # multiplies every initial kernel (biases start at 0)
     conv_impl: str = "patches"  # "patches" (slices + matmul) or "lax" (nn.Conv): module docstring
+    init: str = "flax"  # "flax" (LeCun-normal kernels, zero biases) or "torch" (PyTorch default): module docstring
 
     def validate(self) -> ImageNet:
         require(self.arch in ARCHS, "model.arch", f"one of {ARCHS}", self.arch)
         require(self.head in HEADS, "model.head", f"one of {HEADS}", self.head)
+        require(self.init in INITS, "model.init", f"one of {INITS}", self.init)
         require(self.conv_impl in CONV_IMPLS, "model.conv_impl", f"one of {CONV_IMPLS}", self.conv_impl)
         require(isinstance(self.n_classes, int) and self.n_classes >= 2, "model.n_classes", "an integer >= 2",
                 self.n_classes)
@@ -170,13 +179,34 @@ def init_image_net(seed_or_key, cfg: ImageNet, image_shape: tuple[int, int, int]
     """Parameters (the flax ``params`` collection) for images of shape ``image_shape = (H, W, C)``.
 
     ``seed_or_key``: an integer seed (may be a tracer: ``jax.vmap`` over seeds gives the per-seed inits) or a
-    PRNG key. Kernels are multiplied by ``cfg.init_scale``."""
+    PRNG key. ``cfg.init == "flax"``: flax's init, kernels multiplied by ``cfg.init_scale``; ``"torch"``: PyTorch's
+    default (module docstring), every leaf redrawn from a key folded from the flax key and the leaf's index."""
     key = seed_or_key
     if jnp.ndim(seed_or_key) == 0 and jnp.issubdtype(jnp.asarray(seed_or_key).dtype, jnp.integer):
         key = jax.random.PRNGKey(seed_or_key)
     params = build_image_net(cfg).init(key, jnp.zeros((1, *image_shape), jnp.float32))["params"]
+    if getattr(cfg, "init", "flax") == "torch":
+        return _torch_init(key, params, cfg.init_scale)
     return jax.tree_util.tree_map_with_path(
         lambda path, a: a * cfg.init_scale if getattr(path[-1], "key", None) == "kernel" else a, params)
+
+
+def _torch_init(key, params, init_scale):
+    """PyTorch's default init of every layer of ``params`` (shapes from flax's init): kernel ``(..., fan_in_last,
+    out)`` with fan_in = prod(shape[:-1]) -> U(+-init_scale / sqrt fan_in); its layer's bias -> U(+-1/sqrt fan_in)."""
+    leaves, tree = jax.tree_util.tree_flatten_with_path(params)
+    fan_in = {}
+    for path, a in leaves:
+        if getattr(path[-1], "key", None) == "kernel":
+            fan_in[tuple(str(p) for p in path[:-1])] = math.prod(a.shape[:-1])
+    out = []
+    for i, (path, a) in enumerate(leaves):
+        bound = 1.0 / math.sqrt(fan_in[tuple(str(p) for p in path[:-1])])
+        if getattr(path[-1], "key", None) == "kernel":
+            bound = bound * init_scale
+        u = jax.random.uniform(jax.random.fold_in(key, 1000 + i), a.shape, a.dtype, -1.0, 1.0)
+        out.append(u * bound)
+    return jax.tree_util.tree_unflatten(tree, out)
 
 
 def apply_image_net(params, x, cfg: ImageNet):

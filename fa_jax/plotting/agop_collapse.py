@@ -118,6 +118,8 @@ def _fig_mlp(out_dir, s, metrics):
     ax.semilogy(steps, m["sw_over_st"], label="tr S_W / tr S_T (last hidden)")
     ax.semilogy(steps, m["sb_over_st"], label="tr S_B / tr S_T (last hidden)")
     ax.semilogy(steps, m["loss"], label="training loss (MSE)")
+    if "train_acc" in m:
+        ax.semilogy(steps, m["train_acc"], "--", label="training accuracy")
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
     return save(fig, out_dir, "mlp_collapse.png")

@@ -8,10 +8,13 @@ import numpy as np
 from .common import band as _band
 from .common import save as _save
 
-LABELS = {"binary": "binary net", "sum": "10-class, $F_{sum}$ (strongest)", "max": "10-class, $F_{max}$ (strongest)",
-          "sum_margin": "$F_{sum}$, margin attack", "max_margin": "$F_{max}$, margin attack",
-          "sum_ce": "$F_{sum}$, CE attack", "max_ce": "$F_{max}$, CE attack"}
-COLORS = {"binary": "C3", "sum": "C0", "max": "C2"}
+LABELS = {"binary": "binary net", "lse": "10-class, $F_{lse}$ (primary; strongest attack)",
+          "sum": "10-class, $F_{sum}$ (variant; strongest)", "max": "10-class, $F_{max}$ (variant; strongest)",
+          "lse_margin": "$F_{lse}$, margin attack", "sum_margin": "$F_{sum}$, margin attack",
+          "max_margin": "$F_{max}$, margin attack", "lse_ce": "$F_{lse}$, CE attack", "sum_ce": "$F_{sum}$, CE attack",
+          "max_ce": "$F_{max}$, CE attack"}
+COLORS = {"binary": "C3", "lse": "C1", "sum": "C0", "max": "C2"}
+READOUTS = ("binary", "lse", "sum", "max")  # lse: the 10-class net's primary read-out (drawn bold)
 
 
 def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:
@@ -23,9 +26,14 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
 
     # 1. robust accuracy vs radius (paper Fig. 3 analogue)
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    for name in ("binary", "sum", "max"):
-        _band(ax, eps, curves[name], LABELS[name], color=COLORS[name])
-    for name in ("sum_margin", "max_margin", "sum_ce", "max_ce"):
+    for name in READOUTS:
+        if name in curves:
+            clean = metrics["clean_accuracy"][name]["mean"]
+            _band(ax, eps, curves[name], f"{LABELS[name]}, clean {clean:.3f}", color=COLORS[name])
+            if name == "lse":  # the primary read-out: bold, drawn above the variants
+                ax.lines[-1].set_linewidth(2.5)
+                ax.lines[-1].set_zorder(5)
+    for name in ("lse_margin", "sum_margin", "max_margin", "lse_ce", "sum_ce", "max_ce"):
         if name in curves:
             ax.plot(eps, curves[name].mean(0), color=COLORS[name.split("_")[0]],
                     ls=":" if name.endswith("_ce") else "--", lw=1, label=LABELS[name] + " (mean)")
@@ -76,11 +84,11 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
 
     # 3. training records
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, rs, c in (("binary", rb, COLORS["binary"]), ("10-class", rm, COLORS["sum"])):
+    for label, rs, c in (("binary", rb, COLORS["binary"]), ("10-class", rm, COLORS["lse"])):
         st = np.maximum(np.asarray(rs[0]["plan"]), 1)
         _band(axes[0], st, [r["records"]["loss"] for r in rs], f"{label} (train loss)", color=c)
         _band(axes[1], st, [r["records"]["test_acc"] for r in rs],
-              f"{label} ({'sgn f' if label == 'binary' else '$F_{sum}$'}) test", color=c)
+              f"{label} ({'sgn f' if label == 'binary' else '$F_{lse}$'}) test", color=c)
         _band(axes[1], st, [r["records"]["train_acc"] for r in rs], f"{label} train", color=c, ls=":")
     for ax, yl in ((axes[0], "loss"), (axes[1], "binary accuracy")):
         ax.set_xscale("log")

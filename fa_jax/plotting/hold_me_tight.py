@@ -10,7 +10,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..experiments.hold_me_tight import bank_names
 from .common import THEORY, save
 
 
@@ -24,14 +23,12 @@ def _median_line(ax, x, prof, label, **kw):
 
 
 def synthetic_figure(out_dir, s, res, metrics):
-    from sims.hold_me_tight import _synth_run
-
-    names = bank_names(_synth_run(s, "mlp", 0))
     archs = list(s.synth_archs)
     fig, axes = plt.subplots(len(archs), 1, figsize=(9, 3.6 * len(archs)), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, arch in zip(axes[:, 0], archs):
         r = next(r for lab, r in res["synth"] if lab["arch"] == arch and lab["seed"] == 0 and lab["flip"] == 0)
+        names = list(metrics["synthetic"][arch][0]["subspaces"])  # the bank's order (experiments.bank_names)
         m, f = np.asarray(r["sub"]["margin"], float), np.asarray(r["sub"]["flipped"], bool)
         cap = np.nanmax(np.where(np.isfinite(m), m, np.nan)) * 1.5
         for i in range(len(names)):
@@ -89,30 +86,48 @@ def profile_figure(out_dir, s, res, metrics, image_sets):
 
 
 def tiny_figure(out_dir, s, metrics):
+    """Left: the w-margin over eps2 (sigma_w = 0) for every init scale, with the 1/eps2 law (eps / eps2) u-margin(0)
+    of that scale overlaid (dashed) and the law's window marked; censored medians as '^'. Right: D5 at the recipe's
+    init scale: log10 w-margin over eps2 x sigma_w."""
     rows = metrics["tiny"]
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.8 * len(rows)), squeeze=False)
-    for (a1, a2), t in zip(axes, rows):
-        e2, sw = np.asarray(t["eps2"]), np.asarray(t["sigma_w"])
-        wm, lb = np.asarray(t["w_margin"], float), np.asarray(t["w_lower_bound"], bool)
-        im = a1.imshow(np.log10(wm.T), origin="lower", aspect="auto", cmap="viridis")
-        a1.set_xticks(range(len(e2)), [f"{v:g}" for v in e2])
-        a1.set_yticks(range(len(sw)), [f"{v:g}" for v in sw])
-        for i in range(len(e2)):
-            for j in range(len(sw)):
-                a1.text(i, j, (">=" if lb[i, j] else "") + f"{wm[i, j]:.2g}", ha="center", va="center", fontsize=7,
-                        color="w")
-        a1.set_xlabel("tiny feature eps2 / eps")
-        a1.set_ylabel("noise sigma_w along w")
-        a1.set_title(f"S2: log10 median margin along w (init scale {t['init_scale']:.3g})", fontsize=9)
-        fig.colorbar(im, ax=a1)
-        a2.plot(e2[1:], wm[1:, 0], "o-", label="measured (sigma_w = 0)")
-        a2.plot(e2[1:], wm[1, 0] * e2[1] / e2[1:], label="~ 1/eps2 (D5, unverified)", **THEORY)
-        a2.axhline(wm[0, 0], color="C3", ls=":", label=("eps2 = 0 (>=)" if lb[0, 0] else "eps2 = 0"))
-        a2.set_xscale("log")
-        a2.set_yscale("log")
-        a2.set_xlabel("eps2 / eps")
-        a2.set_ylabel("median w-margin")
-        a2.legend(fontsize=7)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k, t in enumerate(rows):
+        e2 = np.asarray(t["eps2"], float)
+        wm, lb = np.asarray(t["w_margin"], float)[:, 0], np.asarray(t["w_lower_bound"], bool)[:, 0]
+        c = f"C{k}"
+        lab = f"init scale {t['init_scale']:.3g} ({t.get('init', '')})"
+        if "law_exponent" in t:
+            lab += f": slope {t['law_exponent']:.2f}"
+        a1.plot(e2[1:], wm[1:], "o-", color=c, label=lab)
+        if lb[1:].any():
+            a1.plot(e2[1:][lb[1:]], wm[1:][lb[1:]], "^", ms=9, mfc="none", color=c)
+        a1.plot(e2[1:], np.asarray(t["w_margin_law"], float)[1:], color=c, ls="--", lw=1)
+        a1.axhline(wm[0], color=c, ls=":", lw=1)
+        win = t.get("law_window", [])
+        if win:
+            a1.axvspan(min(win), max(win), color=c, alpha=0.06)
+    a1.plot([], [], "k--", lw=1, label="1/eps2 law: (eps / eps2) u-margin(eps2 = 0)")
+    a1.plot([], [], "k:", lw=1, label="eps2 = 0 (no feature)")
+    a1.set_xscale("log")
+    a1.set_yscale("log")
+    a1.set_xlabel("tiny feature eps2 / eps  (sigma_w = 0)")
+    a1.set_ylabel("median w-margin (^: censored >=)")
+    a1.set_title("P6/D5: w-margin vs eps2 per init scale (shaded: the law's domain)", fontsize=9)
+    a1.legend(fontsize=7)
+    t = rows[0]
+    e2, sw = np.asarray(t["eps2"]), np.asarray(t["sigma_w"])
+    wm, lb = np.asarray(t["w_margin"], float), np.asarray(t["w_lower_bound"], bool)
+    im = a2.imshow(np.log10(wm.T), origin="lower", aspect="auto", cmap="viridis")
+    a2.set_xticks(range(len(e2)), [f"{v:g}" for v in e2])
+    a2.set_yticks(range(len(sw)), [f"{v:g}" for v in sw])
+    for i in range(len(e2)):
+        for j in range(len(sw)):
+            a2.text(i, j, (">=" if lb[i, j] else "") + f"{wm[i, j]:.2g}", ha="center", va="center", fontsize=7,
+                    color="w")
+    a2.set_xlabel("tiny feature eps2 / eps")
+    a2.set_ylabel("noise sigma_w along w")
+    a2.set_title(f"S2/D5: log10 median w-margin (init scale {t['init_scale']:.3g})", fontsize=9)
+    fig.colorbar(im, ax=a2)
     fig.tight_layout()
     return save(fig, out_dir, "tiny_feature.png")
 

@@ -33,10 +33,11 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     xw = np.maximum(wd[0]["plan"], 1)
     _band(ax, xw, [r["records"]["irr"] for r in wd], f"GD + wd {s.wd:g}", color="tab:orange")
     m = metrics["gd_wd"]
-    r_ref = np.median([r["records"]["irr"][int(np.argmin(np.abs(wd[0]["plan"] - m["t_ref"])))] for r in wd])
-    tt = xw[xw >= m["t_ref"]]
-    ax.plot(tt, r_ref * T.wd_ratio(tt - m["t_ref"], s.lr, s.wd), color="tab:orange", ls=":", lw=1.5,
-            label="theory $(1-\\eta\\lambda)^t$")
+    if "t_ref" in m:  # the law's window (after the loss has converged) exists
+        r_ref = np.median([r["records"]["irr"][int(np.argmin(np.abs(wd[0]["plan"] - m["t_ref"])))] for r in wd])
+        tt = xw[xw >= m["t_ref"]]
+        ax.plot(tt, r_ref * T.wd_ratio(tt - m["t_ref"], s.lr, s.wd), color="tab:orange", ls=":", lw=1.5,
+                label="theory $(1-\\eta\\lambda)^t$ (from convergence)")
     ax.axhline(T.gd_plateau_ratio(h), label="T2 plateau $\\sqrt{1-1/h}$", **THEORY)
     ax.plot([], [], color="gray", ls="--", label="T3 (from measured $E[r^2]$, u)")
     ax.set_xscale("log")
@@ -123,7 +124,7 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
             continue
         pb = [p for p in pts if p["b"] == b]
         for p in pb:
-            mk = "o" if p["resolved"] else "v"
+            mk = "x" if p.get("on_floor") else ("o" if p["resolved"] else "v")
             axes[0].scatter(p["lr"] / b, max(p["rate"], 1e-12) / p["lr"], color=c, marker=mk, s=18,
                             label=f"b={b}" if p is pb[0] else None)
             if np.isfinite(p["y"]) and p["y"] > 0:
@@ -138,12 +139,12 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
         ax.legend(fontsize=7)
     axes[0].set_xlabel("$\\eta / b$")
     axes[0].set_ylabel("Phase-2 decay rate per unit $\\eta t$")
-    axes[0].set_title("raw rate (▼: unresolved, an upper bound)")
+    axes[0].set_title("raw rate (▼: unresolved, an upper bound; x: on its noise floor)")
     axes[1].set_xlabel("$c_b = (\\eta/b)(N-b)/(N-1)$")
     axes[1].set_ylabel("$\\Delta\\ln\\|W_{1,irr}\\| / \\int \\eta E[r^2] u \\chi dt$")
     c = metrics["collapse"]
-    axes[1].set_title(f"collapse: slope {c['slope']:.2f}, log2 const {c['log2_median_y_over_x']:.2f} "
-                      f"({c['resolved']} resolved)")
+    axes[1].set_title(f"collapse: slope {c['slope']:.2f}, median y/x {c['median_y_over_x']:.2f} "
+                      f"({c['in_domain']} in T3's domain of {c['points']})")
     names.append(_save(fig, out_dir, "sgd_support_collapse.png"))
 
     # 4. |W1| at init and after each optimiser (seed 0), paper Fig. 1 analogue
