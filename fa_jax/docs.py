@@ -64,7 +64,8 @@ def render_checks(doc: dict) -> str:
              "| check | measured | predicted | tolerance | mode | provenance | result |",
              "|---|---|---|---|---|---|---|"]
     for c in checks:
-        lines.append(f"| `{_cell(c['name'])}` | {_fmt(c['measured'])} | {_fmt(c['predicted'])} | {_fmt(c['tolerance'])} | "
+        lines.append(f"| `{_cell(c['name'])}` | {_fmt(c['measured'])} | {_fmt(c['predicted'])} | "
+                     f"{_fmt(c['tolerance'])} | "
                      f"{c['mode']} | {_cell(c['provenance'])} | {'PASS' if c['passed'] else '**FAIL**'} |")
     skipped = doc.get("not_evaluated") or []
     if skipped:

@@ -452,7 +452,8 @@ def analyse(s: HMTSim, res: dict, image_sets: list[str], missing: dict) -> tuple
                              "D4 needs the refined / exact margin (metrics.margins, margins='refined')")
         elif dom:
             checks.append(Check(name, u_med, df_u, T.u_margin_rel_tol(), "rel", "derived (spec D1 + D4)",
-                                f"median over seeds of the per-seed median u-margin vs the instrument on the Bayes boundary, "
+                                "median over seeds of the per-seed median u-margin vs the instrument on the Bayes "
+                                "boundary, "
                                 f"{'eps/2 (exact line search along u)' if s.margins == 'refined' else '(1 + o) eps/2'}"
                                 f" = {df_u:.4g} (measured / (eps/2) = {u_med / half:.4g}); tolerance "
                                 "+-15 %: spec P4's band [0.95, 1.2] eps/2 kept below the memorisation flag; null: "

@@ -141,3 +141,26 @@ def assert_check_contract(doc: dict, required=()) -> None:
         assert fresh.passed == c["passed"], c
     failed = [c for c in doc["checks"] if c["kind"] == "derived" and not c["passed"]]
     assert not failed, f"derived checks failed: {failed}"
+
+
+def relu_net_and_bank():
+    """A tiny float32 ReLU net on 8x8x1 images with 3 logits, 4 samples and a bank of two random subspaces (dims 4,
+    2): the shared case of the batched-equals-single margin tests. Returns ``(rng, shape, logits, x, bank)`` (the
+    rng continues the stream that drew them)."""
+    import jax
+    import jax.numpy as jnp
+
+    from fa_jax.subspaces import Bank, basis_bank, random_subspaces
+
+    rng = np.random.default_rng(2)
+    shape = (8, 8, 1)
+    k1 = jnp.asarray(rng.standard_normal((64, 16)) / 8, jnp.float32)
+    k2 = jnp.asarray(rng.standard_normal((16, 3)) / 4, jnp.float32)
+
+    def logits(xi):
+        return jax.nn.relu(xi.reshape(-1) @ k1) @ k2
+
+    x = jnp.asarray(rng.standard_normal((4, *shape)), jnp.float32)
+    bank = Bank(bases=jnp.asarray(basis_bank([random_subspaces(3, 1, 4, np.eye(64))[0],
+                                              random_subspaces(4, 1, 2, np.eye(64))[0]]).bases))
+    return rng, shape, logits, x, bank

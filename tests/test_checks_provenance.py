@@ -145,5 +145,5 @@ def sim(s, res):
             pred = _predicted(node)
             lit = isinstance(pred, ast.Constant) or (isinstance(pred, ast.UnaryOp)
                                                      and isinstance(pred.operand, ast.Constant))
-            verdict[node.args[0].value] = (not lit) and "theory" in _sources(pred, assigns, set(), theory, frozenset())
+            verdict[node.args[0].value] = (not lit) and "theory" in _sources(pred, assigns, params, theory, frozenset())
     assert verdict == {"a": False, "b": False, "c": False, "d": True, "e": False}

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import relu_net_and_bank
 from fa_jax.metrics import margins as M
-from fa_jax.subspaces import Bank, as_jax, basis_bank, dct_basis_images, dct_block_bank, project, random_subspaces
+from fa_jax.subspaces import Bank, as_jax, dct_basis_images, dct_block_bank, project, random_subspaces
 
 O = 0.02
 
@@ -87,17 +88,7 @@ def test_max_iter_run_is_a_censored_lower_bound(x64):
 
 
 def test_batched_bank_equals_one_sample_runs():
-    rng = np.random.default_rng(2)
-    shape = (8, 8, 1)
-    k1 = jnp.asarray(rng.standard_normal((64, 16)) / 8, jnp.float32)
-    k2 = jnp.asarray(rng.standard_normal((16, 3)) / 4, jnp.float32)
-
-    def logits(xi):
-        return jax.nn.relu(xi.reshape(-1) @ k1) @ k2
-
-    x = jnp.asarray(rng.standard_normal((4, *shape)), jnp.float32)
-    bank = Bank(bases=jnp.asarray(basis_bank([random_subspaces(3, 1, 4, np.eye(64))[0],
-                                              random_subspaces(4, 1, 2, np.eye(64))[0]]).bases))
+    _, shape, logits, x, bank = relu_net_and_bank()
     batched = jax.jit(lambda xx: M.deepfool_bank(logits, xx, bank, project, max_iter=30))(x)
     one = jax.jit(lambda xi, b: M.deepfool_subspace(logits, xi, lambda v: project(b, v), max_iter=30))
     for si in range(2):

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import relu_net_and_bank
 from fa_jax.metrics import margins as M
-from fa_jax.subspaces import Bank, basis_bank, project, random_subspaces
+from fa_jax.subspaces import Bank, project, random_subspaces
 
 O = 0.02
 RTOL = 1e-3
@@ -211,17 +212,7 @@ def test_censored_cases_are_flagged(x64):
 
 # ----------------------------------------------------------------------------- batched == one sample, jit
 def test_batched_equals_one_sample_jit():
-    rng = np.random.default_rng(2)
-    shape = (8, 8, 1)
-    k1 = jnp.asarray(rng.standard_normal((64, 16)) / 8, jnp.float32)
-    k2 = jnp.asarray(rng.standard_normal((16, 3)) / 4, jnp.float32)
-
-    def logits(xi):
-        return jax.nn.relu(xi.reshape(-1) @ k1) @ k2
-
-    x = jnp.asarray(rng.standard_normal((4, *shape)), jnp.float32)
-    bank = Bank(bases=jnp.asarray(basis_bank([random_subspaces(3, 1, 4, np.eye(64))[0],
-                                              random_subspaces(4, 1, 2, np.eye(64))[0]]).bases))
+    rng, shape, logits, x, bank = relu_net_and_bank()
     kw = {"max_iter": 30}
     batched = jax.jit(lambda xx, rt: M.deepfool_refined_bank(logits, xx, bank, project, rtol=rt, **kw))(x, RTOL)
     one = jax.jit(lambda xi, b: M.deepfool_refined(logits, xi, lambda v: project(b, v), **kw))

@@ -167,8 +167,15 @@ def deepfool_bank(logit_fn: Callable, x, bank, project_with: Callable, *, keep_p
     ``(subspaces, samples, *sample)`` if ``keep_perturbation``).
     """
 
+    return _over_bank(deepfool_batch, logit_fn, x, bank, project_with, keep_perturbation, **kw)
+
+
+def _over_bank(batch_fn: Callable, logit_fn: Callable, x, bank, project_with: Callable, keep_perturbation: bool,
+               **kw):
+    """``batch_fn`` (a ``*_batch`` margin over samples) vmapped over the ``subspaces`` axis of ``bank``."""
+
     def one(item):
-        out = deepfool_batch(logit_fn, x, lambda v: project_with(item, v), **kw)
+        out = batch_fn(logit_fn, x, lambda v: project_with(item, v), **kw)
         if not keep_perturbation:
             out.pop("perturbation")
         return out
@@ -268,13 +275,7 @@ def deepfool_refined_bank(logit_fn: Callable, x, bank, project_with: Callable, *
     returns the keys of :func:`deepfool_refined` with shape ``(subspaces, samples)`` (``"perturbation"`` only if
     ``keep_perturbation``)."""
 
-    def one(item):
-        out = deepfool_refined_batch(logit_fn, x, lambda v: project_with(item, v), **kw)
-        if not keep_perturbation:
-            out.pop("perturbation")
-        return out
-
-    return jax.vmap(one)(bank)
+    return _over_bank(deepfool_refined_batch, logit_fn, x, bank, project_with, keep_perturbation, **kw)
 
 
 def line_margin(logit_fn: Callable, x0, direction, *, max_radius=10.0, rtol=1e-3, n_scan: int = 64,
