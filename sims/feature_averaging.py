@@ -100,17 +100,18 @@ PRESETS = {
 
 def _run_config(s: FASim, kind: str, seed: int, *, d=None, k=None, groups=None, lr=None, steps=None,
                 sweep: bool = False, width=None, bucket=None, init_scale=None) -> FARun:
-    d = d or s.d
-    k = k or s.k
+    # a default applies only where a value is absent: an explicit 0 must reach validation, never become the default
+    d = s.d if d is None else d
+    k = s.k if k is None else k
     n_pos = s.n_pos if (d, k) == (s.d, s.k) else k // 2
     multi = kind == "multiclass"
     return FARun(
         data=ClusterData(d=d, k=k, n_pos=n_pos, n_train=s.n_train, n_test=s.n_test, sigma=s.sigma, groups=groups),
-        model=TwoLayerNet(kind=kind, width=width or (s.heads_width if multi else s.width), bucket=bucket,
+        model=TwoLayerNet(kind=kind, width=(s.heads_width if multi else s.width) if width is None else width, bucket=bucket,
                           bias=s.multi_bias if multi else s.bias,
                           init_scale=s.init_scale if init_scale is None else init_scale),
-        optim=OptimConfig(name=s.optimizer, lr=lr or s.lr, batch_size=s.batch_size),
-        train=TrainConfig(steps=steps or s.steps, n_records=20),
+        optim=OptimConfig(name=s.optimizer, lr=s.lr if lr is None else lr, batch_size=s.batch_size),
+        train=TrainConfig(steps=s.steps if steps is None else steps, n_records=20),
         attack=AttackConfig(steps=s.pgd_steps, restarts=s.sweep_restarts if sweep else s.restarts,
                             n_points=min(s.sweep_points, s.n_points) if sweep else s.n_points, ce=not sweep,
                             record_points=min(200, s.n_test)),

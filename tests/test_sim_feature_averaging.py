@@ -135,3 +135,16 @@ def test_overrides_reach_every_run_config():
         fa.build_runs(apply_overrides(fa.PRESETS["quick"], ["batch_size=32"]))  # 'gd' is full batch
     with pytest.raises(ValueError, match="gran_g"):
         apply_overrides(fa.PRESETS["default"], ["gran_g=2,3"]).validate()  # g=3: super-classes straddle J+/J-
+
+
+@pytest.mark.parametrize("sets, field", [(["phase_k=2,0"], "k"), (["s3_widths=0"], "width"),
+                                         (["dyn_lrs=0.0"], "lr")])
+def test_an_explicit_zero_is_refused_never_replaced_by_the_default(tmp_path, capsys, sets, field):
+    """`--set phase_k=2,0` used to run k = 10 labelled k = 0 (`k or s.k`): now the zero reaches validation and the
+    run stops before anything compiles, naming the field."""
+    from fa_jax.cli import main
+
+    rc = main(["run", "feature-averaging", "--preset", "quick", "--out", str(tmp_path), "--quiet"]
+              + [x for kv in sets for x in ("--set", kv)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{field}=0" in err, err
