@@ -56,7 +56,7 @@ def render_checks(doc: dict) -> str:
              ""]
     if stale:
         lines += ["**This summary predates the falsifiable-check rules** (no provenance kind or null value per check): "
-                  "its checks are the old definitions, kept until the default preset is re-run.", ""]
+                  f"its checks are the old definitions, kept until `{doc.get('command') or doc.get('sim')}` is re-run.", ""]
     lines += [
              f"**{n_pass}/{len(checks)} checks pass.** Derived checks must pass; paper and paper-claim checks are "
              "recorded results.",
