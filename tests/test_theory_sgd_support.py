@@ -149,3 +149,13 @@ def test_integrate_block_rate_and_paper_seed_tolerances():
     for name in ("paper_value", "paper_seed_rel_tolerance", "integrate_block_rate", "plateau_rise", "gd_freeze_rel",
                  "t3_noise_dominance"):
         assert name in T.PROVENANCE
+
+
+def test_window_exponent_is_the_integrated_block_rate():
+    """T3 over a window of records equals ln r(t_a) - ln r(t_b) of the exact block-rate decay (hand sums)."""
+    steps = np.array([0.0, 10.0, 30.0, 70.0, 150.0])
+    rate = np.array([9.0, 0.1, 0.02, 0.01, 0.005])  # rate[k]: segment (t_{k-1}, t_k]; rate[0] unused
+    assert T.window_exponent(steps, rate, 1, 4) == pytest.approx(0.02 * 20 + 0.01 * 40 + 0.005 * 80, rel=1e-14)
+    logr = T.integrate_block_rate(steps, rate, 0.0)
+    assert T.window_exponent(steps, rate, 0, 3) == pytest.approx(logr[0] - logr[3], rel=1e-14)
+    assert np.isnan(T.window_exponent(steps, rate, 2, 2))

@@ -76,6 +76,7 @@ PROVENANCE = {
     "paper_ratios": "paper",  # P1/P3 official-figure ratios at eta = 0.1 (linear)
     "paper_value": "paper (official linear-target figures, eta = 0.1; spec P1/P3)",
     "paper_seed_rel_tolerance": "derived",  # reading precision + measured init-seed spread (committed default)
+    "window_exponent": "derived",  # T3 over a window: sum_k kappa_k (t_k - t_{k-1})
     "integrate_block_rate": "derived",  # ln r(t_k) = ln r(t_0) - sum_j kappa_j (t_j - t_{j-1}) (block means)
     "plateau_rise": "derived",  # a ratio rising 5 % above its running minimum is on its noise floor (P11)
     "gd_freeze_rel": "derived",  # GD's ratio is frozen once every later record is within 0.1 % of its final value
@@ -118,6 +119,16 @@ def integrate_block_rate(steps, rate, log_r0: float = 0.0) -> np.ndarray:
     out = np.full(len(steps), float(log_r0))
     out[1:] = log_r0 - np.cumsum(rate[1:] * np.diff(steps))
     return out
+
+
+def window_exponent(steps, rate, ia: int, ib: int) -> float:
+    """T3's predicted decay exponent ln r(t_ia) - ln r(t_ib) over the window of records ia < ib: the sum over the
+    window's segments (t_{k-1}, t_k], k = ia+1..ib, of the block-mean log-rate ``rate_k`` times (t_k - t_{k-1})
+    (:func:`integrate_block_rate` between two records). NaN for an empty window. Shapes: ``steps``, ``rate`` (R,)."""
+    steps, rate = np.asarray(steps, float), np.asarray(rate, float)
+    if ib <= ia:
+        return float("nan")
+    return float(np.sum(rate[ia + 1:ib + 1] * np.diff(steps[ia:ib + 1])))
 
 
 def plateau_rise() -> float:
