@@ -34,7 +34,8 @@ REQUIRED = (
     "hmt.p8.conv_synth_nondiscriminative_over_u",
 )
 # the derived checks the quick preset must evaluate (not skip)
-EVALUATED = ("hmt.p4.mlp_synth_test_acc", "hmt.d2.mlp_synth_flip_censoring_agrees",
+# (the synthetic D2 trio sits outside D2's precision domain at lr 0.21 on sigma = 3 data: listed not evaluated)
+EVALUATED = ("hmt.p4.mlp_synth_test_acc", "hmt.d4.mlp_u_margin_over_half_eps",
              "hmt.d2.mlp_mnist-5k_flip_mirror_pointwise", "hmt.d2.mlp_mnist-5k_flip_mirror_profile",
              "hmt.d5.noise_hides_tiny_feature", "hmt.d5.tiny_law_exponent",
              "hmt.d6.blocks_empty_rows_shrink_by_weight_decay")
