@@ -340,10 +340,10 @@ def _loss_drift(a, b) -> float:
     return float(np.max(np.abs(la - lb) / np.maximum(np.abs(la), 1e-300)))
 
 
-def _d2_checks(s: HMTSim, what: str, fm: dict) -> list[Check]:
+def _d2_checks(s: HMTSim, what: str, fm: dict, run: HMTRun) -> list[Check]:
     """D2/P2 for the MLP: flipped run at block i (and at the Q-mapped data subspaces) vs the original at mirror(i);
     tolerance 1e-4 relative in float32, 1e-10 in float64 (spec P2)."""
-    rtol = float(MarginConfig().rtol)
+    rtol = float(run.margin.rtol)  # the bracket of the runs compared (``run``: one of them)
     tol, prec = T.mirror_tolerance(bool(s.x64), s.margins, rtol), ("float64" if s.x64 else "float32")
     src = (f"spec P2's rounding bound, widened to the refined margins' bracket rtol = {rtol:g} "
            "(theory.mirror_tolerance)" if s.margins == "refined" else "spec P2")
@@ -484,7 +484,7 @@ def analyse(s: HMTSim, res: dict, image_sets: list[str], missing: dict) -> tuple
             drift = max(_loss_drift(synth[("mlp", seed, 0.0)], synth[("mlp", seed, 1.0)]) for seed in range(s.seeds))
             fm["loss_drift"] = drift
             if drift <= T.d2_loss_drift_max(bool(s.x64)):
-                checks += _d2_checks(s, "synth", fm)
+                checks += _d2_checks(s, "synth", fm, base_cfg)
             else:
                 for c in ("mirror_pointwise", "mirror_profile", "censoring_agrees"):
                     skipped[f"hmt.d2.mlp_synth_flip_{c}"] = (
@@ -712,7 +712,7 @@ def analyse(s: HMTSim, res: dict, image_sets: list[str], missing: dict) -> tuple
                           "starts": st.tolist(), "profile": p_std, "profile_flipped": _profile(flp),
                           "profile_lowpass": p_lp, "flip_mirror": fm}
             if arch == "mlp":
-                checks += _d2_checks(s, name, fm)
+                checks += _d2_checks(s, name, fm, _image_run(s, name, "mlp"))
             first, last, rise = _rise_per_point(std["block"]["margin"])
             img_m[key]["profile_rise"] = rise
             checks.append(_sign_check(f"hmt.p8.{key}_profile_rise", exceeds_fraction(first, last), first.shape[0],
