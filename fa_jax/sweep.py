@@ -124,32 +124,36 @@ def _mesh(devices: Sequence) -> jax.sharding.Mesh:
 
 
 def memory_budget(devices: Sequence | None = None, fraction: float = DEFAULT_MEMORY_FRACTION) -> int:
-    """Bytes one device may use for a chunk: ``fraction`` of what is free on it.
+    """Bytes one device may use for a chunk: ``fraction`` of the device's capacity.
 
-    Accelerators report ``bytes_limit - bytes_in_use``; CPU devices share the host's available RAM
-    (``MemAvailable``), split evenly between the visible CPU devices.
+    Accelerators report ``bytes_limit``; CPU devices share the host's physical RAM (``MemTotal``), split evenly
+    between the visible CPU devices. Capacity, not what is free *now*: the budget decides the chunk sizes, a chunk
+    size is part of the compiled program, and a different program rounds differently -- so a plan read from the
+    momentary free memory made "same config + seed -> same numbers" depend on what else the machine was doing
+    (a chaotic run gave chance accuracy in one computation and 0.907 in another). Lower ``fraction`` (or pass an
+    explicit budget) when other processes hold much of the memory.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"invalid memory fraction={fraction!r}: allowed 0 < fraction <= 1")
     devices = list(devices or jax.local_devices())
     stats = devices[0].memory_stats() if hasattr(devices[0], "memory_stats") else None
     if stats and "bytes_limit" in stats:
-        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+        total = stats["bytes_limit"]
     else:
-        free = _host_available_bytes() // max(1, len(devices))
-    return int(fraction * free)
+        total = _host_total_bytes() // max(1, len(devices))
+    return int(fraction * total)
 
 
-def _host_available_bytes() -> int:
+def _host_total_bytes() -> int:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith("MemTotal:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
 
@@ -496,7 +500,7 @@ def run_sweep(
       tag: distinguishes result caches of different code/sims sharing ``out_dir``.
       progress: one progress bar for the whole sweep (False: quiet).
       devices: devices the ``runs`` axis is sharded over (default: all local devices).
-      memory_budget_bytes: per-device bytes a chunk may use (default: half of what is free).
+      memory_budget_bytes: per-device bytes a chunk may use (default: half of the device's capacity).
       max_chunk: cap on the automatic chunk size.
       process_index, process_count: this process's share of chunks (default: ``jax.process_index()`` /
         ``jax.process_count()``); runs of other processes' chunks come back as ``None``.

@@ -23,7 +23,7 @@ Format (see ``sims/regimes.toml`` for a full example)::
 
     [engine]                           # optional
     chunk_size = "auto"                # or an integer
-    memory_fraction = 0.5              # of free device memory; or memory_budget = "2GB"
+    memory_fraction = 0.5              # of the device's memory (capacity); or memory_budget = "2GB"
     max_chunk = 4096
     bucket = "exact"                   # width buckets: "exact" | "pow2" | "max"
 

@@ -100,7 +100,7 @@ def kernel_memory_bytes(n: int, dtype=None, runs: int = 1) -> int:
 
 def check_kernel_memory(n: int, *, budget_bytes: int | None = None, dtype=None, runs: int = 1) -> None:
     """Raise ``ValueError`` if the N x N kernel solve cannot fit ``budget_bytes`` (default: the sweep engine's
-    per-device budget, half of the free memory)."""
+    per-device budget, half of the device's memory)."""
     if budget_bytes is None:
         from ..sweep import memory_budget
 
