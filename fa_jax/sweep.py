@@ -259,7 +259,7 @@ def _check_batched_lapack(text: str, devices: tuple) -> None:
     In a multi-device CPU program every device's partition runs on a thread of that same pool; when each of them
     reaches such a call at once, every pool thread waits for sub-tasks that no free thread is left to run: the
     sweep hangs at 0 % CPU in ``device_get``. One matrix per call never waits on the pool, so a decomposition that
-    is ``jax.custom_batching.sequential_vmap`` (a loop of unbatched calls under vmap) is safe.
+    is sequential under vmap on CPU (``fa_jax.linalg``: a loop of unbatched calls) is safe.
     """
     if len(devices) < 2 or devices[0].platform != "cpu":
         return
@@ -279,8 +279,8 @@ def _check_batched_lapack(text: str, devices: tuple) -> None:
             f"this sweep program calls batched CPU LAPACK kernels on {len(devices)} devices: "
             f"{', '.join(sorted(set(bad)))}. jaxlib runs the batch on XLA's thread pool and blocks a pool thread "
             "while waiting; with one program per device every pool thread ends up waiting and the sweep hangs. "
-            "Make the decomposition sequential under vmap (use fa_jax.linalg, whose functions are "
-            "jax.custom_batching.sequential_vmap), or run on one device.")
+            "Make the decomposition sequential under vmap (use fa_jax.linalg, whose functions loop over the batch "
+            "on CPU), or run on one device.")
 
 
 def _compile(low: _Lowered, devices: tuple):

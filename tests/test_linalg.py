@@ -23,7 +23,7 @@ def test_qr_svd_eigh_chol_match_numpy_per_matrix(mats):
     y = np.ones((3, 4, 2))
     sol = np.asarray(jax.vmap(L.chol_solve)(jnp.asarray(spd), jnp.asarray(y)))
     for i in range(3):
-        qn, rn = np.linalg.qr(mats[i])
+        qn, _ = np.linalg.qr(mats[i])
         # Q is unique up to column signs
         np.testing.assert_allclose(np.abs(np.sum(q[i] * qn, 0)), 1.0, atol=1e-12)
         np.testing.assert_allclose(s[i], np.linalg.svd(mats[i], compute_uv=False), rtol=1e-12)
@@ -38,3 +38,24 @@ def test_vmapped_program_holds_no_batched_lapack_call(mats):
     # sequential_vmap turns the batch into a loop: the compiled call sees one matrix at a time
     text = jax.jit(jax.vmap(L.qr_q)).lower(jnp.asarray(mats)).as_text()
     assert "while" in text or "scan" in text
+
+
+def test_only_cpu_lowers_to_a_loop_accelerators_keep_the_batched_solver():
+    # the rule picks per platform when the program is lowered: cuSOLVER's batched kernels are safe and fast
+    x = jnp.ones((3, 6, 4))
+    cpu = jax.jit(jax.vmap(L.qr_q)).trace(x).lower(lowering_platforms=("cpu",)).as_text()
+    gpu = jax.jit(jax.vmap(L.qr_q)).trace(x).lower(lowering_platforms=("cuda",)).as_text()
+    assert "while" in cpu and "lapack_" in cpu
+    assert "while" not in gpu and "cusolver" in gpu
+
+
+def test_unbatched_arguments_and_nested_vmap(mats):
+    # chol_solve with a batched matrix and a shared right-hand side; and a vmap of a vmap (runs x chunks)
+    spd = np.einsum("rij,rik->rjk", mats, mats) + np.eye(4)
+    y = np.arange(8.0).reshape(4, 2)
+    sol = np.asarray(jax.vmap(L.chol_solve, in_axes=(0, None))(jnp.asarray(spd), jnp.asarray(y)))
+    for i in range(3):
+        np.testing.assert_allclose(sol[i], np.linalg.solve(spd[i], y), rtol=1e-10)
+    nested = np.asarray(jax.jit(jax.vmap(jax.vmap(L.singular_values)))(jnp.stack([mats, 2 * mats])))
+    for i in range(3):
+        np.testing.assert_allclose(nested[1, i], 2 * np.linalg.svd(mats[i], compute_uv=False), rtol=1e-12)
