@@ -1,9 +1,28 @@
-"""``fa-jax run NAME [--preset quick] [--set key=value ...] [--out DIR]``, ``fa-jax sweep SPEC.toml --out DIR``,
-``fa-jax merge DIR SRC...``, ``fa-jax list``, ``fa-jax docs [--check]``."""
+"""``fa-jax run NAME [--preset quick] [--set key=value ...] [--out DIR]``, ``fa-jax run NAME --help``,
+``fa-jax sweep SPEC.toml --out DIR``, ``fa-jax merge DIR SRC...``, ``fa-jax list``, ``fa-jax docs [--check]``.
+
+``fa-jax run NAME --help`` documents the sim's config from the code itself, with the standard library only: the
+fields (``dataclasses.fields``: name, type, the preset's value, ``param`` metadata: alias and followed rule), one
+line each from the field's trailing comment (or an attribute docstring under it; comment blocks above a group of
+fields print as its heading), read with ``inspect`` + ``tokenize``, and the allowed ranges from the
+``require(ok, param, allowed, got)`` calls of the config's ``validate()`` (read with ``ast``; their f-strings
+evaluated on the shown config, so a bound such as ``k <= d`` prints with the preset's d). A CLI library such as
+tyro would generate similar help, but it parses one flag per field: it would replace ``--set KEY=VALUE`` (the same
+grammar as sweep files' dotted paths, tested and documented) and add a dependency for what ~100 lines do here.
+"""
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
+import io
+import json
+import os
+import shutil
 import sys
+import textwrap
+import tokenize
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -11,14 +30,17 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="fa-jax", description="Sweepable JAX simulations of implicit bias.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run a simulation")
-    r.add_argument("name", help=f"one of: {', '.join(NAMES)}")
+    r = sub.add_parser("run", help="run a simulation (NAME --help: its config fields)", add_help=False)
+    r.add_argument("name", nargs="?", metavar="NAME", help=f"one of: {', '.join(NAMES)}")
+    r.add_argument("-h", "--help", action="store_true",
+                   help="show this help and, with NAME, every config field of the sim (of --preset, after --set)")
     r.add_argument("--preset", default="default", help="preset name (default: the paper's setting; 'quick')")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable)")
+                   help="override a config field, KEY its name or dotted path (repeatable; NAME --help lists "
+                        "the fields)")
     r.add_argument("--out", default=None, help="output directory (default: runs/NAME)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub.add_parser("list", help="list simulations")
+    sub.add_parser("list", help="list the simulations: description, presets, measured wall times")
     w = sub.add_parser("sweep", help="run a TOML sweep file (resumable; see docs/sweeps.md)")
     w.add_argument("spec", help="path to the sweep file (.toml)")
     w.add_argument("--out", required=True, help="results directory (rerun the same command to resume)")
@@ -59,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"merged: copied {r['copied']} chunk files; {r['present']}/{r['total']} present in {args.dest}")
         return 0
     if args.cmd == "list":
-        for name in NAMES:
-            try:
-                presets = ", ".join(get_sim(name).PRESETS)
-            except ImportError as e:  # a sim still being built must not break the listing of the others
-                presets = f"(unavailable: {e})"
-            print(f"{name:24s} presets: {presets}")
+        print(list_text())
         return 0
+    if args.name is None:
+        if args.help:
+            print(r.format_help() + f"\nsimulations: {', '.join(NAMES)} (fa-jax list)")
+            return 0
+        r.error("the following arguments are required: NAME")
     if args.name not in NAMES:
         p.error(f"unknown simulation {args.name!r}; allowed: {', '.join(NAMES)}")
     mod = get_sim(args.name)
@@ -77,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = apply_overrides(mod.PRESETS[args.preset], args.sets)
     except ValueError as e:
         p.error(str(e))
+    if args.help:
+        print(r.format_help())
+        print(config_help(args.name, mod, args.preset, cfg))
+        return 0
     out = args.out or f"runs/{args.name}"
     command = "fa-jax " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
@@ -127,6 +153,208 @@ def _sweep(args, argv) -> int:
         print(format_checks(summ["checks"]))
     print(f"results: fa_jax.load_results({args.out!r}); summary: {args.out}/summary.json")
     return 0
+
+
+# ----------------------------------------------------------------------------- fa-jax run NAME --help
+def field_docs(cls) -> dict[str, tuple[str, str]]:
+    """``{field: (heading, description)}`` from the class source: the description is the field's trailing comment
+    (else a string literal right under it, PEP 257's attribute docstring); the heading is the block of comment
+    lines right above it, if any ("" where absent)."""
+    src = textwrap.dedent(inspect.getsource(cls))
+    comments: dict[int, tuple[str, bool]] = {}  # line -> (text, whole line)
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = (tok.string.lstrip("#").strip(), tok.line.strip().startswith("#"))
+    body = next(n for n in ast.parse(src).body if isinstance(n, ast.ClassDef)).body
+    out, prev_end = {}, 0
+    for i, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            head = [comments[ln][0] for ln in range(prev_end + 1, node.lineno) if comments.get(ln, ("", False))[1]]
+            desc = " ".join(comments[ln][0] for ln in range(node.lineno, node.end_lineno + 1)
+                            if ln in comments and not comments[ln][1])
+            nxt = body[i + 1] if i + 1 < len(body) else None
+            if not desc and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant) \
+                    and isinstance(nxt.value.value, str):
+                desc = " ".join(nxt.value.value.split())
+            out[node.target.id] = (" ".join(head), desc)
+        prev_end = node.end_lineno
+    return out
+
+
+def _fstring_text(node: ast.JoinedStr) -> str:
+    parts = []
+    for v in node.values:
+        if isinstance(v, ast.Constant):
+            parts.append(str(v.value))
+        else:  # the expression itself, readable: self.d -> d
+            parts.append(ast.unparse(v.value).replace("self.", ""))
+    return "".join(parts)
+
+
+def allowed_ranges(cls, cfg) -> dict[str, list[str]]:
+    """``{field: [allowed, ...]}`` from the ``require(ok, param, allowed, got)`` calls of ``cls.validate``: ``param``
+    a literal (``"a/b"`` names both) or the variable of a ``for`` loop over literal names; an f-string ``allowed``
+    is evaluated on ``cfg`` (its bounds as this config has them), or printed as written if that fails."""
+    fn = getattr(cls, "validate", None)
+    if fn is None:
+        return {}
+    scope = vars(sys.modules[cls.__module__])
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, list[str]] = {}
+
+    def text(node, binding) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.JoinedStr):
+            try:
+                return eval(compile(ast.Expression(node), "<validate>", "eval"), scope, {"self": cfg, **binding})
+            except Exception:  # noqa: BLE001 - any failure: print the f-string as written
+                return _fstring_text(node)
+        return None
+
+    def visit(node, env: dict[str, list[str]]):
+        if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, (ast.Tuple,
+                                                                                                       ast.List)) \
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.iter.elts):
+            env = {**env, node.target.id: [e.value for e in node.iter.elts]}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "require" \
+                and len(node.args) >= 3:
+            pnode = node.args[1]
+            if isinstance(pnode, ast.Constant) and isinstance(pnode.value, str):
+                targets = [(n, {}) for n in pnode.value.split("/")]
+            elif isinstance(pnode, ast.Name) and pnode.id in env:
+                targets = [(n, {pnode.id: n}) for n in env[pnode.id]]
+            else:
+                targets = []
+            for name, binding in targets:
+                t = text(node.args[2], binding)
+                if name in names and t and t not in out.get(name, []):
+                    out.setdefault(name, []).append(t)
+        for child in ast.iter_child_nodes(node):
+            visit(child, env)
+
+    visit(ast.parse(textwrap.dedent(inspect.getsource(fn))), {})
+    return out
+
+
+def _value_text(v) -> str:
+    """A value as help prints it: strings quoted, floats to 6 significant digits (sqrt 2: 1.41421)."""
+    if isinstance(v, float):
+        t = f"{v:.6g}"
+        return t if any(c in t for c in ".ein") else t + ".0"  # 1.0 stays a float to the eye
+    if isinstance(v, (tuple, list)):
+        inner = ", ".join(_value_text(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def config_help(name: str, mod, preset: str, cfg) -> str:
+    """Every field of the sim's config: name, type, value in ``cfg`` (the preset after --set), a one-line
+    description, its alias, the rule it follows and its allowed range."""
+    from sims import DESCRIPTIONS
+
+    cls = type(cfg)
+    docs, ranges = field_docs(cls), allowed_ranges(cls, cfg)
+    width = max(80, min(shutil.get_terminal_size((120, 24)).columns, 140))
+    rows = []
+    for f in dataclasses.fields(cls):
+        head, desc = docs.get(f.name, ("", ""))
+        extra = []
+        if f.metadata.get("alias"):
+            extra.append(f"--set {f.metadata['alias']}")
+        if f.metadata.get("follows"):
+            extra.append(f"default follows {f.metadata['follows']}")
+        allowed = ranges.get(f.name, []) + ([f.metadata["allowed"]] if f.metadata.get("allowed") else [])
+        if allowed:
+            extra.append("allowed: " + "; ".join(allowed))
+        full = desc + (f" [{'; '.join(extra)}]" if extra else "")
+        rows.append((head, f.name, str(f.type), _value_text(getattr(cfg, f.name)), full))
+    wn = max(len(r[1]) for r in rows)
+    wt = max(len(r[2]) for r in rows)
+    wv = min(max(len(r[3]) for r in rows), 14)
+    indent = 2 + wn + 2 + wt + 2 + wv + 2
+    lines = [f"{name}: {DESCRIPTIONS.get(name, '')}",
+             (f"config {cls.__name__} of preset {preset!r} (presets: {', '.join(mod.PRESETS)}); VALUE is this "
+              "preset's, after any --set. Set a field with --set KEY=VALUE: KEY the field's name or the dotted "
+              "path shown; tuples as 1,2,3; none for None."), ""]
+    lines = [ln for para in lines for ln in (textwrap.wrap(para, width) or [""])]
+    lines.append(f"  {'FIELD':{wn}}  {'TYPE':{wt}}  {'VALUE':{wv}}  DESCRIPTION")
+    for head, fname, ftype, val, desc in rows:
+        if head:
+            lines += textwrap.wrap(head, width, initial_indent="  # ", subsequent_indent="  # ",
+                                   break_long_words=False, break_on_hyphens=False)
+        left = f"  {fname:{wn}}  {ftype:{wt}}  {val:{wv}}  "
+        wrapped = textwrap.wrap(desc, max(width - indent, 30), break_long_words=False, break_on_hyphens=False)
+        wrapped = wrapped or [""]
+        if len(left) > indent:  # a long value: the description starts on the next line
+            lines.append(left.rstrip())
+            left = " " * indent
+        lines.append((left + wrapped[0]).rstrip())
+        lines += [" " * indent + w for w in wrapped[1:]]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- fa-jax list
+WALL_TIMES = "figures/wall_times.json"
+
+
+def _duration(sec: float) -> str:
+    return f"{sec:.0f} s" if sec < 120 else (f"{sec / 60:.1f} min" if sec < 7200 else f"{sec / 3600:.1f} h")
+
+
+def _measured(v) -> str:
+    return _duration(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def wall_times(root: str | None = None) -> dict[str, dict[str, str]]:
+    """``{sim: {"quick": text, "default": text}}``. Default: the ``metrics.wall_seconds`` of the sim's committed
+    ``summary.json`` (:data:`fa_jax.docs.PAGES`) when that run computed every chunk itself; a run that resumed cached
+    chunks timed only its remainder, so then :data:`WALL_TIMES`' ``"default"`` entry (seconds or a note) is used.
+    Quick: :data:`WALL_TIMES`' ``"quick"`` entry. Absent anywhere: "not measured"."""
+    from .docs import PAGES
+    from .docs import _root as docs_root
+
+    root = root or docs_root()
+    try:
+        with open(os.path.join(root, WALL_TIMES)) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    out = {}
+    for name, path in PAGES.items():
+        default = table.get("default", {}).get(name, "not measured")
+        try:
+            with open(os.path.join(root, path)) as f:
+                doc = json.load(f)
+        except (OSError, ValueError):
+            doc = {}
+        m, dev = doc.get("metrics", {}), doc.get("device", {})
+        if "wall_seconds" in m and not m.get("chunks_loaded_from_cache", 0):
+            default = f"{_duration(float(m['wall_seconds']))} ({dev.get('platform', '?')}, " \
+                      f"{dev.get('cpu_count', '?')} cores)"
+        else:
+            default = _measured(default)
+        out[name] = {"quick": _measured(table.get("quick", {}).get(name, "not measured")), "default": default}
+    return out
+
+
+def list_text(root: str | None = None) -> str:
+    """What ``fa-jax list`` prints: per sim a line with its description, a line with its presets and wall times."""
+    from sims import DESCRIPTIONS, NAMES, get_sim
+
+    times = wall_times(root)
+    lines = []
+    for name in NAMES:
+        try:
+            presets = ", ".join(get_sim(name).PRESETS)
+        except ImportError as e:  # a sim still being built must not break the listing of the others
+            presets = f"(unavailable: {e})"
+        t = times.get(name, {"quick": "not measured", "default": "not measured"})
+        lines += [f"{name:24s}{DESCRIPTIONS.get(name, '')}",
+                  f"{'':24s}presets: {presets}; wall time: quick {t['quick']}, default {t['default']}"]
+    lines.append("fa-jax run NAME --help lists a sim's config fields; wall times: the committed summaries "
+                 f"(figures/) and {WALL_TIMES}.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,18 @@
 A config field is *static* (changes shapes or code: d, k, n, steps, optimiser name, ...) unless its
 metadata marks it ``traced`` (learning rate, init scale, noise, seeds, ...). Runs whose static parts agree
 share one compiled program; their traced values are stacked along the ``runs`` axis and vmapped.
+
+Overrides (``fa-jax run --set KEY=VALUE``, :func:`apply_overrides`) name a field by one grammar: its dotted path, an
+unambiguous last component, or an *alias* in its metadata (:func:`param`: the dotted path a sweep file uses for the
+same value, e.g. ``data.k`` for a sim's flat ``k``). A field whose default only makes sense for one value of
+another field declares the rule it *follows* (``param(5, follows="k // 2")``): an override of its drivers moves
+it along, unless it is set explicitly too or the config had already moved it off the rule.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -14,7 +22,10 @@ from typing import Any
 
 __all__ = [
     "apply_overrides",
+    "follow",
     "is_traced",
+    "override_keys",
+    "param",
     "require",
     "static_key",
     "to_dict",
@@ -31,6 +42,60 @@ def traced(default: Any, **kw):
 
 def is_traced(f: dataclasses.Field) -> bool:
     return bool(f.metadata.get("traced", False))
+
+
+def param(default: Any, *, alias: str | None = None, follows: str | None = None, allowed: str | None = None):
+    """A static dataclass field with metadata for overrides and ``--help``.
+
+    ``alias``: another name :func:`apply_overrides` accepts (the dotted path sweep files use for this value).
+    ``follows``: a Python expression over the sibling fields (``"k // 2"``) the default follows when those fields
+    are overridden (:func:`follow`); ``default`` must equal it at the class defaults. ``allowed``: the range the
+    help prints, where ``validate()`` does not state it itself (e.g. a sub-config checks it).
+    """
+    meta = {k: v for k, v in (("alias", alias), ("follows", follows), ("allowed", allowed)) if v is not None}
+    if follows is not None:
+        _rule_code(follows)  # a malformed rule fails at class definition, not at the first override
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# the only names a ``follows`` rule may call besides the config's own fields
+_RULE_BUILTINS = {"min": min, "max": max, "abs": abs, "int": int, "round": round, "len": len, "tuple": tuple}
+
+
+def _rule_code(rule: str):
+    return compile(ast.parse(rule, mode="eval"), f"<follows {rule!r}>", "eval")
+
+
+def rule_value(cfg, rule: str) -> Any:
+    """A ``follows`` rule evaluated on ``cfg``'s fields (the config that holds the following field)."""
+    names = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return eval(_rule_code(rule), {"__builtins__": _RULE_BUILTINS}, names)  # a rule from the source, not user input
+
+
+def _parent(cfg, path: str):
+    """The (sub-)config holding the field at dotted ``path``."""
+    for part in path.split(".")[:-1]:
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def follow(old, new, explicit: set[str] = frozenset()):
+    """``new`` with every following field moved to its rule, where ``old`` had it on its rule and ``explicit``
+    (dotted paths set by hand) does not name it. Fields are visited in declaration order, so a rule may read a
+    field that itself followed."""
+    for path, f, v_old in list(_walk(old)):
+        rule = f.metadata.get("follows")
+        if rule is None or path in explicit:
+            continue
+        try:
+            if rule_value(_parent(old, path), rule) != v_old:  # a value chosen on purpose (a preset's) stays
+                continue
+            v_new = rule_value(_parent(new, path), rule)
+        except (TypeError, ValueError, ArithmeticError):  # a driver the rule cannot read: validate() will say why
+            continue
+        if v_new != v_old:
+            new = with_values(new, {path: v_new})
+    return new
 
 
 def _walk(cfg, prefix=""):
@@ -72,15 +137,31 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def override_keys(cfg) -> dict[str, str]:
+    """``{key: dotted path}`` of every key an override may use besides a unique last component: the paths
+    themselves and the fields' aliases (:func:`param`; an alias on a nested config is prefixed by its parent)."""
+    keys = {}
+    for p, f, _ in _walk(cfg):
+        keys[p] = p
+        alias = f.metadata.get("alias")
+        if alias:
+            keys.setdefault(p[: len(p) - len(f.name)] + alias, p)
+    return keys
+
+
 def _resolve(cfg, key: str) -> str:
+    keys = override_keys(cfg)
+    if key in keys:
+        return keys[key]
     paths = [p for p, _, _ in _walk(cfg)]
-    if key in paths:
-        return key
     hits = [p for p in paths if p.endswith("." + key)]
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(paths)}")
+        names = sorted(set(keys) | {p.rsplit(".", 1)[-1] for p in paths})
+        close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown config key {key!r}{hint}; known keys: {', '.join(keys)}")
     raise ValueError(f"ambiguous config key {key!r}: matches {', '.join(hits)}; use the dotted path")
 
 
@@ -119,7 +200,8 @@ def _parse(text: str, current: Any):
 
 
 def apply_overrides(cfg, overrides: Mapping[str, str] | list[str]):
-    """Apply ``key=value`` overrides (dotted paths, or an unambiguous last component)."""
+    """Apply ``key=value`` overrides (dotted paths, an unambiguous last component, or a field's alias); fields that
+    follow an overridden field move with it (:func:`follow`) unless set here too."""
     if isinstance(overrides, list):
         pairs = {}
         for item in overrides:
@@ -129,11 +211,13 @@ def apply_overrides(cfg, overrides: Mapping[str, str] | list[str]):
             pairs[k.strip()] = v
         overrides = pairs
     values = {}
-    current = dict((p, v) for p, _, v in _walk(cfg))
+    current = {p: v for p, _, v in _walk(cfg)}
     for key, text in overrides.items():
         path = _resolve(cfg, key)
+        if path in values:
+            raise ValueError(f"config key {key!r} sets {path} a second time")
         values[path] = _parse(text, current[path]) if isinstance(text, str) else text
-    return with_values(cfg, values)
+    return follow(cfg, with_values(cfg, values), set(values))
 
 
 def require(ok: bool, param: str, allowed: str, got: Any) -> None:

@@ -76,7 +76,12 @@ def render_checks(doc: dict) -> str:
 
 
 def _root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The checkout holding ``figures/``: the package's parent (editable install), else the working directory (a
+    wheel installed into a virtualenv, run from the clone)."""
+    for cand in (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.getcwd()):
+        if os.path.isdir(os.path.join(cand, "figures")):
+            return cand
+    return os.getcwd()
 
 
 def render_page(text: str, doc: dict) -> str:

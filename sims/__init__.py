@@ -1,5 +1,6 @@
 """Runnable simulations, one per paper. Each module exposes ``PRESETS`` (name -> config) and
-``run(cfg, out_dir, progress=True, command="")`` which writes figures and ``summary.json``.
+``run(cfg, out_dir, progress=True, command="")`` which writes figures and ``summary.json``; ``DESCRIPTIONS`` holds
+one line per sim. A sim's config fields are described by their trailing comments (``fa-jax run NAME --help``).
 
 ``ANALYSES`` are what a sweep file's ``analysis = "NAME"`` runs on the finished sweep:
 ``analyse(ds, spec, out_dir) -> (checks, metrics)`` given the labelled results (``fa_jax.load_results``)."""
@@ -15,6 +16,17 @@ _SIMS = {
     "agop-collapse": "sims.agop_collapse",
 }
 NAMES = tuple(sorted(_SIMS))
+# one line each for `fa-jax list` (read without importing the sims)
+DESCRIPTIONS = {
+    "agop-collapse": "deep neural collapse via the AGOP: NC1/NC2 over Deep RFM and MLP layers (arXiv 2402.13728)",
+    "feature-averaging": "two-layer nets average cluster centres: cosines, flip radius, robust accuracy "
+                         "(arXiv 2410.10322)",
+    "feature-averaging-real": "feature averaging on real images: binary vs 10-class supervision (arXiv 2410.10322)",
+    "hold-me-tight": "margins along DCT subspaces: NADs, tiny features, adversarial training (arXiv 2002.06349)",
+    "sgd-support": "SGD learns the support: irrelevant weights under GD, SGD per batch size (arXiv 2406.11110)",
+    "sgd-vs-adaptive": "SGD vs signGD / Adam / RMSProp: natural-signal regression, net robustness "
+                       "(arXiv 2308.06703)",
+}
 
 
 def get_sim(name: str):

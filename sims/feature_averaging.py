@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from fa_jax import plotting
-from fa_jax.config import require
+from fa_jax.config import param, require
 from fa_jax.data.clusters import ClusterData
 from fa_jax.experiments.feature_averaging import (
     AttackConfig,
@@ -31,48 +31,48 @@ SIM = "feature-averaging"
 
 @dataclasses.dataclass(frozen=True)
 class FASim:
-    # main setting (paper's synthetic experiment; spec 2.1-2.4)
-    d: int = 3072
-    k: int = 10
-    n_pos: int = 5
-    n_train: int = 1000
-    n_test: int = 1000
-    sigma: float = 1.0
+    # main setting (paper's synthetic experiment; spec 2.1-2.4); an alias is the path a sweep file sets it by
+    d: int = param(3072, alias="data.d")  # input dimension
+    k: int = param(10, alias="data.k", allowed="2 <= k <= d")  # number of orthogonal cluster centres
+    n_pos: int = param(5, alias="data.n_pos", follows="k // 2", allowed="1 <= n_pos <= k - 1")  # |J+| (label +1)
+    n_train: int = param(1000, alias="data.n_train")  # training samples
+    n_test: int = param(1000, alias="data.n_test")  # test samples
+    sigma: float = param(1.0, alias="data.sigma")  # noise std: x = mu_j + sigma * xi, xi ~ N(0, I_d)
     width: int = 5  # m per side, binary net
     heads_width: int = 1  # h per head, multi-class net
     bias: bool = True  # binary net trains biases
     multi_bias: bool = False  # multi-class net: spec default bias=False
-    init_scale: float = 1e-5
-    optimizer: str = "gd"  # any name in fa_jax.optim.OPTIMIZERS
-    batch_size: int | None = None  # None: full batch (GD); else mini-batches (use optimizer='sgd', 'adam', ...)
-    lr: float = 1e-3
-    steps: int = 100
-    seeds: int = 8
+    init_scale: float = param(1e-5, alias="model.init_scale")  # init std of weights and biases (sigma_w = sigma_b)
+    optimizer: str = param("gd", alias="optim.name")  # optimiser: any name in fa_jax.optim.OPTIMIZERS
+    batch_size: int | None = param(None, alias="optim.batch_size")  # mini-batch size (None: full batch, GD)
+    lr: float = param(1e-3, alias="optim.lr")  # learning rate of the main runs (and the sweeps except dyn_lrs)
+    steps: int = param(100, alias="train.steps")  # training steps of the main runs and the sweeps (not dynamics)
+    seeds: int = 8  # seeds of the main runs (each: data + init), per supervision (binary, multi-class)
     # attack (spec 2.4)
-    pgd_steps: int = 40
-    restarts: int = 5
-    n_points: int = 1000
+    pgd_steps: int = param(40, alias="attack.steps")  # l2 PGD steps per attack
+    restarts: int = param(5, alias="attack.restarts")  # PGD random restarts (main runs)
+    n_points: int = param(1000, alias="attack.n_points", follows="min(1000, n_test)")  # attacked test points (main)
     # training dynamics (spec figure 4, P12)
-    dyn_steps: int = 3000
-    dyn_lrs: tuple = (1e-3, 1e-2)
-    dyn_seeds: int = 2
+    dyn_steps: int = 3000  # training steps of the dynamics runs (binary net)
+    dyn_lrs: tuple = (1e-3, 1e-2)  # learning rates of the dynamics runs
+    dyn_seeds: int = 2  # seeds per dynamics learning rate
     # (k, d) phase diagram (S1) and granularity sweep (S2)
-    phase_k: tuple = (2, 4, 8, 16, 32)
-    phase_d: tuple = (256, 1024, 4096)
-    phase_seeds: int = 2
-    gran_k: int = 12
-    gran_g: tuple = (2, 4, 6, 12)
-    gran_d: int = 3072
-    gran_seeds: int = 2
+    phase_k: tuple = (2, 4, 8, 16, 32)  # S1 cluster counts (pairs with k > d are skipped; n_pos = k // 2)
+    phase_d: tuple = (256, 1024, 4096)  # S1 input dimensions
+    phase_seeds: int = 2  # seeds per S1 cell and supervision
+    gran_k: int = 12  # S2: clusters of the granularity sweep (multi-class net, n_pos = k // 2)
+    gran_g: tuple = (2, 4, 6, 12)  # S2: super-class counts g (fine labels j // (k/g); g = k: one class per cluster)
+    gran_d: int = 3072  # S2 input dimension
+    gran_seeds: int = 2  # seeds per S2 value of g
     # S3: init scale x width (binary net). Widths share a program inside each bucket (padded, masked neurons);
     # the init scale is traced. sigma_w = 1/sqrt(d) is always added to the scale grid.
-    s3_widths: tuple = (1, 2, 5, 20, 100)
-    s3_scales: tuple = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-    s3_buckets: tuple = (5, 20, 100)
-    s3_seeds: int = 1
+    s3_widths: tuple = (1, 2, 5, 20, 100)  # S3 widths m per side
+    s3_scales: tuple = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # S3 init scales (1/sqrt(d) is added)
+    s3_buckets: tuple = (5, 20, 100)  # S3 padded widths: each width runs in the smallest bucket >= it
+    s3_seeds: int = 1  # seeds per S3 cell
     # the sweeps (dynamics, phase, granularity, S3) only need r50 / flip radii: a cheaper attack, no CE variant
-    sweep_points: int = 500
-    sweep_restarts: int = 2
+    sweep_points: int = 500  # attacked test points per sweep run (at most n_points)
+    sweep_restarts: int = 2  # PGD restarts per sweep run
 
     def validate(self) -> FASim:
         require(self.seeds >= 1, "seeds", "an integer >= 1", self.seeds)

@@ -51,32 +51,32 @@ DEFAULT_PARTITION = {"cifar10": "0-4_vs_5-9"}  # every other set: "odd_even"
 class FARealSim:
     # data (static: loaded with numpy, constants of the compiled programs)
     dataset: str = "mnist-5k"  # one of fa_jax.data.images.DATASETS; mnist / fashion-mnist / cifar10 need files
-    partition: str = "auto"  # "auto": 0-4_vs_5-9 for cifar10, odd_even otherwise; or a PARTITIONS name
-    data_dir: str | None = None  # None: $FA_JAX_DATA
+    partition: str = "auto"  # binary classes: a PARTITIONS name, or "auto" (0-4_vs_5-9 on cifar10, else odd_even)
+    data_dir: str | None = None  # folder of the dataset files (None: $FA_JAX_DATA)
     verify: bool = True  # official checksums of the standard files (false: re-packed or re-compressed copies)
-    n_train_per_class: int | None = None  # None: the whole train split
-    n_test_per_class: int | None = None
+    n_train_per_class: int | None = None  # training images per class (None: the whole train split)
+    n_test_per_class: int | None = None  # test images per class (None: the whole test split)
     standardize: str = "none"  # none | global | channel | feature (a fixed first layer: radii stay in pixel units)
-    data_seed: int = 0
+    data_seed: int = 0  # seed of the subsets and of the test-set order (the first n_points are attacked)
     # model (the same architecture for both supervisions)
-    arch: str = "mlp"  # "mlp" or "conv"
+    arch: str = "mlp"  # architecture: "mlp" or "conv"
     hidden: tuple = (256, 256)  # MLP hidden widths
     channels: tuple = (16, 32)  # conv net channels
     dense: int = 64  # conv net penultimate width
     # training
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    batch_size: int | None = 128  # None: full batch (use optimizer="gd")
-    steps: int = 1500
-    seeds: int = 4
+    optimizer: str = "adam"  # optimiser: any name in fa_jax.optim.OPTIMIZERS
+    lr: float = 1e-3  # learning rate
+    batch_size: int | None = 128  # mini-batch size (None: full batch, with optimizer="gd")
+    steps: int = 1500  # training steps
+    seeds: int = 4  # init / batch-order seeds, per supervision (binary, 10-class)
     # attack: l2 PGD over linspace(0, eps_max, n_eps) in [0, 1]-pixel units
-    pgd_steps: int = 20
-    restarts: int = 1
-    n_points: int = 500
-    eps_max: float = 3.0
-    n_eps: int = 13
+    pgd_steps: int = 20  # l2 PGD steps per attack (step 2.5 eps / pgd_steps)
+    restarts: int = 1  # PGD random restarts
+    n_points: int = 500  # attacked test points
+    eps_max: float = 3.0  # largest attack radius (l2, [0, 1]-pixel units)
+    n_eps: int = 13  # attack radii, evenly spaced in [0, eps_max]
     ce_attack: bool = True  # also attack the 10-class net's native CE loss (labelled separately)
-    eps_batch: int = 4
+    eps_batch: int = 4  # radii attacked at once (memory)
 
     def validate(self) -> FARealSim:
         require(self.dataset in I.DATASETS, "dataset", f"one of {I.DATASETS}", self.dataset)

@@ -29,49 +29,49 @@ SIM = "sgd-support"
 @dataclasses.dataclass(frozen=True)
 class SupportSim:
     # data (spec 2.1)
-    d: int = 15
-    s: int = 5
+    d: int = 15  # input dimension
+    s: int = 5  # relevant coordinates 0..s-1 (the support); the other d - s are irrelevant
     n: int = 5000  # base inputs; N = 2n mirrored training points
-    n_test: int = 1000
-    target: str = "linear"
-    noise: float = 1e-3
-    decorrelate: bool = False
+    n_test: int = 1000  # fresh test inputs (clean targets)
+    target: str = "linear"  # target on the support: linear, sine or staircase
+    noise: float = 1e-3  # label-noise std of the figure runs (mirrored pairs: f(x) +- noise z)
+    decorrelate: bool = False  # project the irrelevant inputs off span(1, X_relevant) (the code: off)
     # model (spec 2.2)
-    widths: tuple = (15, 15, 15)
-    activation: str = "identity"
+    widths: tuple = (15, 15, 15)  # MLP hidden widths
+    activation: str = "identity"  # MLP activation (fa_jax.models.mlp.ACTIVATIONS)
     # optimisation (spec 2.3)
-    lr: float = 0.1
+    lr: float = 0.1  # learning rate of the figure runs (GD, SGD, GD + wd)
     clip: float = 1.0  # global-norm gradient clipping (official default); inf: off
-    wd: float = 0.1
-    sampling: str = "epoch"
-    batch_sizes: tuple = (512, 128, 32, 1)
-    gd_steps: int = 20_000
-    sgd_steps: int = 200_000
-    wd_steps: int = 5_000
+    wd: float = 0.1  # weight decay of the GD + weight decay runs
+    sampling: str = "epoch"  # SGD batches: "epoch" (permutations) or "replacement"
+    batch_sizes: tuple = (512, 128, 32, 1)  # SGD batch sizes b of the figure runs
+    gd_steps: int = 20_000  # steps of the GD figure runs
+    sgd_steps: int = 200_000  # steps of the SGD figure runs
+    wd_steps: int = 5_000  # steps of the GD + weight decay runs
     init_seeds: int = 3  # seeds of data + init
     traj_seeds: int = 5  # batch-order seeds per init seed (SGD)
-    n_records: int = 60
-    phase1_steps: int = 2_000  # Phase 2 (T3 decay) is measured from here on
+    n_records: int = 60  # records per run (log-spaced steps)
+    phase1_steps: int = 2_000  # end of Phase 1: Phase 2 (T3 decay) is measured from here on
     # (lr, b) phase diagram (spec S1): one program per b, lr traced
-    phase_lrs: tuple = tuple(float(v) for v in np.round(np.geomspace(0.02, 0.5, 6), 4))
-    phase_batch: tuple = (1, 4, 16, 64, 256, 1024)
-    phase_seeds: int = 4
+    phase_lrs: tuple = tuple(float(v) for v in np.round(np.geomspace(0.02, 0.5, 6), 4))  # grid learning rates
+    phase_batch: tuple = (1, 4, 16, 64, 256, 1024)  # grid batch sizes (b = N: the GD column)
+    phase_seeds: int = 4  # seeds per SGD cell of the grid
     # 144 SGD runs at 4e4 steps (trimmed from 5e4 to pay for the label-noise family, the b = N column and the
     # running means: the default stays ~75 min on 2 CPU cores)
-    phase_steps: int = 40_000
-    phase_noise: float | None = None  # None: the same label noise as the figure runs
+    phase_steps: int = 40_000  # steps per SGD cell of the grid
+    phase_noise: float | None = None  # label-noise std of the grid (None: the figure runs' noise)
     # the b = N (GD) column of the phase grid: its freeze step per lr starts the T3 windows at that lr; one init seed
     # and fewer steps (a full-batch step at N = 1e4 costs ~15 SGD steps at b = 16)
-    phase_gd_seeds: int = 1
-    phase_gd_steps: int = 20_000
+    phase_gd_seeds: int = 1  # seeds per cell of the b = N column
+    phase_gd_steps: int = 20_000  # steps per cell of the b = N column
     # the convergent label-noise family (spec S2/P8, issue 17): T3's primary test. ln_batch = (): the figure runs
     # ARE this family (a preset whose noise and lr are ln_noise and ln_lr)
-    ln_noise: float = 0.1
-    ln_lr: float = 0.05
-    ln_batch: tuple = (4, 16, 128, 512)
-    ln_steps: int = 50_000
-    ln_gd_steps: int = 20_000  # GD freezes after ~5e3 steps at lr 0.05; it only sets the windows' start
-    ln_seeds: int = 2  # init seeds (one batch order each)
+    ln_noise: float = 0.1  # label-noise std of the family
+    ln_lr: float = 0.05  # learning rate of the family
+    ln_batch: tuple = (4, 16, 128, 512)  # SGD batch sizes of the family (b < N)
+    ln_steps: int = 50_000  # SGD steps of the family
+    ln_gd_steps: int = 20_000  # family's GD steps (only the T3 windows' start; GD freezes by ~5e3)
+    ln_seeds: int = 2  # init seeds of the family (one batch order each)
 
     @property
     def n_train(self) -> int:

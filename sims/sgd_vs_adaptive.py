@@ -42,59 +42,59 @@ OPTS = ("gd", "signgd", "adam", "rmsprop")
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveSim:
-    lr: float = 0.01
-    steps: int = 200_000
-    batch: int = 5000
-    eval_batch: int = 2000
-    n_records: int = 90
+    lr: float = 0.01  # learning rate of every linear run
+    steps: int = 200_000  # steps of the 3-D runs (sampled and exact gradients)
+    batch: int = 5000  # fresh samples per step of the sampled 3-D runs
+    eval_batch: int = 2000  # fresh samples of the Monte-Carlo adversarial risk per record
+    n_records: int = 90  # records per linear run (log-spaced steps)
     seeds: int = 2  # batch streams of the sampled 3-D runs
-    eps_adv: float = math.sqrt(2.0)
-    adam_large_eps: float = 0.1  # P7: Adam with eps above the gradient scale behaves like GD
+    eps_adv: float = math.sqrt(2.0)  # l2 radius of the adversarial risk R_a (T1)
+    adam_large_eps: float = 0.1  # Adam eps of the P7 control (eps above the gradient scale: Adam behaves like GD)
     control_steps: int = 200_000  # exact-gradient controls (large-eps Adam must converge to compare R_a)
     # S1: signGD (and Adam) with exact gradients over the data's st_1^2/st_0^2 = 4^-alpha and |et_1(0)| ~ w_scale 2^alpha
     # |B(0)|/|A(0)| = sqrt(3/2) 2^-alpha at the paper's init: alpha < 0.29 is the side where T3 does not apply
-    s1_alphas: tuple = (0.1, 0.2, 0.5, 0.75, 1.0, 1.25, 1.5)
-    s1_wscales: tuple = (1.0, 2.5, 5.0, 10.0)
-    s1_steps: int = 20_000
+    s1_alphas: tuple = (0.1, 0.2, 0.5, 0.75, 1.0, 1.25, 1.5)  # S1 spectrum exponents alpha
+    s1_wscales: tuple = (1.0, 2.5, 5.0, 10.0)  # S1 target scales w_scale = |wt*_0|
+    s1_steps: int = 20_000  # steps per S1 run
     # S2: d-dimensional natural signal, exact gradients, random init
-    s2_d: int = 64
-    s2_fracs: tuple = (0.0, 0.125, 0.25, 0.5, 0.75)
-    s2_seeds: int = 4
-    s2_steps: int = 20_000
-    s2_sigma0: float = 1.0
-    s2_alpha: float = 0.5
-    s2_init: float = 0.5
-    s2_opts: tuple = OPTS
+    s2_d: int = 64  # S2 dimension d
+    s2_fracs: tuple = (0.0, 0.125, 0.25, 0.5, 0.75)  # S2 fractions of zero-variance (irrelevant) frequencies
+    s2_seeds: int = 4  # S2 init seeds per (optimiser, fraction)
+    s2_steps: int = 20_000  # steps per S2 run
+    s2_sigma0: float = 1.0  # S2 DC standard deviation st_0
+    s2_alpha: float = 0.5  # S2 spectrum exponent: st_k = st_0 (k+1)^-alpha
+    s2_init: float = 0.5  # S2 init scale: wt(0) = s2_init * z / sqrt(d)
+    s2_opts: tuple = OPTS  # S2 optimisers (from OPTS, including gd)
     linear: bool = True  # the linear-regression half (Sec. 2.1, S1, S2)
     # ---- networks (Sec. 2.2 / S6 at CPU scale): image-like natural-signal data, MLP and conv net
-    nets: bool = True
-    net_archs: tuple = ("mlp", "conv")
+    nets: bool = True  # the networks half (Sec. 2.2, S6)
+    net_archs: tuple = ("mlp", "conv")  # architectures: mlp and/or conv
     net_size: int = 8  # N x N x 1 images
-    net_classes: int = 4
-    net_alpha: float = 1.0
-    net_frac_irrelevant: float = 0.5
-    net_separation: float = 3.0
+    net_classes: int = 4  # classes of the image-like data
+    net_alpha: float = 1.0  # radial spectrum exponent of the images' DCT coefficients
+    net_frac_irrelevant: float = 0.5  # fraction of highest-frequency DCT coefficients with zero variance
+    net_separation: float = 3.0  # class-mean distance scale (whitened DCT coordinates)
     net_hidden: int = 64  # the two-layer MLP's width
     net_channels: tuple = (8, 16)  # conv net: 3x3 convs, each + ReLU + 2x2 max-pool, then dense -> head
-    net_dense: int = 32
+    net_dense: int = 32  # conv net penultimate width
     net_init_scale: float = 1.0  # flax default (LeCun normal; PyTorch's default is U(+-1/sqrt(fan_in)), issue 17)
-    net_lrs_sgd: tuple = (0.1,)
-    net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # the paper tunes the adaptive lrs to match SGD's clean accuracy
-    net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # (here: the grid lr closest to SGD's, on the selection seeds)
-    net_steps: int = 3000
-    net_batch: int = 64
-    net_n_train: int = 4096
-    net_n_test: int = 1000
-    net_seeds: int = 4
+    net_lrs_sgd: tuple = (0.1,)  # SGD learning-rate grid of the nets
+    net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # Adam lr grid (the paper tunes adaptive lrs to match SGD's accuracy)
+    net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # RMSProp lr grid (here: the lr closest to SGD's, selection seeds)
+    net_steps: int = 3000  # training steps of each net
+    net_batch: int = 64  # mini-batch size of the nets
+    net_n_train: int = 4096  # training images
+    net_n_test: int = 1000  # test images
+    net_seeds: int = 4  # seeds per (arch, optimiser, lr), selection seeds included
     # seeds 0 .. net_select_seeds-1 choose the lrs (SGD's best clean accuracy; each adaptive optimiser's lr closest
     # to it); every comparison (nets.clean_acc_spread, orderings) uses only the other, held-out seeds
-    net_select_seeds: int = 1
+    net_select_seeds: int = 1  # seeds that choose the lrs (above)
     net_points: int = 300  # attacked test points
-    net_attack_steps: int = 30
-    net_restarts: int = 2
-    net_l2_eps: tuple = (0.25, 0.5, 1.0)
-    net_linf_eps: tuple = (0.03, 0.06, 0.12)
-    net_noise_std: tuple = (0.1, 0.2, 0.4)
+    net_attack_steps: int = 30  # PGD steps per attack
+    net_restarts: int = 2  # PGD random restarts
+    net_l2_eps: tuple = (0.25, 0.5, 1.0)  # l2 attack radii
+    net_linf_eps: tuple = (0.03, 0.06, 0.12)  # l-inf attack radii
+    net_noise_std: tuple = (0.1, 0.2, 0.4)  # Gaussian input-noise stds (noise accuracy)
     net_power_iters: int = 100  # 30 left a 3% under-estimate on a trained 32x4 head (s2/s1 = 0.96)
 
     def validate(self) -> AdaptiveSim:

@@ -1,12 +1,21 @@
 """docs/<sim>.md result tables are generated from the committed summary.json files, never typed."""
 from __future__ import annotations
 
+import os
+
 from fa_jax import docs
 from fa_jax.summary import Check
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout, not the installed package
+
+
 def test_committed_pages_equal_what_their_summaries_render():
-    changed = docs.update(check=True)
+    # every page's summary must be there: a test that finds nothing to compare (a non-editable install looks for
+    # figures/ next to the installed package) must fail, not pass
+    missing = [s for s in docs.PAGES.values() if not os.path.exists(os.path.join(ROOT, s))]
+    assert not missing, f"committed summaries missing: {missing}"
+    changed = docs.update(ROOT, check=True)
     assert not changed, f"stale docs pages (run `fa-jax docs`): {changed}"
 
 

@@ -111,6 +111,8 @@ def test_d5_domain_and_thresholds():
 
 def test_thresholds_exclude_their_nulls():
     assert T.bayes_accuracy() - T.generalisation_slack() > T.chance_accuracy(2)
+    assert T.generalisation_floor() == T.bayes_accuracy() - T.generalisation_slack()
+    assert T.PROVENANCE['generalisation_floor'].startswith('paper claim')  # no derivation says SGD gets there
     assert T.collapse_ratio_max() < 1  # null: no change
     assert T.decreasing_spearman_max() < 0  # null: no trend
     assert T.min_trend_points() >= 3

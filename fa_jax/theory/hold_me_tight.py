@@ -51,6 +51,8 @@ PROVENANCE = {
     "bayes_accuracy": "derived (spec 2.4/D4: the classes are eps apart along u with no noise along u)",
     "chance_accuracy": "derived (a net that learned nothing: 1 / classes)",
     "generalisation_slack": "paper claim (spec P4 precondition 'test accuracy >= 0.99', unverified)",
+    "generalisation_floor": "paper claim (spec P4 precondition 'test accuracy >= 0.99', unverified; no derivation "
+                            "says a trained net reaches it: see the docstring)",
     "bayes_u_margin": "derived (spec D4: the Bayes boundary u.x = 0 is eps/2 from every point along u)",
     "deepfool_u_margin": "derived (spec D1 + D4: DeepFool returns (1 + o) times the linear distance)",
     "measured_u_margin": "derived",  # D1 + D4: exact eps/2 (refined) or (1 + o) eps/2 (raw DeepFool)
@@ -117,6 +119,20 @@ def chance_accuracy(n_classes: int) -> float:
 def generalisation_slack() -> float:
     """Spec P4's precondition: test accuracy >= 0.99, i.e. 0.01 below the Bayes accuracy."""
     return 0.01
+
+
+def generalisation_floor() -> float:
+    """Spec P4's precondition as a claim about a trained net: test accuracy >= :func:`bayes_accuracy` -
+    :func:`generalisation_slack` = 0.99 on the synthetic data.
+
+    A claim, not a derivation: D4 gives the Bayes accuracy (1) and what the margin of a net that *does* generalise
+    is; whether a given architecture and recipe get there is empirical and depends on the direction u. The NADs
+    paper's official data (LTS4/neural-anisotropy-directions, ``docs/data/dft_accuracies.csv``, 32 x 32, eps = 1,
+    sigma = 3, 10k samples) show it failing for max-pooling CNNs: at the DC direction (our u) LeNet reaches 72.5 %
+    (ResNet-18 99.9 %, logistic regression 100 %), and LeNet stays below 82 % on all 256 Fourier directions. So the
+    check records the claim per architecture (a result), and the derived D4 checks are evaluated only for nets that
+    meet it."""
+    return bayes_accuracy() - generalisation_slack()
 
 
 # ------------------------------------------------------------------------------------------- u-margins
