@@ -93,9 +93,11 @@ def ref_deep_rfm(x, y, labels, k, *, depth, seed, bandwidth, ridge, power, featu
     return out
 
 
-@pytest.mark.parametrize("feature", ["relu", "cos"])
-def test_deep_rfm_run_matches_numpy_reference(x64, feature):
-    mix = GaussianMixture(k=4, d=6, n_per_class=5, separation=2.0, within_std=1.0, mean_spread=0.5, seed=3)
+@pytest.mark.parametrize("feature,mean_cosine", [("relu", 0.0), ("cos", 0.0), ("relu", 0.7)])
+def test_deep_rfm_run_matches_numpy_reference(x64, feature, mean_cosine):
+    # mean_cosine > 0: the chained-means mixture of the P4 check (its NC2 metrics against the numpy reference)
+    mix = GaussianMixture(k=4, d=6, n_per_class=5, separation=2.0, within_std=1.0, mean_spread=0.5, seed=3,
+                          mean_cosine=mean_cosine)
     spec = DeepRFMSpec(depth=2, bandwidth=2.0, ridge=1e-3, power=0.5, feature=feature, width=8 if feature == "relu"
                        else 0, gamma=0.7, feature_seed=5)
     cfg = AgopCollapseRun("deep_rfm", CollapseData(mixture=mix), spec).validate()
@@ -154,7 +156,7 @@ def ref_adam(params, x, y, steps, lr, b1=0.9, b2=0.999, eps=1e-8):
 
 def ref_jacobian_agop(params, x, layer):
     """Mean over the points of J^T J, J = d f / d h_{layer-1} (K, n_{layer-1}) written out for a ReLU net."""
-    _, hs, zs = ref_forward(params, x)
+    _, _, zs = ref_forward(params, x)
     total = 0.0
     for i in range(len(x)):
         jac = params[-1].T  # (K, n_{L-1})
@@ -194,12 +196,15 @@ def ref_records(p, x, y, labels, k, rows):
     return out
 
 
-def test_mlp_run_matches_numpy_reference(x64):
+@pytest.mark.parametrize("n_agop", [12, 0])
+def test_mlp_run_matches_numpy_reference(x64, n_agop):
+    """``n_agop = 12``: an evenly spread subset of the 24 points; ``0``: the AGOP over all of them (the default, as
+    the official nc_nn.py)."""
     mix = GaussianMixture(k=3, d=8, n_per_class=8, separation=3.0, within_std=1.0, mean_spread=0.5, seed=1)
     steps, n_records, lr = 6, 3, 0.02
     model = MLP(widths=(7, 5), activation="relu", init_scale=0.5, init="xavier_uniform")
     spec = MLPSpec(model=model, optim=OptimConfig(name="adam", lr=lr),  # full batch: deterministic
-                   train=TrainConfig(steps=steps, n_records=n_records, plan="linear"), n_agop=12, seed=4)
+                   train=TrainConfig(steps=steps, n_records=n_records, plan="linear"), n_agop=n_agop, seed=4)
     cfg = AgopCollapseRun("mlp", CollapseData(mixture=mix), mlp=spec).validate()
     with lapack_single_threaded():
         res = run_sweep(run_agop_collapse, [cfg])[0]
@@ -208,7 +213,7 @@ def test_mlp_run_matches_numpy_reference(x64):
     p0 = [np.asarray(w, np.float64) for w in init_mlp(k_init, model, 8, 3, dtype=np.float32)]
     hist = ref_adam(p0, x, y, steps, lr)
     plan = np.asarray(res["plan"])
-    rows = np.unique(np.linspace(0, len(x) - 1, 12).round().astype(int))
+    rows = np.unique(np.linspace(0, len(x) - 1, 12).round().astype(int)) if n_agop else np.arange(len(x))
     rec = res["records"]
     for r, t in enumerate(plan):
         ref = ref_records(hist[int(t)], x, y, labels, 3, rows)

@@ -1,9 +1,10 @@
 """`fa-jax run agop-collapse --preset quick` end to end: the check contract (every required check present or listed
 as not evaluated, finite measurements, every derived check passes), a learning floor (the small-init MLP's training
 accuracy well above chance and its loss below the initial loss; Deep RFM NC1 falls and the control does not), every
-variant runs at quick scale (cosine RFF, the image runs, both MLP gains), the figures exist; ``geometric_fit``
-against an independent float64 reference; bad settings (including an n whose kernel matrix cannot fit) fail before
-anything compiles."""
+variant runs at quick scale (the cosine-RFF gamma sweep over every gamma, the non-orthogonal mixture, the image
+runs, both MLP gains; the NFA's AGOP over all n points), the figures exist; ``geometric_fit`` and the gamma-sweep /
+seed summaries against independent float64 references; bad settings (including an n whose kernel matrix cannot
+fit) fail before anything compiles."""
 from __future__ import annotations
 
 import ast
@@ -22,12 +23,15 @@ SIM_FILE = Path(__file__).resolve().parents[1] / "sims" / "agop_collapse.py"
 REQUIRED = (
     "agop.p1.deep_rfm_nc1_ratio_last_first", "agop.p1.deep_rfm_monotone_fraction",
     "agop.p2.agop_projection_min_factor", "agop.p3.feature_map_max_increase", "agop.p3.control_no_collapse",
-    "agop.p4.deep_rfm_nc2_ratio_last_first", "agop.p6.one_step_ridgeless_nc1", "agop.p6.one_step_monotone_in_ridge",
+    "agop.p4.deep_rfm_nc2_ratio_last_first", "agop.p4.nonorth_nc2_ratio_last_first",
+    "agop.p4.nonorth_control_nc2_ratio_last_first", "agop.p4.image_control_nc2_ratio_last_first",
+    "agop.p6.one_step_ridgeless_nc1", "agop.p6.one_step_monotone_in_ridge",
     "agop.p6.one_step_closed_form", "agop.p7.semilog_fit_r2", "agop.p14.agop_topk_trace_fraction",
     "agop.p1.cos_rff_deep_rfm_nc1_ratio_last_first", "agop.p3.cos_rff_control_no_collapse",
     "agop.p1.image_deep_rfm_nc1_ratio_last_first", "agop.p3.image_control_no_collapse",
     "agop.p4.image_nc2_ratio_last_first", "agop.p9.svt_reduces_nc1_every_layer", "agop.p9.frac_right_min",
-    "agop.p10.u_invariance", "agop.p11.nfa_rise_fraction", "agop.p11.nfa_final_min",
+    "agop.p10.u_invariance", "agop.p11.nfa_rise_fraction", "agop.p11.nfa_final_min", "agop.p11.nfa_rise_layer1",
+    "agop.p11.nfa_rise_layer2", "agop.p11.nfa_rise_layer3",
     "agop.p11.half_above_one_fraction", "agop.p12.nc1_decreases_with_layer", "agop.p12.sw_over_st_drop",
     "agop.p12.sb_over_st_rise_ratio", "agop.p13.nfa_drop_at_large_init", "agop.p13.frac_right_drop_at_large_init",
 )
@@ -65,7 +69,22 @@ def test_quick_preset_contract_and_learning_floor(quick):
     dr = m["deep_rfm"]
     assert dr["nc1_x"][-1] < 1e-2 * dr["nc1_x"][0] and dr["control_nc1_x"][-1] > 0.5 * dr["control_nc1_x"][0]
     assert len(m["grid"]) == 6 and len(dr["nc1_x"]) == doc["config"]["depth"]
-    assert {"cos", "cos_control", "image", "image_control"} <= set(dr)
+    assert {"cos", "cos_control", "cos_gamma_sweep", "nonorth", "nonorth_control", "image", "image_control"} <= set(dr)
+    # the quick preset sweeps the default's gammas (fewer seeds) and checks P1 at the official scripts' gamma
+    sweep, cfg = dr["cos_gamma_sweep"], doc["config"]
+    assert sweep["gammas"] == [0.02, 0.05, 0.1, 0.2, 2.0] and cfg["cos_gamma"] == sweep["official_gamma"] == 0.05
+    assert [len(v) for v in sweep["nc1_ratio_per_seed"]] == [cfg["cos_seeds"]] * 5 and cfg["cos_seeds"] >= 2
+    assert checks["agop.p1.cos_rff_deep_rfm_nc1_ratio_last_first"]["measured"] == pytest.approx(
+        sweep["nc1_ratio_median"][sweep["gammas"].index(0.05)])
+    # P4 can fail on the chained-means mixture: its input NC2 is well above the orthonormal mixture's
+    assert dr["nonorth"]["nc2_x"][0] > 3 * dr["nc2_x"][0] and dr["nonorth"]["population_nc2"] > 0.1
+    # the NFA's AGOP over all n training points; per-layer rises are final minus at-init, as recorded
+    assert cfg["n_agop"] == cfg["k"] * cfg["n_per_class"]
+    per = small["nfa_per_layer"]
+    np.testing.assert_allclose(per["rise_half"], np.asarray(small["nfa_half"])[-1] - np.asarray(small["nfa_half"])[0])
+    for j, rise in enumerate(per["rise_half"]):
+        assert checks[f"agop.p11.nfa_rise_layer{j + 1}"]["measured"] == pytest.approx(rise)
+    assert small["nfa_half_final_last_layer"] == np.asarray(small["nfa_half"])[-1, -1]
     for name in m["figures"]:
         assert os.path.getsize(out / name) > 10_000
 
@@ -123,8 +142,40 @@ def test_geometric_fit_exact_and_degenerate_cases():
     assert np.isnan(geometric_fit([1.0, 1e-12, 1e-13, 1e-14])["rho"])
 
 
+def test_cos_sweep_and_stage_curves_match_a_float64_reference():
+    """``_cos_sweep`` (per-gamma seed ratios, median / min / max) and ``_stage_curves`` (geometric mean over seeds,
+    per-seed ratios) on synthetic per-layer results, against plain numpy written here."""
+    from sims.agop_collapse import PRESETS, _cos_sweep, _stage_curves
+
+    rng = np.random.default_rng(3)
+    s = PRESETS["quick"]
+    gammas = (0.02, 0.05, 0.1, 0.2, 2.0)
+
+    def fake():
+        stage = lambda: {"nc1": np.exp(rng.normal(size=6)), "nc2": np.exp(rng.normal(size=6))}
+        return {"layers": {"x": stage(), "z": stage(), "phi": stage()}}
+
+    runs = [({"what": "cos", "gamma": g, "seed": k}, fake()) for g in gammas for k in range(s.cos_seeds)]
+    sweep = _cos_sweep(s, runs)
+    for i, g in enumerate(gammas):
+        ratios = [r["layers"]["x"]["nc1"][-1] / r["layers"]["x"]["nc1"][0] for lab, r in runs if lab["gamma"] == g]
+        assert sweep["nc1_ratio_per_seed"][i] == pytest.approx(ratios, rel=1e-14)
+        srt = sorted(ratios)
+        mid = (srt[(len(srt) - 1) // 2] + srt[len(srt) // 2]) / 2
+        assert (sweep["nc1_ratio_median"][i], sweep["nc1_ratio_min"][i], sweep["nc1_ratio_max"][i]) == \
+            pytest.approx((mid, srt[0], srt[-1]), rel=1e-14)
+    rs = [r for _, r in runs[:3]]
+    cur = _stage_curves(rs)
+    for stage, key, name in (("x", "nc1", "nc1_x"), ("z", "nc1", "nc1_z"), ("x", "nc2", "nc2_x")):
+        prod = np.prod([r["layers"][stage][key] for r in rs], axis=0)
+        np.testing.assert_allclose(cur[name], prod ** (1 / 3), rtol=1e-12)
+    assert cur["nc2_ratio_last_first_per_seed"] == pytest.approx(
+        [r["layers"]["x"]["nc2"][-1] / r["layers"]["x"]["nc2"][0] for r in rs], rel=1e-14)
+
+
 @pytest.mark.parametrize("setting,param", [("depth=2", "depth"), ("p6_n_per_class=100", "p6_n_per_class"),
-                                           ("n_per_class=200000", "invalid n="), ("feature=tanh", "rfm.feature")])
+                                           ("n_per_class=200000", "invalid n="), ("feature=tanh", "rfm.feature"),
+                                           ("nonorth_cosine=1.0", "nonorth_cosine"), ("cos_gammas=0.1,-1", "cos_gamma")])
 def test_bad_settings_exit_2(tmp_path, setting, param, capsys):
     assert main(["run", "agop-collapse", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
     assert param in capsys.readouterr().err

@@ -102,11 +102,21 @@ def test_thresholds_reject_their_nulls():
                            (T.p2_projection_factor_min, "at_least", one), (T.p12_sw_drop_min, "at_least", one),
                            (T.p12_sb_rise_min, "at_least", one), (T.p7_semilog_r2_min, "at_least", 0.0),
                            (T.p1_monotone_fraction_min, "at_least", 0.0), (T.p9_frac_right_min, "at_least", 0.0),
-                           (T.p11_nfa_final_min, "at_least", 0.0), (T.p9_svt_fraction, "abs", coin),
+                           (T.p11_nfa_final_min, "at_least", 0.0), (T.p11_rise_min, "at_least", 0.0),
+                           (T.p9_svt_fraction, "abs", coin),
                            (T.p11_rise_fraction, "abs", 0.0), (T.p11_half_above_one_fraction, "abs", coin),
                            (T.p12_layer_decrease_fraction, "abs", coin), (T.p13_drop_fraction, "abs", coin)):
         Check(fn.__name__, fn(), fn(), 0.0, mode, T.provenance(fn.__name__), null=null)
     with pytest.raises(ValueError, match="admits the null"):
         Check("x", 1.0, 1.0, 0.0, "at_most", T.provenance("p1_nc1_ratio_max"), null=0.5)
     assert T.p3_control_ratio_min() < one < T.p3_feature_map_increase_max()  # both claims accept "no change"
+    # the P4 control accepts "NC2 unchanged" and rejects the collapse the main P4 check asks for
+    assert T.p4_nc2_ratio_max() <= T.p4_control_nc2_ratio_min() < one
     assert 0 < T.nc1_float_floor() == T.one_step_ridgeless_tol() < T.one_step_closed_form_tol()
+
+
+def test_official_rff_gamma_is_a_gamma_of_the_job_script():
+    """The checked gamma is one of run_deeprfm_jobs.sh's MNIST sigmas (0.05 2.0 0.1), the one its example command and
+    deep_rfm.py's comment give for MNIST, and its provenance names the script."""
+    assert T.official_rff_gamma() in (0.05, 2.0, 0.1) and T.official_rff_gamma() == 0.05
+    assert "run_deeprfm_jobs.sh" in T.provenance("official_rff_gamma")

@@ -15,8 +15,9 @@ its MLP runs go through one :func:`fa_jax.sweep.run_labelled` call (one compiled
   entry (float64 metrics on float32 training): the training loss and accuracy (argmax of the K outputs); per
   hidden layer l the NC metrics of the stages phi (layer input), svt (S V^T phi), pre (U S V^T phi) and out
   (ReLU(pre)); frac_right_l; the NFA correlations
-  rho(W_l^T W_l, AGOP_l^alpha) for alpha in (1/2, 1) at ``n_agop`` class-balanced training points; and
-  tr Sigma_W / tr Sigma_T, tr Sigma_B / tr Sigma_T at the last hidden layer.
+  rho(W_l^T W_l, AGOP_l^alpha) for alpha in (1/2, 1), the AGOP taken over all training points (``n_agop = 0``,
+  as the official ``nc_nn.py``) or ``n_agop`` class-balanced ones; and tr Sigma_W / tr Sigma_T,
+  tr Sigma_B / tr Sigma_T at the last hidden layer.
 
 Data (``data``): ``source="mixture"`` draws :class:`fa_jax.data.mixture.GaussianMixture` inside the program (its
 seed, separation and noise are traced); ``source="mnist-5k"`` (or another :data:`fa_jax.data.images.DATASETS`
@@ -125,7 +126,7 @@ class MLPSpec:
                                                                                batch_size=128))
     train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(steps=1000, n_records=11,
                                                                                plan="linear"))
-    n_agop: int = 200  # class-balanced training points of the per-layer AGOP (NFA)
+    n_agop: int = 0  # training points of the per-layer AGOP (NFA): 0 = all (official nc_nn.py), else class-balanced
     seed: int = traced(0)
 
     def validate(self, n_train: int | None = None) -> MLPSpec:
@@ -134,7 +135,8 @@ class MLPSpec:
                 "a ReLU MLP with >= 1 hidden layer", (m.activation, m.widths))
         self.optim.validate(n_train)
         self.train.validate()
-        require(isinstance(self.n_agop, int) and self.n_agop >= 2, "mlp.n_agop", "an integer >= 2", self.n_agop)
+        require(isinstance(self.n_agop, int) and (self.n_agop == 0 or self.n_agop >= 2), "mlp.n_agop",
+                "0 (all training points) or an integer >= 2", self.n_agop)
         if n_train is not None:
             require(self.n_agop <= n_train, "mlp.n_agop", f"<= n_train = {n_train}", self.n_agop)
         return dataclasses.replace(self, model=m)
@@ -225,7 +227,8 @@ def _run_mlp(cfg: AgopCollapseRun, x, labels, y) -> dict:
     k_init, k_batch = jax.random.split(key)
     params0 = init_mlp(k_init, s.model, x.shape[1], k, dtype=f32)
     n_hidden = len(s.model.widths)
-    rows = _balanced_rows(x.shape[0], k, s.n_agop)
+    # the AGOP points: all of them (n_agop = 0, the official code) or an evenly spread class-balanced subset
+    x_agop = x if s.n_agop in (0, x.shape[0]) else x[_balanced_rows(x.shape[0], k, s.n_agop)]
     hi = x.dtype
 
     def loss_fn(p, xb, yb):
@@ -238,7 +241,7 @@ def _run_mlp(cfg: AgopCollapseRun, x, labels, y) -> dict:
         ms = {name: [C.nc_metrics(st[name], labels, k) for st in stages] for name in ("phi", "svt", "pre", "out")}
         nc = {name: jnp.stack([m["nc1"] for m in v]) for name, v in ms.items()}
         last = ms["out"][-1]
-        rho = A.mlp_nfa_correlations(p64, x[rows], "relu", layers=list(range(n_hidden)), alphas=(0.5, 1.0),
+        rho = A.mlp_nfa_correlations(p64, x_agop, "relu", layers=list(range(n_hidden)), alphas=(0.5, 1.0),
                                      chunk_size=64)
         return {"loss": jnp.mean(loss_fn(p64, x, y)),
                 "acc": jnp.mean((jnp.argmax(apply_mlp(p64, x, "relu"), axis=1) == labels).astype(hi)),

@@ -5,13 +5,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
+from ..theory import agop_collapse as T
 from .common import THEORY, save
+
+# one colour per Deep RFM variant across panels (dotted: its M = I control)
+_COLOURS = {"nonorth": "C1", "nonorth_control": "C1", "cos": "C4", "cos_control": "C4", "image": "C3",
+            "image_control": "C3"}
 
 
 def _fig_deep_rfm(out_dir, s, metrics):
     dr = metrics["deep_rfm"]
     layers = np.arange(1, len(dr["nc1_x"]) + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.4))
     ax = axes[0]
     ax.semilogy(layers, dr["nc1_x"], "o-", label="X_l")
     ax.semilogy(layers, dr["nc1_z"], "s-", label="M_l^1/2 X_l")
@@ -25,22 +30,52 @@ def _fig_deep_rfm(out_dir, s, metrics):
     ax.set_ylabel("NC1 = tr S_W / tr S_B")
     ax.set_title(f"Deep RFM ({s.feature} features), Gaussian mixture K = {s.k}, d = {s.d}", fontsize=9)
     ax.legend(fontsize=7)
+    # NC2: the orthonormal mixture starts at its floor; the chained-means mixture and the images have room to fall
     ax = axes[1]
-    ax.semilogy(layers, dr["nc2_x"], "o-", label="NC2(X_l)")
+    ax.semilogy(layers, dr["nc2_x"], "o-", color="C0", label="mixture, orthonormal means")
+    for what, label, st in (("nonorth", "mixture, chained means", "s-"), ("nonorth_control", "  its M = I control", "s:"),
+                            ("image", "images", "^-"), ("image_control", "  their M = I control", "^:")):
+        if what in dr:
+            v = np.asarray(dr[what]["nc2_x"])
+            ax.semilogy(np.arange(1, len(v) + 1), v, st, ms=3, color=_COLOURS[what], label=label)
     ax.set_xlabel("layer l")
     ax.set_ylabel("NC2 (mean sq. distance to simplex ETF Gram)")
+    ax.set_title("P4: NC2(X_l) with and without the AGOP", fontsize=9)
     ax.legend(fontsize=7)
     ax = axes[2]
-    for what, st in (("cos", "-"), ("cos_control", ":"), ("image", "-"), ("image_control", ":")):
+    for what, st in (("cos", "-"), ("cos_control", ":"), ("nonorth", "-"), ("nonorth_control", ":"), ("image", "-"),
+                     ("image_control", ":")):
         if what in dr:
             v = dr[what]
-            ax.semilogy(np.arange(1, len(v["nc1_x"]) + 1), v["nc1_x"], st, marker="o", ms=3, label=f"{what}: X_l")
+            lab = f"{what} (gamma = {v['gamma']:g})" if "gamma" in v else what
+            ax.semilogy(np.arange(1, len(v["nc1_x"]) + 1), v["nc1_x"], st, marker="o", ms=3, color=_COLOURS[what],
+                        label=f"{lab}: X_l")
     ax.set_xlabel("layer l")
-    ax.set_title("variants: cosine RFF (D = d) / real images, with M = I controls", fontsize=9)
+    ax.set_ylabel("NC1(X_l) (geometric mean over feature seeds)")
+    ax.set_title("variants: cosine RFF (D = d) / chained means / real images, M = I controls", fontsize=9)
     if ax.lines:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no variant runs in this preset", ha="center", transform=ax.transAxes)
+    # the cosine-RFF gamma curve: every seed, the median, the P1 threshold and the official gamma
+    ax = axes[3]
+    sw = dr.get("cos_gamma_sweep")
+    if sw:
+        g = np.asarray(sw["gammas"], float)
+        for j, (gj, per) in enumerate(zip(g, sw["nc1_ratio_per_seed"])):
+            ax.loglog(np.full(len(per), gj), per, "o", color="C0", ms=4, alpha=0.6,
+                      label="one feature seed" if j == 0 else None)
+        ax.loglog(g, sw["nc1_ratio_median"], "-", color="C0", label=f"median over {sw['seeds']} seeds")
+        ax.axhline(T.p1_nc1_ratio_max(), **THEORY, label=f"P1 threshold {T.p1_nc1_ratio_max():g} (inferred)")
+        ax.axhline(T.no_collapse_ratio(), color="0.5", lw=0.8, label="no collapse (1)")
+        ax.axvline(sw["official_gamma"], color="C3", ls=":", label=f"official scripts' gamma {sw['official_gamma']:g}")
+        ax.set_xlabel("gamma (Cauchy(0, gamma) weights)")
+        ax.set_ylabel("NC1(X_L) / NC1(X_1)")
+        ax.set_title(f"cosine RFF: collapse over {len(layers)} layers vs gamma", fontsize=9)
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no cosine-RFF runs in this preset", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
     return save(fig, out_dir, "deep_rfm_nc.png")
 
 
