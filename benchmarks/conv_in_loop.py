@@ -2,10 +2,12 @@
 the small conv net, timed outside a loop, inside a ``lax.scan`` (the trainer's setting) and vmapped over runs
 inside a scan, for both implementations of :mod:`fa_jax.models.image_nets`.
 
-    python -m benchmarks.conv_in_loop [--side 16] [--batch 128] [--runs 4] [--steps 10] [--json PATH]
+    python -m benchmarks.conv_in_loop [--side 16] [--batch 128] [--runs 4] [--steps 10] [--impls patches,lax]
+                                      [--json PATH]
 
 Prints ms per step (per run-step for the vmapped case) and, on XLA:CPU, shows jax-ml/jax#12868: the convolution's
-gradient inside a loop body is far slower than the same op outside one.
+gradient inside a loop body is far slower than the same op outside one. ``--impls`` may add ``auto`` (the patch
+form on CPU, the library convolution elsewhere): on a GPU the three columns say which one the accelerator favours.
 """
 from __future__ import annotations
 
@@ -57,11 +59,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--runs", type=int, default=4)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--impls", default="lax,patches", help="conv implementations to time (of patches, lax, auto)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     res = {"device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
            "versions": {"jax": jax.__version__}, "settings": vars(a)}
-    for impl in ("lax", "patches"):
+    for impl in [i for i in a.impls.split(",") if i]:
         res[impl] = measure(impl, a.side, a.batch, a.runs, a.steps)
         r = res[impl]
         print(f"{impl:8s} grad outside a loop {r['grad_ms']:8.2f} ms | inside a scan {r['scan_ms_per_step']:8.2f} ms/step"

@@ -1,61 +1,78 @@
-"""Training throughput of the fa-jax sweep engine against per-run loops and against this machine's matmul peak.
+"""Training throughput of the fa-jax sweep engine against a hand-written ``jit(vmap(train))``, per-run loops and
+this machine's matmul peak.
 
     python -m benchmarks.throughput [--quick] [--json PATH] [--figure PATH]
+    python -m benchmarks.throughput --render PATH.json [--figure PATH]   # table (markdown) + figure from a JSON
 
-Workload (issue 6). Feature-averaging data (d=256, k=8 clusters split 4/4, n=512 train points, sigma=1); binary
+Workload (issues 6, 19). Feature-averaging data (d=256, k=8 clusters split 4/4, n=512 train points, sigma=1); binary
 two-layer ReLU net f(x) = a . ReLU(W x + b) with m=64 neurons per side (N = 2m = 128 neurons, W (N, d), b (N,)),
 fixed head a = [+1/m]*m + [-1/m]*m; logistic loss mean_i softplus(-y_i f(x_i)); init N(0, 1e-3^2); lr 0.1.
-* ``gd``: full-batch gradient descent, T steps (2000; ``--quick``: 30).
+* ``gd``: full-batch gradient descent, T steps (2000; ``--quick``: 50).
 * ``sgd``: mini-batch SGD, b=32 indices drawn iid per step (sampling with replacement), same T.
 One run = one seed: the seed sets the data (centres and noise) and the init. Runs R in {1, 16, 64, 256, 1024}
-(``--quick``: R <= 256). Width sweep: m in {16, 32, 64, 128, 256} (quick: {16, 64, 256}), GD, every width in ONE
-padded program (bucket 256, masked neurons) vs one program per width.
+(``--quick``: R <= 256; ``--rs`` takes any list, e.g. up to 65536 on a GPU). Width sweep: m in {16, 32, 64, 128,
+256} (quick: {16, 64, 256}), GD, every width in ONE padded program (bucket 256, masked neurons) vs one program per
+width, at every ``--width-runs`` count of runs per width (the padding overhead per R).
 
-Implementations, timed in ONE process and interleaved per R (each repetition runs fa-jax, the PyTorch loop and the
-NumPy loop back to back, in a rotating order), so that the load of this shared machine affects all alike:
+Implementations, timed in ONE process and interleaved per R (each repetition runs every implementation back to
+back, in a rotating order), so that the load of a shared machine affects all alike. Every timed point runs its
+call(s) repeatedly until at least ``--min-time`` seconds (default 1 s) have passed; ``*_calls`` in the JSON say
+how many calls a point took.
 * ``fa_jax``: the engine, ``fa_jax.sweep.run_sweep`` over R configs (``run_training`` below: the package's data
-  generator, model, optax optimiser and scan trainer; records only the loss at steps 0 and T). Compilation is
-  done (and timed) before the timed calls through the engine's own program cache, and ``STATS.traces`` checks
-  that no timed call compiles; programs of <= 64 runs get one untimed warm-up call. Chunk sizes (runs per
-  compiled call, ``run_sweep(chunk_size=...)``) ``--chunks`` (default 16 and 64; quick: 16) and, unless quick,
-  ``R`` (all runs in one call, the engine's default ``"auto"``) are measured; ``fa_jax`` is the best of them,
-  every variant is kept in the JSON.
+  generator, model, optax optimiser and scan trainer; records the loss at steps 0 and T, divergence guard).
+  Compilation is done (and timed) before the timed calls through the engine's own program cache, and
+  ``STATS.traces`` checks that no timed call compiles. Chunk sizes (runs per compiled call,
+  ``run_sweep(chunk_size=...)``) ``--chunks`` (default 16 and 64; quick: 16) and, unless quick or
+  ``--no-all-in-one``, ``R`` are measured; ``fa_jax`` is the best of them, every variant is kept in the JSON.
+* ``handwritten``: the reference a user writes by hand, PureJaxRL-style: ``jit(vmap(train))`` over seeds, with its
+  own data generator (:func:`handwritten_train`), a ``fori_loop`` over steps, no records and no divergence guard,
+  at the same chunk sizes as the engine (one call per chunk of seeds, dispatched back to back, fetched at the end).
+  ``ratio_vs_handwritten`` = engine / hand-written (best chunk of each; ``..._same_chunk``: at the engine's best
+  chunk). The engine should cost nothing over it (target >= 1.0).
 * ``torch_loop``: "the papers' way": a plain PyTorch CPU loop, one run after another (autograd +
   ``torch.optim.SGD``), ``torch.set_num_threads(os.cpu_count())``. Optional (``pip install torch==2.13.0``, the
-  CPU wheel); skipped with a message when absent.
+  CPU wheel); reported as absent (``null`` columns, ``"torch": "absent ..."``) when not installed.
 * ``numpy_loop``: a plain NumPy loop with a hand-written forward/backward.
 A per-run loop's throughput does not depend on R (its runs are sequential and independent), so the loops time
-``min(R, --ref-runs)`` complete runs at every R; ``*_runs_timed`` in the JSON says how many. Each loop's
+``min(R, --ref-runs)`` complete runs at every R; ``*_runs_timed`` in the JSON says how many. Every reference's
 gradient is checked against fa-jax's (``jax.grad`` of the same loss) on the same data and parameters before
 anything is timed (relative error <= 1e-4, full batch and a mini-batch); a disagreement aborts the benchmark.
-The loops draw their data and init from their own generators (same distributions, same shapes, float32).
+The references draw their data and init from their own generators (same distributions, same shapes, float32).
+Matmul precision: the engine and the hand-written reference both run at ``--precision`` (default ``"highest"``:
+float32 matmuls in float32 on GPUs too, no TF32; no effect on CPU).
 
 FLOPs per run-step (matmuls only; element-wise work, data generation and the optimiser update are not counted):
     forward   Z = X_b W^T     2 b d N        f = ReLU(Z + b) a          2 b N
     backward  dW = dZ^T X_b   2 b d N        dZ = (df a^T) * 1[Z>0]       b N  (rank-1 outer product)
     total     b N (4 d + 3),  b = n = 512 (GD) or 32 (SGD),  N = 2m
 (no gradient with respect to the inputs is needed). GD: 67,305,472; SGD: 4,206,592 FLOPs per run-step.
-% of peak = run-steps/s * FLOPs per run-step / peak, where the peak is the best float32 GFLOP/s measured here on a
-large square matmul (NumPy, jax.jit(jnp.dot), and torch when installed). The roofline drawn in the figure is
+% of peak = run-steps/s * FLOPs per run-step / peak, where the peak is the best float32 GFLOP/s measured in the same
+run on a large square matmul: on CPU the best of NumPy, ``jax.jit(jnp.dot)`` and torch (when installed); on an
+accelerator the device's own ``jnp.dot`` at precision "highest" (the sgemm peak; ``jax_default`` in the JSON is the
+backend's default precision, TF32 on recent NVIDIA GPUs, for comparison). The roofline drawn in the figure is
 peak / FLOPs per run-step.
 
-Targets from the issue (REPORTED as met / not met, never asserted): GD at R=1024 >= 70 % of peak and >= 3.5x the
-torch loop; SGD at R=1024 >= 15x the torch loop; width-sweep padding overhead <= 1.3x; compile <= 2 s per program.
+Targets from issue 19 (REPORTED as met / not met, never asserted): engine >= 1.0x the hand-written reference; GD at
+R >= 16: >= 80 % of peak and >= 2x the NumPy loop; SGD at R >= 64: >= 5x the NumPy loop; width-sweep padding
+overhead <= 1.3x; compile <= 2 s per program; on a GPU, GD >= 50 % of the fp32 peak at R >= 4096.
 
-Outputs: a table on stdout, ``--json`` (keys per mode and R, see ``_entry``), ``--figure``
-(default figures/benchmark_throughput.png). This is a benchmark, not a test: nothing here is asserted except the
-gradient agreement of the reference loops.
+Outputs: a table on stdout, ``--json`` (written after every measured point, so an interrupted run keeps what it
+measured; keys per mode and R, see :func:`bench_mode`), ``--figure`` (default figures/benchmark_throughput.png) and
+``--markdown`` (the docs/performance.md table, :func:`markdown_table`). This is a benchmark, not a test: nothing
+here is asserted except the gradient agreement of the references.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import math
 import os
 import platform
 import resource
+import shlex
 import statistics
 import sys
 import time
@@ -84,10 +101,13 @@ except ImportError:  # pragma: no cover - depends on the environment
 D, K, N_POS, N_TRAIN, SIGMA = 256, 8, 4, 512, 1.0
 WIDTH, INIT_SCALE, LR, BATCH = 64, 1e-3, 0.1, 32
 R_FULL, R_QUICK = (1, 16, 64, 256, 1024), (1, 16, 64, 256)
+STEPS_FULL, STEPS_QUICK = 2000, 50
 WIDTHS = (16, 32, 64, 128, 256)
 WIDTHS_QUICK = (16, 64, 256)
 WARMUP_MAX = 64  # programs of at most this many runs get one untimed warm-up call
-TOL = 1e-4  # relative gradient agreement required of the reference loops
+TOL = 1e-4  # relative gradient agreement required of the references
+MIN_TIME = 1.0  # seconds: every timed point repeats its call(s) at least this long
+IMPLS = ("fa_jax", "handwritten", "numpy_loop", "torch_loop")
 
 
 def flops_per_step(batch: int, width: int = WIDTH, d: int = D) -> int:
@@ -153,6 +173,70 @@ def fa_jax_grad(params: dict, x, y, width: int) -> tuple[float, dict]:
 
 def head_vector(width: int) -> np.ndarray:
     return np.concatenate([np.full(width, 1.0 / width), np.full(width, -1.0 / width)]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- reference: hand-written jit(vmap)
+def hand_loss(W, b, a, x, y):
+    """mean_i softplus(-y_i a.ReLU(W x_i + b)): ``W (N, d)``, ``b (N,)``, ``a (N,)``, ``x (batch, d)``,
+    ``y (batch,)``."""
+    f = jax.nn.relu(x @ W.T + b) @ a
+    return jnp.mean(jax.nn.softplus(-y * f))
+
+
+def handwritten_train(seed, *, mode: str, steps: int, width: int = WIDTH):
+    """One run as a user writes it for ``jit(vmap(.))`` (PureJaxRL-style): its own data generator (orthogonal
+    centres of norm sqrt d, labels by cluster, Gaussian noise), init N(0, 1e-3^2), plain GD / SGD-with-replacement
+    in a ``fori_loop``; no records, no divergence guard. Returns the final full-batch loss (a scalar)."""
+    kc, kj, kn, kw, kb, ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+    q, r = jnp.linalg.qr(jax.random.normal(kc, (D, K)))
+    centres = ((q * jnp.sign(jnp.diag(r))) * math.sqrt(D)).T  # (k, d)
+    signs = jnp.where(jnp.arange(K) < N_POS, 1.0, -1.0)
+    j = jax.random.randint(kj, (N_TRAIN,), 0, K)
+    x = centres[j] + SIGMA * jax.random.normal(kn, (N_TRAIN, D))
+    y = signs[j]
+    W = INIT_SCALE * jax.random.normal(kw, (2 * width, D))
+    b = INIT_SCALE * jax.random.normal(kb, (2 * width,))
+    a = jnp.asarray(head_vector(width))
+    grad = jax.grad(hand_loss, argnums=(0, 1))
+
+    def step(t, wb):
+        W, b = wb
+        if mode == "sgd":
+            idx = jax.random.randint(jax.random.fold_in(ks, t), (BATCH,), 0, N_TRAIN)
+            xb, yb = x[idx], y[idx]
+        else:
+            xb, yb = x, y
+        gW, gb = grad(W, b, a, xb, yb)
+        return W - LR * gW, b - LR * gb
+
+    W, b = jax.lax.fori_loop(0, steps, step, (W, b))
+    return hand_loss(W, b, a, x, y)
+
+
+_HAND: dict = {}  # (mode, steps, size, precision, device) -> (compiled, compile seconds)
+
+
+def hand_program(mode: str, steps: int, size: int, precision: str = "highest"):
+    """The compiled ``jit(vmap(handwritten_train))`` over ``size`` seeds and its compile time (cached)."""
+    key = (mode, steps, size, precision, jax.devices()[0].id)
+    if key not in _HAND:
+        fn = jax.jit(jax.vmap(functools.partial(handwritten_train, mode=mode, steps=steps)))
+        t = time.perf_counter()
+        with jax.default_matmul_precision(precision):
+            compiled = fn.lower(jax.ShapeDtypeStruct((size,), jnp.int32)).compile()
+        _HAND[key] = (compiled, time.perf_counter() - t)
+    return _HAND[key]
+
+
+def hand_call(mode: str, steps: int, R: int, chunk: int, precision: str = "highest") -> np.ndarray:
+    """R runs of the hand-written program, ``chunk`` seeds per call (the last chunk padded with extra seeds):
+    every call dispatched, then all final losses fetched, as a user's loop over chunks would."""
+    prog, _ = hand_program(mode, steps, chunk, precision)
+    outs = [prog(jnp.arange(s, s + chunk, dtype=jnp.int32)) for s in range(0, R, chunk)]
+    losses = np.concatenate(jax.device_get(outs))[:R]
+    if not np.all(np.isfinite(losses)):
+        raise RuntimeError("a hand-written benchmark run diverged")
+    return losses
 
 
 # ----------------------------------------------------------------------------- reference: plain NumPy loop
@@ -244,9 +328,9 @@ def gradient_check(d: int = D, n: int = N_TRAIN, width: int = WIDTH, k: int = K,
                    init_scale: float = 0.05, seed: int = 0) -> dict:
     """Loss and gradient of each reference vs fa-jax, full batch and one mini-batch, on fa-jax's data and params.
 
-    Returns ``{"numpy": {"full": rel_err, "batch": rel_err}, "torch": {...} (if installed)}``, the max over
-    loss, dW and db of |ref - fa_jax| / |fa_jax|. A larger init than the benchmark's makes the ReLU pattern and
-    the gradient non-trivial.
+    Returns ``{"numpy": {"full": rel_err, "batch": rel_err}, "handwritten": {...}, "torch": {...} (if
+    installed)}``, the max over loss, dW and db of |ref - fa_jax| / |fa_jax|. A larger init than the benchmark's
+    makes the ReLU pattern and the gradient non-trivial.
     """
     cfg = ClusterData(d=d, k=k, n_pos=k // 2, n_train=n, n_test=1, sigma=SIGMA).validate()
     data = jax.jit(make_cluster_data, static_argnums=1)(jax.random.PRNGKey(seed), cfg)  # one compile, not per op
@@ -256,13 +340,16 @@ def gradient_check(d: int = D, n: int = N_TRAIN, width: int = WIDTH, k: int = K,
     x, y = np.asarray(data["train"]["x"]), np.asarray(data["train"]["y"])
     idx = np.random.default_rng(seed).integers(0, n, min(batch, n))
     a = head_vector(width)
-    out: dict = {"numpy": {}}
+    hand = jax.jit(jax.value_and_grad(hand_loss, argnums=(0, 1)))
+    out: dict = {"numpy": {}, "handwritten": {}}
     if torch is not None:
         out["torch"] = {}
     for name, (xb, yb) in {"full": (x, y), "batch": (x[idx], y[idx])}.items():
         l_ref, g_ref = fa_jax_grad(params, xb, yb, width)
         l_np, gw, gb = numpy_loss_grad(params["w"].copy(), params["b"].copy(), a, xb, yb)
         out["numpy"][name] = max(_rel(l_np, l_ref), _rel(gw, g_ref["w"]), _rel(gb, g_ref["b"]))
+        l_h, (hw, hb) = hand(params["w"], params["b"], a, xb, yb)
+        out["handwritten"][name] = max(_rel(l_h, l_ref), _rel(hw, g_ref["w"]), _rel(hb, g_ref["b"]))
         if torch is not None:
             W = torch.tensor(params["w"]).requires_grad_()
             b = torch.tensor(params["b"]).requires_grad_()
@@ -281,14 +368,16 @@ def check_references(tol: float = TOL) -> dict:
                 res.setdefault(impl, {})[f"{case}@init{scale:g}"] = e
     bad = {f"{impl}/{case}": e for impl, r in res.items() for case, e in r.items() if not e <= tol}
     if bad:
-        raise SystemExit(f"reference loops disagree with fa-jax's gradient (relative error > {tol}): {bad}; "
+        raise SystemExit(f"references disagree with fa-jax's gradient (relative error > {tol}): {bad}; "
                          "the comparison would not be of the same computation")
     return res
 
 
 # ----------------------------------------------------------------------------- the hardware limit
 def matmul_peak(n: int = 4096, reps: int = 3) -> dict:
-    """Best float32 GFLOP/s of an n x n matmul (NumPy, jax.jit(jnp.dot), torch if installed); the max is the peak."""
+    """Best float32 GFLOP/s of an n x n matmul. ``peak``: on CPU the best of NumPy, ``jax.jit(jnp.dot)`` at
+    precision "highest" and torch (if installed); on an accelerator the device's ``jnp.dot`` at "highest" (the
+    sgemm peak); ``jax_default`` is ``jnp.dot`` at the backend's default precision (TF32 on recent GPUs)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -303,14 +392,21 @@ def matmul_peak(n: int = 4096, reps: int = 3) -> dict:
             times.append(time.perf_counter() - t)
         return flops / min(times) / 1e9
 
-    out = {"n": n, "numpy": best(lambda: a @ b)}
+    backend = jax.default_backend()
+    out = {"n": n, "backend": backend}
     ja, jb = jnp.asarray(a), jnp.asarray(b)
-    dot = jax.jit(jnp.dot)
-    out["jax"] = best(lambda: dot(ja, jb).block_until_ready())
-    if torch is not None:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        out["torch"] = best(lambda: ta @ tb)
-    out["peak"] = max(v for k, v in out.items() if k != "n")
+    hi = jax.jit(functools.partial(jnp.dot, precision="highest"))
+    out["jax"] = best(lambda: hi(ja, jb).block_until_ready())
+    dflt = jax.jit(jnp.dot)
+    out["jax_default"] = best(lambda: dflt(ja, jb).block_until_ready())
+    if backend == "cpu":
+        out["numpy"] = best(lambda: a @ b)
+        if torch is not None:
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            out["torch"] = best(lambda: ta @ tb)
+        out["peak"] = max(out[k] for k in ("jax", "numpy", "torch") if k in out)
+    else:
+        out["peak"] = out["jax"]
     return out
 
 
@@ -319,209 +415,329 @@ def _loadavg() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
+def _timed(fn, min_time: float) -> tuple[float, int]:
+    """Call ``fn()`` until at least ``min_time`` seconds have passed: ``(seconds, calls)``."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt, calls
+
+
 _COMPILE_S: dict = {}
 
 
-def _fa_jax_prepare(configs: list, chunk: int) -> dict:
+def _fa_jax_prepare(configs: list, chunk: int, precision: str = "highest") -> dict:
     """Compile the engine's program(s) for ``configs`` at ``chunk`` through its own cache; seconds and bytes."""
-    devices = tuple(jax.local_devices())
+    devices = tuple(jax.local_devices()[:1])
     groups = _sweep.group_configs(configs)
     out = {"compile_s": [], "footprint_bytes": []}
     for key, idx in groups.items():
         size = min(chunk, len(idx))
-        size = -(-size // len(devices)) * len(devices)
         t = time.perf_counter()
-        compiled, _ = _sweep._program(run_training, key, configs[idx[0]], size, devices)
+        compiled, _ = _sweep._program(run_training, key, configs[idx[0]], size, devices, precision=precision)
         # a program already compiled for an earlier R is a cache hit: report its first compilation
-        dt = _COMPILE_S.setdefault((key, size), time.perf_counter() - t)
+        dt = _COMPILE_S.setdefault((key, size, precision), time.perf_counter() - t)
         out["compile_s"].append(dt)
         out["footprint_bytes"].append(_sweep._footprint(compiled))
     return out
 
 
-def _fa_jax_time(configs: list, chunk: int) -> float:
+def _fa_jax_call(configs: list, chunk: int, precision: str = "highest") -> None:
     traces = _sweep.STATS.traces
-    t = time.perf_counter()
-    res = _sweep.run_sweep(run_training, configs, chunk_size=chunk, progress=False)
-    dt = time.perf_counter() - t
+    res = _sweep.run_sweep(run_training, configs, chunk_size=chunk, progress=False, precision=precision,
+                           devices=jax.local_devices()[:1])
     if _sweep.STATS.traces != traces:
         raise RuntimeError("a timed fa-jax call compiled: the timing would include compilation")
     if any(bool(r["diverged"]) for r in res):
         raise RuntimeError("a benchmark run diverged")
-    return dt
 
 
-def _loop_time(run, mode: str, runs: int, steps: int) -> float:
-    t = time.perf_counter()
+def _loop_call(run, mode: str, runs: int, steps: int) -> None:
     for s in range(runs):
         run(s, mode, steps)
-    return time.perf_counter() - t
 
 
-def bench_mode(mode: str, rs, steps: int, chunks, all_in_one: bool, reps: int, ref_runs: int, peak: float,
-               log) -> dict:
+def _point(units: float, times: list[tuple[float, int]]) -> dict:
+    """A timed point: ``units`` per call (run-steps), median rate over repetitions of (seconds, calls)."""
+    rates = [units * c / t for t, c in times]
+    return {"run_steps_per_s": statistics.median(rates), "reps_run_steps_per_s": rates,
+            "timed_s": [t for t, _ in times], "calls": [c for _, c in times]}
+
+
+def bench_mode(mode: str, rs, steps: int, chunks, all_in_one: bool, reps: int, ref_runs: int, peak: float, log,
+               impls=IMPLS, min_time: float = MIN_TIME, precision: str = "highest", save=None) -> dict:
+    """Every implementation at every R, interleaved. Per R: ``fa_jax`` / ``handwritten`` (best chunk; every chunk
+    in ``*_variants``), ``numpy_loop`` / ``torch_loop`` (None when not run or absent), ``ratio_vs_*``,
+    ``gflops`` and ``pct_peak`` per implementation, compile seconds, footprint, load average."""
     fps = flops_per_step(N_TRAIN if mode == "gd" else BATCH)
-    impls = ["fa_jax", "numpy_loop"] + (["torch_loop"] if torch is not None else [])
+    impls = [i for i in impls if i != "torch_loop" or torch is not None]
     # warm the loops (thread pools, allocators) outside any timing
-    numpy_run(0, mode, 5)
-    if torch is not None:
+    if "numpy_loop" in impls:
+        numpy_run(0, mode, 5)
+    if "torch_loop" in impls:
         torch_run(0, mode, 5)
     out = {}
     for R in rs:
-        configs = [bench_config(mode, steps, seed=s) for s in range(R)]
+        configs = [bench_config(mode, steps, seed=s) for s in range(R)] if "fa_jax" in impls else []
         sizes = sorted({min(R, c) for c in chunks} | ({R} if all_in_one or not chunks else set()), reverse=True)
-        prep = {c: _fa_jax_prepare(configs, c) for c in sizes}
+        prep = {c: _fa_jax_prepare(configs, c, precision) for c in sizes} if "fa_jax" in impls else {}
+        hand_compile = {c: hand_program(mode, steps, c, precision)[1] for c in sizes} if "handwritten" in impls \
+            else {}
         for c in sizes:  # warm-up: one untimed chunk per program (skipped for big all-in-one programs)
             if c <= WARMUP_MAX:
-                _fa_jax_time(configs[:c], c)
+                if "fa_jax" in impls:
+                    _fa_jax_call(configs[:c], c, precision)
+                if "handwritten" in impls:
+                    hand_call(mode, steps, c, c, precision)
         nref = min(R, ref_runs)
-        times: dict[str, list[float]] = {f"fa_jax@{c}": [] for c in sizes}
-        times.update({i: [] for i in impls if i != "fa_jax"})
+        calls = {}
+        for c in sizes:
+            if "fa_jax" in impls:
+                calls[f"fa_jax@{c}"] = functools.partial(_fa_jax_call, configs, c, precision)
+            if "handwritten" in impls:
+                calls[f"handwritten@{c}"] = functools.partial(hand_call, mode, steps, R, c, precision)
+        if "numpy_loop" in impls:
+            calls["numpy_loop"] = functools.partial(_loop_call, numpy_run, mode, nref, steps)
+        if "torch_loop" in impls:
+            calls["torch_loop"] = functools.partial(_loop_call, torch_run, mode, nref, steps)
+        names = list(calls)
+        times: dict[str, list] = {k: [] for k in names}
         load0 = _loadavg()
         for rep in range(reps):
-            order = impls[rep % len(impls):] + impls[:rep % len(impls)]  # rotate who goes first
-            for impl in order:
-                if impl == "fa_jax":
-                    for c in sizes:
-                        times[f"fa_jax@{c}"].append(_fa_jax_time(configs, c))
-                elif impl == "numpy_loop":
-                    times[impl].append(_loop_time(numpy_run, mode, nref, steps))
-                else:
-                    times[impl].append(_loop_time(torch_run, mode, nref, steps))
+            for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate who goes first
+                times[name].append(_timed(calls[name], min_time))
         e = {"steps": steps, "flops_per_step": fps, "loadavg": {"start": load0, "end": _loadavg()}}
-        variants = {}
-        for c in sizes:
-            ts = times[f"fa_jax@{c}"]
-            variants[str(c)] = {"run_steps_per_s": R * steps / statistics.median(ts),
-                                "reps_run_steps_per_s": [R * steps / t for t in ts],
-                                "compile_s": prep[c]["compile_s"][0], "footprint_bytes": prep[c]["footprint_bytes"][0]}
-        best = max(variants, key=lambda c: variants[c]["run_steps_per_s"])
-        e.update({"fa_jax": variants[best]["run_steps_per_s"], "fa_jax_chunk": int(best),
-                  "fa_jax_all_in_one": variants[str(R)]["run_steps_per_s"] if str(R) in variants else None,
-                  "compile_s": variants[best]["compile_s"], "peak_mem_bytes": variants[best]["footprint_bytes"],
-                  "fa_jax_variants": variants})
+        for impl in ("fa_jax", "handwritten"):
+            if impl not in impls:
+                e[impl] = None
+                continue
+            variants = {}
+            for c in sizes:
+                v = _point(R * steps, times[f"{impl}@{c}"])
+                if impl == "fa_jax":
+                    v.update(compile_s=prep[c]["compile_s"][0], footprint_bytes=prep[c]["footprint_bytes"][0])
+                else:
+                    v["compile_s"] = hand_compile[c]
+                variants[str(c)] = v
+            best = max(variants, key=lambda c: variants[c]["run_steps_per_s"])
+            e.update({impl: variants[best]["run_steps_per_s"], f"{impl}_chunk": int(best),
+                      f"{impl}_all_in_one": variants[str(R)]["run_steps_per_s"] if str(R) in variants else None,
+                      f"{impl}_variants": variants})
+            if impl == "fa_jax":
+                e.update(compile_s=variants[best]["compile_s"], peak_mem_bytes=variants[best]["footprint_bytes"])
         for impl in ("torch_loop", "numpy_loop"):
-            if impl in times:
-                ts = times[impl]
-                e[impl] = nref * steps / statistics.median(ts)
-                e[f"{impl}_reps"] = [nref * steps / t for t in ts]
+            if impl in impls:
+                v = _point(nref * steps, times[impl])
+                e[impl] = v["run_steps_per_s"]
+                e[f"{impl}_reps"] = v["reps_run_steps_per_s"]
+                e[f"{impl}_calls"] = v["calls"]
                 e[f"{impl}_runs_timed"] = nref
             else:
                 e[impl] = None
-        e["ratio_vs_torch"] = e["fa_jax"] / e["torch_loop"] if e["torch_loop"] else None
-        e["ratio_vs_numpy"] = e["fa_jax"] / e["numpy_loop"]
-        e["gflops"] = {i: (e[i] * fps / 1e9 if e[i] else None) for i in ("fa_jax", "torch_loop", "numpy_loop")}
+        fa = e["fa_jax"]
+
+        def ratio(other, fa=fa):
+            return fa / other if fa and other else None
+
+        e["ratio_vs_torch"] = ratio(e["torch_loop"])
+        e["ratio_vs_numpy"] = ratio(e["numpy_loop"])
+        e["ratio_vs_handwritten"] = ratio(e["handwritten"])
+        e["ratio_vs_handwritten_same_chunk"] = (
+            ratio(e["handwritten_variants"][str(e["fa_jax_chunk"])]["run_steps_per_s"])
+            if fa and e["handwritten"] else None)
+        e["gflops"] = {i: (e[i] * fps / 1e9 if e[i] else None) for i in IMPLS}
         e["pct_peak"] = {i: (100 * g / peak if g else None) for i, g in e["gflops"].items()}
         out[str(R)] = e
-        log(f"  {mode} R={R}: fa_jax {e['fa_jax']:.0f} (chunk {best}), torch {_fmt(e['torch_loop'])}, "
-            f"numpy {e['numpy_loop']:.0f} run-steps/s; load {e['loadavg']}")
+        if save is not None:
+            save(mode, out)
+        log(f"  {mode} R={R}: fa_jax {_fmt(fa)} (chunk {e.get('fa_jax_chunk', '-')}), hand-written "
+            f"{_fmt(e['handwritten'])} (x{_fmt(e['ratio_vs_handwritten'], '.2f')}), numpy {_fmt(e['numpy_loop'])}, "
+            f"torch {_fmt(e['torch_loop'])} run-steps/s; load {e['loadavg']}")
     return out
 
 
-def bench_width(steps: int, runs_per_width: int, reps: int, log, widths=WIDTHS) -> dict:
-    """Width sweep, GD: all widths padded to the largest in ONE program vs one program per width (interleaved)."""
-    WIDTHS = tuple(widths)  # shadows the module default on purpose
-    padded = [bench_config("gd", steps, seed=s, width=m, bucket=max(WIDTHS)) for m in WIDTHS
+def _width_point(steps: int, runs_per_width: int, reps: int, widths, min_time: float, precision: str) -> dict:
+    padded = [bench_config("gd", steps, seed=s, width=m, bucket=max(widths)) for m in widths
               for s in range(runs_per_width)]
-    separate = [bench_config("gd", steps, seed=s, width=m) for m in WIDTHS for s in range(runs_per_width)]
+    separate = [bench_config("gd", steps, seed=s, width=m) for m in widths for s in range(runs_per_width)]
     total = len(padded)
-    prep_p = _fa_jax_prepare(padded, total)
-    prep_s = _fa_jax_prepare(separate, total)
-    _fa_jax_time(padded, total)  # warm-up, untimed
-    _fa_jax_time(separate, total)
+    prep_p = _fa_jax_prepare(padded, total, precision)
+    prep_s = _fa_jax_prepare(separate, total, precision)
+    _fa_jax_call(padded, total, precision)  # warm-up, untimed
+    _fa_jax_call(separate, total, precision)
     tp, ts = [], []
     load0 = _loadavg()
     for rep in range(reps):
         pair = [(padded, tp), (separate, ts)]
         for cfgs, acc in (pair if rep % 2 == 0 else pair[::-1]):
-            acc.append(_fa_jax_time(cfgs, total))
-    tp_m, ts_m = statistics.median(tp), statistics.median(ts)
-    useful = sum(flops_per_step(N_TRAIN, m) for m in WIDTHS) * runs_per_width * steps
-    out = {
-        "widths": list(WIDTHS), "runs_per_width": runs_per_width, "steps": steps, "bucket": max(WIDTHS),
+            acc.append(_timed(functools.partial(_fa_jax_call, cfgs, total, precision), min_time))
+    tp_m = statistics.median(t / c for t, c in tp)  # seconds per call
+    ts_m = statistics.median(t / c for t, c in ts)
+    useful = sum(flops_per_step(N_TRAIN, m) for m in widths) * runs_per_width * steps
+    return {
+        "runs_per_width": runs_per_width, "runs": total,
         "padded": {"programs": len(prep_p["compile_s"]), "compile_s": prep_p["compile_s"],
-                   "run_s": tp_m, "reps_run_s": tp, "run_steps_per_s": total * steps / tp_m,
-                   "useful_gflops": useful / tp_m / 1e9, "footprint_bytes": prep_p["footprint_bytes"]},
+                   "run_s": tp_m, "reps_run_s": [t / c for t, c in tp], "calls": [c for _, c in tp],
+                   "run_steps_per_s": total * steps / tp_m, "useful_gflops": useful / tp_m / 1e9,
+                   "footprint_bytes": prep_p["footprint_bytes"]},
         "separate": {"programs": len(prep_s["compile_s"]), "compile_s": prep_s["compile_s"],
-                     "run_s": ts_m, "reps_run_s": ts, "run_steps_per_s": total * steps / ts_m,
-                     "useful_gflops": useful / ts_m / 1e9, "footprint_bytes": prep_s["footprint_bytes"]},
+                     "run_s": ts_m, "reps_run_s": [t / c for t, c in ts], "calls": [c for _, c in ts],
+                     "run_steps_per_s": total * steps / ts_m, "useful_gflops": useful / ts_m / 1e9,
+                     "footprint_bytes": prep_s["footprint_bytes"]},
         "overhead": tp_m / ts_m,
         "overhead_with_compile": (tp_m + sum(prep_p["compile_s"])) / (ts_m + sum(prep_s["compile_s"])),
-        "flop_ratio_padded_vs_separate": len(WIDTHS) * max(WIDTHS) / sum(WIDTHS),
         "loadavg": {"start": load0, "end": _loadavg()},
     }
-    log(f"  width: padded {tp_m:.2f} s (1 program) vs separate {ts_m:.2f} s ({out['separate']['programs']} "
-        f"programs): overhead {out['overhead']:.2f}x")
+
+
+def bench_width(steps: int, runs_per_width, reps: int, log, widths=WIDTHS, min_time: float = MIN_TIME,
+                precision: str = "highest", save=None) -> dict:
+    """Width sweep, GD: all widths padded to the largest in ONE program vs one program per width (interleaved), at
+    every count in ``runs_per_width`` (``per_R``, keyed by the total runs R = count x widths). The top-level
+    fields are those of the largest R (the layout of earlier JSONs)."""
+    widths = tuple(widths)
+    counts = (runs_per_width,) if isinstance(runs_per_width, int) else tuple(runs_per_width)
+    out = {"widths": list(widths), "steps": steps, "bucket": max(widths),
+           "flop_ratio_padded_vs_separate": len(widths) * max(widths) / sum(widths), "per_R": {}}
+    for n in counts:
+        w = _width_point(steps, n, reps, widths, min_time, precision)
+        out["per_R"][str(w["runs"])] = w
+        out.update({k: v for k, v in w.items()})
+        if save is not None:
+            save("width", out)
+        log(f"  width R={w['runs']} ({n} per width): padded {w['padded']['run_s']:.3f} s (1 program) vs separate "
+            f"{w['separate']['run_s']:.3f} s ({w['separate']['programs']} programs): overhead {w['overhead']:.2f}x")
     return out
 
 
 # ----------------------------------------------------------------------------- report
+def _width_points(w: dict) -> dict:
+    """``{R: point}`` of a width-sweep record (earlier JSONs hold one point, at its top level)."""
+    return w.get("per_R") or {str(w.get("runs", w["runs_per_width"] * len(w["widths"]))): w}
+
+
 def _fmt(v, spec=".0f"):
     return "-" if v is None else format(v, spec)
 
 
 def targets(res: dict) -> list[dict]:
+    """Issue 19's targets, each ``{"name", "measured", "target", "met", "note"}`` (met None: not measured)."""
     out = []
 
-    def at_top(mode):
-        rs = sorted(res[mode], key=int)
-        return rs[-1]
+    def add(name, values, want, at_least=True, note=""):
+        """``values``: ``{R: measured}``; the target must hold at every R listed (the worst one is reported)."""
+        values = {r: v for r, v in values.items() if v is not None}
+        if not values:
+            out.append({"name": name, "measured": None, "target": want, "met": None, "note": note or "not measured"})
+            return
+        worst_r = (min if at_least else max)(values, key=lambda r: values[r])
+        v = values[worst_r]
+        out.append({"name": name, "measured": v, "target": want, "met": bool(v >= want if at_least else v <= want),
+                    "at_R": int(worst_r), "note": note or f"worst of R = {sorted(int(r) for r in values)}"})
 
-    for mode, metric, want in (("gd", "pct_peak", 70.0), ("gd", "ratio_vs_torch", 3.5), ("sgd", "ratio_vs_torch", 15.0)):
-        if mode not in res:
-            continue
-        R = at_top(mode)
-        e = res[mode][R]
-        val = e["pct_peak"]["fa_jax"] if metric == "pct_peak" else e[metric]
-        note = "" if R == "1024" else f"R=1024 not run; reported at the largest R={R}"
-        out.append({"name": f"{mode} R=1024 {metric} >= {want}", "at_R": int(R), "measured": val, "target": want,
-                    "met": None if val is None else bool(val >= want), "note": note})
+    for mode in ("gd", "sgd"):
+        if mode in res:
+            add(f"{mode}: engine / hand-written >= 1.0", {r: e.get("ratio_vs_handwritten")
+                                                          for r, e in res[mode].items()}, 1.0)
+    gd = res.get("gd", {})
+    def pct(e):
+        return (e.get("pct_peak") or {}).get("fa_jax")
+
+    add("gd R >= 16: % of fp32 peak >= 80", {r: pct(e) for r, e in gd.items() if int(r) >= 16}, 80.0)
+    add("gd R >= 16: engine / NumPy loop >= 2", {r: e.get("ratio_vs_numpy") for r, e in gd.items() if int(r) >= 16},
+        2.0)
+    add("sgd R >= 64: engine / NumPy loop >= 5", {r: e.get("ratio_vs_numpy") for r, e in res.get("sgd", {}).items()
+                                                  if int(r) >= 64}, 5.0)
     if "width" in res:
-        v = res["width"]["overhead"]
-        out.append({"name": "width padding overhead <= 1.3x", "measured": v, "target": 1.3, "met": bool(v <= 1.3),
-                    "note": ""})
-    comp = [e["compile_s"] for m in ("gd", "sgd") if m in res for e in res[m].values()]
-    for m in ("gd", "sgd"):
-        for e in res.get(m, {}).values():
-            comp += [v["compile_s"] for v in e["fa_jax_variants"].values()]
+        per = _width_points(res["width"])
+        add("width padding overhead <= 1.3x", {r: w["overhead"] for r, w in per.items()}, 1.3, at_least=False)
+    comp = [v["compile_s"] for m in ("gd", "sgd") for e in res.get(m, {}).values()
+            for v in (e.get("fa_jax_variants") or {}).values()]
     if "width" in res:
-        comp += res["width"]["padded"]["compile_s"] + res["width"]["separate"]["compile_s"]
+        for w in _width_points(res["width"]).values():
+            comp += w["padded"]["compile_s"] + w["separate"]["compile_s"]
     if comp:
         out.append({"name": "compile <= 2 s per program", "measured": max(comp), "target": 2.0,
                     "met": bool(max(comp) <= 2.0), "note": f"max over {len(comp)} compilations"})
+    if res.get("device", {}).get("platform") not in (None, "cpu"):
+        add("gpu: gd R >= 4096 % of fp32 peak >= 50", {r: pct(e) for r, e in gd.items() if int(r) >= 4096}, 50.0)
     return out
 
 
 def print_table(res: dict) -> None:
-    print(f"\nmatmul peak (float32, {res['matmul']['n']}^2): " +
-          ", ".join(f"{k} {v:.1f}" for k, v in res["matmul"].items() if k not in ("n",)) + " GFLOP/s")
+    mm = res["matmul"]
+    print(f"\nmatmul peak (float32, {mm['n']}^2): " +
+          ", ".join(f"{k} {v:.1f}" for k, v in mm.items() if isinstance(v, float)) + " GFLOP/s")
     print(f"FLOPs per run-step: GD {res['flops_per_step']['gd']:,}  SGD {res['flops_per_step']['sgd']:,}"
           f"  ({res['flops_per_step']['formula']})")
-    hdr = (f"{'mode':4s} {'R':>5s} {'fa-jax':>9s} {'chunk':>5s} {'compile':>7s} {'torch':>8s} {'numpy':>8s} "
-           f"{'x torch':>7s} {'x numpy':>7s} {'%pk fa':>6s} {'%pk th':>6s} {'%pk np':>6s} {'load start->end':>17s}")
-    print("\nrun-steps/s (R runs x T steps / s; median of interleaved reps; compile s separate)")
+    hdr = (f"{'mode':4s} {'R':>6s} {'fa-jax':>9s} {'chunk':>5s} {'compile':>7s} {'hand':>9s} {'torch':>8s} "
+           f"{'numpy':>8s} {'x hand':>6s} {'x torch':>7s} {'x numpy':>7s} {'%pk fa':>6s} {'%pk hd':>6s} "
+           f"{'%pk np':>6s} {'load start->end':>17s}")
+    print("\nrun-steps/s (R runs x T steps / s; median of interleaved reps, each >= min-time; compile s separate)")
     print(hdr)
     for mode in ("gd", "sgd"):
         for R, e in sorted(res.get(mode, {}).items(), key=lambda kv: int(kv[0])):
             pk = e["pct_peak"]
-            print(f"{mode:4s} {R:>5s} {e['fa_jax']:9.0f} {e['fa_jax_chunk']:5d} {e['compile_s']:7.2f} "
-                  f"{_fmt(e['torch_loop'], '8.0f'):>8s} {e['numpy_loop']:8.0f} {_fmt(e['ratio_vs_torch'], '7.2f'):>7s} "
-                  f"{e['ratio_vs_numpy']:7.2f} {_fmt(pk['fa_jax'], '6.1f'):>6s} {_fmt(pk['torch_loop'], '6.1f'):>6s} "
-                  f"{_fmt(pk['numpy_loop'], '6.1f'):>6s} {e['loadavg']['start'][0]:>7.2f}->{e['loadavg']['end'][0]:<.2f}")
+            print(f"{mode:4s} {R:>6s} {_fmt(e['fa_jax'], '9.0f'):>9s} {_fmt(e.get('fa_jax_chunk'), '5d'):>5s} "
+                  f"{_fmt(e.get('compile_s'), '7.2f'):>7s} {_fmt(e.get('handwritten'), '9.0f'):>9s} "
+                  f"{_fmt(e['torch_loop'], '8.0f'):>8s} {_fmt(e['numpy_loop'], '8.0f'):>8s} "
+                  f"{_fmt(e.get('ratio_vs_handwritten'), '6.2f'):>6s} {_fmt(e['ratio_vs_torch'], '7.2f'):>7s} "
+                  f"{_fmt(e['ratio_vs_numpy'], '7.2f'):>7s} {_fmt(pk['fa_jax'], '6.1f'):>6s} "
+                  f"{_fmt(pk.get('handwritten'), '6.1f'):>6s} {_fmt(pk['numpy_loop'], '6.1f'):>6s} "
+                  f"{e['loadavg']['start'][0]:>7.2f}->{e['loadavg']['end'][0]:<.2f}")
     if "width" in res:
         w = res["width"]
-        print(f"\nwidth sweep m={w['widths']} x {w['runs_per_width']} runs, GD {w['steps']} steps:")
-        for k in ("padded", "separate"):
-            v = w[k]
-            print(f"  {k:8s}: {v['programs']} program(s), compile {sum(v['compile_s']):.2f} s, run {v['run_s']:.2f} s, "
-                  f"{v['run_steps_per_s']:.0f} run-steps/s, {v['useful_gflops']:.1f} useful GFLOP/s")
-        print(f"  overhead padded/separate: {w['overhead']:.2f}x run time ({w['overhead_with_compile']:.2f}x with "
-              f"compile); FLOP ratio {w['flop_ratio_padded_vs_separate']:.2f}x")
-    print(f"\nload average (1/5/15 min): start {res['loadavg']['start']}, end {res['loadavg']['end']}")
+        print(f"\nwidth sweep m={w['widths']}, GD {w['steps']} steps:")
+        for R, p in sorted(_width_points(w).items(), key=lambda kv: int(kv[0])):
+            print(f"  R={R} ({p['runs_per_width']} per width): padded {p['padded']['run_s']:.3f} s, separate "
+                  f"{p['separate']['run_s']:.3f} s ({p['separate']['programs']} programs) -> overhead "
+                  f"{p['overhead']:.2f}x run time ({p['overhead_with_compile']:.2f}x with compile)")
+        print(f"  FLOP ratio of padding: {w['flop_ratio_padded_vs_separate']:.2f}x")
+    print(f"\nload average (1/5/15 min): start {res['loadavg']['start']}, end {res['loadavg'].get('end')}")
+    print(f"torch: {res.get('torch', 'installed' if res['versions'].get('torch') != 'not installed' else 'absent')}")
     print("targets (reported, not asserted):")
-    for t in res["targets"]:
+    for t in res.get("targets", []):
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
-        print(f"  {t['name']}: measured {_fmt(t['measured'], '.2f')} -> {met} {t['note']}")
+        print(f"  {t['name']}: measured {_fmt(t['measured'], '.2f')} -> {met} ({t['note']})")
+
+
+def _n(v, spec=",.0f") -> str:
+    """A number for the markdown table: thin-space thousands (the docs' style), '—' when absent."""
+    return "—" if v is None else format(v, spec).replace(",", "\u202f")
+
+
+def markdown_table(res: dict) -> str:
+    """The docs/performance.md table of a benchmark JSON: one row per mode and R (run-steps/s, ratios, % of
+    peak), the width-sweep overhead per R, and the command and peak it was measured with."""
+    rows = [("| mode | R | fa-jax run-steps/s (% of peak) | hand-written jit(vmap) | × hand-written | NumPy loop | "
+             "× NumPy | torch loop | × torch |"),
+            "|---|---|---|---|---|---|---|---|---|"]
+    for mode in ("gd", "sgd"):
+        for R, e in sorted(res.get(mode, {}).items(), key=lambda kv: int(kv[0])):
+            pk = e["pct_peak"]["fa_jax"]
+            fa = f"{_n(e['fa_jax'])} ({_n(pk, '.0f')} %)" if e["fa_jax"] else "—"
+            rows.append(f"| {'GD' if mode == 'gd' else f'SGD b = {BATCH}'} | {_n(int(R), ',d')} | {fa} | "
+                        f"{_n(e.get('handwritten'))} | {_n(e.get('ratio_vs_handwritten'), '.2f')} | "
+                        f"{_n(e['numpy_loop'])} | {_n(e['ratio_vs_numpy'], '.2f')} | {_n(e['torch_loop'])} | "
+                        f"{_n(e['ratio_vs_torch'], '.2f')} |")
+    first = next(iter((res.get("gd") or res.get("sgd") or {"": {}}).values()))
+    dev, end = res["device"], res["loadavg"].get("end", ["?"])[0]
+    where = dev.get("platform") if dev.get("kind") in (None, "", dev.get("platform")) else \
+        f"{dev.get('platform')} {dev.get('kind')}"
+    out = [(f"`{res.get('command', '')}` ({res.get('date', '')}; {where}, "
+            f"{dev.get('cpu_count')} host cores; sgemm peak measured in the same run: "
+            f"{res['peak_gflops']:.0f} GFLOP/s; "
+            f"T = {first.get('steps', '?')}; load {res['loadavg']['start'][0]:.1f} → {end})"), ""] + rows
+    if "width" in res:
+        w = res["width"]
+        per = _width_points(w)
+        out += ["", "Width padding (m = " + ", ".join(str(m) for m in w["widths"]) + ", one padded program vs one per "
+                "width): " + "; ".join(f"R = {R}: {p['overhead']:.2f}×" for R, p in
+                                      sorted(per.items(), key=lambda kv: int(kv[0]))) + "."]
+    return "\n".join(out)
 
 
 def plot(res: dict, path: str) -> None:
@@ -532,14 +748,15 @@ def plot(res: dict, path: str) -> None:
 
     modes = [m for m in ("gd", "sgd") if m in res]
     fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False)
-    styles = {"fa_jax": ("fa-jax (sweep engine)", "C0", "o"), "torch_loop": ("PyTorch per-run loop", "C3", "s"),
-              "numpy_loop": ("NumPy per-run loop", "C2", "^")}
+    styles = {"fa_jax": ("fa-jax (sweep engine)", "C0", "o"),
+              "handwritten": ("hand-written jit(vmap(train))", "C1", "D"),
+              "torch_loop": ("PyTorch per-run loop", "C3", "s"), "numpy_loop": ("NumPy per-run loop", "C2", "^")}
     for ax, mode in zip(axes[0], modes):
         rs = sorted(res[mode], key=int)
         x = [int(r) for r in rs]
         for impl, (label, color, marker) in styles.items():
-            y = [res[mode][r][impl] for r in rs]
-            if all(v is not None for v in y):
+            y = [res[mode][r].get(impl) for r in rs]
+            if y and all(v is not None for v in y):
                 ax.plot(x, y, marker=marker, color=color, label=label)
         roof = res["peak_gflops"] * 1e9 / res["flops_per_step"][mode]
         ax.axhline(roof, color="k", ls="--", label=f"roofline: peak {res['peak_gflops']:.0f} GFLOP/s / FLOPs per step")
@@ -553,84 +770,155 @@ def plot(res: dict, path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="center right", framealpha=0.8)
     dev = res["device"]
-    fig.suptitle(f"training throughput on {dev['platform']} ({dev['cpu_count']} cores), "
-                 f"load {res['loadavg']['start'][0]:.1f}->{res['loadavg']['end'][0]:.1f}", fontsize=9)
+    where = dev["platform"] if dev["platform"] == "cpu" else f"{dev['platform']} {dev.get('kind', '')}"
+    fig.suptitle(f"training throughput on {where} ({dev['cpu_count']} host cores), "
+                 f"load {res['loadavg']['start'][0]:.1f}->{res['loadavg'].get('end', [float('nan')])[0]:.1f}",
+                 fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def render(path: str, figure: str | None, markdown: str | None) -> dict:
+    """Table (stdout, and ``markdown`` if given) and figure from a benchmark JSON, without running anything."""
+    with open(path) as f:
+        res = json.load(f)
+    res.setdefault("targets", targets(res))
+    print_table(res)
+    table = markdown_table(res)
+    print("\n" + table)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(table + "\n")
+    if figure:
+        plot(res, figure)
+        print(f"wrote {figure}")
+    return res
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps, R <= 256, fewer repetitions (< 3 min)")
-    ap.add_argument("--json", default=None, help="write the results here")
-    ap.add_argument("--figure", default="figures/benchmark_throughput.png")
-    ap.add_argument("--steps", type=int, default=None, help="override T (default 2000; quick 30)")
-    ap.add_argument("--rs", default=None, help="override the R list, e.g. 1,16,1024")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"T = {STEPS_QUICK}, R <= 256, chunk 16, fewer repetitions (a few minutes)")
+    ap.add_argument("--json", default=None, help="write the results here (after every point)")
+    ap.add_argument("--figure", default="figures/benchmark_throughput.png", help="'' for none")
+    ap.add_argument("--markdown", default=None, help="write the docs table (markdown) here")
+    ap.add_argument("--render", default=None, metavar="JSON",
+                    help="only print the table and draw the figure of an existing JSON (nothing is run)")
+    ap.add_argument("--steps", type=int, default=None, help=f"override T (default {STEPS_FULL}; quick {STEPS_QUICK})")
+    ap.add_argument("--rs", default=None, help="override the R list, e.g. 1,16,1024,65536")
     ap.add_argument("--modes", default="gd,sgd")
+    ap.add_argument("--impls", default=",".join(IMPLS),
+                    help=f"implementations to time (default all of {','.join(IMPLS)}; torch only if installed)")
     ap.add_argument("--chunks", default=None,
                     help="fa-jax chunk sizes (runs per compiled call) measured at each R (default 16,64; quick 16)")
     ap.add_argument("--all-in-one", action=argparse.BooleanOptionalAction, default=None,
                     help="also measure all R runs in one call (the engine's 'auto'; default on, quick off)")
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions per R (default 3; quick 2)")
-    ap.add_argument("--ref-runs", type=int, default=None, help="runs timed per reference loop (default 4; quick 2)")
-    ap.add_argument("--width-runs", type=int, default=None, help="runs per width (default 16; quick 4)")
+    ap.add_argument("--min-time", type=float, default=MIN_TIME, help="seconds each timed point lasts at least")
+    ap.add_argument("--ref-runs", type=int, default=None, help="runs timed per per-run loop (default 4; quick 2)")
+    ap.add_argument("--width-runs", default=None,
+                    help="runs per width, a list: the padding overhead at each (default 4,16; quick 1,4)")
+    ap.add_argument("--widths", default=None, help="width sweep widths (default 16,32,64,128,256; quick 16,64,256)")
     ap.add_argument("--no-width", action="store_true")
+    ap.add_argument("--peak-n", type=int, default=None,
+                    help="matmul size of the peak measurement (default 4096 on CPU, quick 3072; 8192 on accelerators)")
+    ap.add_argument("--precision", default="highest", choices=_sweep.PRECISIONS,
+                    help="matmul precision of the engine and the hand-written reference")
     args = ap.parse_args(argv)
+    if args.render:
+        return render(args.render, args.figure, args.markdown)
 
     q = args.quick
-    steps = args.steps or (30 if q else 2000)
-    rs = tuple(int(r) for r in args.rs.split(",")) if args.rs else (R_QUICK if q else R_FULL)
-    chunks = tuple(int(c) for c in args.chunks.split(",") if c) if args.chunks is not None else \
-        ((16,) if q else (16, 64))
+    steps = args.steps or (STEPS_QUICK if q else STEPS_FULL)
+    rs = _ints(args.rs) if args.rs else (R_QUICK if q else R_FULL)
+    chunks = _ints(args.chunks) if args.chunks is not None else ((16,) if q else (16, 64))
     all_in_one = (not q) if args.all_in_one is None else args.all_in_one
     reps = args.reps or (2 if q else 3)
     ref_runs = args.ref_runs or (2 if q else 4)
-    width_runs = args.width_runs or (4 if q else 16)
+    width_runs = _ints(args.width_runs) if args.width_runs else ((1, 4) if q else (4, 16))
+    widths = _ints(args.widths) if args.widths else (WIDTHS_QUICK if q else WIDTHS)
     modes = [m for m in args.modes.split(",") if m]
+    impls = [i for i in args.impls.split(",") if i]
+    bad = sorted(set(impls) - set(IMPLS))
+    if bad:
+        ap.error(f"invalid --impls {bad}: allowed {IMPLS}")
+    accel = jax.default_backend() != "cpu"
+    peak_n = args.peak_n or (8192 if accel else (3072 if q else 4096))
 
     def log(msg):
         print(msg, flush=True)
 
     t_start = time.perf_counter()
+    torch_note = "installed" if torch is not None else \
+        "absent: not installed (pip install torch==2.13.0, the CPU wheel); its columns are null"
     if torch is None:
-        log("torch not installed: the PyTorch loop columns are skipped (pip install torch==2.13.0, the CPU wheel)")
+        log(f"torch {torch_note}")
     else:
         torch.set_num_threads(os.cpu_count())
-    res: dict = {"command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None else argv),
+    argv_s = sys.argv[1:] if argv is None else argv
+    res: dict = {"command": "python -m benchmarks.throughput " + shlex.join(argv_s),
                  "date": _dt.datetime.now().isoformat(timespec="seconds"),
                  "device": {**_device(), "cpu": platform.processor() or platform.machine()},
                  "versions": {**_versions(), "torch": torch.__version__ if torch is not None else "not installed"},
-                 "gpu": "not measured: no GPU available to this run",
-                 "settings": {"steps": steps, "rs": list(rs), "chunks": list(chunks), "all_in_one": all_in_one, "reps": reps,
-                              "ref_runs": ref_runs, "width_runs": width_runs, "quick": q, "d": D, "k": K,
-                              "n": N_TRAIN, "m": WIDTH, "batch": BATCH, "lr": LR, "init_scale": INIT_SCALE}}
+                 "torch": torch_note,
+                 "gpu": (f"measured: {jax.devices()[0].device_kind}" if jax.default_backend() == "gpu"
+                         else "not measured: no GPU available to this run"),
+                 "settings": {"steps": steps, "rs": list(rs), "chunks": list(chunks), "all_in_one": all_in_one,
+                              "reps": reps, "min_time_s": args.min_time, "ref_runs": ref_runs,
+                              "width_runs": list(width_runs), "widths": list(widths), "impls": impls,
+                              "precision": args.precision, "quick": q, "d": D, "k": K, "n": N_TRAIN, "m": WIDTH,
+                              "batch": BATCH, "lr": LR, "init_scale": INIT_SCALE}}
+    res["device"]["matmul_precision"] = args.precision
+
+    def save(key=None, value=None):
+        if key is not None:
+            res[key] = value
+        if args.json:
+            os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+            tmp = f"{args.json}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(res, f, indent=2)
+            os.replace(tmp, args.json)
+
     res["loadavg"] = {"start": _loadavg()}
     log(f"load average at start: {res['loadavg']['start']}")
-    res["gradient_check"] = check_references()
-    log(f"reference gradients vs fa-jax (max relative error): {res['gradient_check']}")
-    res["matmul"] = matmul_peak(3072 if q else 4096)
+    if set(impls) - {"fa_jax"}:
+        res["gradient_check"] = check_references()
+        log(f"reference gradients vs fa-jax (max relative error): {res['gradient_check']}")
+    else:
+        res["gradient_check"] = "not run: no reference implementation is timed"
+    res["matmul"] = matmul_peak(peak_n)
     peak = res["matmul"]["peak"]
     res["peak_gflops"] = peak
     res["flops_per_step"] = {"gd": flops_per_step(N_TRAIN), "sgd": flops_per_step(BATCH),
                              "formula": "b N (4d + 3): b batch, N = 2m neurons, d inputs (matmuls only)"}
     log(f"matmul peak {peak:.1f} GFLOP/s ({res['matmul']})")
+    save()
     for mode in modes:
-        res[mode] = bench_mode(mode, rs, steps, chunks, all_in_one, reps, ref_runs, peak, log)
+        res[mode] = bench_mode(mode, rs, steps, chunks, all_in_one, reps, ref_runs, peak, log, impls=impls,
+                               min_time=args.min_time, precision=args.precision, save=save)
     if not args.no_width:
-        res["width"] = bench_width(steps, width_runs, reps, log, WIDTHS_QUICK if q else WIDTHS)
+        res["width"] = bench_width(steps, width_runs, reps, log, widths, min_time=args.min_time,
+                                   precision=args.precision, save=save)
     res["loadavg"]["end"] = _loadavg()
     res["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     res["wall_s"] = time.perf_counter() - t_start
     res["targets"] = targets(res)
+    save()
     print_table(res)
     print(f"wall {res['wall_s']:.0f} s, process max RSS {res['max_rss_bytes'] / 2**20:.0f} MiB")
     if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
         print(f"wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_table(res) + "\n")
+        print(f"wrote {args.markdown}")
     if args.figure:
         plot(res, args.figure)
         print(f"wrote {args.figure}")

@@ -1,23 +1,23 @@
 """fa-jax: sweepable JAX simulations of how the optimiser's implicit bias picks features (and robustness).
 
 Modules: ``config`` (frozen configs, traced vs static), ``data`` (generators), ``models``, ``losses``, ``optim``
-(optax by name), ``trainer`` (the scan-based loop), ``sweep`` (vmapped, sharded, resumable grids), ``sweepfile`` (TOML sweep files), ``results``
-(labelled xarray results), ``metrics`` (one module per
-family), ``theory`` (closed forms per paper), ``experiments`` (per-run pure functions), ``plotting``,
+(optax by name), ``trainer`` (the scan-based loop), ``sweep`` (vmapped, sharded, resumable grids), ``sweepfile``
+(TOML sweep files), ``results`` (labelled xarray results), ``metrics`` (one module per family), ``theory`` (closed
+forms per paper), ``experiments`` (per-run pure functions; the registry sweep files name them by), ``plotting``,
 ``summary`` (the shared ``summary.json``), ``cli``.
 """
 __version__ = "0.1.0"
 
-__all__ = ["load_results", "run_spec"]
+__all__ = ["Experiment", "load_results", "register_analysis", "register_experiment", "run_spec", "sweep_dataset"]
+
+# public name -> the module defining it (imported on first use: importing fa_jax stays cheap)
+_LAZY = {"load_results": "results", "run_spec": "sweepfile", "sweep_dataset": "sweepfile",
+         "register_analysis": "sweepfile", "Experiment": "experiments", "register_experiment": "experiments"}
 
 
-def __getattr__(name):  # lazy: importing fa_jax stays cheap
-    if name == "load_results":
-        from .results import load_results
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
 
-        return load_results
-    if name == "run_spec":
-        from .sweepfile import run_spec
-
-        return run_spec
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'fa_jax' has no attribute {name!r}")

@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 import io
 import json
+import math
 import os
 import shutil
 import sys
@@ -103,19 +104,57 @@ def main(argv: list[str] | None = None) -> int:
         print(r.format_help())
         print(config_help(args.name, mod, args.preset, cfg))
         return 0
-    out = args.out or f"runs/{args.name}"
+    out = f"runs/{args.name}" if args.out is None else args.out
+    bad_out = _out_problem(out)
+    if bad_out:
+        p.error(bad_out)
     command = "fa-jax " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         mod.run(cfg, out, progress=not args.quiet, command=command)
     except ValueError as e:  # bad configuration: a clear message, exit 2
-        print(f"fa-jax: error: {e}", file=sys.stderr)
+        print(f"fa-jax: error: {e}{_set_as(e, cfg, args.sets)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _set_as(e: ValueError, cfg, sets: list[str]) -> str:
+    """`` (set as --set data.k=...)`` when the error names a field the user set by another name (an alias)."""
+    from .config import ConfigError, _resolve
+
+    if not isinstance(e, ConfigError):
+        return ""
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        try:
+            path = _resolve(cfg, key)
+        except ValueError:
+            continue
+        if path == e.param and key != path:
+            return f" (set as --set {item})"
+    return ""
+
+
+def _out_problem(out: str) -> str:
+    """Why ``--out`` cannot hold results ("" if it can): it must name a folder (created if absent)."""
+    if not out.strip():
+        return f"invalid --out={out!r}: allowed a folder path (created if absent)"
+    if os.path.exists(out) and not os.path.isdir(out):
+        return f"invalid --out={out!r}: it is a file; allowed a folder (created if absent)"
+    return ""
 
 
 def _sweep(args, argv) -> int:
     import jax
 
+    if args.num_processes is not None and args.num_processes < 1:
+        print(f"fa-jax: error: invalid --num-processes={args.num_processes}: allowed an integer >= 1",
+              file=sys.stderr)
+        return 2
+    n_proc = args.num_processes
+    if args.process_id is not None and not (args.process_id >= 0 and (n_proc is None or args.process_id < n_proc)):
+        print(f"fa-jax: error: invalid --process-id={args.process_id}: allowed 0 <= process id < --num-processes",
+              file=sys.stderr)
+        return 2
     if args.coordinator or args.num_processes or args.distributed:
         if args.distributed:
             jax.distributed.initialize()
@@ -123,16 +162,31 @@ def _sweep(args, argv) -> int:
             jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                                        process_id=args.process_id)
     from .summary import format_checks
-    from .sweepfile import run_spec
+    from .sweepfile import parse_bytes, run_spec
+
+    def fail(msg: str) -> int:
+        print(f"fa-jax: error: {msg}", file=sys.stderr)
+        return 2
 
     chunk = args.chunk_size
     if chunk is not None and chunk != "auto":
         try:
             chunk = int(chunk)
         except ValueError:
-            print(f"fa-jax: error: invalid --chunk-size={chunk!r}: allowed an integer >= 1 or 'auto'",
-                  file=sys.stderr)
-            return 2
+            chunk = None
+        if chunk is None or chunk < 1:  # 0 must not mean 'auto'
+            return fail(f"invalid --chunk-size={args.chunk_size!r}: allowed an integer >= 1 or 'auto'")
+    if args.memory_budget is not None:
+        try:
+            parse_bytes(args.memory_budget)
+        except ValueError:
+            return fail(f"invalid --memory-budget={args.memory_budget!r}: allowed a positive size in bytes or with "
+                        "a unit, e.g. 2GB, 512MB")
+    if not (math.isfinite(args.wait) and args.wait >= 0):
+        return fail(f"invalid --wait={args.wait!r}: allowed a finite number of seconds >= 0")
+    bad_out = _out_problem(args.out)
+    if bad_out:
+        return fail(bad_out)
     command = "fa-jax " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         res = run_spec(args.spec, args.out, overwrite=args.overwrite, progress=not args.quiet,

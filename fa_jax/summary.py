@@ -1,7 +1,8 @@
 """The ``summary.json`` every simulation writes (one schema for all sims).
 
 ``{"sim", "config", "versions", "device", "command", "checks": [{"name", "measured", "predicted", "tolerance",
-"mode", "provenance", "null", "passed", "note"}], "not_evaluated": [{"name", "reason"}], "metrics"}``.
+"mode", "provenance", "null", "passed", "note"}], "not_evaluated": [{"name", "reason"}], "metrics"}``; ``device``
+holds the platform, device kind and count, the host's CPU count and the sweep engine's ``matmul_precision``.
 
 A check compares a measurement m with a theory function's value p; ``mode`` says how:
 ``abs`` |m - p| <= tol, ``rel`` |m - p| <= tol |p|, ``at_least`` m >= p - tol, ``at_most`` m <= p + tol.
@@ -133,11 +134,16 @@ def versions() -> dict[str, str]:
 
 
 def device() -> dict[str, Any]:
+    """The devices, and ``matmul_precision``: the precision the sweep engine's programs were traced with in this
+    process (:func:`fa_jax.sweep.precisions_used`: one name, a list if several, None if none was lowered)."""
     import jax
 
+    from .sweep import precisions_used
+
     devs = jax.devices()
+    used = list(precisions_used())
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), "matmul_precision": used[0] if len(used) == 1 else (used or None)}
 
 
 def to_jsonable(x):

@@ -20,6 +20,25 @@ the lowered object itself only if some chunk must run, once per distinct program
 loads finished chunks instead of recomputing them (after ``kill -9`` at any moment, the rerun gives the same
 results as an uninterrupted run); editing the run function or anything it calls recomputes.
 
+Damaged files. A chunk file stores its runs' indices (``_runs``) and its own name (``_chunk``) beside the outputs.
+One that cannot be parsed (truncated, empty, bytes flipped), or whose stored name (older files: stored indices)
+disagrees with the plan entry that finds it (a renamed, swapped or copied file), is reported by a
+:class:`DamagedChunkWarning` naming it, moved to ``chunks/damaged/`` and recomputed: a run's results always come
+from the file named for that run's computation. Temp files of a writer killed mid-write (``*.tmp<pid>``) are
+never read, and removed by the next sweep over the directory (:func:`clean_stale_temps`).
+
+Matmul precision. ``precision`` (``"highest"`` by default; ``"high"``, ``"default"``) is the
+``jax.default_matmul_precision`` every chunk program is traced under: with ``"highest"`` a float32 matmul or
+convolution is a true float32 one on every backend, where the backend's own default on GPUs (TF32) and TPUs
+(bfloat16 passes) would move results by ~1e-3 relative and break the 1e-5 equality tests. XLA:CPU computes float32
+matmuls in float32 whatever the setting, so on CPU the numbers are bitwise those of a program traced without it
+(tested); the setting is part of the lowered program (so of its digest and chunk file names), stored in every
+chunk file (``_precision``), in :class:`ChunkPlan` and in :func:`run_labelled`'s metrics; ``summary.json`` records
+the precisions of the programs lowered in the process (:func:`precisions_used`).
+
+Float64 on TPU. A program lowered with 64-bit types on for a TPU gets a :class:`Float64OnTPUWarning`: TPUs
+emulate float64 in software (slow, and not IEEE float64 for every operation).
+
 Multi-device CPU. A batched LAPACK call (a decomposition under ``vmap``) in a multi-device CPU program deadlocks
 jaxlib's kernels (see :func:`_check_batched_lapack`); such a program is refused with a message naming the call.
 
@@ -40,7 +59,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext as _nullcontext
 from typing import Any
 
@@ -50,10 +70,13 @@ import numpy as np
 from . import progress as _progress
 from .config import static_key, traced_values, with_values
 
-__all__ = ["STATS", "ChunkPlan", "expand_grid", "group_configs", "memory_budget", "plan_chunks", "run_labelled",
-           "run_sweep"]
+__all__ = ["PRECISIONS", "STATS", "ChunkPlan", "DamagedChunkError", "DamagedChunkWarning", "Float64OnTPUWarning",
+           "check_precision", "clean_stale_temps", "expand_grid", "group_configs", "memory_budget", "plan_chunks",
+           "precisions_used", "read_chunk", "run_labelled", "run_sweep"]
 
 DEFAULT_MEMORY_FRACTION = 0.5
+PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values the engine accepts
+DEFAULT_PRECISION = "highest"  # float32 matmuls in float32 on every backend (no TF32 / bfloat16 passes)
 
 
 @dataclasses.dataclass
@@ -66,12 +89,14 @@ class SweepStats:
     chunks_loaded: int = 0
     chunks_skipped: int = 0  # belonging to another process
     resized_groups: int = 0  # groups whose chunk was shrunk to fit the memory budget
+    chunks_damaged: int = 0  # chunk files found damaged or misfiled, moved aside and recomputed
 
 
 STATS = SweepStats()
 _PROGRAMS: dict[tuple, Any] = {}  # (run_fn, static key, size, device ids, x64) -> (compiled, sharding)
 _COMPILED: dict[tuple, Any] = {}  # (program digest, device ids) -> (compiled, sharding)
 _LOWERED: dict[str, Any] = {}  # program digest -> _Lowered not compiled yet (planned, maybe never run)
+_PRECISIONS_USED: dict[str, None] = {}  # matmul precisions of the programs lowered in this process, first-used order
 
 
 # ----------------------------------------------------------------------------- pytree <-> flat dict
@@ -100,12 +125,36 @@ def expand_grid(base, axes: dict[str, Sequence]) -> list:
     """Cartesian product of ``axes`` (``{dotted.path: values}``) over ``base``; the last axis varies fastest.
 
     Example: ``expand_grid(cfg, {"optim.lr": [1e-3, 1e-2], "data_seed": range(8)})`` gives 16 configs.
-    Every config is validated (``cfg.validate()`` when the class has one) before anything runs.
+    Every config is type-checked (:func:`fa_jax.config.check_fields`) and validated (``cfg.validate()`` when the
+    class has one) before anything runs; an unknown path, an empty axis or a grid of more than
+    :data:`fa_jax.config.MAX_RUNS` runs raises :class:`fa_jax.config.ConfigError` before any config is built.
     """
-    names = list(axes)
+    from .config import MAX_RUNS, ConfigError, _walk, check_fields
+
+    paths = {p for p, _, _ in _walk(base)} if dataclasses.is_dataclass(base) else None
+    names, values = list(axes), []
+    for n in names:
+        v = axes[n]
+        if paths is not None and n not in paths:
+            raise ConfigError(n, f"a dotted path of a field of {type(base).__name__} ({', '.join(sorted(paths))})",
+                              v)
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise ConfigError(n, "a sequence of values (a list, tuple or range; a string is not one)", v)
+        if hasattr(v, "__len__") and len(v) > MAX_RUNS:  # range(10**9): refused before it is listed
+            raise ConfigError(n, f"at most {MAX_RUNS} values (fa_jax.config.MAX_RUNS)", f"{len(v)} values")
+        v = list(itertools.islice(v, MAX_RUNS + 1))
+        if not v or len(v) > MAX_RUNS:
+            raise ConfigError(n, f"a non-empty sequence of at most {MAX_RUNS} values", v)
+        values.append(v)
+    n_runs = int(np.prod([len(v) for v in values], dtype=np.float64)) if values else 1
+    if n_runs > MAX_RUNS:
+        raise ConfigError("/".join(names), f"a grid of at most {MAX_RUNS} runs (fa_jax.config.MAX_RUNS)",
+                          {n: len(v) for n, v in zip(names, values, strict=True)})
     out = []
-    for combo in itertools.product(*(list(axes[n]) for n in names)):
+    for combo in itertools.product(*values):
         cfg = with_values(base, dict(zip(names, combo, strict=True)))
+        if dataclasses.is_dataclass(cfg):
+            check_fields(cfg)
         out.append(cfg.validate() if hasattr(cfg, "validate") else cfg)
     return out
 
@@ -175,6 +224,35 @@ def _x64() -> bool:
     return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
 
 
+def check_precision(precision) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ``ValueError`` naming the allowed values."""
+    if not (isinstance(precision, str) and precision in PRECISIONS):
+        raise ValueError(f"invalid precision={precision!r}: allowed one of {PRECISIONS} (the matmul precision the "
+                         "sweep's programs are traced with; 'highest' = float32 matmuls in float32 everywhere)")
+    return precision
+
+
+def precisions_used() -> tuple[str, ...]:
+    """The matmul precisions of the chunk programs lowered in this process so far (first-used order)."""
+    return tuple(_PRECISIONS_USED)
+
+
+class Float64OnTPUWarning(UserWarning):
+    """A sweep program lowered with 64-bit types for a TPU (float64 is emulated there: slow, not IEEE)."""
+
+
+def _platform(devices: tuple) -> str:
+    return devices[0].platform
+
+
+def _warn_x64_on_tpu(devices: tuple) -> None:
+    """The one place float64 on a TPU is reported (every sim's programs are lowered here)."""
+    if _x64() and _platform(devices) == "tpu":
+        warnings.warn("jax_enable_x64 is on and this sweep runs on a TPU: TPUs have no float64 hardware, float64 "
+                      "operations are emulated (much slower, and not IEEE float64 for every operation); run float64 "
+                      "simulations on CPU or GPU", Float64OnTPUWarning, stacklevel=3)
+
+
 def _stack(values: list[dict]) -> dict[str, np.ndarray]:
     """Stack traced values along ``runs``: ints as int32, other numbers as the default float (float64 when
     ``jax_enable_x64`` is on, so a float64 simulation gets float64 hyperparameters)."""
@@ -199,13 +277,17 @@ class _Lowered:
     digest: str
 
 
-def _ident(run_fn, key: str, size: int, devices: tuple) -> tuple:
-    return (run_fn, key, size, tuple(d.id for d in devices), _x64())
+def _ident(run_fn, key: str, size: int, devices: tuple, precision: str = DEFAULT_PRECISION) -> tuple:
+    return (run_fn, key, size, tuple(d.id for d in devices), _x64(), precision)
 
 
-def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple) -> _Lowered:
+def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
+           precision: str = DEFAULT_PRECISION) -> _Lowered:
     """Trace and lower the group's ``jit(vmap(run_fn))`` program at chunk ``size`` on ``devices`` (always afresh:
-    the digest must see the code as it is now, including every library function the run calls)."""
+    the digest must see the code as it is now, including every library function the run calls), with matmul
+    ``precision`` (module docstring)."""
+    check_precision(precision)
+    _warn_x64_on_tpu(devices)
     t0 = time.perf_counter()
 
     def batched(values):
@@ -222,7 +304,10 @@ def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple) -> _Lowe
         sharding = jax.sharding.SingleDeviceSharding(devices[0])
         fn = jax.jit(batched)
     abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
-    lowered = fn.lower(abstract)
+    # the precision is read when each dot is traced (it becomes the dot's precision_config): tracing is enough
+    with jax.default_matmul_precision(precision):
+        lowered = fn.lower(abstract)
+    _PRECISIONS_USED.setdefault(precision)
     text = lowered.as_text()
     _check_batched_lapack(text, devices)
     low = _Lowered(lowered, sharding, _program_digest(text, devices))
@@ -295,26 +380,27 @@ def _compile(low: _Lowered, devices: tuple):
     return _COMPILED[ck]
 
 
-def _program(run_fn: Callable, key: str, base, size: int, devices: tuple, fresh: dict | None = None):
+def _program(run_fn: Callable, key: str, base, size: int, devices: tuple, fresh: dict | None = None,
+             precision: str = DEFAULT_PRECISION):
     """``(compiled, sharding)`` of one group at chunk ``size`` on ``devices``.
 
     ``fresh`` None: the in-memory path, cached by the run function's identity (no re-tracing; like ``jax.jit``, a
     library function edited inside this process is not seen). A dict: lowered afresh once per dict (one sweep
     call) and compiled by digest, so a cached result is always keyed by the code as it is now.
     """
-    ident = _ident(run_fn, key, size, devices)
+    ident = _ident(run_fn, key, size, devices, precision)
     if fresh is None:
         if ident not in _PROGRAMS:
-            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices), devices)
+            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices, precision), devices)
         return _PROGRAMS[ident]
-    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh), devices)
+    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh, precision), devices)
     return _PROGRAMS[ident]
 
 
-def _fresh_lowering(run_fn, key, base, size, devices, fresh: dict) -> _Lowered:
-    ident = _ident(run_fn, key, size, devices)
+def _fresh_lowering(run_fn, key, base, size, devices, fresh: dict, precision: str = DEFAULT_PRECISION) -> _Lowered:
+    ident = _ident(run_fn, key, size, devices, precision)
     if ident not in fresh:
-        fresh[ident] = _lower(run_fn, key, base, size, devices)
+        fresh[ident] = _lower(run_fn, key, base, size, devices, precision)
     return fresh[ident]
 
 
@@ -328,6 +414,7 @@ class ChunkPlan:
     size: int
     file: str | None = None  # the chunk's cache file name (when a cache directory is used)
     program: str | None = None  # digest of the chunk's lowered program (part of ``file``)
+    precision: str = DEFAULT_PRECISION  # matmul precision the program is traced with (module docstring)
 
 
 def _round_up(x: int, m: int) -> int:
@@ -345,6 +432,7 @@ def plan_chunks(
     sizes: dict[str, int] | None = None,
     tag: str = "",
     files: bool = True,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[ChunkPlan]:
     """Split every group into chunks.
 
@@ -357,7 +445,10 @@ def plan_chunks(
     compiled) at its chunk size and the file name hashes the lowered program (:func:`_program_digest`), the static
     key, ``tag`` and the chunk's traced values. So a resumed sweep reloads a chunk only if its program is
     unchanged; an edited run function, or any library function it calls, gives new names and recomputes.
+
+    ``precision``: the matmul precision of every program (one of :data:`PRECISIONS`; module docstring).
     """
+    check_precision(precision)
     devices = tuple(devices or jax.local_devices())
     fresh: dict | None = {} if files else None
     nd = len(devices)
@@ -373,24 +464,25 @@ def plan_chunks(
             size = _round_up(min(chunk_size, len(idx)), nd)
         elif chunk_size in (None, "auto"):
             size = _round_up(min(len(idx), max_chunk or len(idx)), nd)
-            size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh)
+            size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
         sizes[key] = size
-        digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh).digest if files else None
+        digest = (_fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision).digest
+                  if files else None)
         for s in range(0, len(idx), size):
             runs = tuple(idx[s : s + size])
             values = [traced_values(configs[i]) for i in runs]
             file = _chunk_hash(digest, key, values, tag) + ".npz" if files else None
-            plans.append(ChunkPlan(gi, key, runs, size, file, digest))
+            plans.append(ChunkPlan(gi, key, runs, size, file, digest, precision))
     return plans
 
 
-def _fit(run_fn, key, base, size, devices, budget, fresh=None) -> int:
+def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION) -> int:
     """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device)."""
     nd = len(devices)
     budget = budget if budget is not None else memory_budget(devices)
-    compiled, _ = _program(run_fn, key, base, size, devices, fresh)
+    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision)
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
@@ -410,14 +502,40 @@ def _chunk_hash(program: str, key: str, values: list[dict], tag: str) -> str:
 
 
 # ----------------------------------------------------------------------------- atomic chunk files
+# bookkeeping arrays stored beside a chunk's outputs (never outputs themselves)
+CHUNK_META = ("_runs", "_chunk", "_precision")
+STALE_TEMP_SECONDS = 600.0  # a temp file untouched this long, of a process gone from this host, is abandoned
+_TEMP = re.compile(r"\.tmp(\d+)$")
+
+
+class DamagedChunkError(ValueError):
+    """A chunk file that cannot be parsed, or whose stored identity disagrees with the plan entry reading it."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"{path}: {why}")
+        self.path, self.why = path, why
+
+
+class DamagedChunkWarning(UserWarning):
+    """A damaged chunk file was moved aside (and its runs recomputed, or left missing)."""
+
+
 def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     """temp file -> fsync -> rename -> fsync(dir): a reader (or a rerun after kill -9) sees all or nothing."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # a failed write (disk full, interrupt) leaves no temp file behind; kill -9 does (clean_stale_temps)
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     try:
         fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
         try:
@@ -428,9 +546,121 @@ def _write_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
         pass
 
 
-def _read_chunk(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+def _chunk_name(file: str) -> str:
+    """The name a chunk file stores for itself: its file name without ``.npz`` (the chunk hash)."""
+    return file.removesuffix(".npz")
+
+
+def read_chunk(path: str, runs: Sequence[int], names: Mapping[tuple, str] | None = None) -> dict[str, np.ndarray]:
+    """The outputs (``{output path: array[runs, ...]}``) of the chunk file ``path``, which the plan expects to
+    hold the configs ``runs`` (indices into the config list).
+
+    Raises :class:`DamagedChunkError` naming the file when it cannot be parsed (empty, truncated, bytes flipped:
+    zip, CRC, npy-header errors, whatever numpy raises) or when what it stores disagrees with the plan entry:
+
+    * ``_chunk``, the name it was written under, must be this file's name (a renamed, swapped or copied-over file
+      is not). The name hashes the program and every run's values, so a file under its own name holds exactly
+      these runs' results, row ``j`` for ``runs[j]``, whatever indices it stores: a sweep whose config list puts
+      the same chunk elsewhere (or two identical chunks of one grid, which share one file) may reuse it.
+    * ``_runs``, the indices it was written for (every file named as today stores them, after its outputs), must be
+      there with ``len(runs)`` entries. Older files store only ``_runs``: it must be ``runs``, or the runs of a
+      chunk of this plan filed under the same name (``names``: ``{runs: file name}`` of the whole plan).
+    * every output holds ``len(runs)`` rows.
+
+    File-system errors (permissions, a directory in the way) are raised as they are: they are not damage.
+    """
+    file = os.path.basename(path)
+    runs = tuple(int(i) for i in runs)
+    with open(path, "rb") as f:
+        try:
+            z = np.load(f, allow_pickle=False)
+            if not hasattr(z, "files"):
+                raise ValueError("an .npy array or pickle, not an .npz archive")
+            with z:
+                flat = {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - any parse failure means damage: zipfile, zlib, EOF, npy header...
+            raise DamagedChunkError(path, f"damaged chunk file, unreadable ({type(e).__name__}: {e})") from None
+    stored = flat.pop("_chunk", None)
+    flat.pop("_precision", None)  # recorded for the reader of the file; the program digest in its name covers it
+    stored_runs = flat.pop("_runs", None)
+    if stored_runs is None or np.asarray(stored_runs).size != len(runs):
+        # every chunk file found under today's names stores _runs, written after the outputs: a central directory
+        # damaged so that zipfile silently hides the entries after some point (a flipped comment length) hides it
+        raise DamagedChunkError(path, "damaged chunk file: its run indices (_runs) are missing or of the wrong "
+                                      "length (entries lost from the zip directory?)")
+    if stored is not None:
+        if not (stored.dtype.kind == "U" and stored.shape == () and stored.item() == _chunk_name(file)):
+            got = stored.item() if stored.dtype.kind == "U" and stored.shape == () else repr(stored)
+            raise DamagedChunkError(path, f"misfiled chunk file: it holds the results of chunk {got}, not of "
+                                          f"{_chunk_name(file)} (renamed, swapped or copied over)")
+    elif stored_runs is not None:
+        got = tuple(int(i) for i in np.asarray(stored_runs).ravel())
+        if got != runs and (names or {}).get(got) != file:
+            raise DamagedChunkError(path, f"misfiled chunk file: it stores runs {list(got)}, the plan files runs "
+                                          f"{list(runs)} under this name (renamed, swapped or copied over)")
+    if not flat:
+        raise DamagedChunkError(path, "damaged chunk file: no outputs in it")
+    for k, v in flat.items():
+        if v.ndim == 0 or v.shape[0] != len(runs):
+            raise DamagedChunkError(path, f"damaged chunk file: output {k!r} has shape {v.shape}, expected "
+                                          f"{len(runs)} runs first")
+    return flat
+
+
+def _move_aside(path: str) -> str:
+    """Move a damaged file into ``damaged/`` beside it (never deleted: it may help to see what went wrong)."""
+    folder = os.path.join(os.path.dirname(path), "damaged")
+    os.makedirs(folder, exist_ok=True)
+    dest = base = os.path.join(folder, os.path.basename(path))
+    n = 1
+    while os.path.exists(dest):
+        dest, n = f"{base}.{n}", n + 1
+    try:
+        os.replace(path, dest)
+    except FileNotFoundError:  # another process sharing the directory moved it first
+        pass
+    return dest
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # someone else's live process (PermissionError) / not a pid at all
+    return True
+
+
+def clean_stale_temps(directory: str | os.PathLike, bases: tuple[str, ...] = (".npz",),
+                      min_age: float = STALE_TEMP_SECONDS) -> list[str]:
+    """Remove the temp files (``<name>.tmp<pid>``, ``name`` ending with one of ``bases``) a writer killed
+    mid-write left in ``directory``; returns their paths.
+
+    A temp file is abandoned when its process is gone from this host AND it has not been modified for
+    ``min_age`` seconds: a live writer in this process, another process on this host, or another host sharing
+    the directory (whose pid means nothing here) is never disturbed. Readers never look at temp files anyway.
+    """
+    directory = os.fspath(directory)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    now = time.time()
+    for name in names:
+        m = _TEMP.search(name)
+        if m is None or not name[: m.start()].endswith(bases) or _pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if now - os.stat(path).st_mtime < min_age or not os.path.isfile(path):
+                continue
+            os.remove(path)
+        except OSError:  # gone meanwhile (another process cleaned it)
+            continue
+        removed.append(path)
+    return removed
 
 
 # ----------------------------------------------------------------------------- progress
@@ -488,6 +718,7 @@ def run_sweep(
     process_index: int | None = None,
     process_count: int | None = None,
     plans: list[ChunkPlan] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> list[dict | None]:
     """Run every config; return one result dict (numpy leaves) per config, in order.
 
@@ -505,7 +736,10 @@ def run_sweep(
       process_index, process_count: this process's share of chunks (default: ``jax.process_index()`` /
         ``jax.process_count()``); runs of other processes' chunks come back as ``None``.
       plans: a precomputed :func:`plan_chunks` result (the sweep-file runner passes the one it recorded).
+      precision: matmul precision of every program, one of :data:`PRECISIONS` (module docstring); ``plans`` must
+        have been made with the same one.
     """
+    check_precision(precision)
     devices = tuple(devices or jax.local_devices())
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
@@ -513,7 +747,11 @@ def run_sweep(
         raise ValueError(f"invalid process_index={pi!r}: allowed 0 <= process_index < process_count = {pc}")
     if plans is None:
         plans = plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
-                            max_chunk=max_chunk, tag=tag, files=out_dir is not None)
+                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision)
+    wrong = sorted({p.precision for p in plans} - {precision})
+    if wrong:
+        raise ValueError(f"invalid plans: made with precision {wrong}, this sweep runs with precision={precision!r}; "
+                         "pass the same precision to plan_chunks and run_sweep")
     mine = [p for j, p in enumerate(plans) if j % pc == pi]
     STATS.chunks_skipped += len(plans) - len(mine)
     results: list[dict | None] = [None] * len(configs)
@@ -521,21 +759,31 @@ def run_sweep(
     if out_dir is not None:
         cache_dir = os.path.join(os.fspath(out_dir), "chunks")
         os.makedirs(cache_dir, exist_ok=True)
+        clean_stale_temps(cache_dir)
+    names = {p.runs: p.file for p in plans}  # an older chunk file is checked by the runs it stores
     bar = _Bar(sum(len(p.runs) for p in mine), len(mine), desc) if progress else None
     # quiet: leave whatever sink the caller installed (None by default) in place
     with _progress.sink(bar.step) if bar is not None else _nullcontext():
         for p in mine:
             path = os.path.join(cache_dir, p.file) if cache_dir is not None and p.file else None
+            flat = None
             if path is not None and os.path.exists(path):
-                flat = _read_chunk(path)
-                flat.pop("_runs", None)
-                STATS.chunks_loaded += 1
-            else:
+                try:
+                    flat = read_chunk(path, p.runs, names)
+                    STATS.chunks_loaded += 1
+                except DamagedChunkError as e:
+                    dest = _move_aside(path)
+                    STATS.chunks_damaged += 1
+                    warnings.warn(f"{e}; moved to {dest}, recomputing its {len(p.runs)} runs", DamagedChunkWarning,
+                                  stacklevel=2)
+            if flat is None:
                 if bar is not None:
                     bar.start(len(p.runs))
                 flat = _run_chunk(run_fn, configs, p, devices)
                 if path is not None:
-                    _write_atomic(path, {**flat, "_runs": np.asarray(p.runs, np.int64)})
+                    _write_atomic(path, {**flat, "_runs": np.asarray(p.runs, np.int64),
+                                         "_chunk": np.asarray(_chunk_name(p.file)),
+                                         "_precision": np.asarray(p.precision)})
                 STATS.chunks_run += 1
             for j, i in enumerate(p.runs):
                 results[i] = _unflatten({k: v[j] for k, v in flat.items()})
@@ -552,13 +800,13 @@ def _chunk_program(run_fn, base, p: ChunkPlan, devices):
     """``(compiled, sharding)`` for a chunk: by its planned program digest (compiled at most once), else (a plan
     without digest: in-memory sweeps) by the run function's identity."""
     if p.program is None:
-        return _program(run_fn, p.key, base, p.size, devices)
+        return _program(run_fn, p.key, base, p.size, devices, precision=p.precision)
     ck = (p.program, tuple(d.id for d in devices))
     if ck in _COMPILED:
         return _COMPILED[ck]
     low = _LOWERED.get(p.program)
     if low is None:
-        low = _lower(run_fn, p.key, base, p.size, devices)
+        low = _lower(run_fn, p.key, base, p.size, devices, p.precision)
         if low.digest != p.program:
             raise RuntimeError(
                 f"the program of chunk {p.file} changed since the sweep was planned (digest {low.digest}, planned "
@@ -617,18 +865,21 @@ def run_labelled(
     tag: str = "",
     progress: bool = False,
     desc: str = "sweep",
+    precision: str = DEFAULT_PRECISION,
 ) -> tuple[dict[str, list[tuple[dict, dict]]], dict]:
     """A simulation's labelled runs (``{part: [(label, config), ...]}``) as ONE :func:`run_sweep` call.
 
     Returns ``({part: [(label, result), ...]}, engine_metrics)`` with ``engine_metrics`` = wall seconds, programs
-    compiled, runs, chunks loaded from ``out_dir`` (computed by an earlier invocation) and diverged runs.
+    compiled, runs, chunks loaded from ``out_dir`` (computed by an earlier invocation), diverged runs and the
+    matmul ``precision`` (module docstring).
     """
     flat = [cfg for part in runs.values() for _, cfg in part]
     t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
-    results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc)
+    results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision)
     it = iter(results)
     res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
     metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
                "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
-               "diverged_runs": int(sum(bool(r["diverged"]) for r in results if r is not None and "diverged" in r))}
+               "diverged_runs": int(sum(bool(r["diverged"]) for r in results if r is not None and "diverged" in r)),
+               "matmul_precision": precision}
     return res, metrics

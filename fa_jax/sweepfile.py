@@ -2,9 +2,11 @@
 
 Format (see ``sims/regimes.toml`` for a full example)::
 
-    experiment = "feature-averaging"   # a registered experiment (fa_jax.experiments.EXPERIMENTS)
+    experiment = "feature-averaging"   # a registered name (fa_jax.experiments.experiment_names()), or
+                                       # "package.module:attribute" naming an fa_jax.experiments.Experiment
     name = "my-sweep"                  # optional; used in summary.json and figure titles
-    analysis = "regimes"               # optional; a registered analysis (sims.ANALYSES) run on the results
+    analysis = "pkg.module:function"   # optional; run on the results: "package.module:function", or a name
+                                       # registered with fa_jax.register_analysis
 
     [fixed]                            # any config field, by dotted path (nested tables work too)
     "data.d" = 256
@@ -30,6 +32,13 @@ Format (see ``sims/regimes.toml`` for a full example)::
 A config is built as: experiment defaults <- [fixed] <- case entries <- value axes <- scale axes; then the width
 bucket policy; then ``validate()``. Every error (malformed TOML, unknown key, empty axis, an axis that cannot
 change the chosen model's runs, an invalid grid point) names the file and key, before anything is compiled.
+Values are checked against the field's type (:func:`fa_jax.config.check_fields`): an integer field takes TOML
+integers and integral floats (``linspace`` gives floats), never 0.5; a boolean field takes TOML booleans,
+``"true"`` / ``"false"`` and 0 / 1; ``seed`` takes distinct integers >= 0. Empty tables (``"optim.lr" = {}``),
+an axis whose values coincide once coerced (``["false", 0]``), ``model.bucket`` (the bucket policy's) and grids of
+more than :data:`fa_jax.config.MAX_RUNS` runs are refused -- a ``range`` or ``linspace`` before it is built.
+Modules that ``experiment`` and ``analysis`` references name are imported with the sweep file's folder first on
+``sys.path`` (a module next to the spec file), else from ``PYTHONPATH``.
 """
 from __future__ import annotations
 
@@ -46,19 +55,18 @@ from typing import Any
 
 import numpy as np
 
-from .config import _walk, with_values
-from .experiments import Experiment, get_experiment
+from .config import MAX_INT, MAX_RUNS, ConfigError, _hints, _walk, check_fields, with_values
+from .experiments import Experiment, experiment_names, get_experiment, import_ref
+from .experiments import describe as describe_experiment
+from .manifest import MANIFEST, ManifestError, SpecError, _write_json_atomic, read_manifest
 
-__all__ = ["Axis", "SweepSpec", "build_configs", "load_spec", "parse_spec", "spec_hash"]
+__all__ = ["Axis", "ManifestError", "SpecError", "SweepSpec", "build_configs", "get_analysis", "load_spec", "parse_spec", "register_analysis",
+           "run_spec", "spec_hash", "sweep_dataset"]
 
 FORMS = ("values", "range", "linspace", "logspace", "cases", "scale")
 BUCKETS = ("exact", "pow2", "max")
 ENGINE_KEYS = ("chunk_size", "memory_fraction", "memory_budget", "max_chunk", "bucket")
 TOP_KEYS = ("experiment", "name", "analysis", "fixed", "axes", "engine", "analysis_options")
-
-
-class SpecError(ValueError):
-    """A sweep file is malformed or names something that does not exist (raised before any compilation)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,12 +123,16 @@ def spec_hash(spec: SweepSpec) -> str:
 def load_spec(path: str | os.PathLike) -> SweepSpec:
     """Read and check a TOML sweep file (structure, keys, axes); configs are built by :func:`build_configs`."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SpecError(f"{path}: is a folder, not a sweep file; give the path of a .toml sweep file")
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except FileNotFoundError:
         raise SpecError(f"{path}: sweep file not found") from None
-    except tomllib.TOMLDecodeError as e:
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the sweep file: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: malformed TOML: {e}") from None
     return parse_spec(doc, source=path)
 
@@ -134,15 +146,22 @@ def parse_spec(doc: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
     if unknown:
         raise err(f"unknown top-level key {unknown[0]!r}; allowed: {', '.join(TOP_KEYS)}")
     if "experiment" not in doc:
-        raise err("missing key 'experiment'; allowed: one of " + ", ".join(_experiments()))
+        raise err("missing key 'experiment'; allowed: one of " + ", ".join(experiment_names())
+                  + ", or 'package.module:attribute'")
+    search = _spec_dirs(source)
     try:
-        exp = get_experiment(doc["experiment"])
-    except ValueError as e:
+        exp = get_experiment(doc["experiment"], search=search)
+    except (TypeError, ValueError) as e:
         raise err(f"key 'experiment': {e}") from None
+    for key, kind in (("name", str), ("analysis_options", Mapping), ("engine", Mapping)):
+        if key in doc and not isinstance(doc[key], kind):
+            what = "a string" if kind is str else f"a table ([{key}])"
+            raise err(f"invalid {key}={_short(doc[key])}: allowed {what}")
     paths = _paths(exp)
     fixed = _flatten_table(doc.get("fixed", {}), "fixed", err)
     for p in fixed:
         _check_path(p, paths, "fixed", err)
+        _check_settable(p, exp, "fixed", err)
     axes_doc = doc.get("axes", {})
     if not isinstance(axes_doc, Mapping):
         raise err("[axes] must be a table of axis definitions")
@@ -151,6 +170,14 @@ def parse_spec(doc: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise err(f"[axes]: duplicate axis name {min(dup)!r}; give one of them a different 'name'")
+    for a in axes:
+        for p in ([a.path] if a.path else [p for c in a.cases for p in c]):
+            _check_settable(p, exp, f"axes.{a.name}", err)
+    n_runs = math.prod(len(a) for a in axes)
+    if n_runs > MAX_RUNS:
+        sizes = " x ".join(f"{a.name} ({len(a)})" for a in axes)
+        raise err(f"[axes]: the grid {sizes} has {n_runs} runs; allowed at most {MAX_RUNS} per sweep "
+                  "(fa_jax.config.MAX_RUNS): split it into several sweep files")
     engine = dict(doc.get("engine", {}))
     for k in engine:
         if k not in ENGINE_KEYS:
@@ -160,8 +187,11 @@ def parse_spec(doc: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
     cs = engine.get("chunk_size", "auto")
     if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1)):
         raise err(f"invalid engine.chunk_size={cs!r}; allowed 'auto' or an integer >= 1")
+    mc = engine.get("max_chunk", 1)
+    if not (isinstance(mc, int) and not isinstance(mc, bool) and mc >= 1):
+        raise err(f"invalid engine.max_chunk={_short(mc)}; allowed an integer >= 1 (runs per compiled call)")
     mf = engine.get("memory_fraction", 0.5)
-    if not (isinstance(mf, (int, float)) and 0 < mf <= 1):
+    if not (isinstance(mf, (int, float)) and not isinstance(mf, bool) and 0 < mf <= 1):
         raise err(f"invalid engine.memory_fraction={mf!r}; allowed 0 < fraction <= 1")
     if "memory_budget" in engine:
         try:
@@ -169,16 +199,19 @@ def parse_spec(doc: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
         except ValueError as e:
             raise err(f"engine.memory_budget: {e}") from None
     analysis = doc.get("analysis")
-    if analysis is not None and not isinstance(analysis, str):
-        raise err(f"invalid analysis={analysis!r}; allowed the name of a registered analysis")
+    if analysis is not None:
+        try:
+            get_analysis(analysis, search=search)  # now, not after the sweep: a typo must not cost a sweep
+        except (TypeError, ValueError) as e:
+            raise err(f"key 'analysis': {e}") from None
     return SweepSpec(source=source, experiment=doc["experiment"], name=str(doc.get("name", doc["experiment"])),
                      fixed=fixed, axes=tuple(axes), engine=engine, analysis=analysis,
                      analysis_options=dict(doc.get("analysis_options", {})))
 
 
 def parse_bytes(x) -> int:
-    """``1073741824``, ``"1GB"``, ``"512MiB"``, ``"2.5G"`` -> bytes."""
-    if isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0:
+    """``1073741824``, ``"1GB"``, ``"512MiB"``, ``"2.5G"`` -> bytes (a positive, finite size)."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 1:
         return int(x)
     if isinstance(x, str):
         t = x.strip().upper().replace("IB", "B")
@@ -189,20 +222,36 @@ def parse_bytes(x) -> int:
                     v = float(t[: -len(unit)])
                 except ValueError:
                     break
-                if v > 0:
+                if math.isfinite(v) and v * mult >= 1:
                     return int(v * mult)
                 break
     raise ValueError(f"invalid memory size {x!r}: allowed a positive number of bytes or e.g. '2GB', '512MB'")
 
 
-def _experiments() -> tuple[str, ...]:
-    from .experiments import EXPERIMENTS
+def _spec_dirs(source: str) -> tuple[str, ...]:
+    """The folder of a sweep file (searched first for the modules its references name); none for a dict."""
+    return (os.path.dirname(os.path.abspath(source)),) if os.path.isfile(source) else ()
 
-    return EXPERIMENTS
+
+def _experiment(spec: SweepSpec) -> Experiment:
+    return get_experiment(spec.experiment, search=_spec_dirs(spec.source))
 
 
 def _paths(exp: Experiment) -> set[str]:
     return {p for p, _, _ in _walk(exp.config())} | ({"seed"} if exp.seeds else set())
+
+
+def _short(v, limit: int = 80) -> str:
+    t = repr(v)
+    return t if len(t) <= limit else t[: limit - 3] + "..."
+
+
+def _check_settable(path: str, exp: Experiment, where: str, err) -> None:
+    """The static padded width is the bucket policy's (``engine.bucket``): a value set here would be overwritten."""
+    if exp.width is not None and path == exp.bucket:
+        raise err(f"[{where}]: {path!r} is set by the width bucket policy (engine.bucket = "
+                  f"{' | '.join(map(repr, BUCKETS))}), not by the sweep file; set {exp.width!r} and choose the "
+                  "policy instead")
 
 
 def _check_path(path: str, paths: set[str], where: str, err) -> None:
@@ -219,6 +268,8 @@ def _flatten_table(t, where: str, err, prefix: str = "") -> dict:
     for k, v in t.items():
         p = f"{prefix}{k}"
         if isinstance(v, Mapping):
+            if not v:  # {} sets nothing: a value left out by mistake must not pass silently
+                raise err(f"[{where}]: key {p!r} is an empty table; give it a value (or remove the key)")
             out.update(_flatten_table(v, where, err, p + "."))
         else:
             out[p] = v
@@ -235,6 +286,8 @@ def _parse_axes(doc: Mapping, paths: set[str], err, prefix: str = "") -> list[Ax
         key = f"{prefix}{k}"
         if _is_axis_table(v) or isinstance(v, list):
             axes.append(_parse_axis(key, v, paths, err))
+        elif isinstance(v, Mapping) and not v:
+            raise err(f"axis {key!r} is an empty table; give one of {', '.join(FORMS)} (or a list of values)")
         elif isinstance(v, Mapping):  # dotted keys without quotes: axes.optim.lr = [...]
             axes.extend(_parse_axes(v, paths, err, key + "."))
         else:
@@ -268,58 +321,123 @@ def _parse_axis(key: str, v, paths: set[str], err) -> Axis:
             entries.append(flat)
         return Axis(name, "cases", None, tuple(labels), tuple(entries))
     path = v.get("path", key)
+    if not isinstance(path, str):
+        raise err(f"axis {key!r}: invalid path={_short(path)}; allowed a dotted field path (a string)")
     _check_path(path, paths, "axes", err)
     raw = v[form]
     try:
         values = _expand(form, raw)
     except (TypeError, ValueError) as e:
-        raise err(f"axis {key!r}: invalid {form} = {raw!r}: {e}") from None
+        raise err(f"axis {key!r}: invalid {form} = {_short(raw)}: {e}") from None
     if not values:
         raise err(f"axis {key!r} is empty; give at least one value")
     if form == "scale":
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in values):
-            raise err(f"axis {key!r}: scale factors must be numbers > 0, got {values!r}")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                   for x in values):
+            raise err(f"axis {key!r}: scale factors must be finite numbers > 0, got {_short(values)}")
         return Axis(name, "scale", path, tuple(float(x) for x in values))
+    if path == "seed":
+        bad = next((x for x in values if not _seed_ok(x)), None)
+        if bad is not None or len(set(values)) < len(values):
+            why = f"{bad!r} is not" if bad is not None else "repeated values are not"
+            raise err(f"axis {key!r}: invalid seed values {_short(values)}: {why} allowed; allowed distinct "
+                      f"integers 0 <= seed <= {MAX_INT} (a seed sets every seed field of the experiment)")
     return Axis(name, "values", path, tuple(values))
 
 
+def _seed_ok(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_INT
+
+
 def _expand(form: str, raw) -> list:
+    """An axis's values; a range or linspace longer than :data:`MAX_RUNS` is refused before it is built."""
+    def is_int(x):
+        return isinstance(x, int) and not isinstance(x, bool)
+
     if form in ("values", "scale"):
         if not isinstance(raw, list):
             raise TypeError("expected a list")
         return list(raw)
     if form == "range":
-        if not (isinstance(raw, list) and 1 <= len(raw) <= 3 and all(isinstance(x, int) for x in raw)):
+        if not (isinstance(raw, list) and 1 <= len(raw) <= 3 and all(is_int(x) for x in raw)):
             raise TypeError("expected [stop], [start, stop] or [start, stop, step] of integers")
-        return list(range(*raw))
-    if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[2], int) and raw[2] >= 1):
+        r = range(*raw)
+        if len(r) > MAX_RUNS:
+            raise ValueError(f"{len(r)} values; allowed at most {MAX_RUNS} (fa_jax.config.MAX_RUNS)")
+        return list(r)
+    if not (isinstance(raw, list) and len(raw) == 3 and is_int(raw[2]) and raw[2] >= 1):
         raise TypeError(f"expected [start, stop, n] with an integer n >= 1 ({form})")
+    if raw[2] > MAX_RUNS:
+        raise ValueError(f"n = {raw[2]} values; allowed at most {MAX_RUNS} (fa_jax.config.MAX_RUNS)")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in raw[:2]):
+        raise TypeError(f"expected finite numbers for start and stop ({form})")
     a, b, n = float(raw[0]), float(raw[1]), raw[2]
-    xs = np.linspace(a, b, n) if form == "linspace" else 10.0 ** np.linspace(a, b, n)
+    with np.errstate(over="ignore"):
+        xs = np.linspace(a, b, n) if form == "linspace" else 10.0 ** np.linspace(a, b, n)
+    if not np.all(np.isfinite(xs)):
+        raise ValueError(f"10**{max(a, b):g} overflows a float: allowed exponents below 308")
     return [float(x) for x in xs]
 
 
 # ----------------------------------------------------------------------------- configs
-def _coerce(current, value):
-    """TOML types -> the field's type (an int where a float is expected, 'none' for None)."""
+def _coerce(current, value, hint=None):
+    """TOML types -> the field's type: an int where a float is expected, an integral float (e.g. from linspace)
+    where an int is, ``"true"`` / ``"false"`` and 0 / 1 where a bool is, a list where a tuple is, ``"none"`` for
+    None. Anything else is left as written, for the config's type check to refuse naming the field (``hint``:
+    the field's annotation; ``current`` its value, where the annotation is unknown)."""
     if isinstance(value, str) and value.lower() in ("none", "null"):
         return None
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    kinds = _hint_kinds(hint) if hint is not None else {type(current)}
+    if bool in kinds:
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        return value
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(current, tuple) and isinstance(value, list):
+    if int in kinds and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if tuple in kinds and isinstance(value, list):
         return tuple(value)
     return value
 
 
+def _hint_kinds(hint) -> set:
+    """The plain types an annotation admits (``int | None`` -> {int, NoneType}, ``tuple[int, ...]`` -> {tuple})."""
+    import types
+    import typing
+
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return {typing.get_origin(a) or a for a in args}
+
+
+def _field_hints(cfg) -> dict[str, Any]:
+    """``{dotted.path: annotation}`` of every leaf field of ``cfg`` (unresolvable annotations are left out: those
+    fields are coerced by their current values)."""
+    out = {}
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out.update({f"{f.name}.{k}": h for k, h in _field_hints(v).items()})
+        elif f.name in hints:
+            out[f.name] = hints[f.name]
+    return out
+
+
 def _set(cfg, exp: Experiment, values: Mapping[str, Any]):
     current = {p: v for p, _, v in _walk(cfg)}
+    hints = _field_hints(cfg)
     out = {}
     for p, v in values.items():
         if p == "seed":
+            if not _seed_ok(v):  # int(0.5) would give two runs the same seed under different labels
+                raise ConfigError("seed", f"an integer 0 <= seed <= {MAX_INT} (it sets {', '.join(exp.seeds)})", v)
             for s in exp.seeds:
-                out[s] = int(v)
+                out[s] = v
         else:
-            out[p] = _coerce(current[p], v)
+            out[p] = _coerce(current[p], v, hints.get(p))
     return with_values(cfg, out)
 
 
@@ -334,39 +452,62 @@ def describe(spec: SweepSpec, point: tuple[int, ...]) -> str:
 
 def build_configs(spec: SweepSpec) -> list:
     """Every grid point's validated config, in run order; errors name the file, the axis and the grid point."""
-    exp = get_experiment(spec.experiment)
+    exp = _experiment(spec)
 
     def err(msg):
         return SpecError(f"{spec.source}: {msg}")
 
+    if spec.n_runs > MAX_RUNS:  # a SweepSpec built by hand, not by parse_spec
+        raise err(f"[axes]: the grid has {spec.n_runs} runs; allowed at most {MAX_RUNS} per sweep "
+                  "(fa_jax.config.MAX_RUNS)")
     try:
         base = _set(exp.config(), exp, spec.fixed)
     except (TypeError, ValueError) as e:
         raise err(f"[fixed]: {e}") from None
+    current, hints = {p: v for p, _, v in _walk(base)}, _field_hints(base)
+    for a in spec.axes:  # two labels, one value (e.g. "false" and 0, or 1 and 1.0): duplicated runs
+        if a.kind == "values" and a.path in current:
+            seen: dict[str, int] = {}
+            for j, x in enumerate(a.coords):
+                value = _coerce(current[a.path], x, hints.get(a.path))
+                first = seen.setdefault(repr(value), j)
+                if first != j:
+                    raise err(f"axis {a.name!r}: the values {a.coords[first]!r} and {x!r} both set {a.path} = "
+                              f"{value!r}; give each value once")
     points = grid_points(spec)
     raw = []
     for point in points:
         cfg = base
-        for a, i in zip(spec.axes, point, strict=True):
-            if a.kind == "cases":
-                cfg = _set(cfg, exp, a.cases[i])
-        for a, i in zip(spec.axes, point, strict=True):
-            if a.kind == "values":
-                cfg = _set(cfg, exp, {a.path: a.coords[i]})
-        for a, i in zip(spec.axes, point, strict=True):
-            if a.kind == "scale":
-                cur = {p: v for p, _, v in _walk(cfg)}[a.path]
-                if not isinstance(cur, (int, float)) or isinstance(cur, bool):
-                    raise err(f"axis {a.name!r}: cannot scale the non-numeric field {a.path!r} (= {cur!r})")
-                cfg = _set(cfg, exp, {a.path: cur * a.coords[i]})
+        try:
+            for a, i in zip(spec.axes, point, strict=True):
+                if a.kind == "cases":
+                    cfg = _set(cfg, exp, a.cases[i])
+            for a, i in zip(spec.axes, point, strict=True):
+                if a.kind == "values":
+                    cfg = _set(cfg, exp, {a.path: a.coords[i]})
+            for a, i in zip(spec.axes, point, strict=True):
+                if a.kind == "scale":
+                    cur = {p: v for p, _, v in _walk(cfg)}[a.path]
+                    if not isinstance(cur, (int, float)) or isinstance(cur, bool) or not math.isfinite(cur):
+                        raise err(f"axis {a.name!r}: cannot scale the non-numeric field {a.path!r} (= {cur!r})")
+                    cfg = _set(cfg, exp, {a.path: cur * a.coords[i]})
+        except SpecError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise err(f"grid point ({describe(spec, point)}): {e}") from None
         raw.append(cfg)
     raw = _apply_buckets(spec, exp, raw, err)
     configs = []
     for point, cfg in zip(points, raw, strict=True):
         try:
+            check_fields(cfg)  # every experiment's config, whether or not its validate() does it
             cfg = cfg.validate()
         except (TypeError, ValueError) as e:
-            raise err(f"grid point ({describe(spec, point)}): {e}") from None
+            axes_set = {a.path for a in spec.axes} | {p for a in spec.axes for c in a.cases for p in c}
+            param = getattr(e, "param", None)
+            where = ("[fixed]" if param in spec.fixed and param not in axes_set
+                     else f"grid point ({describe(spec, point)})")
+            raise err(f"{where}: {e}") from None
         _check_applies(spec, cfg, point, err)
         configs.append(cfg)
     return configs
@@ -377,8 +518,8 @@ def _apply_buckets(spec, exp: Experiment, cfgs: list, err) -> list:
     if exp.width is None or exp.bucket is None:
         return cfgs
     widths = [{p: v for p, _, v in _walk(c)}[exp.width] for c in cfgs]
-    if not all(isinstance(w, int) and w >= 1 for w in widths):
-        bad = next(w for w in widths if not (isinstance(w, int) and w >= 1))
+    if not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_INT for w in widths):
+        bad = next(w for w in widths if not (isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_INT))
         raise err(f"invalid {exp.width}={bad!r}: allowed an integer >= 1")
     if policy == "exact":
         return [with_values(c, {exp.bucket: w}) for c, w in zip(cfgs, widths, strict=True)]
@@ -399,27 +540,50 @@ def _check_applies(spec: SweepSpec, cfg, point, err) -> None:
 
 
 # ----------------------------------------------------------------------------- running into a directory
-MANIFEST = "sweep.json"
+def _previous_manifest(out_dir: str, spec: SweepSpec) -> dict | None:
+    """The manifest an earlier run left in ``out_dir`` (None if none). A damaged one is moved aside to
+    ``sweep.json.damaged`` with a warning, and the sweep is planned afresh (None): never a reason to delete chunks.
+    Chunk files are named by what they compute (the program, every run's values, this spec's hash), so a fresh
+    plan with the same chunk sizes finds this sweep's finished chunks again and never another sweep's."""
+    import warnings
 
-
-def _write_json_atomic(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_manifest(out_dir: str | os.PathLike) -> dict:
-    path = os.path.join(os.fspath(out_dir), MANIFEST)
+    path = os.path.join(out_dir, MANIFEST)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no sweep manifest here (was `fa-jax sweep SPEC --out DIR` run?)")
-    with open(path) as f:
-        return json.load(f)
+        return None
+    try:
+        return read_manifest(out_dir)
+    except ManifestError as e:
+        dest = base = f"{path}.damaged"
+        n = 1
+        while os.path.exists(dest):
+            dest, n = f"{base}.{n}", n + 1
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:  # another process of this sweep moved it first
+            pass
+        warnings.warn(f"{path}: damaged sweep manifest ({e.why}); moved to {dest} and rebuilt from {spec.source}; "
+                      "no chunk file was deleted (finished chunks of this sweep are reused where the chunk plan "
+                      "comes out the same)", stacklevel=3)
+        return None
 
 
-def run_spec(
+def run_spec(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike, **kwargs) -> dict:
+    """Run a sweep file into ``out_dir``; returns ``{"manifest", "complete", "stats", "summary"}``.
+
+    Keywords ``overwrite``, ``progress``, ``memory_budget``, ``chunk_size``, ``process_index``, ``process_count``,
+    ``devices``, ``command``, ``finalize``, ``wait`` and what ``out_dir`` holds: :func:`_run_spec`. Everything runs
+    inside the experiment's ``context`` (e.g. float64 for the experiments whose simulations run in float64).
+    :func:`sweep_dataset` returns the labelled results instead."""
+    import contextlib
+
+    if not isinstance(spec, SweepSpec):
+        spec = load_spec(spec)
+    exp = _experiment(spec)
+    with exp.context() if exp.context is not None else contextlib.nullcontext():
+        return _run_spec(spec, out_dir, **kwargs)
+
+
+def _run_spec(
     spec: SweepSpec | str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
@@ -456,20 +620,19 @@ def run_spec(
         spec = load_spec(spec)
     out_dir = os.fspath(out_dir)
     configs = build_configs(spec)  # every error before any compilation
-    exp = get_experiment(spec.experiment)
+    exp = _experiment(spec)
     h = spec_hash(spec)
     man_path = os.path.join(out_dir, MANIFEST)
-    old = None
-    if os.path.exists(man_path):
-        old = read_manifest(out_dir)
-        if old.get("spec_hash") != h:
-            if not overwrite:
-                raise SpecError(
-                    f"{out_dir} holds results of a different sweep (spec hash {old.get('spec_hash')} from "
-                    f"{old.get('source')}, this one is {h}); use a new --out directory or pass --overwrite")
-            shutil.rmtree(os.path.join(out_dir, "chunks"), ignore_errors=True)
-            old = None
+    old = _previous_manifest(out_dir, spec)  # a damaged one is set aside, never a reason to delete chunks
+    if old is not None and old["spec_hash"] != h:
+        if not overwrite:
+            raise SpecError(
+                f"{out_dir} holds results of a different sweep (spec hash {old['spec_hash']} from "
+                f"{old.get('source')}, this one is {h}); use a new --out directory or pass --overwrite")
+        shutil.rmtree(os.path.join(out_dir, "chunks"), ignore_errors=True)
+        old = None
     os.makedirs(out_dir, exist_ok=True)
+    S.clean_stale_temps(out_dir, bases=(MANIFEST,))  # a sweep.json.tmp<pid> of a writer killed mid-write
     devices = tuple(devices or jax.local_devices())
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
@@ -483,9 +646,12 @@ def run_spec(
         plans = S.plan_chunks(exp.run, configs, devices=devices, tag=tag,
                               sizes={c["key"]: c["size"] for c in old["plan"]})
         if [p.runs for p in plans] != [tuple(c["runs"]) for c in old["plan"]]:
-            raise SpecError(f"{out_dir}: the recorded chunk plan does not match this sweep; use a new --out "
-                            "directory or pass --overwrite")
-    else:
+            if not overwrite:  # other processes of this sweep may hold the recorded plan: never replan silently
+                raise SpecError(f"{man_path}: the recorded chunk plan does not match this sweep; pass --overwrite "
+                                "to plan it afresh (no chunk file is deleted: chunks whose computation is "
+                                "unchanged are reused), or use a new --out directory")
+            old = None
+    if old is None or "plan" not in old:
         budget = parse_bytes(memory_budget) if memory_budget is not None else eng.get("memory_budget")
         if budget is None:
             budget = S.memory_budget(devices, eng.get("memory_fraction", S.DEFAULT_MEMORY_FRACTION))
@@ -500,6 +666,7 @@ def run_spec(
                   "program": p.program} for p in plans],
         "n_groups": len({p.key for p in plans}), "versions": versions(), "device": device(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": pc,
+        "experiment": describe_experiment(exp),  # output dims, coordinates, labels: results load without the experiment's code
     }
     if pi == 0 or old is None:
         _write_json_atomic(man_path, manifest)
@@ -524,6 +691,43 @@ def run_spec(
     return result
 
 
+# ----------------------------------------------------------------------------- analyses
+_ANALYSES: dict[str, object] = {}  # name -> function, or "package.module:function" imported on first use
+
+
+def register_analysis(name: str, fn, *, replace: bool = False) -> None:
+    """Make ``analysis = "NAME"`` in sweep files run ``fn(ds, spec, out_dir) -> (checks, metrics)`` on the labelled
+    results of the finished sweep (``metrics`` may hold ``"not_evaluated"``: ``{check: why}``). ``fn`` may be a
+    ``"package.module:function"`` string, imported on first use (registration stays cheap). The application
+    registers its analyses (``sims`` does on import); the library never imports the application. A different
+    ``fn`` under a taken name raises ValueError unless ``replace``."""
+    if not (isinstance(name, str) and name and ":" not in name):
+        raise ValueError(f"invalid analysis name={name!r}: allowed a non-empty string without ':'")
+    if not (callable(fn) or (isinstance(fn, str) and ":" in fn)):
+        raise ValueError(f"invalid analysis fn={fn!r}: allowed a callable or 'package.module:function'")
+    if not replace and _ANALYSES.get(name, fn) != fn:
+        raise ValueError(f"invalid analysis name={name!r}: already registered for {_ANALYSES[name]!r}; choose "
+                         "another name or pass replace=True")
+    _ANALYSES[name] = fn
+
+
+def get_analysis(ref: str, *, search=()):
+    """The analysis function ``ref`` names: a registered name or ``"package.module:function"`` (imported with the
+    ``search`` folders first on ``sys.path``). ValueError listing the registered names otherwise."""
+    if not isinstance(ref, str):
+        raise TypeError(f"invalid analysis={ref!r}: allowed a registered name or 'package.module:function'")
+    fn = _ANALYSES.get(ref, ref)
+    if isinstance(fn, str):
+        if ":" not in fn:
+            raise ValueError(f"invalid analysis={ref!r}: allowed one of the registered names "
+                             f"{tuple(_ANALYSES)} or 'package.module:function' (a name is registered by the "
+                             "application that defines it, e.g. `import sims`)")
+        fn = import_ref(fn, "analysis", search)
+    if not callable(fn):
+        raise TypeError(f"invalid analysis={ref!r}: it names {type(fn).__name__}, not a function")
+    return fn
+
+
 def finalize_sweep(out_dir: str | os.PathLike, *, stats: dict | None = None, command: str = "") -> dict:
     """Load the results of a complete sweep directory, run its analysis, write ``summary.json``."""
     from .results import load_results
@@ -539,12 +743,40 @@ def finalize_sweep(out_dir: str | os.PathLike, *, stats: dict | None = None, com
         metrics["engine"] = stats
     name = man["spec"].get("analysis")
     if name:
-        from sims import get_analysis
-
-        fn = get_analysis(name)
+        src = man.get("source", "")
+        fn = get_analysis(name, search=_spec_dirs(src) if isinstance(src, str) else ())
         checks, extra = fn(ds, man["spec"], out_dir)
         skipped = extra.pop("not_evaluated", None)  # {check name: why it has no meaning here}
         metrics.update(extra)
     return write_summary(os.path.join(out_dir, "summary.json"), sim=man["spec"]["name"],
                          config={"spec": man["spec"], "spec_hash": man["spec_hash"], "base": man["base_config"]},
                          checks=checks, metrics=metrics, command=command, not_evaluated=skipped)
+
+
+def sweep_dataset(spec, out_dir: str | os.PathLike | None = None, **kwargs):
+    """Run a sweep and return its labelled results (:func:`fa_jax.load_results`): an ``xarray.Dataset`` with one
+    dimension per sweep axis, then each output's own axes.
+
+    ``spec``: a :class:`SweepSpec`, a TOML path, or a dict in the sweep file's structure, whose ``experiment`` may
+    also be an :class:`fa_jax.experiments.Experiment` object (registered under its name). ``out_dir``: where the
+    resumable chunks and the manifest go; None runs in a temporary directory that is deleted once the Dataset is
+    in memory. ``kwargs``: :func:`run_spec`'s. Raises if chunks are missing (other processes' share of a
+    multi-host sweep: load them with ``load_results(out_dir)`` once they are in)."""
+    import tempfile
+
+    from .results import load_results
+
+    if isinstance(spec, Mapping):
+        doc = dict(spec)
+        if isinstance(doc.get("experiment"), Experiment):
+            from .experiments import EXPERIMENTS, register_experiment
+
+            exp = doc["experiment"]  # re-defined in a notebook: replaces its earlier self, never a built-in
+            doc["experiment"] = register_experiment(exp, replace=exp.name not in EXPERIMENTS).name
+        spec = parse_spec(doc)
+    if out_dir is not None:
+        run_spec(spec, out_dir, **kwargs)
+        return load_results(out_dir)
+    with tempfile.TemporaryDirectory(prefix="fa-jax-sweep-") as tmp:
+        run_spec(spec, tmp, **kwargs)
+        return load_results(tmp).load()

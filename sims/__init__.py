@@ -2,9 +2,12 @@
 ``run(cfg, out_dir, progress=True, command="")`` which writes figures and ``summary.json``; ``DESCRIPTIONS`` holds
 one line per sim. A sim's config fields are described by their trailing comments (``fa-jax run NAME --help``).
 
-``ANALYSES`` are what a sweep file's ``analysis = "NAME"`` runs on the finished sweep:
-``analyse(ds, spec, out_dir) -> (checks, metrics)`` given the labelled results (``fa_jax.load_results``)."""
+Sweep-file analyses (``analysis = "sims.regimes:analyse"``, or a name this package registers with
+:func:`fa_jax.register_analysis` when imported) are ``analyse(ds, spec, out_dir) -> (checks, metrics)`` of the
+labelled results (``fa_jax.load_results``)."""
 import importlib
+
+from fa_jax.sweepfile import register_analysis
 
 # name -> module; imported on first use so one sim's import cost (or a missing optional file) never touches another.
 _SIMS = {
@@ -35,11 +38,7 @@ def get_sim(name: str):
         raise ValueError(f"unknown simulation {name!r}; allowed: {', '.join(NAMES)}")
     return importlib.import_module(_SIMS[name])
 
-_ANALYSES = {"regimes": "sims.regimes"}
 
-
-def get_analysis(name: str):
-    """The ``analyse`` function registered as ``name`` (ValueError listing the allowed names otherwise)."""
-    if name not in _ANALYSES:
-        raise ValueError(f"invalid analysis={name!r}: allowed one of {tuple(_ANALYSES)}")
-    return importlib.import_module(_ANALYSES[name]).analyse
+# a sweep file's ``analysis = "regimes"`` (as in manifests written before sims/regimes.toml named the function);
+# registered by reference: sims.regimes is imported only when a sweep runs it
+register_analysis("regimes", "sims.regimes:analyse")

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fa_jax.config import param, require
+from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data.mixture import GaussianMixture, population_nc2, sample_mixture
 from fa_jax.experiments.agop_collapse import (
     AgopCollapseRun,
@@ -103,32 +103,76 @@ class AgopCollapseSim:
     p6_ridges: tuple = (0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # ridges of the P6 step (0: exact collapse)
 
     def validate(self) -> AgopCollapseSim:
-        for name in ("k", "d", "n_per_class", "depth", "rfm_seeds", "cos_seeds", "steps", "n_agop", "p6_n_per_class"):
+        check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
+        # the drivers before the fields that follow them (n_agop = k * n_per_class: n_per_class = -1 is named)
+        for name in ("k", "d", "depth", "rfm_seeds", "cos_seeds", "steps", "image_depth"):
             v = getattr(self, name)
-            require(isinstance(v, int) and v >= 1, name, "an integer >= 1", v)
+            require(v >= 1, name, "an integer >= 1", v)
+        for name in ("data_seed", "mlp_seed"):
+            require(getattr(self, name) >= 0, name, "an integer >= 0", getattr(self, name))
+        require(self.width >= 0, "width", "an integer >= 0 (0: the input dimension)", self.width)
+        for name in ("n_per_class", "image_n_per_class", "n_records"):
+            require(getattr(self, name) >= 2, name, "an integer >= 2", getattr(self, name))
+        for name in ("n_agop", "p6_n_per_class", "batch"):
+            require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
         require(self.k >= 2 and self.d >= self.k, "k", f"2 <= k <= d = {self.d}", self.k)
         require(self.depth >= 3, "depth", "an integer >= 3 (a geometric fit needs layers)", self.depth)
+        require(self.batch <= self.k * self.n_per_class, "batch", f"1 <= batch <= n = {self.k * self.n_per_class}",
+                self.batch)
+        for name in ("separation", "within_std", "bandwidth", "lr"):
+            require(getattr(self, name) > 0, name, "a finite number > 0", getattr(self, name))
+        for name in ("ridge", "mlp_gain", "mlp_gain_large"):
+            require(getattr(self, name) >= 0, name, "a finite number >= 0", getattr(self, name))
+        require(0 <= self.mean_spread < 1, "mean_spread", "0 <= mean_spread < 1", self.mean_spread)
+        require(0 < self.power <= 2, "power", "0 < power <= 2", self.power)
+        require(self.feature in R.FEATURES, "feature", f"one of {R.FEATURES}", self.feature)
         require(self.k * self.p6_n_per_class <= self.d, "p6_n_per_class",
                 f"k * p6_n_per_class <= d = {self.d} (exact one-step collapse needs N <= d)", self.p6_n_per_class)
         require(len(self.p6_ridges) >= 3 and self.p6_ridges[0] == 0.0
                 and all(b > a for a, b in zip(self.p6_ridges, self.p6_ridges[1:])), "p6_ridges",
                 "an increasing tuple of >= 3 ridges starting at 0", self.p6_ridges)
-        require(len(self.mlp_widths) >= 2, "mlp_widths", "at least 2 hidden widths", self.mlp_widths)
+        require(len(self.mlp_widths) >= 2 and all(w >= 1 for w in self.mlp_widths), "mlp_widths",
+                "at least 2 hidden widths, each >= 1", self.mlp_widths)
         require(self.n_agop <= self.k * self.n_per_class, "n_agop", f"<= n = {self.k * self.n_per_class}",
                 self.n_agop)
-        require(self.cos_gamma >= 0 and len(self.cos_gammas) >= 1 and all(g > 0 for g in self.cos_gammas),
-                "cos_gamma/cos_gammas", "cos_gamma >= 0 (0: no cosine runs) and a non-empty tuple of gammas > 0",
-                (self.cos_gamma, self.cos_gammas))
+        require(self.cos_gamma >= 0, "cos_gamma", "a finite number >= 0 (0: no cosine runs)", self.cos_gamma)
+        require(all(g > 0 for g in self.cos_gammas), "cos_gammas", "a non-empty tuple of finite gammas > 0",
+                self.cos_gammas)
         require(0 <= self.nonorth_cosine < 1, "nonorth_cosine", "0 <= nonorth_cosine < 1 (0: no such runs)",
                 self.nonorth_cosine)
-        require(len(self.grid_ridges) >= 1 and len(self.grid_bandwidths) >= 1, "grid_ridges/grid_bandwidths",
-                "non-empty tuples", (self.grid_ridges, self.grid_bandwidths))
+        require(all(r >= 0 for r in self.grid_ridges), "grid_ridges", "a non-empty tuple of finite ridges >= 0",
+                self.grid_ridges)
+        require(all(b > 0 for b in self.grid_bandwidths), "grid_bandwidths",
+                "a non-empty tuple of finite bandwidths > 0", self.grid_bandwidths)
         require(self.image_source in ("", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "digits"),
                 "image_source", "'' or an image dataset name", self.image_source)
-        for run in build_runs(self, probe_images=False).values():
-            for _, cfg in run:
-                cfg.validate()
+        require_runs(3 * self.rfm_seeds, "the Deep RFM runs", self, "rfm_seeds")
+        require_runs((len(self.cos_gammas) + 2) * self.cos_seeds, "the cosine-RFF runs", self, "cos_seeds",
+                     "cos_gammas")
+        require_runs(len(self.grid_ridges) * len(self.grid_bandwidths), "the ridge x bandwidth grid", self,
+                     "grid_ridges", "grid_bandwidths")
+        # every run config, checked now (the image runs too, whether or not their files load); an error names this
+        # config's field (mlp_widths, not model.widths)
+        with renamed(_RUN_NAMES):
+            for run in build_runs(self, probe_images=False).values():
+                for _, cfg in run:
+                    cfg.validate()
+        if self.image_source:
+            with renamed({"data.n_per_class": "image_n_per_class", "rfm.depth": "image_depth",
+                          "data.source": "image_source", "n": "image_n_per_class"}):
+                for _, cfg in _image_runs(self, _rfm_spec(self)):
+                    cfg.validate()
         return self
+
+
+# the run configs' paths -> this config's fields (errors of the run configs' validate() name the latter)
+_RUN_NAMES = {"data.k": "k", "data.d": "d", "data.n_per_class": "n_per_class", "data.separation": "separation",
+              "data.within_std": "within_std", "data.mean_spread": "mean_spread", "data.mean_cosine": "nonorth_cosine",
+              "rfm.depth": "depth", "rfm.bandwidth": "bandwidth", "rfm.ridge": "ridge", "rfm.power": "power",
+              "rfm.feature": "feature", "rfm.width": "width", "rfm.gamma": "cos_gammas", "mlp.model": "mlp_widths",
+              "model.widths": "mlp_widths", "model.init_scale": "mlp_gain", "optim.lr": "lr",
+              "optim.batch_size": "batch", "train.steps": "steps", "train.n_records": "n_records",
+              "mlp.n_agop": "n_agop", "n": "k/n_per_class"}
 
 
 PRESETS = {
@@ -169,10 +213,23 @@ def _images_available(s: AgopCollapseSim) -> str:
     return ""
 
 
+def _rfm_spec(s: AgopCollapseSim) -> DeepRFMSpec:
+    return DeepRFMSpec(depth=s.depth, bandwidth=s.bandwidth, ridge=s.ridge, power=s.power, feature=s.feature,
+                       width=s.width)
+
+
+def _image_runs(s: AgopCollapseSim, rfm: DeepRFMSpec) -> list:
+    """The real-image Deep RFM run and its M = I control (built whether or not the image files load)."""
+    img = CollapseData(source=s.image_source, n_per_class=s.image_n_per_class)
+    irfm = dataclasses.replace(rfm, depth=s.image_depth)
+    return [({"what": "image", "seed": 0}, AgopCollapseRun("deep_rfm", img, irfm)),
+            ({"what": "image_control", "seed": 0},
+             AgopCollapseRun("deep_rfm", img, dataclasses.replace(irfm, use_agop=0.0)))]
+
+
 def build_runs(s: AgopCollapseSim, probe_images: bool = True) -> dict[str, list]:
     data = _mixture(s)
-    rfm = DeepRFMSpec(depth=s.depth, bandwidth=s.bandwidth, ridge=s.ridge, power=s.power, feature=s.feature,
-                      width=s.width)
+    rfm = _rfm_spec(s)
     mlp = MLPSpec(model=MLP(widths=tuple(s.mlp_widths), activation="relu", init_scale=s.mlp_gain,
                             init="xavier_uniform"),
                   optim=OptimConfig(name="adam", lr=s.lr, batch_size=s.batch),
@@ -205,11 +262,7 @@ def build_runs(s: AgopCollapseSim, probe_images: bool = True) -> dict[str, list]
             runs["grid"].append(({"ridge": lam, "bandwidth": bw},
                                  AgopCollapseRun("deep_rfm", data, dataclasses.replace(rfm, ridge=lam, bandwidth=bw))))
     if probe_images and not _images_available(s):
-        img = CollapseData(source=s.image_source, n_per_class=s.image_n_per_class)
-        irfm = dataclasses.replace(rfm, depth=s.image_depth)
-        runs["rfm"].append(({"what": "image", "seed": 0}, AgopCollapseRun("deep_rfm", img, irfm)))
-        runs["rfm"].append(({"what": "image_control", "seed": 0},
-                            AgopCollapseRun("deep_rfm", img, dataclasses.replace(irfm, use_agop=0.0))))
+        runs["rfm"] += _image_runs(s, rfm)
     runs["mlp"].append(({"gain": s.mlp_gain}, AgopCollapseRun("mlp", data, mlp=mlp)))
     if s.mlp_gain_large > 0:
         big = dataclasses.replace(mlp, model=dataclasses.replace(mlp.model, init_scale=s.mlp_gain_large))
@@ -500,7 +553,7 @@ def _mlp_checks(s: AgopCollapseSim, mlps: dict, metrics: dict, skipped: dict) ->
                    f"(init {np.round(h2[0], 3).tolist()} -> end {np.round(h2[-1], 3).tolist()}; {l1}); a sign test: "
                    "null 0 = no layer moves"))
     # per layer: the final correlation against that layer's own at-init baseline (issue 17 s.3), every layer
-    n_agop = s.n_agop or s.k * s.n_per_class
+    n_agop = s.n_agop  # validate(): 1 <= n_agop <= n
     for j in range(nfa_h.shape[1]):
         why = ("; layer 1's AGOP is built from the same W1 as W1^T W1, so its at-init value is high by construction: "
                "only this comparison with its own baseline is meaningful there") if j == 0 else ""

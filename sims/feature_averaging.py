@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from fa_jax import plotting
-from fa_jax.config import param, require
+from fa_jax.config import alias_names, check_fields, param, renamed, require, require_runs
 from fa_jax.data.clusters import ClusterData
 from fa_jax.experiments.feature_averaging import (
     AttackConfig,
@@ -20,7 +20,7 @@ from fa_jax.experiments.feature_averaging import (
     run_feature_averaging,
 )
 from fa_jax.models.two_layer import TwoLayerNet
-from fa_jax.optim import OptimConfig
+from fa_jax.optim import OPTIMIZERS, OptimConfig
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
@@ -33,8 +33,8 @@ SIM = "feature-averaging"
 class FASim:
     # main setting (paper's synthetic experiment; spec 2.1-2.4); an alias is the path a sweep file sets it by
     d: int = param(3072, alias="data.d")  # input dimension
-    k: int = param(10, alias="data.k", allowed="2 <= k <= d")  # number of orthogonal cluster centres
-    n_pos: int = param(5, alias="data.n_pos", follows="k // 2", allowed="1 <= n_pos <= k - 1")  # |J+| (label +1)
+    k: int = param(10, alias="data.k")  # number of orthogonal cluster centres
+    n_pos: int = param(5, alias="data.n_pos", follows="k // 2")  # |J+| (label +1)
     n_train: int = param(1000, alias="data.n_train")  # training samples
     n_test: int = param(1000, alias="data.n_test")  # test samples
     sigma: float = param(1.0, alias="data.sigma")  # noise std: x = mu_j + sigma * xi, xi ~ N(0, I_d)
@@ -75,16 +75,56 @@ class FASim:
     sweep_restarts: int = 2  # PGD restarts per sweep run
 
     def validate(self) -> FASim:
-        require(self.seeds >= 1, "seeds", "an integer >= 1", self.seeds)
-        require(len(self.dyn_lrs) >= 1, "dyn_lrs", "a non-empty tuple of learning rates", self.dyn_lrs)
-        require(len(self.phase_k) >= 2 and len(self.phase_d) >= 1, "phase_k/phase_d",
-                "at least 2 values of k and 1 of d", (self.phase_k, self.phase_d))
+        check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
+        for name in ("d", "n_train", "n_test", "width", "heads_width", "steps", "seeds", "pgd_steps", "restarts",
+                     "dyn_steps", "dyn_seeds", "phase_seeds", "gran_seeds", "gran_d", "s3_seeds", "sweep_points",
+                     "sweep_restarts"):
+            require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        require(2 <= self.k <= self.d, "k", f"2 <= k <= d = {self.d}", self.k)
+        require(1 <= self.n_pos <= self.k - 1, "n_pos", f"1 <= n_pos <= k - 1 = {self.k - 1}", self.n_pos)
+        require(1 <= self.n_points <= self.n_test, "n_points", f"1 <= n_points <= n_test = {self.n_test}",
+                self.n_points)
+        require(self.sigma >= 0, "sigma", "a finite number >= 0", self.sigma)
+        require(self.init_scale >= 0, "init_scale", "a finite number >= 0", self.init_scale)
+        require(self.lr > 0, "lr", "a finite number > 0", self.lr)
+        require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+        require(self.batch_size is None or 1 <= self.batch_size <= self.n_train, "batch_size",
+                f"None (full batch) or 1 <= batch_size <= n_train = {self.n_train}", self.batch_size)
+        require(self.batch_size is None or self.optimizer != "gd", "batch_size",
+                "None with optimizer='gd' (full batch); mini-batches need another optimizer, e.g. 'sgd'",
+                self.batch_size)
+        require(all(v > 0 for v in self.dyn_lrs), "dyn_lrs", "a non-empty tuple of finite learning rates > 0",
+                self.dyn_lrs)
+        require(all(k >= 2 for k in self.phase_k), "phase_k", "a non-empty tuple of cluster counts >= 2",
+                self.phase_k)
+        require(all(d >= 1 for d in self.phase_d), "phase_d", "a non-empty tuple of dimensions >= 1", self.phase_d)
+        require(len({k for k in self.phase_k if k <= max(self.phase_d)}) >= 2, "phase_k/phase_d",
+                f"at least 2 distinct values of k <= max(phase_d) = {max(self.phase_d)} (the k-scaling fit)",
+                (self.phase_k, self.phase_d))
+        require(2 <= self.gran_k <= self.gran_d, "gran_k", f"2 <= gran_k <= gran_d = {self.gran_d}", self.gran_k)
+        for g in self.gran_g:
+            require(1 <= g <= self.gran_k and self.gran_k % g == 0 and (self.gran_k // 2) % (self.gran_k // g) == 0,
+                    "gran_g", f"divisors g of gran_k={self.gran_k} with k/g dividing k/2", g)
+        require(all(m >= 1 for m in self.s3_widths), "s3_widths", "a non-empty tuple of widths >= 1", self.s3_widths)
+        require(all(b >= 1 for b in self.s3_buckets), "s3_buckets", "a non-empty tuple of widths >= 1",
+                self.s3_buckets)
+        require(all(v > 0 for v in self.s3_scales), "s3_scales", "a non-empty tuple of finite init scales > 0",
+                self.s3_scales)
         for m in self.s3_widths:
             require(any(m <= b for b in self.s3_buckets), "s3_widths",
                     f"widths <= the largest of s3_buckets={self.s3_buckets}", m)
-        for g in self.gran_g:
-            require(self.gran_k % g == 0 and (self.gran_k // 2) % (self.gran_k // g) == 0, "gran_g",
-                    f"divisors g of gran_k={self.gran_k} with k/g dividing k/2", g)
+        # run counts before any config is built (seeds = 1e30 must not loop)
+        require_runs(2 * self.seeds, "the main runs", self, "seeds")
+        require_runs(len(self.dyn_lrs) * self.dyn_seeds, "the dynamics runs", self, "dyn_seeds", "dyn_lrs")
+        pairs = sum(k <= d for d in self.phase_d for k in self.phase_k)
+        require_runs(2 * pairs * self.phase_seeds, "the (k, d) phase diagram", self, "phase_seeds", "phase_k",
+                     "phase_d")
+        require_runs(len(self.gran_g) * self.gran_seeds, "the granularity sweep", self, "gran_seeds", "gran_g")
+        require_runs(len(self.s3_widths) * (len(self.s3_scales) + 1) * self.s3_seeds, "the S3 grid", self,
+                     "s3_seeds", "s3_widths", "s3_scales")
+        # every run config, checked now; an error names this config's field (optimizer, not optim.name)
+        with renamed({**alias_names(FASim), "data.groups": "gran_g"}):
+            build_runs(self)
         return self
 
 

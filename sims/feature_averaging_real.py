@@ -26,9 +26,10 @@ import os
 
 import numpy as np
 
-from fa_jax.config import require
+from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data import images as I
 from fa_jax.experiments.feature_averaging_real import (
+    STANDARDIZE,
     FARealRun,
     RealAttack,
     RealData,
@@ -36,7 +37,7 @@ from fa_jax.experiments.feature_averaging_real import (
     run_feature_averaging_real,
 )
 from fa_jax.models.image_nets import ARCHS, ImageNet
-from fa_jax.optim import OptimConfig
+from fa_jax.optim import OPTIMIZERS, OptimConfig
 from fa_jax.plotting.feature_averaging_real import feature_averaging_real_figures
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
@@ -60,7 +61,7 @@ class FARealSim:
     data_seed: int = 0  # seed of the subsets and of the test-set order (the first n_points are attacked)
     # model (the same architecture for both supervisions)
     arch: str = "mlp"  # architecture: "mlp" or "conv"
-    hidden: tuple = (256, 256)  # MLP hidden widths
+    hidden: tuple = param((256, 256), empty_ok=True)  # MLP hidden widths
     channels: tuple = (16, 32)  # conv net channels
     dense: int = 64  # conv net penultimate width
     # training
@@ -79,6 +80,7 @@ class FARealSim:
     eps_batch: int = 4  # radii attacked at once (memory)
 
     def validate(self) -> FARealSim:
+        check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
         require(self.dataset in I.DATASETS, "dataset", f"one of {I.DATASETS}", self.dataset)
         require(self.partition == "auto" or self.partition in I.PARTITIONS, "partition",
                 f"'auto' or one of {tuple(I.PARTITIONS)}", self.partition)
@@ -89,7 +91,32 @@ class FARealSim:
         require(isinstance(self.n_eps, int) and self.n_eps >= 2, "n_eps", "an integer >= 2", self.n_eps)
         require(math.isfinite(float(self.eps_max)) and float(self.eps_max) > 0, "eps_max", "a finite number > 0",
                 self.eps_max)
+        require(self.standardize in STANDARDIZE, "standardize", f"one of {STANDARDIZE}", self.standardize)
+        require(self.data_seed >= 0, "data_seed", "an integer >= 0", self.data_seed)
+        for f in ("n_train_per_class", "n_test_per_class"):
+            require(getattr(self, f) is None or getattr(self, f) >= 1, f, "None (all images) or an integer >= 1",
+                    getattr(self, f))
+        for f in ("dense", "pgd_steps", "restarts", "n_points", "eps_batch"):
+            require(getattr(self, f) >= 1, f, "an integer >= 1", getattr(self, f))
+        require(all(w >= 1 for w in self.hidden), "hidden", "a tuple of widths >= 1 (empty: a linear model)",
+                self.hidden)
+        require(all(c >= 1 for c in self.channels), "channels", "a non-empty tuple of channel counts >= 1",
+                self.channels)
+        require(self.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", self.optimizer)
+        require(self.batch_size is None or (self.batch_size >= 1 and self.optimizer != "gd"), "batch_size",
+                "None (full batch) or an integer >= 1 with an optimizer other than 'gd'", self.batch_size)
+        require_runs(2 * self.seeds, "the runs", self, "seeds")
         return self
+
+
+# the run configs' paths -> this config's fields (errors of the run configs' validate() name the latter)
+_RUN_NAMES = {"data.name": "dataset", "data.partition": "partition", "data.n_train_per_class": "n_train_per_class",
+              "data.n_test_per_class": "n_test_per_class", "data.standardize": "standardize", "data.seed": "data_seed",
+              "data.verify": "verify", "model.arch": "arch", "model.hidden": "hidden", "model.channels": "channels",
+              "model.dense": "dense", "optim.name": "optimizer", "optim.lr": "lr", "optim.batch_size": "batch_size",
+              "train.steps": "steps", "attack.steps": "pgd_steps", "attack.restarts": "restarts",
+              "attack.n_points": "n_points", "attack.eps_max": "eps_max", "attack.n_eps": "n_eps",
+              "attack.eps_batch": "eps_batch"}
 
 
 PRESETS = {
@@ -169,8 +196,9 @@ def robustness_gap(eps, acc_derived, acc_binary, resolution: float | None = None
 
 def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") -> dict:
     s = s.validate()
-    data = load_data(s)  # clear error naming the files before anything compiles
-    runs = build_runs(s)  # validates every run config
+    with renamed(_RUN_NAMES):  # an error of the run configs names this config's field (n_points, not attack.n_points)
+        data = load_data(s)  # clear error naming the files before anything compiles
+        runs = build_runs(s)  # validates every run config
     os.makedirs(out_dir, exist_ok=True)
     parts, engine = run_labelled(run_feature_averaging_real, {"all": runs}, out_dir=os.path.join(out_dir, "cache"),
                                  tag=SIM, progress=progress, desc=SIM)

@@ -32,7 +32,7 @@ import os
 import jax
 import numpy as np
 
-from fa_jax.config import param, require
+from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data import images as I
 from fa_jax.data.discriminative import Discriminative
 from fa_jax.experiments.hold_me_tight import (
@@ -52,8 +52,8 @@ from fa_jax.optim import OptimConfig
 from fa_jax.plotting.hold_me_tight import hmt_figures
 from fa_jax.subspaces import mirror_block
 from fa_jax.summary import Check, finish
-from fa_jax.theory import hold_me_tight as T
 from fa_jax.sweep import run_labelled
+from fa_jax.theory import hold_me_tight as T
 from fa_jax.trainer import TrainConfig
 
 SIM = "hold-me-tight"
@@ -97,7 +97,7 @@ class HMTSim:
     n_noise: int = param(128, follows="side ** 2 // 2")  # blocks: noisy DCT directions n_N (spec 2.4: 128 of 256)
     blocks_sigma: float = 1.0  # blocks: noise std along the noisy directions
     synth_archs: tuple = ("mlp", "conv")  # nets trained on the synthetic data
-    mlp_hidden: tuple = (256, 256)  # synthetic MLP hidden widths
+    mlp_hidden: tuple = param((256, 256), empty_ok=True)  # synthetic MLP hidden widths
     conv_channels: tuple = (16, 32)  # synthetic conv net channels
     conv_dense: int = 64  # synthetic conv net penultimate width
     init_scale: float = math.sqrt(2.0)  # init multiplier, recipe "fa-jax": LeCun init x sqrt2 ~ He (spec: He init)
@@ -129,9 +129,9 @@ class HMTSim:
     # MLP run carries it (eps_adv = 0 is exactly standard training), one program fewer (cheap at small sizes)
     adv_program: str = "separate"  # which runs carry the PGD inner loop: "separate" or "shared" (above)
     # real images
-    image_sets: tuple = ("mnist-5k", "cifar10")  # sets whose files are missing are skipped (reported)
-    image_archs: tuple = ("mlp", "conv")  # nets trained on the image sets
-    image_hidden: tuple = (256, 256)  # image MLP hidden widths
+    image_sets: tuple = param(("mnist-5k", "cifar10"), empty_ok=True)  # sets whose missing files are skipped (reported)
+    image_archs: tuple = param(("mlp", "conv"), empty_ok=True)  # nets trained on the image sets
+    image_hidden: tuple = param((256, 256), empty_ok=True)  # image MLP hidden widths
     image_channels: tuple = (16, 32)  # image conv net channels
     image_dense: int = 64  # image conv net penultimate width
     image_train_per_class: int | None = None  # training images per class (None: all)
@@ -149,6 +149,7 @@ class HMTSim:
     margins: str = "refined"  # margin estimator: "refined" or "deepfool"
 
     def validate(self) -> HMTSim:
+        check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
         require(self.recipe in RECIPES, "recipe", f"one of {RECIPES}", self.recipe)
         require(self.synth_data in ("nads", "blocks"), "synth_data", "'nads' or 'blocks'", self.synth_data)
         for f in ("side", "n_noise", "n_train", "n_test", "epochs", "batch", "seeds", "n_points", "max_iter",
@@ -184,7 +185,58 @@ class HMTSim:
         require(self.synth_block <= self.side, "synth_block", f"an integer <= side = {self.side}", self.synth_block)
         require(self.n_noise <= self.side ** 2 - 3, "n_noise", f"an integer <= side^2 - 3 = {self.side ** 2 - 3}",
                 self.n_noise)
+        require(self.n_random >= 0, "n_random", "an integer >= 0", self.n_random)
+        require(self.n_points <= self.n_test, "n_points", f"an integer <= n_test = {self.n_test}", self.n_points)
+        for f in ("image_train_per_class", "image_test_per_class"):
+            v = getattr(self, f)
+            require(v is None or v >= 1, f, "None (all images) or an integer >= 1", v)
+        require(self.init_scale > 0, "init_scale", "a finite number > 0", self.init_scale)
+        require(self.weight_decay >= 0, "weight_decay", "a finite number >= 0", self.weight_decay)
+        require(self.clip > 0, "clip", "a finite number > 0", self.clip)
+        for f in ("mlp_hidden", "image_hidden"):
+            require(all(w >= 1 for w in getattr(self, f)), f, "a tuple of widths >= 1 (empty: a linear model)",
+                    getattr(self, f))
+        for f in ("conv_channels", "image_channels"):
+            require(all(c >= 1 for c in getattr(self, f)), f, "a non-empty tuple of channel counts >= 1",
+                    getattr(self, f))
+        require(set(self.image_archs) <= {"mlp", "conv"}, "image_archs", "a tuple of 'mlp' / 'conv'",
+                self.image_archs)
+        require_runs((2 * len(self.synth_archs) + len(self.at_eps) + 1) * self.seeds, "the synthetic runs", self,
+                     "seeds")
+        require_runs(len(self.tiny_init_scales) * len(self.tiny_eps2) * len(self.tiny_sigma_w),
+                     "the tiny-feature grid", self, "tiny_init_scales", "tiny_eps2", "tiny_sigma_w")
+        # every synthetic run config, checked now; an error names this config's field (random_dim, not
+        # margin.random_dim); the image runs' configs need their data (run() checks them), their fields are checked
+        # here on their own
+        with renamed(_SYNTH_NAMES):
+            build_runs(self, [])
+        rc = recipe_of(self)
+        with renamed(_IMAGE_NAMES):
+            ImageData(n_train_per_class=self.image_train_per_class, n_test_per_class=self.image_test_per_class,
+                      data_dir=self.data_dir, verify=self.verify).validate()
+            for arch in self.image_archs:
+                ImageNet(arch=arch, head="multiclass", n_classes=10, hidden=tuple(self.image_hidden),
+                         channels=tuple(self.image_channels), dense=self.image_dense, init=rc["init"],
+                         init_scale=rc["init_scale"]).validate()
+            MarginConfig(n_points=self.image_points, n_candidates=10, max_iter=self.image_max_iter,
+                         n_random=self.n_random, method=self.margins).validate()
         return self
+
+
+# the run configs' paths -> this config's fields (errors of the run configs' validate() name the latter)
+_SYNTH_NAMES = {"data.side": "side", "data.n_noise": "n_noise", "data.n_train": "n_train", "data.n_test": "n_test",
+                "data.eps": "eps", "data.sigma": "sigma", "data.sigma_w": "tiny_sigma_w", "data.eps2": "tiny_eps2",
+                "model.hidden": "mlp_hidden", "model.channels": "conv_channels", "model.dense": "conv_dense",
+                "model.init_scale": "init_scale", "optim.lr": "lr", "optim.batch_size": "batch",
+                "optim.weight_decay": "weight_decay", "optim.clip_norm": "clip", "train.steps": "epochs",
+                "margin.n_points": "n_points", "margin.max_iter": "max_iter", "margin.block_size": "synth_block",
+                "margin.block_step": "synth_step", "margin.n_random": "n_random", "margin.random_dim": "random_dim",
+                "margin.method": "margins", "adv_steps": "adv_steps", "eps_adv": "at_eps"}
+_IMAGE_NAMES = {"image.n_train_per_class": "image_train_per_class", "image.n_test_per_class": "image_test_per_class",
+                "model.hidden": "image_hidden", "model.channels": "image_channels", "model.dense": "image_dense",
+                "model.init_scale": "init_scale", "optim.lr": "image_lr", "train.steps": "image_epochs",
+                "margin.n_points": "image_points", "margin.max_iter": "image_max_iter", "margin.n_random": "n_random",
+                "margin.method": "margins"}
 
 
 RECIPES = ("official", "fa-jax")
@@ -235,7 +287,7 @@ def _synth_run(s: HMTSim, arch: str, seed: int, *, flip=0.0, eps2=0.0, sigma_w=N
                init_scale=None, kind=None) -> HMTRun:
     """One synthetic run. ``kind`` (default ``s.synth_data``): "nads" (sigma_w defaults to sigma: w is one more
     noisy direction, the exact NADs generator) or "blocks" (sigma_w defaults to 0: w in the empty block)."""
-    rc, kind = recipe_of(s), kind or s.synth_data
+    rc, kind = recipe_of(s), s.synth_data if kind is None else kind
     sigma = s.sigma if kind == "nads" else s.blocks_sigma
     sigma_w = (sigma if kind == "nads" else 0.0) if sigma_w is None else sigma_w
     data = Discriminative(side=s.side, channels=1, s=1, n_noise=s.n_noise, basis="dct", n_train=s.n_train,
@@ -744,7 +796,8 @@ def run(s: HMTSim, out_dir: str, progress: bool = True, command: str = "") -> di
     s = s.validate()
     os.makedirs(out_dir, exist_ok=True)
     image_sets, missing = available_image_sets(s)
-    runs = build_runs(s, image_sets)
+    with renamed(_IMAGE_NAMES):  # the synthetic runs passed validate(): an error here is an image run's
+        runs = build_runs(s, image_sets)
     with jax.enable_x64(bool(s.x64)):
         res, engine = run_labelled(run_hold_me_tight, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
                                    progress=progress, desc=SIM)

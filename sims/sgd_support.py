@@ -13,11 +13,11 @@ import os
 
 import numpy as np
 
-from fa_jax.config import require
+from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data.support import SupportData
 from fa_jax.experiments.sgd_support import SupportRun, converged_from, decay_window, run_sgd_support
-from fa_jax.models.mlp import MLP
-from fa_jax.optim import OptimConfig
+from fa_jax.models.mlp import ACTIVATIONS, MLP
+from fa_jax.optim import SAMPLING, OptimConfig
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_support as T
@@ -37,11 +37,11 @@ class SupportSim:
     noise: float = 1e-3  # label-noise std of the figure runs (mirrored pairs: f(x) +- noise z)
     decorrelate: bool = False  # project the irrelevant inputs off span(1, X_relevant) (the code: off)
     # model (spec 2.2)
-    widths: tuple = (15, 15, 15)  # MLP hidden widths
+    widths: tuple = param((15, 15, 15), empty_ok=True)  # MLP hidden widths
     activation: str = "identity"  # MLP activation (fa_jax.models.mlp.ACTIVATIONS)
     # optimisation (spec 2.3)
     lr: float = 0.1  # learning rate of the figure runs (GD, SGD, GD + wd)
-    clip: float = 1.0  # global-norm gradient clipping (official default); inf: off
+    clip: float = param(1.0, inf_ok=True)  # global-norm gradient clipping (official default); inf: off
     wd: float = 0.1  # weight decay of the GD + weight decay runs
     sampling: str = "epoch"  # SGD batches: "epoch" (permutations) or "replacement"
     batch_sizes: tuple = (512, 128, 32, 1)  # SGD batch sizes b of the figure runs
@@ -68,7 +68,7 @@ class SupportSim:
     # ARE this family (a preset whose noise and lr are ln_noise and ln_lr)
     ln_noise: float = 0.1  # label-noise std of the family
     ln_lr: float = 0.05  # learning rate of the family
-    ln_batch: tuple = (4, 16, 128, 512)  # SGD batch sizes of the family (b < N)
+    ln_batch: tuple = param((4, 16, 128, 512), empty_ok=True)  # SGD batch sizes of the family (b < N)
     ln_steps: int = 50_000  # SGD steps of the family
     ln_gd_steps: int = 20_000  # family's GD steps (only the T3 windows' start; GD freezes by ~5e3)
     ln_seeds: int = 2  # init seeds of the family (one batch order each)
@@ -78,7 +78,22 @@ class SupportSim:
         return 2 * self.n
 
     def validate(self) -> SupportSim:
-        SupportData(d=self.d, s=self.s, n=self.n, n_test=self.n_test, target=self.target, noise=self.noise).validate()
+        check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
+        with renamed(_RUN_NAMES):
+            SupportData(d=self.d, s=self.s, n=self.n, n_test=self.n_test, target=self.target, noise=self.noise,
+                        decorrelate=self.decorrelate).validate()
+        require(all(w >= 1 for w in self.widths), "widths", "a tuple of widths >= 1 (empty: a linear model)",
+                self.widths)
+        require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}", self.activation)
+        require(self.sampling in SAMPLING, "sampling", f"one of {SAMPLING}", self.sampling)
+        require(self.n_records >= 2, "n_records", "an integer >= 2", self.n_records)
+        for name in ("lr", "ln_lr"):
+            require(getattr(self, name) > 0, name, "a finite number > 0", getattr(self, name))
+        require(all(v > 0 for v in self.phase_lrs), "phase_lrs", "a tuple of finite learning rates > 0",
+                self.phase_lrs)
+        require(self.ln_noise >= 0, "ln_noise", "a finite number >= 0", self.ln_noise)
+        require(self.phase_noise is None or self.phase_noise >= 0, "phase_noise",
+                "None (the figure runs' noise) or a finite number >= 0", self.phase_noise)
         for name in ("batch_sizes", "phase_batch"):
             for b in getattr(self, name):
                 require(isinstance(b, int) and 1 <= b <= self.n_train, name,
@@ -103,7 +118,21 @@ class SupportSim:
                 self.phase1_steps)
         require(self.clip > 0, "clip", "a number > 0 (inf: no clipping)", self.clip)
         require(self.wd > 0, "wd", "a number > 0 (the GD + weight decay runs)", self.wd)
+        require_runs(self.init_seeds * (2 + len(self.batch_sizes) * self.traj_seeds), "the figure runs", self,
+                     "init_seeds", "traj_seeds", "batch_sizes")
+        require_runs(len(self.phase_batch) * len(self.phase_lrs) * max(self.phase_seeds, self.phase_gd_seeds),
+                     "the (lr, b) grid", self, "phase_seeds", "phase_gd_seeds", "phase_batch", "phase_lrs")
+        require_runs(self.ln_seeds * (1 + len(self.ln_batch)), "the label-noise family", self, "ln_seeds", "ln_batch")
+        with renamed(_RUN_NAMES):  # every run config, checked now; an error names this config's field
+            build_runs(self)
         return self
+
+
+# the run configs' paths -> this config's fields (errors of the run configs' validate() name the latter)
+_RUN_NAMES = {"data.d": "d", "data.s": "s", "data.n": "n", "data.n_test": "n_test", "data.target": "target",
+              "data.noise": "noise", "model.widths": "widths", "model.activation": "activation",
+              "optim.sampling": "sampling", "optim.clip_norm": "clip", "optim.weight_decay": "wd",
+              "train.n_records": "n_records"}
 
 
 PRESETS = {

@@ -24,7 +24,7 @@ import os
 import jax
 import numpy as np
 
-from fa_jax.config import require
+from fa_jax.config import check_fields, renamed, require, require_runs
 from fa_jax.data.natural import PAPER_SIGMA_TILDE, PAPER_W0_TILDE, PAPER_W_STAR_TILDE, ImageSignal, NaturalSignal
 from fa_jax.experiments.adaptive_linear import AdaptiveLinearRun, run_adaptive_linear
 from fa_jax.experiments.adaptive_nets import NET_OPTS, AdaptiveNetRun, NetAttack, NetOptim, run_adaptive_net
@@ -98,7 +98,24 @@ class AdaptiveSim:
     net_power_iters: int = 100  # 30 left a 3% under-estimate on a trained 32x4 head (s2/s1 = 0.96)
 
     def validate(self) -> AdaptiveSim:
+        check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
         require(self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0", self.lr)
+        require(self.n_records >= 2, "n_records", "an integer >= 2", self.n_records)
+        for name in ("eps_adv", "s2_alpha", "s2_init"):
+            require(getattr(self, name) >= 0, name, "a finite number >= 0", getattr(self, name))
+        for name in ("adam_large_eps", "s2_sigma0"):
+            require(getattr(self, name) > 0, name, "a finite number > 0", getattr(self, name))
+        require(all(a >= 0 for a in self.s1_alphas), "s1_alphas", "spectrum exponents >= 0", self.s1_alphas)
+        require(all(w > 0 for w in self.s1_wscales), "s1_wscales", "target scales |wt*_0| > 0", self.s1_wscales)
+        for name in ("net_hidden", "net_dense", "net_steps", "net_batch", "net_n_train", "net_n_test", "net_points",
+                     "net_attack_steps", "net_restarts", "net_power_iters"):
+            require(getattr(self, name) >= 1, name, "an integer >= 1", getattr(self, name))
+        for name in ("net_size", "net_classes"):
+            require(getattr(self, name) >= 2, name, "an integer >= 2", getattr(self, name))
+        require(self.net_batch <= self.net_n_train, "net_batch", f"1 <= net_batch <= net_n_train = {self.net_n_train}",
+                self.net_batch)
+        require(self.net_points <= self.net_n_test, "net_points", f"1 <= net_points <= net_n_test = {self.net_n_test}",
+                self.net_points)
         for name in ("steps", "s1_steps", "s2_steps", "control_steps"):
             require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1000, name,
                     "an integer >= 1000 (signGD's phases end near t = 650 at lr = 0.01)", getattr(self, name))
@@ -112,6 +129,16 @@ class AdaptiveSim:
         require(len(self.s1_alphas) >= 2 and len(self.s1_wscales) >= 1, "s1_alphas/s1_wscales",
                 "at least 2 alphas and 1 w_scale", (self.s1_alphas, self.s1_wscales))
         require(self.linear or self.nets, "linear/nets", "at least one half switched on", (self.linear, self.nets))
+        require_runs(len(OPTS) * self.seeds, "the sampled 3-D runs", self, "seeds")
+        require_runs(len(self.s2_opts) * len(self.s2_fracs) * self.s2_seeds, "S2", self, "s2_seeds", "s2_opts",
+                     "s2_fracs")
+        require_runs(2 * len(self.s1_alphas) * len(self.s1_wscales), "S1", self, "s1_alphas", "s1_wscales")
+        require_runs(len(self.net_archs) * sum(map(len, (self.net_lrs_sgd, self.net_lrs_adam, self.net_lrs_rmsprop)))
+                     * self.net_seeds, "the networks' runs", self, "net_seeds", "net_archs", "net_lrs_sgd",
+                     "net_lrs_adam", "net_lrs_rmsprop")
+        if self.linear:
+            with renamed(_LINEAR_NAMES):  # every run config, checked now; an error names this config's field
+                build_runs(self)
         if self.nets:
             require(len(self.net_archs) >= 1 and set(self.net_archs) <= {"mlp", "conv"}
                     and len(set(self.net_archs)) == len(self.net_archs), "net_archs",
@@ -125,9 +152,24 @@ class AdaptiveSim:
             require(isinstance(self.net_seeds, int) and self.net_seeds > self.net_select_seeds, "net_seeds",
                     f"an integer > net_select_seeds = {self.net_select_seeds} (held-out seeds for the comparisons)",
                     self.net_seeds)
-            for _, cfg in build_net_runs(self)["nets"]:  # every run config validates before anything compiles
-                cfg.validate()
+            with renamed(_NET_NAMES):
+                for _, cfg in build_net_runs(self)["nets"]:  # every run config validates before anything compiles
+                    cfg.validate()
         return self
+
+
+# the run configs' paths -> this config's fields (errors of the run configs' validate() name the latter)
+_LINEAR_NAMES = {"optim.lr": "lr", "train.n_records": "n_records", "batch": "batch", "eval_batch": "eval_batch",
+                 "eps_adv": "eps_adv", "optim.eps": "adam_large_eps", "data.d": "s2_d", "data.sigma0": "s2_sigma0",
+                 "data.frac_irrelevant": "s2_fracs", "data.w_scale": "s1_wscales", "init_scale": "s2_init"}
+_NET_NAMES = {"data.size": "net_size", "data.n_classes": "net_classes", "data.alpha": "net_alpha",
+              "data.frac_irrelevant": "net_frac_irrelevant", "data.separation": "net_separation",
+              "model.n_classes": "net_classes", "model.hidden": "net_hidden", "model.channels": "net_channels",
+              "model.dense": "net_dense", "model.init_scale": "net_init_scale", "optim.batch_size": "net_batch",
+              "train.steps": "net_steps", "n_train": "net_n_train", "n_test": "net_n_test",
+              "attack.steps": "net_attack_steps", "attack.restarts": "net_restarts", "attack.n_points": "net_points",
+              "attack.l2_eps": "net_l2_eps", "attack.linf_eps": "net_linf_eps", "attack.noise_std": "net_noise_std",
+              "power_iters": "net_power_iters"}
 
 
 PRESETS = {
@@ -144,7 +186,7 @@ PRESETS = {
 def _run(s: AdaptiveSim, opt: str, *, exact: bool, steps: int, data: NaturalSignal | None = None, seed: int = 0,
          basis: str = "pixel", eps: float = 1e-8, w0=PAPER_W0_TILDE, init_scale: float = 0.0) -> AdaptiveLinearRun:
     return AdaptiveLinearRun(
-        data=data or NaturalSignal.paper_3d(),
+        data=NaturalSignal.paper_3d() if data is None else data,
         optim=OptimConfig(name=opt, lr=s.lr, eps=eps, b1=0.9, b2=0.999, decay=0.99),
         train=TrainConfig(steps=steps, n_records=s.n_records, plan="log"),
         batch=s.batch, eval_batch=s.eval_batch, exact=exact, param_basis=basis, w0=tuple(w0),

@@ -31,6 +31,12 @@ from fa_jax.trainer import TrainConfig
 #   multiclass bucket 3 / bucket 8: size 1 each (padded vs unpadded)
 FA_PROGRAMS = 7
 
+try:  # issue 21: the property tests' deeper profile (HYPOTHESIS_PROFILE=deep, tests/test_fuzz.py)
+    from hypothesis import settings as _hypothesis_settings
+    _hypothesis_settings.register_profile("deep", max_examples=500, deadline=None, database=None)
+except ImportError:  # hypothesis is in the [test] extra; without it tests/test_fuzz.py is skipped
+    pass
+
 
 @pytest.fixture
 def x64():

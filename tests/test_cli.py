@@ -175,8 +175,8 @@ def test_n_pos_follows_k_unless_set():
     # k=4 builds every run config (validation only, nothing compiled)
     runs = FA.build_runs(apply_overrides(FA.PRESETS["quick"], ["k=4"]).validate())
     assert {(rc.data.k, rc.data.n_pos) for _, rc in runs["main"]} == {(4, 2)}
-    # an explicit bad value keeps its clear error
-    with pytest.raises(ValueError, match=r"invalid data\.n_pos=4: allowed 1 <= n_pos <= k-1 = 3"):
+    # an explicit bad value keeps its clear error, naming the field as set (issue 21: not the run config's path)
+    with pytest.raises(ValueError, match=r"invalid n_pos=4: allowed 1 <= n_pos <= k - 1 = 3"):
         FA.build_runs(apply_overrides(FA.PRESETS["quick"], ["k=4", "n_pos=4"]).validate())
 
 

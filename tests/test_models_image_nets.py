@@ -161,6 +161,48 @@ def test_conv_impls_share_parameters_init_and_gradients_inside_a_scan(x64):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-12)
 
 
+def _descend_vmapped(cfg, x):
+    """Two runs (stacked parameters) of 3 gradient steps inside a scan: the engine's shape of a training loop."""
+    def body(q, _):
+        g = jax.grad(lambda q: jnp.sum(jnp.sin(M.apply_image_net(q, x, cfg))))(q)
+        return jax.tree.map(lambda a, b: a - 0.1 * b, q, g), None
+    return jax.jit(jax.vmap(lambda q: jax.lax.scan(body, q, None, length=3)[0]))
+
+
+AUTO = ImageNet(arch="conv", head="multiclass", channels=(2, 3), dense=4, conv_impl="auto").validate()
+
+
+def test_auto_conv_is_the_patch_program_on_cpu():
+    """conv_impl="auto" on CPU: the same parameters and init as "patches", and bitwise the same training (float32,
+    vmapped over runs, gradients inside a scan): the CPU lowering holds only the patch branch."""
+    p_auto, p_patch = init_image_net(4, AUTO, CONV_SHAPE), init_image_net(4, CONV, CONV_SHAPE)
+    assert jax.tree.structure(p_auto) == jax.tree.structure(p_patch)
+    for a, b in zip(jax.tree.leaves(p_auto), jax.tree.leaves(p_patch), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    p = jax.tree.map(lambda a: jnp.stack([a, 1.5 * a + 0.01]), randomise_biases(p_patch))
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(3, *CONV_SHAPE)), jnp.float32)
+    if jax.default_backend() == "cpu":
+        out_auto, out_patch = _descend_vmapped(AUTO, x)(p), _descend_vmapped(CONV, x)(p)
+        for a, b in zip(jax.tree.leaves(out_auto), jax.tree.leaves(out_patch), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_auto_conv_lowers_to_the_library_convolution_off_cpu():
+    """Cross-platform lowering (no GPU needed): the CUDA and TPU programs of "auto" hold the library convolution
+    (forward and gradient) and no patch matmul on the images; the CPU program holds no convolution."""
+    p = jax.tree.map(lambda a: jnp.stack([a, a]), init_image_net(4, AUTO, CONV_SHAPE))
+    x = jnp.zeros((3, *CONV_SHAPE), jnp.float32)
+    traced = _descend_vmapped(AUTO, x).trace(p)
+    text = {plat: traced.lower(lowering_platforms=(plat,)).as_text() for plat in ("cpu", "cuda", "tpu")}
+    assert "stablehlo.convolution" not in text["cpu"]
+    n_dots = {plat: t.count("stablehlo.dot_general") for plat, t in text.items()}
+    for plat in ("cuda", "tpu"):
+        assert text[plat].count("stablehlo.convolution") >= 3  # forward, and the gradients of the 2nd conv layer
+        assert n_dots[plat] < n_dots["cpu"]  # the patch matmuls are gone; the dense layers' remain
+    both = traced.lower(lowering_platforms=("cpu", "cuda")).as_text()  # one program for both: a branch per platform
+    assert "stablehlo.case" in both and "stablehlo.convolution" in both
+
+
 def test_bad_conv_impl_is_rejected():
     with pytest.raises(ValueError, match="model.conv_impl"):
         ImageNet(arch="conv", conv_impl="winograd").validate()

@@ -174,7 +174,8 @@ def test_cos_sweep_and_stage_curves_match_a_float64_reference():
 
 
 @pytest.mark.parametrize("setting,param", [("depth=2", "depth"), ("p6_n_per_class=100", "p6_n_per_class"),
-                                           ("n_per_class=200000", "invalid n="), ("feature=tanh", "rfm.feature"),
+                                           ("n_per_class=200000", "invalid k/n_per_class=800000"),
+                                           ("feature=tanh", "invalid feature="),
                                            ("nonorth_cosine=1.0", "nonorth_cosine"), ("cos_gammas=0.1,-1", "cos_gamma")])
 def test_bad_settings_exit_2(tmp_path, setting, param, capsys):
     assert main(["run", "agop-collapse", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2

@@ -112,8 +112,9 @@ def test_cli_errors(capsys, tmp_path):
         main(["run", "feature-averaging", "--preset", "nope"])
     with pytest.raises(SystemExit):
         main(["run", "feature-averaging", "--set", "bogus=1"])
-    # a bad value is reported as a clear error naming the parameter, before anything compiles or is written
-    for setting, param in (("k=99999", "data.k"), ("lr=-1", "optim.lr"), ("n_pos=0", "data.n_pos")):
+    # a bad value is reported as a clear error naming the parameter as set, before anything compiles or is written
+    for setting, param in (("k=99999", "invalid k=99999"), ("lr=-1", "invalid lr=-1.0"),
+                           ("n_pos=0", "invalid n_pos=0"), ("data.k=99999", "invalid k=99999")):
         rc = main(["run", "feature-averaging", "--preset", "quick", "--set", setting, "--out", str(tmp_path / "bad")])
         assert rc == 2
         assert param in capsys.readouterr().err

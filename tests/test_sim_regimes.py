@@ -16,7 +16,7 @@ from fa_jax.sweep import group_configs
 from fa_jax.sweepfile import build_configs, load_spec, parse_spec, run_spec
 
 TINY = {
-    "experiment": "feature-averaging", "name": "regimes-tiny", "analysis": "regimes",
+    "experiment": "feature-averaging", "name": "regimes-tiny", "analysis": "sims.regimes:analyse",
     "fixed": {"data.d": 64, "data.k": 4, "data.n_pos": 2, "data.n_train": 64, "data.n_test": 64,
               "model.init_scale": 1e-5, "optim.lr": 1e-3, "train.n_records": 4, "attack.n_points": 32,
               "attack.restarts": 1, "attack.steps": 10, "attack.ce": False, "attack.record_points": 16,

@@ -21,7 +21,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data.natural import PAPER_W0_TILDE, NaturalSignal, sample_tilde, spectrum, target_tilde
 from ..frequency import dct_matrix
 from ..optim import OptimConfig, inert_fields, make_optimizer
@@ -48,6 +48,7 @@ class AdaptiveLinearRun:
     seed: int = traced(0)
 
     def validate(self) -> AdaptiveLinearRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         self.data.validate()
         self.optim.validate()
         self.train.validate()

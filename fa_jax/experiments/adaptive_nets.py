@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data.natural import ImageSignal, image_class_means_tilde, image_relevant_mask, sample_images
 from ..frequency import dct2, idct2
 from ..losses import cross_entropy
@@ -78,6 +78,7 @@ class NetOptim:
         return OptimConfig(name=name, lr=self.lr, batch_size=self.batch_size)
 
     def validate(self, n_train: int) -> NetOptim:
+        check_fields(self, prefix="optim.")  # types first: the range checks below compare numbers
         require(math.isfinite(float(self.lr)) and float(self.lr) > 0, "optim.lr", "a finite number > 0", self.lr)
         require(isinstance(self.rule, int) and 0 <= self.rule < len(NET_OPTS), "optim.rule",
                 f"an index 0 .. {len(NET_OPTS) - 1} into {NET_OPTS}", self.rule)
@@ -103,6 +104,7 @@ class NetAttack:
     noise_draws: int = 4
 
     def validate(self, n_test: int) -> NetAttack:
+        check_fields(self, prefix="attack.")  # types first: the range checks below compare numbers
         for f in ("steps", "restarts", "noise_draws"):
             v = getattr(self, f)
             require(isinstance(v, int) and v >= 1, f"attack.{f}", "an integer >= 1", v)
@@ -135,6 +137,7 @@ class AdaptiveNetRun:
     seed: int = traced(0)  # data (class means, train and test sets) and init
 
     def validate(self) -> AdaptiveNetRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         data = self.data.validate()
         model = self.model.validate()
         require(model.head == "multiclass", "model.head", "'multiclass' (K-class softmax CE)", model.head)

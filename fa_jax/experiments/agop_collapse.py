@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data.mixture import GaussianMixture, pm_one_hot, sample_mixture
 from ..kernels import rfm as R
 from ..metrics import agop as A
@@ -75,6 +75,7 @@ class CollapseData:
         return int(np.prod(load_collapse_data(self.source, self.n_per_class, self.subset_seed)[0].shape[1:]))
 
     def validate(self) -> CollapseData:
+        check_fields(self, prefix="data.")  # types first: the range checks below compare numbers
         require(self.source in SOURCES, "data.source", f"one of {SOURCES}", self.source)
         if self.source == "mixture":
             self.mixture.validate()
@@ -100,6 +101,7 @@ class DeepRFMSpec:
     chunk_size: int = 128
 
     def validate(self) -> DeepRFMSpec:
+        check_fields(self, prefix="rfm.")  # types first: the range checks below compare numbers
         require(isinstance(self.depth, int) and self.depth >= 1, "rfm.depth", "an integer >= 1", self.depth)
         require(self.kernel in R.KERNELS, "rfm.kernel", f"one of {R.KERNELS}", self.kernel)
         require(self.feature in R.FEATURES, "rfm.feature", f"one of {R.FEATURES}", self.feature)
@@ -130,6 +132,7 @@ class MLPSpec:
     seed: int = traced(0)
 
     def validate(self, n_train: int | None = None) -> MLPSpec:
+        check_fields(self, prefix="mlp.")  # types first: the range checks below compare numbers
         m = self.model.validate()
         require(m.activation == "relu" and len(m.widths) >= 1, "mlp.model",
                 "a ReLU MLP with >= 1 hidden layer", (m.activation, m.widths))
@@ -150,6 +153,7 @@ class AgopCollapseRun:
     mlp: MLPSpec = dataclasses.field(default_factory=MLPSpec)
 
     def validate(self, check_memory: bool = True) -> AgopCollapseRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         require(self.kind in KINDS, "kind", f"one of {KINDS}", self.kind)
         data = self.data.validate()
         if self.kind == "deep_rfm":

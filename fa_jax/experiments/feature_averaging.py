@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data.clusters import ClusterData, make_cluster_data
 from ..losses import cross_entropy, logistic
 from ..metrics import features as F
@@ -51,6 +51,7 @@ class AttackConfig:
     record_points: int = 200  # test points for the flip radius recorded during training
 
     def validate(self, n_test: int) -> AttackConfig:
+        check_fields(self, prefix="attack.")  # types first: the range checks below compare numbers
         require(self.steps >= 1, "attack.steps", "an integer >= 1", self.steps)
         require(self.restarts >= 1, "attack.restarts", "an integer >= 1", self.restarts)
         require(1 <= self.n_points <= n_test, "attack.n_points", f"1 <= n_points <= n_test = {n_test}",
@@ -74,6 +75,7 @@ class FARun:
     model_seed: int = traced(0)
 
     def validate(self) -> FARun:
+        check_fields(self)  # types first: the range checks below compare numbers
         self.data.validate()
         model = self.model.validate()
         self.optim.validate(self.data.n_train)

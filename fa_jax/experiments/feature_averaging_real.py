@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data import images as I
 from ..losses import cross_entropy, logistic
 from ..metrics import features as F
@@ -66,6 +66,7 @@ class RealData:
     seed: int = 0  # subsets and the order of the test set (the attacked points are its first n_points)
 
     def validate(self) -> RealData:
+        check_fields(self, prefix="data.")  # types first: the range checks below compare numbers
         require(self.name in I.DATASETS, "data.name", f"one of {I.DATASETS}", self.name)
         require(self.partition in I.PARTITIONS, "data.partition", f"one of {tuple(I.PARTITIONS)}", self.partition)
         for f in ("n_train_per_class", "n_test_per_class"):
@@ -128,6 +129,7 @@ class RealAttack:
     eps_batch: int = 4  # radii attacked at once (memory)
 
     def validate(self, n_test: int) -> RealAttack:
+        check_fields(self, prefix="attack.")  # types first: the range checks below compare numbers
         for f in ("steps", "restarts", "n_eps", "eps_batch"):
             v = getattr(self, f)
             require(isinstance(v, int) and v >= (2 if f == "n_eps" else 1), f"attack.{f}",
@@ -152,6 +154,7 @@ class FARealRun:
     model_seed: int = traced(0)
 
     def validate(self) -> FARealRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         data = self.data.validate()
         model = self.model.validate()
         arrays = load_real_data(data)

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data import images as I
 from ..data.discriminative import Discriminative, directions, sample
 from ..frequency import apply_mask, flip_frequency, square_mask
@@ -68,6 +68,7 @@ class ImageData:
     verify: bool = True  # official checksums of the standard files (False: re-packed copies)
 
     def validate(self) -> ImageData:
+        check_fields(self, prefix="image.")  # types first: the range checks below compare numbers
         for f in ("n_train_per_class", "n_test_per_class"):
             v = getattr(self, f)
             require(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1), f"image.{f}",
@@ -125,6 +126,7 @@ class MarginConfig:
     rtol: float = traced(1e-3)  # relative width of the refined bracket
 
     def validate(self) -> MarginConfig:
+        check_fields(self, prefix="margin.")  # types first: the range checks below compare numbers
         for f in ("n_points", "n_candidates", "max_iter", "block_size", "block_step", "n_random", "random_dim"):
             v = getattr(self, f)
             lo = 2 if f == "n_candidates" else (0 if f == "n_random" else 1)
@@ -160,6 +162,7 @@ class HMTRun:
     model_seed: int = traced(0)
 
     def validate(self) -> HMTRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         require(self.dataset in DATASETS, "dataset", f"one of {DATASETS}", self.dataset)
         synth = self.synth.validate()
         image = self.image.validate()

@@ -13,7 +13,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..losses import mse
 from ..optim import OptimConfig, inert_fields, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
@@ -27,6 +27,7 @@ class LinearData:
     noise: float = traced(0.1)
 
     def validate(self) -> LinearData:
+        check_fields(self, prefix="data.")  # types first: the range checks below compare numbers
         require(isinstance(self.d, int) and self.d >= 1, "data.d", "an integer >= 1", self.d)
         require(isinstance(self.n_train, int) and self.n_train >= 1, "data.n_train", "an integer >= 1", self.n_train)
         require(isinstance(self.n_test, int) and self.n_test >= 1, "data.n_test", "an integer >= 1", self.n_test)
@@ -44,6 +45,7 @@ class LinearRun:
     model_seed: int = traced(0)
 
     def validate(self) -> LinearRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         self.data.validate()
         self.optim.validate(self.data.n_train)
         self.train.validate()

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..config import require, traced
+from ..config import check_fields, require, traced
 from ..data.support import SupportData, make_support_data
 from ..models.mlp import MLP, apply_mlp, init_mlp, input_gradients, per_sample_grad_sq_norm
 from ..optim import OptimConfig, make_optimizer
@@ -50,6 +50,7 @@ class SupportRun:
     stat_chunk: int = 256  # running-mean chunk: E[r^2] on min(b, stat_chunk) rotating training points per step
 
     def validate(self) -> SupportRun:
+        check_fields(self)  # types first: the range checks below compare numbers
         data = self.data.validate()
         model = self.model.validate()
         self.optim.validate(data.n_train)

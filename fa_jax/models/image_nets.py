@@ -17,6 +17,11 @@ output f(x), predict sgn f) or a *multi-class head* (``head="multiclass"``, ``n_
   outside a loop (jax-ml/jax#12868; measured 147 ms vs 8 ms per training step of the 16x16 net, batch 128), and
   ``vmap`` over runs turns it into a grouped convolution that is slower again; the patch form is plain slices and
   a (batched) matmul everywhere. ``"lax"`` may be faster on accelerators with a convolution library.
+  ``"auto"`` is both: the patch form on CPU and ``lax.conv_general_dilated`` (the library convolution: cuDNN on
+  GPUs) on every other platform, picked per platform when the program is lowered (``lax.platform_dependent``: a
+  program lowered for CPU holds only the patch form, bitwise the ``"patches"`` program; one lowered for CUDA only
+  the convolution). Same parameters and init as the other two. ``"patches"`` stays the default, so the committed
+  results keep their programs; ``"auto"`` is opt-in (``--set model.conv_impl=auto``) for accelerators.
   The 2x2 max-pool is a reshape + max (the same values as ``nn.max_pool``; no ``reduce_window``).
 
 Penultimate features (:func:`penultimate`) are the input of the last Dense layer (after its ReLU). The last Dense
@@ -45,12 +50,13 @@ import jax.numpy as jnp
 
 from ..config import require, traced
 
-__all__ = ["ARCHS", "CONV_IMPLS", "HEADS", "INITS", "ConvNet", "PatchConv", "ImageMLP", "ImageNet", "apply_image_net", "binary_logit",
-           "build_image_net", "conv_same", "init_image_net", "max_pool2", "n_outputs", "penultimate"]
+__all__ = ["ARCHS", "CONV_IMPLS", "HEADS", "INITS", "AutoConv", "ConvNet", "ImageMLP", "ImageNet", "PatchConv",
+           "apply_image_net", "binary_logit", "build_image_net", "conv_lax", "conv_same", "init_image_net", "max_pool2",
+           "n_outputs", "penultimate"]
 
 ARCHS = ("mlp", "conv")
 HEADS = ("binary", "multiclass")
-CONV_IMPLS = ("patches", "lax")
+CONV_IMPLS = ("patches", "lax", "auto")
 INITS = ("flax", "torch")
 
 
@@ -63,7 +69,7 @@ class ImageNet:
     channels: tuple = (16, 32)  # conv net: output channels of each 3x3 conv (each followed by a 2x2 max-pool)
     dense: int = 64  # conv net: width of the penultimate dense layer
     init_scale: float = traced(1.0)  # multiplies every initial kernel (biases start at 0)
-    conv_impl: str = "patches"  # "patches" (slices + matmul) or "lax" (nn.Conv): module docstring
+    conv_impl: str = "patches"  # "patches" (slices + matmul), "lax" (nn.Conv), "auto" (per platform): module doc
     init: str = "flax"  # "flax" (LeCun-normal kernels, zero biases) or "torch" (PyTorch default): module docstring
 
     def validate(self) -> ImageNet:
@@ -122,6 +128,31 @@ class PatchConv(nn.Module):
         return conv_same(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
 
 
+class AutoConv(nn.Module):
+    """``conv_impl="auto"``: :class:`PatchConv`'s parameters (= ``nn.Conv``'s), computed by :func:`conv_same` on
+    CPU and by :func:`conv_lax` elsewhere; the branch is chosen per platform when the program is lowered."""
+    features: int
+    kernel_size: tuple = (3, 3)
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        c_in = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        k = kernel.astype(x.dtype)
+        return jax.lax.platform_dependent(x, k, cpu=conv_same, default=conv_lax) + bias.astype(x.dtype)
+
+
+def conv_lax(x, kernel):
+    """:func:`conv_same` by the library convolution (``lax.conv_general_dilated``, NHWC / HWIO, stride 1, SAME):
+    ``x (..., H, W, C_in)``, ``kernel (kh, kw, C_in, C_out)`` -> ``(..., H, W, C_out)``."""
+    lead, (h, w, c_in) = x.shape[:-3], x.shape[-3:]
+    y = jax.lax.conv_general_dilated(x.reshape(-1, h, w, c_in), kernel, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(*lead, h, w, kernel.shape[-1])
+
+
 def conv_same(x, kernel):
     """Stride-1 SAME cross-correlation as ONE matmul over shifted copies (module docstring):
     ``x (..., H, W, C_in)``, ``kernel (kh, kw, C_in, C_out)`` -> ``(..., H, W, C_out)``,
@@ -150,7 +181,7 @@ class ConvNet(nn.Module):
     conv_impl: str = "patches"
 
     def setup(self):
-        conv = PatchConv if self.conv_impl == "patches" else partial(nn.Conv, padding="SAME")
+        conv = {"patches": PatchConv, "auto": AutoConv}.get(self.conv_impl) or partial(nn.Conv, padding="SAME")
         self.convs = [conv(c, (3, 3), name=f"conv_{i}") for i, c in enumerate(self.channels)]
         self.fc = nn.Dense(self.dense)
         self.head = nn.Dense(self.n_out)
