@@ -92,3 +92,17 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     if problem is not None:
         raise ManifestError(path, problem, fix)
     return doc
+
+
+def move_aside(path: str, dest: str) -> str:
+    """Rename ``path`` to ``dest`` (``dest.1``, ``dest.2``, ... if taken) and return the name used: a damaged file
+    is kept, never deleted (it may show what went wrong). Another process sharing the directory may have moved it
+    first: then nothing happens."""
+    base, n = dest, 1
+    while os.path.exists(dest):
+        dest, n = f"{base}.{n}", n + 1
+    try:
+        os.replace(path, dest)
+    except FileNotFoundError:
+        pass
+    return dest

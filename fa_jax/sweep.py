@@ -609,17 +609,11 @@ def read_chunk(path: str, runs: Sequence[int], names: Mapping[tuple, str] | None
 
 def _move_aside(path: str) -> str:
     """Move a damaged file into ``damaged/`` beside it (never deleted: it may help to see what went wrong)."""
+    from .manifest import move_aside
+
     folder = os.path.join(os.path.dirname(path), "damaged")
     os.makedirs(folder, exist_ok=True)
-    dest = base = os.path.join(folder, os.path.basename(path))
-    n = 1
-    while os.path.exists(dest):
-        dest, n = f"{base}.{n}", n + 1
-    try:
-        os.replace(path, dest)
-    except FileNotFoundError:  # another process sharing the directory moved it first
-        pass
-    return dest
+    return move_aside(path, os.path.join(folder, os.path.basename(path)))
 
 
 def _pid_alive(pid: int) -> bool:

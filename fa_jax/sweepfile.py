@@ -58,7 +58,7 @@ import numpy as np
 from .config import MAX_INT, MAX_RUNS, ConfigError, _hints, _walk, check_fields, with_values
 from .experiments import Experiment, experiment_names, get_experiment, import_ref
 from .experiments import describe as describe_experiment
-from .manifest import MANIFEST, ManifestError, SpecError, _write_json_atomic, read_manifest
+from .manifest import MANIFEST, ManifestError, SpecError, _write_json_atomic, move_aside, read_manifest
 
 __all__ = ["Axis", "ManifestError", "SpecError", "SweepSpec", "build_configs", "get_analysis", "load_spec", "parse_spec", "register_analysis",
            "run_spec", "spec_hash", "sweep_dataset"]
@@ -553,14 +553,7 @@ def _previous_manifest(out_dir: str, spec: SweepSpec) -> dict | None:
     try:
         return read_manifest(out_dir)
     except ManifestError as e:
-        dest = base = f"{path}.damaged"
-        n = 1
-        while os.path.exists(dest):
-            dest, n = f"{base}.{n}", n + 1
-        try:
-            os.replace(path, dest)
-        except FileNotFoundError:  # another process of this sweep moved it first
-            pass
+        dest = move_aside(path, f"{path}.damaged")
         warnings.warn(f"{path}: damaged sweep manifest ({e.why}); moved to {dest} and rebuilt from {spec.source}; "
                       "no chunk file was deleted (finished chunks of this sweep are reused where the chunk plan "
                       "comes out the same)", stacklevel=3)

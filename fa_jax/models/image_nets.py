@@ -112,6 +112,15 @@ class ImageMLP(nn.Module):
         return self.head(self.features(x))
 
 
+def _conv_params(mod: nn.Module, x):
+    """``nn.Conv``'s parameters for ``mod`` (``kernel (kh, kw, C_in, C_out)`` LeCun-normal, ``bias (C_out,)``
+    zeros), cast to the input's dtype as ``nn.Conv`` promotes them."""
+    kh, kw = mod.kernel_size
+    kernel = mod.param("kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], mod.features), jnp.float32)
+    bias = mod.param("bias", nn.initializers.zeros_init(), (mod.features,), jnp.float32)
+    return kernel.astype(x.dtype), bias.astype(x.dtype)
+
+
 class PatchConv(nn.Module):
     """A stride-1 SAME convolution as one matmul over shifted copies (module docstring); the parameters
     (``kernel (kh, kw, C_in, C_out)`` LeCun-normal, ``bias (C_out,)`` zeros) and their init are ``nn.Conv``'s."""
@@ -120,12 +129,8 @@ class PatchConv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kh, kw = self.kernel_size
-        c_in = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        # nn.Conv promotes to the input's dtype too
-        return conv_same(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+        kernel, bias = _conv_params(self, x)
+        return conv_same(x, kernel) + bias
 
 
 class AutoConv(nn.Module):
@@ -136,12 +141,8 @@ class AutoConv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        kh, kw = self.kernel_size
-        c_in = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features), jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        k = kernel.astype(x.dtype)
-        return jax.lax.platform_dependent(x, k, cpu=conv_same, default=conv_lax) + bias.astype(x.dtype)
+        kernel, bias = _conv_params(self, x)
+        return jax.lax.platform_dependent(x, kernel, cpu=conv_same, default=conv_lax) + bias
 
 
 def conv_lax(x, kernel):
