@@ -138,14 +138,14 @@ def test_overrides_reach_every_run_config():
         apply_overrides(fa.PRESETS["default"], ["gran_g=2,3"]).validate()  # g=3: super-classes straddle J+/J-
 
 
-@pytest.mark.parametrize("sets, field", [(["phase_k=2,0"], "k"), (["s3_widths=0"], "width"),
-                                         (["dyn_lrs=0.0"], "lr")])
+@pytest.mark.parametrize("sets, field", [(["phase_k=2,0"], "phase_k"), (["s3_widths=0"], "s3_widths"),
+                                         (["dyn_lrs=0.0"], "dyn_lrs")])
 def test_an_explicit_zero_is_refused_never_replaced_by_the_default(tmp_path, capsys, sets, field):
     """`--set phase_k=2,0` used to run k = 10 labelled k = 0 (`k or s.k`): now the zero reaches validation and the
-    run stops before anything compiles, naming the field."""
+    run stops before anything compiles, naming the field as the user set it (issue 21), with the zero."""
     from fa_jax.cli import main
 
     rc = main(["run", "feature-averaging", "--preset", "quick", "--out", str(tmp_path), "--quiet"]
               + [x for kv in sets for x in ("--set", kv)])
     err = capsys.readouterr().err
-    assert rc == 2 and f"{field}=0" in err, err
+    assert rc == 2 and f"invalid {field}=" in err and "0" in err.split(f"{field}=")[1].split(":")[0], err
