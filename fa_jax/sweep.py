@@ -449,6 +449,8 @@ def plan_chunks(
     ``precision``: the matmul precision of every program (one of :data:`PRECISIONS`; module docstring).
     """
     check_precision(precision)
+    if max_chunk is not None and (isinstance(max_chunk, bool) or not isinstance(max_chunk, int) or max_chunk < 1):
+        raise ValueError(f"invalid max_chunk={max_chunk!r}: allowed an integer >= 1 or None (no cap)")
     devices = tuple(devices or jax.local_devices())
     fresh: dict | None = {} if files else None
     nd = len(devices)
@@ -463,7 +465,7 @@ def plan_chunks(
                 raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
             size = _round_up(min(chunk_size, len(idx)), nd)
         elif chunk_size in (None, "auto"):
-            size = _round_up(min(len(idx), max_chunk or len(idx)), nd)
+            size = _round_up(min(len(idx), len(idx) if max_chunk is None else max_chunk), nd)
             size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")

@@ -612,6 +612,8 @@ def _run_spec(
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
     out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SpecError(f"invalid out_dir={out_dir!r}: allowed a directory (new or a sweep's); this is a file")
     configs = build_configs(spec)  # every error before any compilation
     exp = _experiment(spec)
     h = spec_hash(spec)
@@ -648,8 +650,9 @@ def _run_spec(
         budget = parse_bytes(memory_budget) if memory_budget is not None else eng.get("memory_budget")
         if budget is None:
             budget = S.memory_budget(devices, eng.get("memory_fraction", S.DEFAULT_MEMORY_FRACTION))
-        plans = S.plan_chunks(exp.run, configs, chunk_size=chunk_size or eng.get("chunk_size", "auto"),
-                              devices=devices, budget=budget, max_chunk=eng.get("max_chunk"), tag=tag)
+        size = eng.get("chunk_size", "auto") if chunk_size is None else chunk_size  # an explicit 0 is refused
+        plans = S.plan_chunks(exp.run, configs, chunk_size=size, devices=devices, budget=budget,
+                              max_chunk=eng.get("max_chunk"), tag=tag)
     base = configs[0]
     manifest = {
         "format": 1, "source": spec.source, "spec": spec.to_json(), "spec_hash": h, "n_runs": len(configs),

@@ -312,3 +312,17 @@ def test_run_labelled_keeps_labels_and_order(tmp_path):
         for lab, r in items:
             np.testing.assert_array_equal(r["w"], direct[lab["i"]]["w"])
     assert eng["n_runs"] == 5 and eng["diverged_runs"] == 0 and eng["wall_seconds"] > 0
+
+
+def test_python_api_never_substitutes_a_default_for_an_explicit_bad_value(tmp_path):
+    """issue 21: run_spec(chunk_size=0) used to mean 'auto' (`chunk_size or ...`), plan_chunks(max_chunk=0) 'no
+    cap', and run_spec into a file raised a raw FileExistsError; each is now a named error before compiling."""
+    spec = write(tmp_path, LIN)
+    with pytest.raises(ValueError, match=r"invalid chunk_size=0"):
+        run_spec(spec, tmp_path / "a", progress=False, chunk_size=0)
+    cfgs = build_configs(load_spec(spec))
+    with pytest.raises(ValueError, match=r"invalid max_chunk=0"):
+        S.plan_chunks(run_linear, cfgs, max_chunk=0, files=False)
+    (tmp_path / "f").write_text("not a folder")
+    with pytest.raises(SpecError, match=r"invalid out_dir=.*this is a file"):
+        run_spec(spec, tmp_path / "f", progress=False)
