@@ -133,17 +133,37 @@ def versions() -> dict[str, str]:
     return out
 
 
-def device() -> dict[str, Any]:
-    """The devices, and ``matmul_precision``: the precision the sweep engine's programs were traced with in this
-    process (:func:`fa_jax.sweep.precisions_used`: one name, a list if several, None if none was lowered)."""
+def device(precision: str | list[str] | None = None) -> dict[str, Any]:
+    """The devices, and ``matmul_precision``: the precision of the programs whose results are being written, as
+    the caller knows it (``summary.json``: from the run's engine metrics, :func:`precisions_in`; a sweep's
+    manifest: from its plan). None when no program was run."""
     import jax
 
-    from .sweep import precisions_used
-
     devs = jax.devices()
-    used = list(precisions_used())
     return {"platform": devs[0].platform, "kind": devs[0].device_kind, "count": len(devs),
-            "cpu_count": os.cpu_count(), "matmul_precision": used[0] if len(used) == 1 else (used or None)}
+            "cpu_count": os.cpu_count(), "matmul_precision": precision}
+
+
+def precisions_in(metrics) -> str | list[str] | None:
+    """Every ``matmul_precision`` recorded in a (nested) engine-metrics dict, in first-seen order: one name, a list
+    if several, None if none (the summary's device block says what the written results were computed with, not
+    what else ran in the process)."""
+    found: dict[str, None] = {}
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == "matmul_precision" and isinstance(v, str):
+                    found.setdefault(v)
+                else:
+                    walk(v)
+        elif isinstance(x, (list, tuple)):
+            for v in x:
+                walk(v)
+
+    walk(metrics)
+    used = list(found)
+    return used[0] if len(used) == 1 else (used or None)
 
 
 def to_jsonable(x):
@@ -175,7 +195,7 @@ def write_summary(path, *, sim: str, config, checks: list[Check], metrics: dict,
         "sim": sim,
         "config": to_jsonable(config),
         "versions": versions(),
-        "device": device(),
+        "device": device(precisions_in(metrics)),
         "command": command,
         "checks": [c.to_json() for c in checks],
         "not_evaluated": [{"name": k, "reason": v} for k, v in (not_evaluated or {}).items()],

@@ -33,8 +33,8 @@ convolution is a true float32 one on every backend, where the backend's own defa
 (bfloat16 passes) would move results by ~1e-3 relative and break the 1e-5 equality tests. XLA:CPU computes float32
 matmuls in float32 whatever the setting, so on CPU the numbers are bitwise those of a program traced without it
 (tested); the setting is part of the lowered program (so of its digest and chunk file names), stored in every
-chunk file (``_precision``), in :class:`ChunkPlan` and in :func:`run_labelled`'s metrics; ``summary.json`` records
-the precisions of the programs lowered in the process (:func:`precisions_used`).
+chunk file (``_precision``), in :class:`ChunkPlan` and in :func:`run_labelled`'s metrics, from which
+``summary.json``'s device block takes it (a sweep file's manifest takes it from its plan).
 
 Float64 on TPU. A program lowered with 64-bit types on for a TPU gets a :class:`Float64OnTPUWarning`: TPUs
 emulate float64 in software (slow, and not IEEE float64 for every operation).
@@ -68,11 +68,27 @@ import jax
 import numpy as np
 
 from . import progress as _progress
-from .config import static_key, traced_values, with_values
+from .config import ConfigError, check_fields, static_key, traced_values, with_values
 
-__all__ = ["PRECISIONS", "STATS", "ChunkPlan", "DamagedChunkError", "DamagedChunkWarning", "Float64OnTPUWarning",
-           "check_precision", "clean_stale_temps", "expand_grid", "group_configs", "memory_budget", "plan_chunks",
-           "precisions_used", "read_chunk", "run_labelled", "run_sweep"]
+__all__ = [
+    "PRECISIONS",
+    "STATS",
+    "ChunkPlan",
+    "DamagedChunkError",
+    "DamagedChunkWarning",
+    "Float64OnTPUWarning",
+    "RunTooLargeError",
+    "check_configs",
+    "check_precision",
+    "clean_stale_temps",
+    "expand_grid",
+    "group_configs",
+    "memory_budget",
+    "plan_chunks",
+    "read_chunk",
+    "run_labelled",
+    "run_sweep",
+]
 
 DEFAULT_MEMORY_FRACTION = 0.5
 PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values the engine accepts
@@ -96,7 +112,6 @@ STATS = SweepStats()
 _PROGRAMS: dict[tuple, Any] = {}  # (run_fn, static key, size, device ids, x64) -> (compiled, sharding)
 _COMPILED: dict[tuple, Any] = {}  # (program digest, device ids) -> (compiled, sharding)
 _LOWERED: dict[str, Any] = {}  # program digest -> _Lowered not compiled yet (planned, maybe never run)
-_PRECISIONS_USED: dict[str, None] = {}  # matmul precisions of the programs lowered in this process, first-used order
 
 
 # ----------------------------------------------------------------------------- pytree <-> flat dict
@@ -157,6 +172,19 @@ def expand_grid(base, axes: dict[str, Sequence]) -> list:
             check_fields(cfg)
         out.append(cfg.validate() if hasattr(cfg, "validate") else cfg)
     return out
+
+
+def check_configs(configs: Sequence) -> None:
+    """Type-check configs handed to :func:`plan_chunks` / :func:`run_sweep` directly, by the rules every other
+    entry point applies (sims, ``--set``, sweep files, :func:`expand_grid`): :class:`fa_jax.config.ConfigError`
+    names ``configs[i].<dotted field>``, before anything is traced. Only types and finiteness: cross-field rules
+    live in each config's ``validate()``, which the documented callers have run."""
+    if isinstance(configs, (str, bytes)) or not isinstance(configs, Sequence):
+        raise ConfigError("configs", "a list of config dataclass instances", configs)
+    for i, c in enumerate(configs):
+        if not dataclasses.is_dataclass(c) or isinstance(c, type):
+            raise ConfigError(f"configs[{i}]", "a config dataclass instance (e.g. FARun(...))", c)
+        check_fields(c, prefix=f"configs[{i}].")
 
 
 def group_configs(configs: Sequence) -> dict[str, list[int]]:
@@ -232,11 +260,6 @@ def check_precision(precision) -> str:
     return precision
 
 
-def precisions_used() -> tuple[str, ...]:
-    """The matmul precisions of the chunk programs lowered in this process so far (first-used order)."""
-    return tuple(_PRECISIONS_USED)
-
-
 class Float64OnTPUWarning(UserWarning):
     """A sweep program lowered with 64-bit types for a TPU (float64 is emulated there: slow, not IEEE)."""
 
@@ -307,7 +330,6 @@ def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
     # the precision is read when each dot is traced (it becomes the dot's precision_config): tracing is enough
     with jax.default_matmul_precision(precision):
         lowered = fn.lower(abstract)
-    _PRECISIONS_USED.setdefault(precision)
     text = lowered.as_text()
     _check_batched_lapack(text, devices)
     low = _Lowered(lowered, sharding, _program_digest(text, devices))
@@ -433,6 +455,7 @@ def plan_chunks(
     tag: str = "",
     files: bool = True,
     precision: str = DEFAULT_PRECISION,
+    cache_dir: str | os.PathLike | None = None,
 ) -> list[ChunkPlan]:
     """Split every group into chunks.
 
@@ -447,8 +470,13 @@ def plan_chunks(
     unchanged; an edited run function, or any library function it calls, gives new names and recomputes.
 
     ``precision``: the matmul precision of every program (one of :data:`PRECISIONS`; module docstring).
+
+    ``cache_dir``: where chunk files live (with ``files``). An automatic size needs the group's compiled footprint,
+    unless every chunk file at the whole-group size is already there: then nothing is compiled (re-opening a
+    finished sweep in a new process loads it without compiling a program it will not run).
     """
     check_precision(precision)
+    check_configs(configs)
     if max_chunk is not None and (isinstance(max_chunk, bool) or not isinstance(max_chunk, int) or max_chunk < 1):
         raise ValueError(f"invalid max_chunk={max_chunk!r}: allowed an integer >= 1 or None (no cap)")
     devices = tuple(devices or jax.local_devices())
@@ -466,7 +494,9 @@ def plan_chunks(
             size = _round_up(min(chunk_size, len(idx)), nd)
         elif chunk_size in (None, "auto"):
             size = _round_up(min(len(idx), len(idx) if max_chunk is None else max_chunk), nd)
-            size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision)
+            if not (files and cache_dir is not None
+                    and _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir)):
+                size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
         sizes[key] = size
@@ -480,15 +510,43 @@ def plan_chunks(
     return plans
 
 
+class RunTooLargeError(ValueError):
+    """One run's compiled footprint exceeds what a device may hold (raised while planning, before anything runs)."""
+
+    def __init__(self, key: str, per_run: float, limit: float, explicit: bool):
+        what = "the memory budget passed" if explicit else "the device's capacity"
+        short = key if len(key) <= 160 else key[:157] + "..."
+        super().__init__(
+            f"invalid run size: one run needs {per_run / 2**30:.3g} GiB per device, more than {limit / 2**30:.3g} "
+            f"GiB ({what}); allowed runs that fit: shrink the shape-changing settings (e.g. d, n_train, width, "
+            f"batch, n_points) or use a device with more memory. Program: {short}")
+        self.key, self.per_run, self.limit = key, per_run, limit
+
+
+def _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir) -> bool:
+    """Whether every chunk of the group at chunk ``size`` has its file in ``cache_dir`` (lowered, not compiled)."""
+    digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision).digest
+    return all(os.path.exists(os.path.join(os.fspath(cache_dir), _chunk_hash(
+        digest, key, [traced_values(configs[i]) for i in idx[s: s + size]], tag) + ".npz"))
+        for s in range(0, len(idx), size))
+
+
 def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION) -> int:
     """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device)."""
     nd = len(devices)
-    budget = budget if budget is not None else memory_budget(devices)
+    explicit = budget is not None
+    budget = budget if explicit else memory_budget(devices)
     compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision)
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
     per_run = foot / (size // nd)  # per run and device; counting fixed costs as per-run errs on the safe side
+    # one run per device is the floor: refuse a run that cannot fit, with a message, before it runs (XLA would
+    # fail at allocation with a raw RESOURCE_EXHAUSTED traceback). The default budget is half the capacity, so a
+    # run between the two still goes (alone); an explicit budget is honoured as given.
+    limit = budget if explicit else memory_budget(devices, 1.0)
+    if per_run > limit:
+        raise RunTooLargeError(key, per_run, limit, explicit)
     fitted = max(nd, (int(budget // per_run)) * nd)
     STATS.resized_groups += 1
     if fitted >= size:
@@ -743,7 +801,8 @@ def run_sweep(
         raise ValueError(f"invalid process_index={pi!r}: allowed 0 <= process_index < process_count = {pc}")
     if plans is None:
         plans = plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
-                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision)
+                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision,
+                            cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"))
     wrong = sorted({p.precision for p in plans} - {precision})
     if wrong:
         raise ValueError(f"invalid plans: made with precision {wrong}, this sweep runs with precision={precision!r}; "

@@ -607,7 +607,7 @@ def _run_spec(
     import jax
 
     from . import sweep as S
-    from .summary import device, versions
+    from .summary import device, precisions_in, versions
 
     if not isinstance(spec, SweepSpec):
         spec = load_spec(spec)
@@ -660,7 +660,8 @@ def _run_spec(
         "base_config": dataclasses.asdict(base),
         "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file,
                   "program": p.program} for p in plans],
-        "n_groups": len({p.key for p in plans}), "versions": versions(), "device": device(),
+        "n_groups": len({p.key for p in plans}), "versions": versions(),
+        "device": device(precisions_in([{"matmul_precision": p.precision} for p in plans])),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": pc,
         "experiment": describe_experiment(exp),  # output dims, coordinates, labels: results load without the experiment's code
     }

@@ -12,7 +12,7 @@ from fa_jax import sweep as S
 from fa_jax.config import traced_values, with_values
 from fa_jax.experiments.linear import LinearData, LinearRun, run_linear
 from fa_jax.optim import OptimConfig
-from fa_jax.summary import device
+from fa_jax.summary import device, precisions_in
 from fa_jax.trainer import TrainConfig
 
 CFGS = [LinearRun(data=LinearData(d=6, n_train=24, n_test=8), optim=OptimConfig(name="sgd", lr=0.05, batch_size=8),
@@ -62,7 +62,12 @@ def test_precision_is_recorded(tmp_path):
     with np.load(chunk) as z:
         assert z["_precision"].item() == "highest"
     assert set(S.read_chunk(str(chunk), [0])) == {k for k in S._flatten(run_linear(CFGS[0]))} | {"diverged"}
-    assert "highest" in np.atleast_1d(device()["matmul_precision"])
+    # the summary's device block takes the precision from the metrics of the runs it reports (nested engine
+    # parts included), never from whatever else ran in the process
+    assert device(precisions_in({"engine": metrics}))["matmul_precision"] == "highest"
+    assert precisions_in({"a": {"matmul_precision": "high"}, "b": [{"matmul_precision": "highest"}]}) == [
+        "high", "highest"]
+    assert device()["matmul_precision"] is None and precisions_in({"n_runs": 3}) is None
 
 
 def test_bad_precision_is_rejected():

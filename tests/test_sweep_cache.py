@@ -72,6 +72,26 @@ def test_unchanged_program_reloads_without_compiling(tmp_path):
     np.testing.assert_array_equal(y1, y2)
 
 
+def test_finished_auto_sweep_reopens_without_compiling(tmp_path, monkeypatch):
+    """An automatic chunk size needs a compiled footprint, except when every chunk file at the whole-group size is
+    on disk: a finished sweep re-opened in a new process (the in-memory program caches emptied here) loads all its
+    chunks and compiles nothing."""
+    run = make_run(jnp.tanh)
+    first = S.run_sweep(run, CFGS, out_dir=tmp_path)  # "auto": one chunk of 3
+    monkeypatch.setattr(S, "_PROGRAMS", {})
+    monkeypatch.setattr(S, "_COMPILED", {})
+    before = dataclasses.replace(S.STATS)
+    again = S.run_sweep(run, CFGS, out_dir=tmp_path)
+    assert (S.STATS.traces - before.traces, S.STATS.chunks_loaded - before.chunks_loaded,
+            S.STATS.chunks_run - before.chunks_run) == (0, 1, 0)
+    np.testing.assert_array_equal(np.stack([r["y"] for r in first]), np.stack([r["y"] for r in again]))
+    # a chunk missing: the group is fitted (compiled) and the missing chunk computed
+    for f in os.listdir(tmp_path / "chunks"):
+        os.remove(tmp_path / "chunks" / f)
+    S.run_sweep(run, CFGS, out_dir=tmp_path)
+    assert S.STATS.traces - before.traces == 1 and S.STATS.chunks_run - before.chunks_run == 1
+
+
 def test_edited_run_function_recomputes(tmp_path):
     y1, _ = _sweep(make_run(jnp.tanh), tmp_path)
     # the reported case: tanh -> 10 sin in the run function, same name, same out_dir

@@ -225,6 +225,20 @@ def test_memory_budget_splits_a_group_and_results_agree(tmp_path):
         np.testing.assert_allclose(x["records"]["loss"], y["records"]["loss"], rtol=1e-6, atol=1e-7)
 
 
+def test_a_run_too_large_for_the_budget_is_refused_before_it_runs(tmp_path):
+    """One run per device is the floor of the automatic chunk size: a run whose footprint exceeds the budget (an
+    explicit one here; by default the device's capacity) is refused while planning, naming the sizes, instead of
+    failing at allocation with XLA's RESOURCE_EXHAUSTED (issue 21: FA at d = 2**30 asked for 2e13 bytes)."""
+    from fa_jax.sweepfile import build_configs as bc
+
+    gd = [c for c in bc(load_spec(write(tmp_path, LIN))) if c.optim.name == "gd"]
+    run0 = S.STATS.chunks_run
+    with pytest.raises(S.RunTooLargeError, match=r"invalid run size: one run needs .* GiB per device, more than "
+                                                  r".* GiB \(the memory budget passed\)"):
+        S.run_sweep(run_linear, gd, memory_budget_bytes=64)
+    assert S.STATS.chunks_run == run0  # nothing ran
+
+
 def test_memory_budget_is_a_fraction_of_capacity_not_of_free_memory(monkeypatch):
     full = S.memory_budget(fraction=1.0)
     half = S.memory_budget(fraction=0.5)

@@ -352,3 +352,25 @@ def test_expand_grid_checks():
                         ({"attack.eps_max": [math.inf]}, r"invalid attack.eps_max=inf")]:
         with pytest.raises(ConfigError, match=match):
             expand_grid(FARun(), axes)
+
+
+# ----------------------------------------------------------------------------- run_sweep / plan_chunks
+def test_run_sweep_type_checks_configs_handed_to_it():
+    """Configs passed to the Python ``run_sweep`` directly (not through a sim, sweep file or expand_grid) are
+    type-checked before anything is traced: the error names the run and the field."""
+    import dataclasses
+
+    from fa_jax.experiments.feature_averaging import FARun, run_feature_averaging
+    from fa_jax.sweep import plan_chunks, run_sweep
+
+    good = FARun()
+    bad_lr = dataclasses.replace(good, optim=dataclasses.replace(good.optim, lr="0.1"))
+    bad_seed = dataclasses.replace(good, data_seed=2.5)
+    for configs, match in [([good, bad_lr], r"invalid configs\[1\]\.optim\.lr='0\.1'"),
+                           ([bad_seed], r"invalid configs\[0\]\.data_seed=2\.5"),
+                           ([good, {"optim.lr": 0.1}], r"invalid configs\[1\]=.*config dataclass"),
+                           ("FARun", r"invalid configs='FARun'")]:
+        with pytest.raises(ConfigError, match=match):
+            run_sweep(run_feature_averaging, configs)
+        with pytest.raises(ConfigError, match=match):
+            plan_chunks(run_feature_averaging, configs, files=False)
