@@ -26,10 +26,9 @@ from fa_jax.trainer import TrainConfig
 
 # Compiled FA programs used by the suite (static config x chunk size):
 #   binary bucket 3: sizes 1, 2, 3      (test_sweep: alone / guard, chunking, resume, divergence / 3-run grids)
-#   binary bucket 3, d = 48: size 2      (recompile guard: a static change must recompile)
-#   binary bucket 8: size 1              (padded vs unpadded)
+#   binary bucket 8: size 2              (recompile guard's static change; padded side of padded == unpadded)
 #   multiclass bucket 3 / bucket 8: size 1 each (padded vs unpadded)
-FA_PROGRAMS = 7
+FA_PROGRAMS = 6
 
 try:  # issue 21: the property tests' deeper profile (HYPOTHESIS_PROFILE=deep, tests/test_fuzz.py)
     from hypothesis import settings as _hypothesis_settings

@@ -92,24 +92,29 @@ def test_bad_settings_exit_2(tmp_path, setting, capsys):
     assert "invalid" in capsys.readouterr().err
 
 
-def test_cifar10_conv_from_standard_files_end_to_end(tmp_path, monkeypatch):
+def test_cifar10_conv_from_standard_files_end_to_end(quick, tmp_path, monkeypatch):
     """The file-based CIFAR-10 path with the conv net (RGB 32x32, K = 8 blocks at stride 2, 10 classes) on a tiny
     CIFAR-10 binary folder in the exact format (checksums off: not the official files): profiles, flip and
-    low-pass runs come out, with the spec's CIFAR block layout; with checksums on the set is reported missing."""
+    low-pass runs come out, with the spec's CIFAR block layout; with checksums on the set is reported missing.
+
+    The synthetic part (not under test here) is the quick preset's own: its chunks are copied from the quick run's
+    cache (the cache is keyed by program and values, not by position), so only the CIFAR-10 runs compile and run."""
+    import shutil
+
     from test_data_images import write_cifar_dir
 
     write_cifar_dir(tmp_path / "data" / "cifar-10-batches-bin", n=20)  # 100 train / 20 test images
     monkeypatch.setenv("FA_JAX_DATA", str(tmp_path / "data"))
     small = ["--set", "image_archs=conv", "--set", "image_channels=4", "--set", "image_dense=8",
              "--set", "image_epochs=2", "--set", "image_points=4", "--set", "image_max_iter=3",
-             "--set", "image_train_per_class=none", "--set", "image_test_per_class=none",
-             # the synthetic part at its smallest (not under test here)
-             "--set", "n_train=256", "--set", "epochs=2", "--set", "n_points=4", "--set", "max_iter=3",
-             "--set", "tiny_init_scales=1.0", "--set", "tiny_eps2=0,0.05,0.1", "--set", "at_eps=0,0.1"]
+             "--set", "image_train_per_class=none", "--set", "image_test_per_class=none"]
     out = tmp_path / "o"
+    shutil.copytree(quick[0] / "cache", out / "cache")
     assert main(["run", "hold-me-tight", "--preset", "quick", "--quiet", "--out", str(out), "--set",
                  "image_sets=cifar10", "--set", "verify=false", *small]) == 0
     doc = json.loads((out / "summary.json").read_text())
+    # the synthetic chunks were reused (else this test silently re-runs the whole quick sweep)
+    assert doc["metrics"]["chunks_loaded_from_cache"] >= 1
     img = doc["metrics"]["images"]["cifar10_conv"]
     assert img["starts"] == list(range(0, 32 - 8 + 1, 2))  # spec 2.2: K = 8, stride 2 on CIFAR-10
     assert len(img["profile"]["median"]) == len(img["profile_flipped"]["median"]) == 13

@@ -59,7 +59,18 @@ def test_fa_results_sane(fa_grid3, fa_grid_configs):
 
 
 # ----------------------------------------------------------------------------- recompile guard
-def test_recompile_guard():
+@pytest.fixture(scope="module")
+def padded_pair(fa_grid_configs):
+    """The grid's first two configs padded to 8 neurons per side (a static change: bucket 3 -> 8) as one chunk of 2,
+    and the number of programs that compiled. Shared: the recompile guard's static case, and the padded side of
+    padded == unpadded (against the grid's first chunk of 2, ``fa_chunked``). Nothing else compiles this program."""
+    cfgs = [fa_replace(c, model__bucket=8) for c in fa_grid_configs[:2]]
+    t0 = STATS.traces
+    res = run_sweep(run_feature_averaging, cfgs, chunk_size=2)
+    return cfgs, res, STATS.traces - t0
+
+
+def test_recompile_guard(padded_pair):
     base = make_fa_config()
 
     def with_lrs(lrs, cfg=base):
@@ -77,9 +88,8 @@ def test_recompile_guard():
     assert other[1].model.bucket == 3 and other[1].model.width == 2
     run_sweep(run_feature_averaging, other)
     assert STATS.traces == t0, "traced fields must not recompile"
-    # a static change (d) must compile a new program
-    run_sweep(run_feature_averaging, with_lrs([1e-3, 2e-3], make_fa_config(data__d=48)))
-    assert STATS.traces == t0 + 1
+    # a static change (the padded width, bucket 3 -> 8, at the same chunk size) must compile a new program
+    assert padded_pair[2] == 1, "a static change must compile a new program"
 
 
 # ----------------------------------------------------------------------------- vmapped vs single / position
@@ -88,7 +98,7 @@ def test_vmapped_equals_single(fa_grid3, fa_alone):
 
 
 def test_key_independent_of_grid_position(fa_grid3, fa_grid_configs):
-    c0, c1, c2 = fa_grid_configs
+    c0, _, c2 = fa_grid_configs
     stranger = fa_replace(c0, optim__lr=5e-2, data_seed=7, model_seed=3)
     shuffled = run_sweep(run_feature_averaging, [c2, stranger, c0])  # same chunk size (3), new neighbours
     assert_results_equal(shuffled[2], fa_grid3[0])
@@ -103,16 +113,19 @@ def test_chunking_equals_unchunked(fa_chunked, fa_grid3):
 
 # ----------------------------------------------------------------------------- padded vs unpadded
 @pytest.mark.parametrize("kind", ["binary", "multiclass"])
-def test_padded_equals_unpadded(kind, fa_grid_configs, fa_alone):
+def test_padded_equals_unpadded(kind, fa_grid_configs, fa_chunked, padded_pair):
     if kind == "binary":
-        plain_cfg = fa_grid_configs[1]  # width 3, bucket None -> 3; its single run is shared (fa_alone)
-        plain = fa_alone
+        # width 3, bucket None -> 3: the grid's second config in its chunk of 2 (fa_chunked), and the same config
+        # padded to bucket 8 in a chunk of 2 (padded_pair); both runs are shared with other tests
+        plain_cfg, plain = fa_grid_configs[1], fa_chunked[1]
+        padded_cfg, padded = padded_pair[0][1], padded_pair[1][1]
+        assert padded_cfg == fa_replace(plain_cfg, model__bucket=8)
     else:
         plain_cfg = make_fa_config("multiclass", optim__lr=0.3, model_seed=1)
         plain = run_sweep(run_feature_averaging, [plain_cfg])[0]
-    padded_cfg = fa_replace(plain_cfg, model__bucket=8)
+        padded_cfg = fa_replace(plain_cfg, model__bucket=8)
+        padded = run_sweep(run_feature_averaging, [padded_cfg])[0]
     assert plain_cfg.model.bucket == 3 and padded_cfg.model.bucket == 8
-    padded = run_sweep(run_feature_averaging, [padded_cfg])[0]
     # the whole training trajectory: loss and every recorded metric
     for name in plain["records"]:
         a, b = np.asarray(plain["records"][name]), np.asarray(padded["records"][name])
@@ -214,12 +227,13 @@ def test_toy_sweep_order_values_and_padding():
 
 
 def toy_run_nodiv(cfg: Toy) -> dict:
-    """No ``diverged`` output: the engine decides from NaNs."""
-    return {"x": jnp.arange(cfg.n, dtype=jnp.float32) * cfg.a, "r": jnp.inf * cfg.a}
+    """No ``diverged`` output: the engine decides from NaNs (sqrt of a negative value: a NaN made inside the run;
+    a NaN config value is refused before anything runs)."""
+    return {"x": jnp.arange(cfg.n, dtype=jnp.float32) * jnp.sqrt(cfg.a), "r": jnp.inf * cfg.a}
 
 
 def test_toy_divergence_from_nan():
-    res = run_sweep(toy_run_nodiv, [Toy(3, float("nan")), Toy(3, 1.0), Toy(3, 2.0)])
+    res = run_sweep(toy_run_nodiv, [Toy(3, -1.0), Toy(3, 1.0), Toy(3, 2.0)])
     assert [bool(r["diverged"]) for r in res] == [True, False, False]  # inf alone is not divergence
     np.testing.assert_allclose(res[1]["x"], [0.0, 1.0, 2.0])
 

@@ -6,6 +6,10 @@
   in ``device_get`` while batched LAPACK QRs blocked every thread of XLA's CPU pool);
 * ``kill -9`` in the middle of a sweep, then a rerun: results bitwise identical to an uninterrupted sweep;
 * two processes joined by ``jax.distributed.initialize`` each take half the chunks; ``fa-jax merge`` joins them.
+
+Cost: the 8-device ``fa-jax sweep`` commands run in ONE 8-device process (a module fixture: one JAX start, and a
+program compiled once serves every command that runs it); the single-device reference of the linear sweep is run
+once in this process and shared.
 """
 from __future__ import annotations
 
@@ -65,16 +69,61 @@ def _cli(args, env_extra=None, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _run_cli(args, env_extra=None, timeout=300):
-    p = _cli(args, env_extra)
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+# several `fa-jax` commands in one process; exit status: the worst of theirs
+_MAIN_MANY = "import json, sys; from fa_jax.cli import main; sys.exit(max([main(a) for a in json.loads(sys.argv[1])]))"
+
+
+def _run_cli_many(calls, env_extra=None, timeout=600):
+    """``fa-jax`` commands (argument lists) one after another in ONE fresh process with its own JAX (so a program
+    compiled by one command is reused by the next, as in a long-lived process)."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(env_extra or {})
+    p = subprocess.Popen([sys.executable, "-c", _MAIN_MANY, json.dumps(calls)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
-        pytest.fail(f"fa-jax {' '.join(args)} still running after {timeout} s (hung?)\n{out}\n{err}")
+        pytest.fail(f"fa-jax {calls} still running after {timeout} s (hung?)\n{out}\n{err}")
     assert p.returncode == 0, f"exit {p.returncode}\n{out}\n{err}"
     return out
+
+
+def _readme_reduced() -> str:
+    """examples/fa_binary_1024.toml with 4 seeds, 30 steps, max_chunk 16: 64 runs, 4 chunks of 2 runs per device
+    on 8 devices."""
+    text = (ROOT / "examples" / "fa_binary_1024.toml").read_text()
+    for old, new in (("range = [0, 64]", "range = [0, 4]"), ("steps = 300,", "steps = 30,"),
+                     ("max_chunk = 128", "max_chunk = 16")):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    """Every 8-device sweep of this module, in one 8-device process: the linear and FA sweeps (compared with one
+    device below) and the reduced README example, quiet then with the progress bar."""
+    d = tmp_path_factory.mktemp("eight")
+    specs = {"lin": _write(d, LIN.format(steps=60, seeds=4), "lin.toml"), "fa": _write(d, FA, "fa.toml"),
+             "readme": _write(d, _readme_reduced(), "fa_binary_reduced.toml")}
+    _run_cli_many([["sweep", specs["lin"], "--out", str(d / "lin8"), "--quiet"],
+                   ["sweep", specs["fa"], "--out", str(d / "fa8"), "--quiet"],
+                   ["sweep", specs["readme"], "--out", str(d / "quiet"), "--quiet"],
+                   ["sweep", specs["readme"], "--out", str(d / "bar")]], EIGHT)
+    return d, specs
+
+
+@pytest.fixture(scope="module")
+def lin_single(tmp_path_factory):
+    """LIN (60 steps, 4 seeds) on this process's one CPU device in chunks of 4: the reference of the 8-device and
+    the two-process sweeps (compiled once for the module)."""
+    d = tmp_path_factory.mktemp("lin1")
+    spec = _write(d, LIN.format(steps=60, seeds=4), "lin.toml")
+    run_spec(spec, d / "single", progress=False, chunk_size=4)
+    return d / "single"
 
 
 def _assert_same(a, b, rtol=0.0, atol=0.0):
@@ -93,44 +142,33 @@ def _assert_same(a, b, rtol=0.0, atol=0.0):
 
 
 @pytest.mark.slow
-def test_eight_devices_equal_one_device(tmp_path):
-    lin = _write(tmp_path, LIN.format(steps=60, seeds=4), "lin.toml")
-    fa = _write(tmp_path, FA, "fa.toml")
-    flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    for spec, name in ((lin, "lin"), (fa, "fa")):
-        _run_cli(["sweep", spec, "--out", str(tmp_path / f"{name}8"), "--quiet"], flags)
-        run_spec(spec, tmp_path / f"{name}1", progress=False)  # this process: one CPU device
-        man = json.loads((tmp_path / f"{name}8" / "sweep.json").read_text())
+def test_eight_devices_equal_one_device(eight, lin_single, tmp_path):
+    d, specs = eight
+    for name, one in (("lin", lin_single), ("fa", None)):
+        if one is None:
+            one = tmp_path / f"{name}1"
+            run_spec(specs[name], one, progress=False)  # this process: one CPU device
+        man = json.loads((d / f"{name}8" / "sweep.json").read_text())
         assert man["device"]["count"] == 8 and "device_count=8" in man["xla_flags"]
         assert all(c["size"] % 8 == 0 for c in man["plan"])  # the runs axis is split over all 8 devices
         assert max(c["size"] for c in man["plan"]) >= 16  # several runs per device (one per device never hung)
-        a, b = load_results(tmp_path / f"{name}1"), load_results(tmp_path / f"{name}8")
+        a, b = load_results(one), load_results(d / f"{name}8")
         # same numbers up to float reassociation (measured on the FA sweep: relative <= 1.6e-6, most <= 3e-7)
         _assert_same(a, b, rtol=1e-5, atol=1e-6)
         assert np.array_equal(a["diverged"].values, b["diverged"].values)
 
 
 @pytest.mark.slow
-def test_readme_example_reduced_on_eight_devices_with_and_without_progress(tmp_path):
-    """examples/fa_binary_1024.toml with 4 seeds, 30 steps, max_chunk 16: 64 runs, 4 chunks of 2 runs per device.
-    Both runs share a persistent compilation cache, so the second one does not compile again."""
-    text = (ROOT / "examples" / "fa_binary_1024.toml").read_text()
-    for old, new in (("range = [0, 64]", "range = [0, 4]"), ("steps = 300,", "steps = 30,"),
-                     ("max_chunk = 128", "max_chunk = 16")):
-        assert old in text, old
-        text = text.replace(old, new)
-    spec = tmp_path / "fa_binary_reduced.toml"
-    spec.write_text(text)
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax-cache"),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+def test_readme_example_reduced_on_eight_devices_with_and_without_progress(eight):
+    """examples/fa_binary_1024.toml reduced (see ``_readme_reduced``): 64 runs, 4 chunks of 2 runs per device on 8
+    devices, quiet and with the progress bar (the bar's run reuses the quiet run's process: a hang is in running
+    the chunks, not in compiling them)."""
+    d, _ = eight
     results = []
-    for name, extra in (("quiet", ["--quiet"]), ("bar", [])):
-        out = tmp_path / name
-        _run_cli(["sweep", str(spec), "--out", str(out), *extra], env, timeout=150)
-        man = json.loads((out / "sweep.json").read_text())
+    for name in ("quiet", "bar"):
+        man = json.loads((d / name / "sweep.json").read_text())
         assert man["device"]["count"] == 8 and len(man["plan"]) == 4 and {c["size"] for c in man["plan"]} == {16}
-        ds = load_results(out)
+        ds = load_results(d / name)
         assert bool(ds["complete"].all()) and dict(ds["complete"].sizes) == {"model.width": 4, "optim.lr": 4,
                                                                              "seed": 4}
         results.append(ds)
@@ -167,7 +205,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_processes_share_chunks_and_merge(tmp_path):
+def test_two_processes_share_chunks_and_merge(tmp_path, lin_single, capsys):
     spec = _write(tmp_path, LIN.format(steps=60, seeds=4), "lin.toml")
     port = _free_port()
     procs = [_cli(["sweep", spec, "--out", str(tmp_path / f"host{i}"), "--quiet", "--chunk-size", "4",
@@ -181,12 +219,14 @@ def test_two_processes_share_chunks_and_merge(tmp_path):
     assert n0 == 3 and n1 == 3  # 6 chunks of 4 runs, alternately assigned
     with pytest.raises(FileNotFoundError, match="3 of 6 chunks missing"):
         load_results(tmp_path / "host0")
-    out = _run_cli(["merge", str(tmp_path / "merged"), str(tmp_path / "host0"), str(tmp_path / "host1")])
-    assert "6/6 present" in out
-    _run_cli(["sweep", spec, "--out", str(tmp_path / "merged"), "--quiet"])  # finalises: summary.json
+    from fa_jax.cli import main  # merging and finalising need no devices: this process
+
+    assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "host0"), str(tmp_path / "host1")]) == 0
+    assert "6/6 present" in capsys.readouterr().out
+    assert main(["sweep", spec, "--out", str(tmp_path / "merged"), "--quiet"]) == 0  # finalises: summary.json
+    assert "ran 0 chunks, loaded 6" in capsys.readouterr().out
     assert (tmp_path / "merged" / "summary.json").exists()
-    run_spec(spec, tmp_path / "single", progress=False, chunk_size=4)
-    _assert_same(load_results(tmp_path / "merged"), load_results(tmp_path / "single"))
+    _assert_same(load_results(tmp_path / "merged"), load_results(lin_single))
 
 
 def test_merge_refuses_a_different_sweep(tmp_path):
