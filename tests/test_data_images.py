@@ -480,3 +480,77 @@ def test_stratified_subset():
             im.subset(ds, 0, bad)
     with pytest.raises(ValueError, match="seed"):
         im.subset(ds, -1, 2)
+
+
+# ------------------------------------------------------------------------------------------------ experiment data
+
+
+def test_load_train_test_is_subset_then_class_filter_then_shuffled_test(tmp_path):
+    """The order of operations is what fixes the experiments' arrays (constants of their compiled programs): the
+    same seeds must keep giving the same samples in the same order. Reference: the steps spelled out with the
+    primitives (the experiments' own code before they shared this loader)."""
+    for stem, n, seed in (("train", 60, 1), ("t10k", 40, 2)):
+        x, _ = mnist_like(n, seed)
+        write_idx_pair(tmp_path / "mnist", stem, x, (np.arange(n) % 10).astype(np.uint8), gz=False)
+    part = ([1, 2], [7])  # drops 7 of the 10 classes: a filter after the shuffle would give another order
+    tr, te = im.load_train_test("mnist", tmp_path, verify=False, n_train_per_class=4, n_test_per_class=3, seed=5,
+                                partition=part)
+    for split, ds, n_pc, seed in (("train", tr, 4, 5), ("test", te, 3, 6)):
+        ref = im.subset(im.load_dataset("mnist", split, tmp_path, verify=False), seed, n_pc)
+        keep = np.flatnonzero(np.isin(ref.y, [1, 2, 7]))
+        x, y = ref.x[keep], ref.y[keep]
+        if split == "test":
+            order = np.random.default_rng(5).permutation(y.shape[0])  # the test order: seed 5, after the filter
+            x, y = x[order], y[order]
+        assert ds.x.dtype == x.dtype and ds.x.tobytes() == x.tobytes()
+        np.testing.assert_array_equal(ds.y, y)
+    assert sorted(set(te.y.tolist())) == [1, 2, 7] and te.n == 9 and np.any(np.diff(te.y) < 0)  # shuffled
+    full = im.load_split("mnist", "train", tmp_path, verify=False)
+    assert full.x.tobytes() == im.load_dataset("mnist", "train", tmp_path, verify=False).x.tobytes()  # no option: as is
+
+
+def test_standardizer_dtype_options_reproduce_the_float32_and_float64_statistics():
+    """compute_dtype=float32 gives numpy's float32 mean / std bit for bit (hold-me-tight's scalar statistics);
+    eps=tiny with dtype=float64 gives the official collapse preprocessing nan_to_num((x - mean) / std) bit for bit,
+    constant pixels (zero and non-zero) included."""
+    x = np.random.default_rng(0).random((120, 4, 4, 1)).astype(np.float32)
+    x[:, 0, 0], x[:, 1, 2] = 0.0, np.float32(0.3)  # a constant-0 and a constant non-zero pixel
+    g = im.fit_standardizer(x, "global", compute_dtype=np.float32)
+    assert g.mean.tobytes() == np.float32(x.mean()).tobytes() and g.std.tobytes() == np.float32(x.std()).tobytes()
+    assert g.std != im.fit_standardizer(x, "global").std  # these data tell float32 sums from float64 ones
+    flat = x.reshape(x.shape[0], -1)
+    st = im.fit_standardizer(flat, "feature", eps=np.finfo(np.float64).tiny, dtype=np.float64)
+    got = im.standardize(flat, st)
+    x64 = flat.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = np.nan_to_num((x64 - x64.mean(0)) / x64.std(0))
+    assert got.dtype == np.float64 and got.tobytes() == ref.tobytes()
+    assert np.all(got[:, [0, 6]] == 0)
+    assert im.standardize(x, im.fit_standardizer(x)).dtype == np.float32  # the default stays float32
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="scikit-learn not installed")
+def test_the_image_experiments_read_the_same_arrays_through_one_path():
+    """Feature averaging (real), hold-me-tight and agop-collapse, given the same set, subset sizes and seed, get the
+    same images bit for bit; each experiment's statistics are the formula it has always used."""
+    from fa_jax.experiments.agop_collapse import load_collapse_data
+    from fa_jax.experiments.feature_averaging_real import RealData, load_real_data
+    from fa_jax.experiments.hold_me_tight import ImageData, load_image_data
+
+    fa = load_real_data(RealData(name="digits", n_train_per_class=12, n_test_per_class=5, seed=2,
+                                 standardize="global"))  # odd_even: every class kept
+    hmt = load_image_data("digits", ImageData(n_train_per_class=12, n_test_per_class=5, seed=2))
+    for split in ("train", "test"):
+        assert fa[f"x_{split}"].tobytes() == hmt[f"x_{split}"].tobytes()
+        np.testing.assert_array_equal(fa[f"fine_{split}"], hmt[f"y_{split}"])
+    xtr = fa["x_train"]
+    assert hmt["mean"].tobytes() == np.float32(xtr.mean()).tobytes()  # float32 statistics, scalars
+    assert hmt["std"].tobytes() == np.float32(xtr.std()).tobytes()
+    assert fa["mean"].shape == (1, 1, 1) and fa["mean"] == np.float32(xtr.astype(np.float64).mean())
+    x, labels = load_collapse_data("digits", 12, 2)
+    order = np.argsort(fa["fine_train"], kind="stable")
+    x64 = xtr.reshape(xtr.shape[0], -1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ref = np.nan_to_num((x64 - x64.mean(0)) / x64.std(0))[order]
+    assert x.tobytes() == ref.tobytes() and np.any(x64.std(0) == 0)  # digits has blank corner pixels
+    np.testing.assert_array_equal(labels, fa["fine_train"][order])

@@ -126,6 +126,11 @@ def test_cosine_features_approximate_l1_laplace(x64):
     assert relu.shape == (4, 16) and float(relu.min()) >= 0
 
 
+def test_kernel_agop_refuses_a_bad_chunk_size():
+    with pytest.raises(ValueError, match="invalid chunk_size=0"):
+        R.kernel_agop(jnp.ones((3, 2)), jnp.ones((3, 1)), chunk_size=0)
+
+
 def test_memory_refusal():
     with pytest.raises(ValueError, match=r"invalid n=100000: allowed n <= .*smaller n"):
         R.check_kernel_memory(100_000, budget_bytes=2**30, dtype=jnp.float32)

@@ -137,6 +137,21 @@ def test_bad_arguments():
         A.agop(lambda v: v, jnp.ones((2, 2)), chunk_size=0)
 
 
+def test_chunk_rows_pads_the_last_chunk_and_marks_it():
+    x = jnp.arange(14.0).reshape(7, 2)
+    xs, idx, valid = A.chunk_rows(x, 3)  # 7 rows in chunks of 3: 2 padding rows
+    assert xs.shape == (3, 3, 2) and idx.shape == valid.shape == (3, 3) and valid.dtype == x.dtype
+    np.testing.assert_array_equal(xs.reshape(9, 2)[:7], x)
+    np.testing.assert_array_equal(xs.reshape(9, 2)[7:], 0)
+    np.testing.assert_array_equal(idx.ravel(), np.arange(9))
+    np.testing.assert_array_equal(valid.ravel(), [1] * 7 + [0] * 2)
+    one, _, v1 = A.chunk_rows(x, 100)  # a chunk larger than the set: one chunk, no padding
+    assert one.shape == (1, 7, 2) and float(v1.sum()) == 7
+    for bad in (0, 2.0):
+        with pytest.raises(ValueError, match="chunk_size"):
+            A.chunk_rows(x, bad)
+
+
 def test_conv_net_agop_vs_finite_differences(x64):
     # any fa-jax model: a flax conv net on NHWC images, one sample at a time through the batch API
     from fa_jax.models.image_nets import ImageNet, apply_image_net, init_image_net

@@ -12,6 +12,8 @@ from .images import (
     flatten,
     load_dataset,
     load_mnist_5k,
+    load_split,
+    load_train_test,
     standardize,
     subset,
     to_binary,
@@ -23,6 +25,6 @@ from .support import TARGETS, SupportData, make_support_data, support_target
 __all__ = [
     "DATASETS", "PARTITIONS", "TARGETS", "BinaryPartition", "ClusterData", "CorruptDataError", "ImageDataset",
     "NaturalSignal", "Standardizer", "SupportData", "class_signs", "fit_standardizer", "flatten", "load_dataset",
-    "load_mnist_5k", "make_centres", "make_cluster_data", "make_support_data", "sample_clusters", "standardize",
+    "load_mnist_5k", "load_split", "load_train_test", "make_centres", "make_cluster_data", "make_support_data", "sample_clusters", "standardize",
     "subset", "superclass_of", "support_target", "to_binary", "to_nhwc",
 ]

@@ -47,6 +47,13 @@ Transforms
 :func:`to_binary` (two groups of classes -> labels +1/-1 or 1/0; :data:`PARTITIONS` has ``odd_even`` and
 ``0-4_vs_5-9``), :func:`fit_standardizer` / :func:`standardize` (fit on train, apply to test), :func:`flatten` /
 :func:`to_nhwc`, :func:`subset` (deterministic stratified subsample).
+
+Experiment data
+---------------
+The experiments on real images read their arrays through :func:`load_split` / :func:`load_train_test` (load, then a
+stratified subset, a class filter and a seeded shuffle, in that order) and standardise with
+:func:`fit_standardizer`: one path, so the same settings give the same arrays (they are constants of the compiled
+programs, so a changed bit would change results).
 """
 from __future__ import annotations
 
@@ -86,6 +93,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_mnist",
     "load_mnist_5k",
+    "load_split",
+    "load_train_test",
     "parse_cifar_batch",
     "parse_idx",
     "read_idx",
@@ -673,7 +682,8 @@ def to_binary(ds: ImageDataset, partition, encoding: str = "pm1") -> ImageDatase
 
 class Standardizer(NamedTuple):
     """``(x - mean) / std`` statistics; ``mode`` is ``feature`` (one per pixel and channel), ``channel`` or
-    ``global``. ``std`` below ``eps`` at fit time is stored as 1 (constant features are only centred)."""
+    ``global``. ``std`` below ``eps`` at fit time is stored as 1 (constant features are only centred). The dtype of
+    ``mean`` / ``std`` is the dtype :func:`standardize` returns."""
 
     mean: np.ndarray
     std: np.ndarray
@@ -684,9 +694,15 @@ def _x_of(data) -> np.ndarray:
     return np.asarray(data.x if isinstance(data, ImageDataset) else data)
 
 
-def fit_standardizer(data, mode: str = "feature", eps: float = 1e-6) -> Standardizer:
-    """Fit on training images (an :class:`ImageDataset` or an array ``(n, ...)``; ``channel`` needs NHWC)."""
-    x = _x_of(data).astype(np.float64)
+def fit_standardizer(data, mode: str = "feature", eps: float = 1e-6, *, dtype=np.float32,
+                     compute_dtype=np.float64) -> Standardizer:
+    """Fit on training images (an :class:`ImageDataset` or an array ``(n, ...)``; ``channel`` needs NHWC).
+
+    mean = x.mean(axes), std = x.std(axes) (population std) over the samples (``feature``), samples and pixels
+    (``channel``) or everything (``global``), computed in ``compute_dtype`` (numpy's pairwise sums in that dtype) and
+    stored as ``dtype``. ``eps``: std < eps is stored as 1 (``np.finfo(np.float64).tiny``: only exactly constant
+    features, whose centred value is exactly 0)."""
+    x = _x_of(data).astype(compute_dtype)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"invalid data of shape {x.shape}: allowed (samples, ...) with at least one sample")
     if mode == "feature":
@@ -702,14 +718,15 @@ def fit_standardizer(data, mode: str = "feature", eps: float = 1e-6) -> Standard
     mean = x.mean(axis=axes, keepdims=True)[0]
     std = x.std(axis=axes, keepdims=True)[0]
     std = np.where(std < eps, 1.0, std)
-    return Standardizer(mean=mean.astype(np.float32), std=std.astype(np.float32), mode=mode)
+    return Standardizer(mean=mean.astype(dtype), std=std.astype(dtype), mode=mode)
 
 
 def standardize(data, stats: Standardizer):
-    """Apply fitted statistics (to train or test); returns the same kind (dataset or array) as given, float32."""
+    """Apply fitted statistics (to train or test); returns the same kind (dataset or array) as given, in the
+    statistics' dtype (float32 unless fitted with another ``dtype``)."""
     x = _x_of(data)
     try:
-        out = ((x - stats.mean) / stats.std).astype(np.float32)
+        out = ((x - stats.mean) / stats.std).astype(stats.mean.dtype)
     except ValueError:
         out = None
     if out is None or out.shape != x.shape:
@@ -764,6 +781,36 @@ def subset(ds: ImageDataset, key_or_seed, n_per_class: int) -> ImageDataset:
             raise ValueError(f"invalid n_per_class={n_per_class}: label {int(c)} of {ds.name!r} has only "
                              f"{idx.size} samples")
         chosen.append(rng.permutation(idx)[:n_per_class])
-    keep = np.sort(np.concatenate(chosen))
-    return ds._replace(x=ds.x[keep], y=ds.y[keep], fine_y=None if ds.fine_y is None else ds.fine_y[keep])
+    return _take(ds, np.sort(np.concatenate(chosen)))
+
+
+def _take(ds: ImageDataset, idx: np.ndarray) -> ImageDataset:
+    """The samples ``idx`` (an index array) of ``ds``, in that order."""
+    return ds._replace(x=ds.x[idx], y=ds.y[idx], fine_y=None if ds.fine_y is None else ds.fine_y[idx])
+
+
+def load_split(name: str, split: str = "train", data_dir=None, *, verify: bool = True, n_per_class: int | None = None,
+               seed=0, partition=None, shuffle_seed: int | None = None) -> ImageDataset:
+    """:func:`load_dataset`, then in this order: ``n_per_class`` samples of every class (:func:`subset` with
+    ``seed``; None: all), only the classes of ``partition``'s two groups (:func:`resolve_partition`; labels kept,
+    None: all classes), and the order ``np.random.default_rng(shuffle_seed).permutation(n)`` (None: file order)."""
+    ds = load_dataset(name, split, data_dir, verify=verify)
+    if n_per_class is not None:
+        ds = subset(ds, seed, n_per_class)
+    if partition is not None:
+        ds = _take(ds, np.flatnonzero(class_signs(partition, len(ds.classes))[ds.y] != 0))
+    if shuffle_seed is not None:
+        ds = _take(ds, np.random.default_rng(shuffle_seed).permutation(ds.n))
+    return ds
+
+
+def load_train_test(name: str, data_dir=None, *, verify: bool = True, n_train_per_class: int | None = None,
+                    n_test_per_class: int | None = None, seed: int = 0,
+                    partition=None) -> tuple[ImageDataset, ImageDataset]:
+    """``(train, test)`` of ``name`` as the real-image experiments use them (:func:`load_split`): subsets drawn with
+    seeds ``seed`` (train) and ``seed + 1`` (test), the classes of ``partition`` only, the test set shuffled with
+    ``seed`` (an experiment that measures its first n test points measures a random sample of them)."""
+    kw = {"verify": verify, "partition": partition}
+    return (load_split(name, "train", data_dir, n_per_class=n_train_per_class, seed=seed, **kw),
+            load_split(name, "test", data_dir, n_per_class=n_test_per_class, seed=seed + 1, shuffle_seed=seed, **kw))
 

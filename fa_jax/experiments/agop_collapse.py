@@ -182,14 +182,14 @@ def lapack_single_threaded():
 
 @functools.lru_cache(maxsize=8)
 def load_collapse_data(source: str, n_per_class: int, subset_seed: int):
-    """Numpy ``(x (samples, d) float64, labels (samples,) int32)`` of an image source, class-sorted."""
+    """Numpy ``(x (samples, d) float64, labels (samples,) int32)`` of an image source, class-sorted: the train split's
+    stratified subset (:func:`fa_jax.data.images.load_split`), each pixel standardised in float64 with its training
+    mean and std; a constant pixel becomes 0 (the official preprocessing's 0/0 -> 0: std 0 is stored as 1)."""
     from ..data import images as I
 
-    ds = I.flatten(I.subset(I.load_dataset(source, "train"), subset_seed, n_per_class))
-    x = ds.x.astype(np.float64)
-    mean, std = x.mean(0), x.std(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = np.nan_to_num((x - mean) / std)  # constant pixels: 0/0 -> 0 (the official preprocessing)
+    ds = I.flatten(I.load_split(source, "train", n_per_class=n_per_class, seed=subset_seed))
+    st = I.fit_standardizer(ds.x, "feature", eps=np.finfo(np.float64).tiny, dtype=np.float64)
+    x = I.standardize(ds.x, st)
     order = np.argsort(ds.y, kind="stable")
     return x[order], ds.y[order].astype(np.int32)
 

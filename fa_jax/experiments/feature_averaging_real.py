@@ -85,24 +85,19 @@ _DATA_CACHE: dict[RealData, dict] = {}
 def load_real_data(dc: RealData) -> dict:
     """Numpy arrays of the task (cached per config): ``x_train/x_test (n, H, W, C)`` float32 in [0, 1],
     ``y_train/y_test`` float32 +-1, ``fine_train/fine_test`` int32 class indices, ``signs (classes,)`` float32,
-    ``mean``/``std`` (the input standardisation), ``image_shape``, ``classes``. The test set is shuffled with
-    ``dc.seed``. Missing files raise the loader's FileNotFoundError (it names the files and where to get them)."""
+    ``mean``/``std`` (the input standardisation), ``image_shape``, ``classes``. Subsets, class filter and test
+    order: :func:`fa_jax.data.images.load_train_test` with ``dc.seed``. Missing files raise the loader's
+    FileNotFoundError (it names the files and where to get them)."""
     dc = dc.validate()
     if dc in _DATA_CACHE:
         return _DATA_CACHE[dc]
     out = {}
-    for split in ("train", "test"):
-        ds = I.load_dataset(dc.name, split, dc.data_dir, verify=dc.verify)
-        n_pc = dc.n_train_per_class if split == "train" else dc.n_test_per_class
-        if n_pc is not None:
-            ds = I.subset(ds, dc.seed + (0 if split == "train" else 1), n_pc)
+    splits = I.load_train_test(dc.name, dc.data_dir, verify=dc.verify, n_train_per_class=dc.n_train_per_class,
+                               n_test_per_class=dc.n_test_per_class, seed=dc.seed, partition=dc.partition)
+    for split, ds in zip(("train", "test"), splits):
         signs = I.class_signs(dc.partition, len(ds.classes))
-        keep = np.flatnonzero(signs[ds.y] != 0)
-        x, fine = ds.x[keep], ds.y[keep].astype(np.int32)
-        if split == "test":
-            order = np.random.default_rng(dc.seed).permutation(fine.shape[0])
-            x, fine = x[order], fine[order]
-        out[f"x_{split}"] = np.ascontiguousarray(x, np.float32)
+        fine = ds.y.astype(np.int32)
+        out[f"x_{split}"] = np.ascontiguousarray(ds.x, np.float32)
         out[f"fine_{split}"] = fine
         out[f"y_{split}"] = signs[fine].astype(np.float32)
         out["signs"] = signs.astype(np.float32)

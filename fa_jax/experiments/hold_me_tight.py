@@ -82,26 +82,21 @@ _IMAGE_CACHE: dict = {}
 
 def load_image_data(name: str, ic: ImageData) -> dict:
     """``{"x_train", "y_train", "x_test", "y_test", "mean" (scalar), "std" (scalar), "image_shape", "classes"}``
-    (numpy, cached); the test set is shuffled with ``ic.seed``."""
+    (numpy, cached): :func:`fa_jax.data.images.load_train_test` with ``ic.seed`` (the test set shuffled), and the
+    global mean and std of the training pixels (computed in float32)."""
     key = (name, ic)
     if key in _IMAGE_CACHE:
         return _IMAGE_CACHE[key]
     out = {}
-    for split in ("train", "test"):
-        ds = I.load_dataset(name, split, ic.data_dir, verify=ic.verify)
-        n_pc = ic.n_train_per_class if split == "train" else ic.n_test_per_class
-        if n_pc is not None:
-            ds = I.subset(ds, ic.seed + (0 if split == "train" else 1), n_pc)
-        x, y = ds.x, ds.y.astype(np.int32)
-        if split == "test":
-            order = np.random.default_rng(ic.seed).permutation(y.shape[0])
-            x, y = x[order], y[order]
-        out[f"x_{split}"] = np.ascontiguousarray(x, np.float32)
-        out[f"y_{split}"] = y
+    splits = I.load_train_test(name, ic.data_dir, verify=ic.verify, n_train_per_class=ic.n_train_per_class,
+                               n_test_per_class=ic.n_test_per_class, seed=ic.seed)
+    for split, ds in zip(("train", "test"), splits):
+        out[f"x_{split}"] = np.ascontiguousarray(ds.x, np.float32)
+        out[f"y_{split}"] = ds.y.astype(np.int32)
         out["image_shape"] = tuple(int(s) for s in ds.image_shape)
         out["classes"] = ds.classes
-    out["mean"] = np.float32(out["x_train"].mean())
-    out["std"] = np.float32(out["x_train"].std())
+    st = I.fit_standardizer(out["x_train"], "global", compute_dtype=np.float32)
+    out["mean"], out["std"] = st.mean.ravel()[0], st.std.ravel()[0]  # float32 scalars
     _IMAGE_CACHE[key] = out
     return out
 

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..linalg import chol_solve
-from ..metrics.agop import eig_power, psd_eig
+from ..metrics.agop import chunk_rows, eig_power, psd_eig
 from ..metrics.collapse import nc_metrics
 
 __all__ = ["FEATURES", "KERNELS", "NORMALISATIONS", "check_kernel_memory", "deep_rfm", "deep_rfm_layer",
@@ -151,12 +151,7 @@ def kernel_agop(x: jax.Array, alpha: jax.Array, m=None, bandwidth=1.0, kernel: s
                 chunk_size: int = 256, diagonal: bool = False) -> jax.Array:
     """AGOP of the kernel predictor over its training points ``x (samples, d)``: ``(d, d)`` (``(d,)`` if diagonal)."""
     n, d = x.shape
-    b = min(chunk_size, n)
-    n_chunks = -(-n // b)
-    pad = n_chunks * b - n
-    xs = jnp.concatenate([x, jnp.zeros((pad, d), x.dtype)]) if pad else x
-    idx = jnp.arange(n_chunks * b)
-    valid = (idx < n).astype(x.dtype)
+    chunks = chunk_rows(x, chunk_size)
 
     def one(args):
         xq, iq, wq = args
@@ -166,7 +161,7 @@ def kernel_agop(x: jax.Array, alpha: jax.Array, m=None, bandwidth=1.0, kernel: s
         g2 = g.reshape(-1, d)
         return g2.T @ g2
 
-    parts = lax.map(one, (xs.reshape(n_chunks, b, d), idx.reshape(n_chunks, b), valid.reshape(n_chunks, b)))
+    parts = lax.map(one, chunks)
     return jnp.sum(parts, axis=0) / n
 
 

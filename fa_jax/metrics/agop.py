@@ -27,11 +27,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..models.mlp import _act
 from .. import linalg as _linalg
+from ..models.mlp import apply_mlp, layer_inputs
 
 __all__ = [
     "agop",
+    "chunk_rows",
     "eig_power",
     "eigh",
     "mlp_layer_agops",
@@ -49,6 +50,23 @@ __all__ = [
 eigh, svd = _linalg.eigh, _linalg.svd
 
 
+def chunk_rows(x: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The rows of ``x (samples, d)`` in chunks of b = min(chunk_size, samples), the last one zero-padded, for a
+    ``lax.map`` over chunks: ``(chunks (n_chunks, b, d), index (n_chunks, b), valid (n_chunks, b))`` with
+    n_chunks = ceil(samples / b), ``index`` the row number (>= samples on padding) and ``valid`` 1 on real rows,
+    0 on padding (x's dtype: a weight that masks the padding out of sums)."""
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1")
+    n, d = x.shape
+    b = min(chunk_size, n)
+    n_chunks = -(-n // b)
+    pad = n_chunks * b - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, d), x.dtype)]) if pad else x
+    idx = jnp.arange(n_chunks * b)
+    valid = (idx < n).astype(x.dtype)
+    return xs.reshape(n_chunks, b, d), idx.reshape(n_chunks, b), valid.reshape(n_chunks, b)
+
+
 def agop(f: Callable, x: jax.Array, *, chunk_size: int = 256, centered: bool = False, diagonal: bool = False,
          mode: str = "rev") -> jax.Array:
     """AGOP of ``f`` over the points ``x (samples, ...)``: ``(d, d)`` (``(d,)`` when ``diagonal``).
@@ -58,8 +76,6 @@ def agop(f: Callable, x: jax.Array, *, chunk_size: int = 256, centered: bool = F
     """
     if mode not in ("rev", "fwd"):
         raise ValueError(f"invalid mode={mode!r}: allowed 'rev' (jacrev) or 'fwd' (jacfwd)")
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
-        raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1")
     n = x.shape[0]
     shape = x.shape[1:]
     d = math.prod(shape)
@@ -69,11 +85,7 @@ def agop(f: Callable, x: jax.Array, *, chunk_size: int = 256, centered: bool = F
         return jnp.atleast_1d(f(v.reshape(shape))).reshape(-1)
 
     jac = jax.jacrev(f_flat) if mode == "rev" else jax.jacfwd(f_flat)
-    b = min(chunk_size, n)
-    n_chunks = -(-n // b)
-    pad = n_chunks * b - n
-    xs = jnp.concatenate([flat, jnp.zeros((pad, d), flat.dtype)]) if pad else flat
-    w = (jnp.arange(n_chunks * b) < n).astype(flat.dtype)
+    xs, _, w = chunk_rows(flat, chunk_size)
 
     def one(args):
         xc, wc = args
@@ -84,36 +96,12 @@ def agop(f: Callable, x: jax.Array, *, chunk_size: int = 256, centered: bool = F
         j2 = jc.reshape(-1, d)
         return jnp.matmul(j2.T, j2, precision=lax.Precision.HIGHEST), s
 
-    outer, sums = lax.map(one, (xs.reshape(n_chunks, b, d), w.reshape(n_chunks, b)))
+    outer, sums = lax.map(one, (xs, w))
     g = jnp.sum(outer, axis=0) / n
     if centered:
         jbar = jnp.sum(sums, axis=0) / n  # (c, d)
         g = g - (jnp.sum(jbar ** 2, axis=0) if diagonal else jbar.T @ jbar)
     return g
-
-
-def _forward_inputs(params, x, activation):
-    """Inputs of every layer ``[h_0 = x, h_1, ..., h_{L-1}]`` of a fa-jax MLP (params = [K_1, ..., K_L])."""
-    act = _act(activation)
-    h, inputs = x, []
-    for layer, k in enumerate(params):
-        inputs.append(h)
-        z = h @ k
-        h = act(z) if layer < len(params) - 1 else z
-    return inputs
-
-
-def _tail(params, start, activation):
-    """The map from the input of layer ``start`` (0-based) to the outputs, for ONE sample ``(n_start,)``."""
-    act = _act(activation)
-
-    def f(h):
-        for layer in range(start, len(params)):
-            z = h @ params[layer]
-            h = act(z) if layer < len(params) - 1 else z
-        return h
-
-    return f
 
 
 def mlp_layer_agops(params, x: jax.Array, activation: str = "relu", *, layers=None, chunk_size: int = 256,
@@ -122,9 +110,11 @@ def mlp_layer_agops(params, x: jax.Array, activation: str = "relu", *, layers=No
 
     AGOP_l = (1/N) sum_i J_l(h_{l-1}(x_i))^T J_l(h_{l-1}(x_i)), J_l the Jacobian of outputs w.r.t. layer l's input.
     """
-    inputs = _forward_inputs(params, x, activation)
+    inputs = layer_inputs(params, x, activation)
     layers = range(len(params)) if layers is None else layers
-    return [agop(_tail(params, l, activation), inputs[l], chunk_size=chunk_size, centered=centered) for l in layers]
+    # the net from layer l on is the MLP of the kernels K_{l+1}..K_L (applied here to ONE sample (n_l,))
+    return [agop(lambda h, l=l: apply_mlp(params[l:], h, activation), inputs[l], chunk_size=chunk_size,
+                 centered=centered) for l in layers]
 
 
 def mlp_layer_grams(params, layers=None) -> list[jax.Array]:

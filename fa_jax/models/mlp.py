@@ -29,8 +29,8 @@ from ..config import require, traced
 ACTIVATIONS = ("identity", "relu")
 INITS = ("he_normal", "xavier_uniform")
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "apply_mlp", "end_to_end", "init_mlp", "input_gradients", "layer_sizes",
-           "per_sample_grad_sq_norm"]
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "apply_mlp", "end_to_end", "init_mlp", "input_gradients", "layer_inputs",
+           "layer_sizes", "per_sample_grad_sq_norm"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +98,12 @@ def _forward(params, x, activation, shifts=None):
 def apply_mlp(params, x: jax.Array, activation: str = "identity") -> jax.Array:
     """``x (batch, d_in)`` -> ``f(x) (batch, d_out)``."""
     return _forward(params, x, activation)[0]
+
+
+def layer_inputs(params, x: jax.Array, activation: str = "identity") -> list:
+    """The input of every layer, ``[h_0 = x, h_1, ..., h_{L-1}]`` (``h_l (batch, n_l)``). The output layer's
+    product is never used, so ``jit`` drops it. The map from ``h_l`` to the outputs is ``apply_mlp(params[l:], .)``."""
+    return _forward(params, x, activation)[1]
 
 
 def end_to_end(params) -> jax.Array:
