@@ -735,7 +735,9 @@ def finalize_sweep(out_dir: str | os.PathLike, *, stats: dict | None = None, com
     ds = load_results(out_dir)
     checks, metrics, skipped = [], {}, None
     n_div = int(np.asarray(ds["diverged"]).sum()) if "diverged" in ds else 0
-    metrics.update({"n_runs": man["n_runs"], "n_groups": man["n_groups"], "diverged_runs": n_div})
+    metrics.update({"n_runs": man["n_runs"], "n_groups": man["n_groups"], "diverged_runs": n_div,
+                    # the plan's precision (the manifest's device block): the summary's device block reads it here
+                    "matmul_precision": man.get("device", {}).get("matmul_precision")})
     if stats:
         metrics["engine"] = stats
     name = man["spec"].get("analysis")

@@ -37,3 +37,4 @@ def test_dims_coords_padding_and_metadata(tmp_path):
     summ = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert set(summ) >= {"sim", "config", "versions", "device", "checks", "metrics"}
     assert summ["metrics"]["engine"]["programs_compiled"] == 2 and summ["metrics"]["n_runs"] == 8
+    assert summ["device"]["matmul_precision"] == json.loads(ds.attrs["device"])["matmul_precision"] == "highest"
