@@ -169,3 +169,45 @@ def relu_net_and_bank():
     bank = Bank(bases=jnp.asarray(basis_bank([random_subspaces(3, 1, 4, np.eye(64))[0],
                                               random_subspaces(4, 1, 2, np.eye(64))[0]]).bases))
     return rng, shape, logits, x, bank
+
+
+# ----------------------------------------------------------------------------- opt-in CPU profile
+# FA_JAX_TEST_PROFILE=DIR: each test's CPU seconds (this process and its child processes: the CLI and multi-device
+# tests spawn some) and wall seconds go to DIR/<worker>.json; `python tests/profile_report.py DIR` ranks them. CPU
+# time, not wall time, because the suite shares 2 cores between workers: a test's wall time depends on its
+# neighbour, its CPU time much less (issue 15: the slowest tests are listed in the README from this report).
+_PROFILE: list[dict] = []
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import os
+    import time
+
+    if not os.environ.get("FA_JAX_TEST_PROFILE"):
+        yield
+        return
+    (a_self, a_kids), w0 = _cpu_seconds(), time.perf_counter()
+    yield
+    b_self, b_kids = _cpu_seconds()
+    _PROFILE.append({"id": item.nodeid, "cpu": b_self - a_self, "child_cpu": b_kids - a_kids,
+                     "wall": time.perf_counter() - w0})
+
+
+def pytest_sessionfinish(session):
+    import json
+    import os
+
+    out = os.environ.get("FA_JAX_TEST_PROFILE")
+    if out and _PROFILE:
+        os.makedirs(out, exist_ok=True)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(os.path.join(out, f"{worker}.json"), "w") as f:
+            json.dump(_PROFILE, f)

@@ -29,7 +29,8 @@ REQUIRED = (
     "hmt.p6.u_margin_unchanged_init2.45", "hmt.p6.tiny_feature_collapses_margin_init0.3",
     "hmt.p7.at_u_margin_pinned", "hmt.p7.at_orthogonal_margins_increase",
     "hmt.p8.mnist-5k_mlp_profile_rise", "hmt.p10.mnist-5k_mlp_lowpass_growth",
-    # the conv nets (not in the quick preset: listed as not evaluated)
+    # the conv nets (narrower in the quick preset; D4 is listed as not evaluated where the net misses its accuracy
+    # domain)
     "hmt.p4.conv_synth_test_acc", "hmt.d4.conv_u_margin_over_half_eps", "hmt.p4.conv_orthogonal_over_u",
     "hmt.p8.conv_synth_nondiscriminative_over_u",
 )
@@ -57,7 +58,10 @@ def test_quick_preset_checks_and_figures(quick):
     assert doc["config"]["recipe"] == "official" and doc["config"]["synth_data"] == "nads"
     assert all(checks[n]["kind"] == "derived" for n in checks if n.startswith("hmt.d"))
     m = doc["metrics"]
-    assert m["programs_compiled"] <= 3 and m["diverged_runs"] == 0
+    assert m["programs_compiled"] <= 5 and m["diverged_runs"] == 0
+    # every variant of the default runs at quick scale too (issue 15): MLP and conv, synthetic and images
+    assert {"mlp", "conv"} == set(doc["config"]["synth_archs"]) == set(doc["config"]["image_archs"])
+    assert "mnist-5k_conv" in m["images"]
     for name in m["figures"]:
         assert os.path.getsize(out / name) > 10_000
 
