@@ -9,11 +9,12 @@ natural signal with a fraction p of zero-variance frequencies x optimiser x seed
 
 Networks (spec Sec. 2.2, 2.4, T5, P9, P12; ``fa_jax.experiments.adaptive_nets``): a two-layer ReLU MLP and a small
 conv net trained with SGD / Adam / RMSProp on image-like natural-signal data (``ImageSignal``: N x N images, K
-classes, power-law DCT spectrum, the top fraction of frequencies zero-variance) -> clean, Gaussian-noise, l2- and
-l-inf-PGD accuracy, the layer-wise spectral-norm product bound (exact operators and the authors' conv proxy) and
-local input-gradient norms -> the ``nets.*`` checks; the learning rates are chosen on the first ``net_select_seeds``
-seeds and every comparison uses the other (held-out) seeds. ONE more sweep (float32; one compiled program per net: the
-optimiser is a traced knob). ``linear=false`` / ``nets=false`` skip a half.
+classes, power-law DCT spectrum, the top fraction of frequencies zero-variance; PyTorch's default init and smaller
+init scales) -> clean, Gaussian-noise, band-limited-noise (relevant / zero-variance DCT band), l2- and l-inf-PGD
+accuracy, the first layer's change on the zero-variance band, the layer-wise spectral-norm product bound (exact
+operators and the authors' conv proxy) and local input-gradient norms -> the ``nets.*`` checks; the learning rates
+are chosen on the first ``net_select_seeds`` seeds and every comparison uses the other (held-out) seeds. ONE more
+sweep (float32; one compiled program per arch: init scale, optimiser and lr are traced knobs). ``linear=false`` / ``nets=false`` skip a half.
 """
 from __future__ import annotations
 
@@ -77,7 +78,14 @@ class AdaptiveSim:
     net_hidden: int = 64  # the two-layer MLP's width
     net_channels: tuple = (8, 16)  # conv net: 3x3 convs, each + ReLU + 2x2 max-pool, then dense -> head
     net_dense: int = 32  # conv net penultimate width
-    net_init_scale: float = 1.0  # flax default (LeCun normal; PyTorch's default is U(+-1/sqrt(fan_in)), issue 17)
+    # init: the paper trains PyTorch modules with their default init, every kernel U(+-a / sqrt(fan_in)) with a = 1
+    # (variance 1/(3 fan_in); models.image_nets init="torch"); the sweep scales a (one traced axis): at a = 1 the
+    # init's own weight on the zero-variance frequencies, which SGD never changes, is large next to what Adam adds
+    net_init: str = "torch"  # "torch" (PyTorch's default, the paper's) or "flax" (LeCun-normal)
+    net_init_scales: tuple = (1.0, 0.3, 0.1)  # the MLP's kernel init scales a (1.0 = PyTorch's default)
+    # the conv net (a reported contrast): a < 1 scales all four of its layers, the signal shrinks by ~a^4 and SGD does
+    # not train (quick, a = 0.1: SGD at chance after 300 steps)
+    net_conv_init_scales: tuple = (1.0,)
     net_lrs_sgd: tuple = (0.1,)  # SGD learning-rate grid of the nets
     net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # Adam lr grid (the paper tunes adaptive lrs to match SGD's accuracy)
     net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # RMSProp lr grid (here: the lr closest to SGD's, selection seeds)
@@ -85,16 +93,22 @@ class AdaptiveSim:
     net_batch: int = 64  # mini-batch size of the nets
     net_n_train: int = 4096  # training images
     net_n_test: int = 1000  # test images
-    net_seeds: int = 4  # seeds per (arch, optimiser, lr), selection seeds included
+    net_seeds: int = 5  # seeds per (arch, init, optimiser, lr), selection seeds included (4 held out)
     # seeds 0 .. net_select_seeds-1 choose the lrs (SGD's best clean accuracy; each adaptive optimiser's lr closest
     # to it); every comparison (nets.clean_acc_spread, orderings) uses only the other, held-out seeds
     net_select_seeds: int = 1  # seeds that choose the lrs (above)
+    # the band-noise comparisons pair SGD with EVERY adaptive lr whose clean accuracy on the selection seeds is within
+    # this of SGD's (1 point: spec corrections; one matched lr is ill-conditioned, issue 17)
+    net_match_tol: float = 0.01
     net_points: int = 300  # attacked test points
     net_attack_steps: int = 30  # PGD steps per attack
     net_restarts: int = 2  # PGD random restarts
     net_l2_eps: tuple = (0.25, 0.5, 1.0)  # l2 attack radii
     net_linf_eps: tuple = (0.03, 0.06, 0.12)  # l-inf attack radii
     net_noise_std: tuple = (0.1, 0.2, 0.4)  # Gaussian input-noise stds (noise accuracy)
+    # band-limited noise (spec P10 at this scale): per-coefficient stds of noise on the relevant / the zero-variance
+    # DCT band (the whole band: 0.5 of 64 coefficients at the default)
+    net_band_std: tuple = (0.5, 1.0, 2.0)
     net_power_iters: int = 100  # 30 left a 3% under-estimate on a trained 32x4 head (s2/s1 = 0.96)
 
     def validate(self) -> AdaptiveSim:
@@ -133,9 +147,10 @@ class AdaptiveSim:
         require_runs(len(self.s2_opts) * len(self.s2_fracs) * self.s2_seeds, "S2", self, "s2_seeds", "s2_opts",
                      "s2_fracs")
         require_runs(2 * len(self.s1_alphas) * len(self.s1_wscales), "S1", self, "s1_alphas", "s1_wscales")
-        require_runs(len(self.net_archs) * sum(map(len, (self.net_lrs_sgd, self.net_lrs_adam, self.net_lrs_rmsprop)))
-                     * self.net_seeds, "the networks' runs", self, "net_seeds", "net_archs", "net_lrs_sgd",
-                     "net_lrs_adam", "net_lrs_rmsprop")
+        n_nets = sum(len(self.net_init_scales if a == "mlp" else self.net_conv_init_scales) for a in self.net_archs)
+        require_runs(n_nets * sum(map(len, (self.net_lrs_sgd, self.net_lrs_adam, self.net_lrs_rmsprop)))
+                     * self.net_seeds, "the networks' runs", self, "net_seeds", "net_archs", "net_init_scales",
+                     "net_conv_init_scales", "net_lrs_sgd", "net_lrs_adam", "net_lrs_rmsprop")
         if self.linear:
             with renamed(_LINEAR_NAMES):  # every run config, checked now; an error names this config's field
                 build_runs(self)
@@ -149,9 +164,17 @@ class AdaptiveSim:
                         "a non-empty tuple of learning rates > 0", getattr(self, name))
             require(isinstance(self.net_select_seeds, int) and self.net_select_seeds >= 1, "net_select_seeds",
                     "an integer >= 1", self.net_select_seeds)
-            require(isinstance(self.net_seeds, int) and self.net_seeds > self.net_select_seeds, "net_seeds",
-                    f"an integer > net_select_seeds = {self.net_select_seeds} (held-out seeds for the comparisons)",
-                    self.net_seeds)
+            require(isinstance(self.net_seeds, int) and self.net_seeds >= self.net_select_seeds + 2, "net_seeds",
+                    f"an integer >= net_select_seeds + 2 = {self.net_select_seeds + 2} (>= 2 held-out seeds: the "
+                    "comparisons' confidence intervals)", self.net_seeds)
+            for name in ("net_init_scales", "net_conv_init_scales"):
+                v = getattr(self, name)
+                sc = tuple(v) if isinstance(v, (tuple, list)) else ()
+                require(len(sc) >= 1 and len(set(sc)) == len(sc) and all(math.isfinite(float(x)) and float(x) > 0
+                                                                          for x in sc), name,
+                        "a non-empty tuple of distinct init scales > 0", v)
+            require(0 < self.net_match_tol < 1, "net_match_tol", "an accuracy difference in (0, 1)",
+                    self.net_match_tol)
             with renamed(_NET_NAMES):
                 for _, cfg in build_net_runs(self)["nets"]:  # every run config validates before anything compiles
                     cfg.validate()
@@ -165,20 +188,28 @@ _LINEAR_NAMES = {"optim.lr": "lr", "train.n_records": "n_records", "batch": "bat
 _NET_NAMES = {"data.size": "net_size", "data.n_classes": "net_classes", "data.alpha": "net_alpha",
               "data.frac_irrelevant": "net_frac_irrelevant", "data.separation": "net_separation",
               "model.n_classes": "net_classes", "model.hidden": "net_hidden", "model.channels": "net_channels",
-              "model.dense": "net_dense", "model.init_scale": "net_init_scale", "optim.batch_size": "net_batch",
+              "model.dense": "net_dense", "model.init_scale": "net_init_scales/net_conv_init_scales", "model.init": "net_init",
+              "optim.batch_size": "net_batch",
               "train.steps": "net_steps", "n_train": "net_n_train", "n_test": "net_n_test",
               "attack.steps": "net_attack_steps", "attack.restarts": "net_restarts", "attack.n_points": "net_points",
-              "attack.l2_eps": "net_l2_eps", "attack.linf_eps": "net_linf_eps", "attack.noise_std": "net_noise_std",
+              "attack.l2_eps": "net_l2_eps", "attack.linf_eps": "net_linf_eps", "attack.noise_std": "net_noise_std", "attack.band_std": "net_band_std",
               "power_iters": "net_power_iters"}
 
 
+# default: the paper's setting at CPU scale (PyTorch's default init, scale 1, and smaller scales as an axis).
+# faithful-small: the audit's small faithful test of the mechanism (issue 17): a width-64 MLP on 8x8 images with 75 %
+# zero-variance frequencies, init scale 0.1, 1e4 steps of batch 64, networks only.
+# quick: the default experiment at smaller scale - every arch, init-scale axis, optimiser (S2 included) kept.
 PRESETS = {
     "default": AdaptiveSim(),
+    "faithful-small": AdaptiveSim(linear=False, net_archs=("mlp",), net_hidden=64, net_size=8,
+                                  net_frac_irrelevant=0.75, net_init_scales=(0.1,), net_steps=10_000, net_batch=64),
     "quick": AdaptiveSim(steps=4000, batch=5000, eval_batch=1000, n_records=50, seeds=2, control_steps=50_000,
                          s1_alphas=(0.1, 0.5, 1.0, 1.5), s1_wscales=(2.5, 5.0), s1_steps=4000,
-                         s2_d=16, s2_fracs=(0.0, 0.25, 0.5), s2_seeds=2, s2_steps=4000, s2_opts=("gd", "signgd"),
-                         net_archs=("mlp",), net_hidden=32, net_lrs_adam=(1e-3,), net_lrs_rmsprop=(1e-3,),
-                         net_steps=300, net_n_train=1024, net_n_test=500, net_seeds=2, net_points=100,
+                         s2_d=16, s2_fracs=(0.0, 0.25, 0.5), s2_seeds=2, s2_steps=4000,
+                         net_hidden=32, net_channels=(4, 8), net_dense=16, net_init_scales=(1.0, 0.1),
+                         net_lrs_adam=(1e-3,), net_lrs_rmsprop=(1e-3,),
+                         net_steps=300, net_n_train=1024, net_n_test=300, net_seeds=3, net_points=100,
                          net_attack_steps=10, net_restarts=1),
 }
 
@@ -225,23 +256,27 @@ def _net_lrs(s: AdaptiveSim, opt: str) -> tuple:
 
 
 def build_net_runs(s: AdaptiveSim) -> dict[str, list]:
-    """{"nets": [({"arch", "opt", "lr", "seed"}, AdaptiveNetRun)]}: arch x optimiser x lr x seed; one static group
-    (compiled program) per arch - optimiser and lr are traced."""
+    """{"nets": [({"arch", "init", "opt", "lr", "seed"}, AdaptiveNetRun)]}: arch x init scale x optimiser x lr x
+    seed; one static group (compiled program) per arch - init scale, optimiser and lr are traced."""
     data = ImageSignal(size=s.net_size, n_classes=s.net_classes, alpha=s.net_alpha,
                        frac_irrelevant=s.net_frac_irrelevant, separation=s.net_separation)
     attack = NetAttack(steps=s.net_attack_steps, restarts=s.net_restarts, n_points=s.net_points,
-                       l2_eps=tuple(s.net_l2_eps), linf_eps=tuple(s.net_linf_eps), noise_std=tuple(s.net_noise_std))
+                       l2_eps=tuple(s.net_l2_eps), linf_eps=tuple(s.net_linf_eps), noise_std=tuple(s.net_noise_std),
+                       band_std=tuple(s.net_band_std))
     runs = []
-    for arch in s.net_archs:
+    for arch, scale in net_grid(s):
         model = ImageNet(arch=arch, head="multiclass", n_classes=s.net_classes, hidden=(s.net_hidden,),
-                         channels=tuple(s.net_channels), dense=s.net_dense, init_scale=s.net_init_scale)
+                         channels=tuple(s.net_channels), dense=s.net_dense, init_scale=float(scale),
+                         init=s.net_init)
         for opt in NET_OPTS:
             for lr in _net_lrs(s, opt):
                 for seed in range(s.net_seeds):
-                    runs.append(({"arch": arch, "opt": opt, "lr": float(lr), "seed": seed}, AdaptiveNetRun(
-                        data=data, model=model, optim=NetOptim.of(opt, float(lr), s.net_batch),
-                        train=TrainConfig(steps=s.net_steps, n_records=6, plan="linear"), n_train=s.net_n_train,
-                        n_test=s.net_n_test, attack=attack, power_iters=s.net_power_iters, seed=seed)))
+                    runs.append(({"arch": arch, "init": float(scale), "opt": opt, "lr": float(lr), "seed": seed},
+                                 AdaptiveNetRun(data=data, model=model, optim=NetOptim.of(opt, float(lr),
+                                                                                          s.net_batch),
+                                                train=TrainConfig(steps=s.net_steps, n_records=6, plan="linear"),
+                                                n_train=s.net_n_train, n_test=s.net_n_test, attack=attack,
+                                                power_iters=s.net_power_iters, seed=seed)))
     return {"nets": runs}
 
 
@@ -252,6 +287,22 @@ def _f(x) -> float:
 NET_CHECKS = ("nets.sgd_mlp_irrelevant_invariance", "nets.local_below_global_bound", "nets.clean_acc_spread",
               "nets.lipschitz_order", "nets.lipschitz_bound_order", "nets.lipschitz_proxy_order", "nets.robust_order",
               "nets.lipschitz_matches_robustness", "nets.local_lipschitz_matches_robustness")
+
+
+def band_check_names(s: AdaptiveSim) -> tuple[str, ...]:
+    """The ``nets.band_noise.*`` checks: one per MLP init scale (the conv net is a reported contrast, not a check)."""
+    return tuple(f"nets.band_noise.irrelevant_sgd_advantage_mlp_init{sc:g}" for sc in s.net_init_scales
+                 if "mlp" in s.net_archs)
+
+
+def net_grid(s: AdaptiveSim) -> list[tuple[str, float]]:
+    """The nets ``(arch, init scale)``: the MLP at ``net_init_scales``, the conv net at ``net_conv_init_scales``."""
+    scales = {"mlp": s.net_init_scales, "conv": s.net_conv_init_scales}
+    return [(a, float(sc)) for a in s.net_archs for sc in scales[a]]
+
+
+def _net_name(arch: str, scale: float) -> str:
+    return f"{arch}/init{scale:g}"
 
 
 def _seed_means(vals: list) -> dict:
@@ -268,57 +319,100 @@ def _jsonable(m: dict) -> dict:
     return {k: (v.tolist() if isinstance(v, np.ndarray) else float(v)) for k, v in m.items()}
 
 
+def paired_ci(diffs, level: float = 0.95) -> dict:
+    """Mean of per-seed paired differences ``diffs (seeds,)`` and its two-sided Student-t confidence interval
+    mean +- t_{(1+level)/2, n-1} sd / sqrt(n) (sd with ddof 1); needs n >= 2."""
+    from scipy import stats
+
+    d = np.asarray(diffs, float)
+    n = d.size
+    require(n >= 2, "diffs", "at least 2 paired seeds (a confidence interval)", n)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * np.std(d, ddof=1) / math.sqrt(n))
+    m = float(np.mean(d))
+    return {"mean": m, "lo": m - half, "hi": m + half, "n": int(n), "level": level, "values": d.tolist()}
+
+
 def _decided_match(d_lip: float, d_rob: float) -> bool:
     """The Lipschitz ordering equals the robustness ordering, both strictly decided (a tie is no match):
     d_lip = L(adaptive) - L(SGD) > 0 with d_rob = robust(SGD) - robust(adaptive) > 0, or both < 0."""
     return (d_lip > 0 and d_rob > 0) or (d_lip < 0 and d_rob < 0)
 
 
+def _cell(lab, r) -> dict:
+    rob = np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])
+    return {
+        "seed": lab["seed"],
+        "clean": _f(r["clean_acc"]), "l2": np.asarray(r["l2_acc"], float), "linf": np.asarray(r["linf_acc"], float),
+        "noise": np.asarray(r["noise_acc"], float), "robust_mean": float(np.mean(rob)),
+        "band_rel": np.asarray(r["band_noise_acc"]["relevant"], float),
+        "band_irr": np.asarray(r["band_noise_acc"]["irrelevant"], float),
+        "bound_op": _f(r["lip"]["bound_op"]), "bound_proxy": _f(r["lip"]["bound_proxy"]),
+        "bound_op_init": _f(r["lip_init"]["bound_op"]),
+        "grad_l2": _f(r["local"]["margin_grad_l2"]), "grad_l1": _f(r["local"]["margin_grad_l1"]),
+        "grad_l2_max": _f(r["local"]["margin_grad_l2_max"]),
+        "grad_irr": _f(r["local"]["grad_irrelevant_frac"]),
+        "irr_init": _f(r["first_layer_irr"]["init"]), "irr_final": _f(r["first_layer_irr"]["final"]),
+        "irr_frac_init": _f(r["first_layer_frac"]["init"]), "irr_frac_final": _f(r["first_layer_frac"]["final"]),
+        "delta_irr": _f(r["first_layer_delta"]["irr"]), "delta_total": _f(r["first_layer_delta"]["total"]),
+        "loss_init": _f(np.asarray(r["records"]["loss"])[0]),
+        "loss_final": _f(np.asarray(r["records"]["loss"])[-1]),
+        "diverged": bool(r["diverged"])}
+
+
+def _band_comparison(s: AdaptiveSim, cells: dict, net: tuple, sgd_lr: float, eligible: list) -> dict:
+    """SGD vs every eligible adaptive (opt, lr) of one net, paired by held-out seed: per seed the difference
+    SGD - adaptive (accuracy under band noise: mean over the band stds; first-layer change: adaptive - SGD), averaged
+    over the eligible (opt, lr); mean and CI over the held-out seeds (:func:`paired_ci`); per (opt, lr) the same."""
+    by_seed = {k: {v["seed"]: v for v in vals if v["seed"] >= s.net_select_seeds} for k, vals in cells.items()}
+    ref = by_seed[(*net, "sgd", sgd_lr)]
+    seeds = sorted(ref)
+    out: dict = {"sgd_lr": sgd_lr, "eligible": [{"opt": o, "lr": lr} for o, lr in eligible], "per_lr": {}}
+    quantities = {"band_irr": lambda a, b: float(np.mean(a["band_irr"] - b["band_irr"])),
+                  "band_rel": lambda a, b: float(np.mean(a["band_rel"] - b["band_rel"])),
+                  "clean": lambda a, b: a["clean"] - b["clean"],
+                  "delta_irr": lambda a, b: b["delta_irr"] - a["delta_irr"]}
+    for q, fn in quantities.items():
+        per = {f"{o}/lr{lr:g}": [fn(ref[sd], by_seed[(*net, o, lr)][sd]) for sd in seeds] for o, lr in eligible}
+        out["per_lr"][q] = {k: paired_ci(v) for k, v in per.items()}
+        out[q] = paired_ci(np.mean(list(per.values()), axis=0))
+    out["band_irr_per_std"] = {f"{o}/lr{lr:g}": np.mean([ref[sd]["band_irr"] - by_seed[(*net, o, lr)][sd]["band_irr"]
+                                                         for sd in seeds], axis=0).tolist() for o, lr in eligible}
+    return out
+
+
 def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
-    """Per (arch, opt, lr): seed means. The lrs are chosen on the selection seeds (0 .. net_select_seeds-1): SGD's
-    grid lr with the best clean accuracy, and per adaptive optimiser the grid lr whose clean accuracy is closest to
-    it (the paper's 'similar standard generalisation'); every comparison uses the held-out seeds only, so no check
-    measures what the selection tuned. Returns ``(checks, metrics, not_evaluated)``."""
-    rows = res["nets"]
+    """Per net (arch, init scale) and (opt, lr): seed means. The lrs are chosen on the selection seeds
+    (0 .. net_select_seeds-1): SGD's grid lr with the best clean accuracy; per adaptive optimiser the grid lr whose
+    clean accuracy is closest to it (the P9 / T5 checks: the paper's 'similar standard generalisation'), and every
+    adaptive lr within ``net_match_tol`` of it (the band-noise comparisons). Every comparison uses the held-out seeds
+    only, so no check measures what the selection tuned. Returns ``(checks, metrics, not_evaluated)``."""
     cells: dict = {}
-    for lab, r in rows:
-        key = (lab["arch"], lab["opt"], lab["lr"])
-        rob = np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])
-        cells.setdefault(key, []).append({
-            "seed": lab["seed"],
-            "clean": _f(r["clean_acc"]), "l2": np.asarray(r["l2_acc"], float), "linf": np.asarray(r["linf_acc"], float),
-            "noise": np.asarray(r["noise_acc"], float), "robust_mean": float(np.mean(rob)),
-            "bound_op": _f(r["lip"]["bound_op"]), "bound_proxy": _f(r["lip"]["bound_proxy"]),
-            "bound_op_init": _f(r["lip_init"]["bound_op"]),
-            "grad_l2": _f(r["local"]["margin_grad_l2"]), "grad_l1": _f(r["local"]["margin_grad_l1"]),
-            "grad_l2_max": _f(r["local"]["margin_grad_l2_max"]),
-            "grad_irr": _f(r["local"]["grad_irrelevant_frac"]),
-            "irr_init": _f(r["first_layer_irr"]["init"]), "irr_final": _f(r["first_layer_irr"]["final"]),
-            "irr_frac_init": _f(r["first_layer_frac"]["init"]), "irr_frac_final": _f(r["first_layer_frac"]["final"]),
-            "loss_init": _f(np.asarray(r["records"]["loss"])[0]),
-            "loss_final": _f(np.asarray(r["records"]["loss"])[-1]),
-            "diverged": bool(r["diverged"])})
+    for lab, r in res["nets"]:
+        cells.setdefault((lab["arch"], lab["init"], lab["opt"], lab["lr"]), []).append(_cell(lab, r))
     sel = {k: _seed_means([v for v in vals if v["seed"] < s.net_select_seeds]) for k, vals in cells.items()}
     held = {k: _seed_means([v for v in vals if v["seed"] >= s.net_select_seeds]) for k, vals in cells.items()}
     mean = {k: _seed_means(vals) for k, vals in cells.items()}
+    nets = net_grid(s)
     checks: list[Check] = []
     skipped: dict[str, str] = {}
-    metrics: dict = {"cells": {f"{a}/{o}/lr{lr:g}": _jsonable(m) for (a, o, lr), m in mean.items()},
-                     "held_out_cells": {f"{a}/{o}/lr{lr:g}": _jsonable(m) for (a, o, lr), m in held.items()},
+    metrics: dict = {"cells": {f"{_net_name(a, sc)}/{o}/lr{lr:g}": _jsonable(m) for (a, sc, o, lr), m in mean.items()},
+                     "held_out_cells": {f"{_net_name(a, sc)}/{o}/lr{lr:g}": _jsonable(m)
+                                        for (a, sc, o, lr), m in held.items()},
                      "select_seeds": list(range(s.net_select_seeds)),
-                     "held_out_seeds": list(range(s.net_select_seeds, s.net_seeds))}
+                     "held_out_seeds": list(range(s.net_select_seeds, s.net_seeds)),
+                     "net_grid": [list(n) for n in nets]}
     # derived: SGD never changes the MLP's first-layer weight on zero-variance frequencies
-    sgd_mlp = [v for (a, o, _), vals in cells.items() if a == "mlp" and o == "sgd" for v in vals]
+    sgd_mlp = [v for (a, _, o, _), vals in cells.items() if a == "mlp" and o == "sgd" for v in vals]
     if sgd_mlp:
         dev = max(abs(v["irr_final"] - v["irr_init"]) / v["irr_init"] for v in sgd_mlp)
         moved = min(abs(v["loss_final"] - v["loss_init"]) / v["loss_init"] for v in sgd_mlp)
         checks.append(Check(
             "nets.sgd_mlp_irrelevant_invariance", dev, T.sgd_first_layer_irrelevant_change(), 1e-4, "at_most",
             "derived (SGD's first-layer gradient lies in the span of the data)",
-            "max over SGD MLP runs of the relative change of ||W_1 P_irr||_F^2 (tolerance: float32 rounding "
-            "allowance; the default preset measured 1.9e-7). null=None: an invariance, a net that never trained also "
-            f"measures 0; the same runs' training loss moved by >= {moved:.2f} of its initial value "
-            "(metrics.nets.cells loss_init / loss_final)", null=None))
+            "max over SGD MLP runs (every init scale) of the relative change of ||W_1 P_irr||_F^2 (tolerance: float32 "
+            "rounding allowance). null=None: an invariance, a net that never trained also measures 0; the same runs' "
+            f"training loss moved by >= {moved:.2f} of its initial value (metrics.nets.cells loss_init / loss_final)",
+            null=None))
     else:
         skipped["nets.sgd_mlp_irrelevant_invariance"] = "no MLP in net_archs (the derivation needs a dense first layer)"
     # derived: local Lipschitz estimate <= global bound (||grad margin|| <= sqrt2 ||J|| <= sqrt2 prod ||A_l||)
@@ -329,33 +423,40 @@ def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
                         "power iteration's under-estimate of ||A_l|| (net_power_iters). null=None: an inequality that "
                         "holds for every network, trained or not - it tests the instruments (power iteration, input "
                         "gradients), not learning", null=None))
-    # per arch: lrs chosen on the selection seeds, compared on the held-out seeds
-    picks, pairs = {}, []
-    for arch in s.net_archs:
-        sgd_lr = max((lr for (a, o, lr) in sel if a == arch and o == "sgd"),
-                     key=lambda lr, arch=arch: sel[(arch, "sgd", lr)]["clean"])
-        ref_sel = sel[(arch, "sgd", sgd_lr)]
-        picks[arch] = {"sgd": sgd_lr}
+    # per net: lrs chosen on the selection seeds, compared on the held-out seeds
+    picks, pairs, eligible_all, band = {}, [], {}, {}
+    for net in nets:
+        name = _net_name(*net)
+        sgd_lr = max((k[3] for k in sel if k[:3] == (*net, "sgd")), key=lambda lr, net=net: sel[(*net, "sgd", lr)]["clean"])
+        ref_clean = sel[(*net, "sgd", sgd_lr)]["clean"]
+        picks[name] = {"sgd": sgd_lr}
+        eligible = []
         for opt in NET_OPTS[1:]:
-            lr = min((lr for (a, o, lr) in sel if a == arch and o == opt),
-                     key=lambda lr, opt=opt: abs(sel[(arch, opt, lr)]["clean"] - ref_sel["clean"]))
-            picks[arch][opt] = lr
-            pairs.append((arch, opt, held[(arch, "sgd", sgd_lr)], held[(arch, opt, lr)]))
+            lrs = [k[3] for k in sel if k[:3] == (*net, opt)]
+            lr = min(lrs, key=lambda lr, opt=opt: abs(sel[(*net, opt, lr)]["clean"] - ref_clean))
+            picks[name][opt] = lr
+            pairs.append((name, opt, held[(*net, "sgd", sgd_lr)], held[(*net, opt, lr)]))
+            eligible += [(opt, x) for x in lrs if abs(sel[(*net, opt, x)]["clean"] - ref_clean) <= s.net_match_tol]
+        eligible_all[name] = [{"opt": o, "lr": lr} for o, lr in eligible]
+        if eligible:
+            band[name] = _band_comparison(s, cells, net, sgd_lr, eligible)
     metrics["matched_lrs"] = picks
+    metrics["band_noise"] = band
+    metrics["band_eligible_lrs"] = eligible_all
     metrics["matched_clean_spread_on_selection_seeds"] = max(
-        max(sel[(a, o, lr)]["clean"] for o, lr in picks[a].items())
-        - min(sel[(a, o, lr)]["clean"] for o, lr in picks[a].items()) for a in s.net_archs)
-    spread = max(max(held[(a, o, lr)]["clean"] for o, lr in picks[a].items())
-                 - min(held[(a, o, lr)]["clean"] for o, lr in picks[a].items()) for a in s.net_archs)
+        max(sel[(*n, o, lr)]["clean"] for o, lr in picks[_net_name(*n)].items())
+        - min(sel[(*n, o, lr)]["clean"] for o, lr in picks[_net_name(*n)].items()) for n in nets)
+    spread = max(max(held[(*n, o, lr)]["clean"] for o, lr in picks[_net_name(*n)].items())
+                 - min(held[(*n, o, lr)]["clean"] for o, lr in picks[_net_name(*n)].items()) for n in nets)
     ho = f"held-out seeds {metrics['held_out_seeds']}"
     checks.append(Check(
         "nets.clean_acc_spread", spread, T.paper_clean_acc_spread_max(), 0.0, "at_most",
         T.PROVENANCE["paper_clean_acc_spread_max"],
-        f"max over nets of the clean-accuracy spread across SGD / Adam / RMSProp on the {ho}, at the lrs chosen on "
-        f"the selection seeds {metrics['select_seeds']} (the spread there, which the choice minimised, is "
-        "metrics.nets.matched_clean_spread_on_selection_seeds and is not a check). null=None: an equality claim - "
-        "nets that all learned nothing would also show no spread; the e2e test's learning floor (every cell's clean "
-        "accuracy well above chance) excludes that", null=None))
+        f"max over nets (arch x init scale) of the clean-accuracy spread across SGD / Adam / RMSProp on the {ho}, at "
+        f"the lrs chosen on the selection seeds {metrics['select_seeds']} (the spread there, which the choice "
+        "minimised, is metrics.nets.matched_clean_spread_on_selection_seeds and is not a check). null=None: an "
+        "equality claim - nets that all learned nothing would also show no spread; the e2e test's learning floor "
+        "(every cell's clean accuracy well above chance) excludes that", null=None))
     n = len(pairs)
     lip_op = sum(ref["bound_op"] < ad["bound_op"] for _, _, ref, ad in pairs)
     lip_px = sum(ref["bound_proxy"] < ad["bound_proxy"] for _, _, ref, ad in pairs)
@@ -393,13 +494,42 @@ def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
                         T.PROVENANCE["paper_lipschitz_explains_robustness_fraction"],
                         f"fraction of {pl} where the local estimate (mean ||grad_x margin||_2 on the attacked points) "
                         "orders the optimisers as the mean PGD robust accuracy does, both strictly decided" + nul))
-    metrics["pairs"] = [{"arch": a, "opt": o, "sgd_clean": ref["clean"], "clean": ad["clean"],
+    # the paper's mechanism (spec P10 / S6): band-limited noise on the zero-variance band, MLP only
+    adv_min = T.paper_band_noise_sgd_advantage_min(s.net_n_test)
+    for sc in s.net_init_scales:
+        if "mlp" not in s.net_archs:
+            break
+        cname = f"nets.band_noise.irrelevant_sgd_advantage_mlp_init{sc:g}"
+        b = band.get(_net_name("mlp", float(sc)))
+        if b is None:
+            skipped[cname] = (f"no adaptive lr within net_match_tol = {s.net_match_tol:g} of SGD's clean accuracy on "
+                              "the selection seeds (nothing to compare at matched accuracy)")
+            continue
+        ci = b["band_irr"]
+        elig = ", ".join(f"{e['opt']} {e['lr']:g}" for e in b["eligible"])
+        checks.append(Check(
+            cname, ci["lo"], adv_min, 0.0, "at_least", T.PROVENANCE["paper_band_noise_sgd_advantage_min"],
+            f"lower end of the {ci['level']:.0%} t-interval over the {ho} ({ci['n']} seeds) of the paired difference "
+            "SGD - adaptive in MLP test accuracy under Gaussian noise on the zero-variance DCT band (mean over "
+            f"band stds {tuple(s.net_band_std)}), averaged per seed over every adaptive lr whose clean accuracy on the "
+            f"selection seeds is within {s.net_match_tol:g} of SGD's ({len(b['eligible'])}: {elig}); "
+            f"mean {ci['mean']:.4f}, interval "
+            f"[{ci['lo']:.4f}, {ci['hi']:.4f}]; per lr in metrics.nets.band_noise. null 0: identical nets"))
+    if "conv" in s.net_archs:
+        skipped["nets.band_noise.conv"] = (
+            "reported contrast only (metrics.nets.band_noise conv/*, figure): SGD's first-layer invariance on "
+            "zero-variance frequencies holds for a dense layer, not for conv weights shared across positions, so the "
+            "conv net does not test this mechanism")
+    metrics["pairs"] = [{"net": a, "opt": o, "sgd_clean": ref["clean"], "clean": ad["clean"],
                          "sgd_robust_mean": float(ref["robust_mean"]), "robust_mean": float(ad["robust_mean"]),
                          "sgd_bound_op": float(ref["bound_op"]), "bound_op": float(ad["bound_op"]),
                          "sgd_bound_proxy": float(ref["bound_proxy"]), "bound_proxy": float(ad["bound_proxy"]),
                          "sgd_grad_l2": float(ref["grad_l2"]), "grad_l2": float(ad["grad_l2"]),
                          "sgd_irr_frac": float(ref["irr_frac_final"]), "irr_frac": float(ad["irr_frac_final"]),
-                         "sgd_irr": float(ref["irr_final"]), "irr": float(ad["irr_final"])}
+                         "sgd_irr": float(ref["irr_final"]), "irr": float(ad["irr_final"]),
+                         "sgd_delta_irr": float(ref["delta_irr"]), "delta_irr": float(ad["delta_irr"]),
+                         "sgd_band_irr": np.asarray(ref["band_irr"]).tolist(),
+                         "band_irr": np.asarray(ad["band_irr"]).tolist()}
                         for a, o, ref, ad in pairs]
     metrics["robust_mean_sgd_higher"] = rob / n
     return checks, metrics, skipped
@@ -666,7 +796,8 @@ def run(s: AdaptiveSim, out_dir: str, progress: bool = True, command: str = "") 
         skipped.update(sk_n)
         figures += nets_figure(out_dir, s, res_n, metrics["nets"])
     else:
-        skipped.update({n: "nets=false (the networks half is switched off)" for n in NET_CHECKS})
+        skipped.update({n: "nets=false (the networks half is switched off)" for n in NET_CHECKS
+                        + band_check_names(s)})
     metrics.update(_merge_engine(engines))
     metrics["figures"] = figures
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command,

@@ -73,7 +73,8 @@ def test_whole_run_matches_numpy_reference():
     """run_adaptive_net on a tiny case (4x4 images, 3 classes, width-8 MLP, full batch so the epoch order cannot
     matter) for SGD / Adam / RMSProp as ONE sweep (the optimiser is traced) against a float64 numpy training of the
     same init on the same data: the loss trajectory, the clean accuracy, the first layer's energy on the zero-variance
-    DCT frequencies (unchanged under SGD, moved by Adam / RMSProp) and the product Lipschitz bound."""
+    DCT frequencies (unchanged under SGD, moved by Adam / RMSProp), the absolute change ||Delta W1 P_irr||_F, the
+    accuracy under band-limited noise (relevant and zero-variance band, per std) and the product Lipschitz bound."""
     from fa_jax.data.natural import image_class_means_tilde, image_relevant_mask, sample_images
     from fa_jax.experiments.adaptive_nets import run_adaptive_net
     from fa_jax.models.image_nets import init_image_net
@@ -85,13 +86,13 @@ def test_whole_run_matches_numpy_reference():
     n_train, n_test, seed = 48, 60, 1
     train = TrainConfig(steps=8, n_records=4, plan="linear")
     attack = NetAttack(steps=1, restarts=1, n_points=4, l2_eps=(0.1,), linf_eps=(0.01,), noise_std=(0.1,),
-                       noise_draws=1)
+                       band_std=(0.3, 1.5), noise_draws=2)
     lrs = {"sgd": 0.5, "adam": 0.05, "rmsprop": 0.02}
     cfgs = [AdaptiveNetRun(data=data, model=model, optim=NetOptim.of(o, lr, n_train), train=train, n_train=n_train,
                            n_test=n_test, attack=attack, power_iters=300, seed=seed) for o, lr in lrs.items()]
     results = run_sweep(run_adaptive_net, cfgs)
     # the run's inputs, rebuilt from its documented keys: fold_in(PRNGKey(seed), i), i = 0 data, 3 init
-    keys = [jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(4)]
+    keys = [jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(7)]
     z = jax.random.normal(keys[0], (3 + n_train + n_test, 4, 4))
     means = image_class_means_tilde(None, data, z=z[:3])
     x_tr, y_tr = (np.asarray(a) for a in sample_images(None, data, n_train, means, z=z[3:3 + n_train]))
@@ -105,6 +106,13 @@ def test_whole_run_matches_numpy_reference():
     basis = np.einsum("ik,jl->klij", c, c).reshape(16, 16)  # row (k, l): the DCT basis image C[:, k] C[:, l]^T
     irr = ~np.asarray(image_relevant_mask(data)).ravel()
     assert 0 < irr.sum() < 16
+    # band-limited noise: the documented draw (key 6 folded with 1), projected on each band in float64 numpy
+    zb = np.asarray(jax.random.normal(jax.random.fold_in(keys[6], 1), (2, n_test, 4, 4)), np.float64)
+    band_noise = {}
+    for band, keep in (("relevant", ~irr), ("irrelevant", irr)):
+        m = keep.reshape(4, 4).astype(np.float64)
+        band_noise[band] = np.einsum("ik,dnkl,jl->dnij", c, zb * m, c).reshape(2, n_test, 16)  # C (M * z) C^T
+    assert np.allclose(np.sum(band_noise["irrelevant"] * band_noise["relevant"], axis=-1), 0, atol=1e-12)
     plan = record_plan(train.steps, train.n_records, train.plan)
     for (name, lr), r in zip(lrs.items(), results, strict=True):
         losses, p = _np_train(name, lr, p0, xf_tr, y_tr, plan)
@@ -122,6 +130,28 @@ def test_whole_run_matches_numpy_reference():
             assert abs(e_final - e_init) < 1e-6 * e_init  # ~1e-8 rounding on the zero-variance frequencies)
         else:  # sign-like steps in the pixel basis move it (the paper's mechanism)
             assert abs(e_final - e_init) > 1e-3 * e_init
+        # |Delta W1 P_irr|_F and |Delta W1|_F: the change of the first layer on the zero-variance basis images
+        dw = p["w1"] - p0["w1"]
+        d_irr, d_tot = np.linalg.norm(basis[irr] @ dw), np.linalg.norm(dw)
+        assert float(r["first_layer_delta"]["total"]) == pytest.approx(d_tot, rel=1e-3), name
+        if name == "sgd":  # ~0 up to float32 rounding (the derivation above)
+            assert float(r["first_layer_delta"]["irr"]) < 1e-4 * d_tot and d_irr < 1e-6 * d_tot
+        else:
+            assert d_irr > 0.01 * d_tot
+            assert float(r["first_layer_delta"]["irr"]) == pytest.approx(d_irr, rel=2e-3), name
+        # band-noise accuracy: numpy net at the numpy-trained params on x + s * band noise, mean over the draws;
+        # a point within 1e-3 of a decision boundary may flip between float32 and float64 (allowed, counted)
+        for band, noise in band_noise.items():
+            for j, sd in enumerate(attack.band_std):
+                lg = _np_mlp(p, xf_te[None] + sd * noise)[2]  # (draws, n_test, K)
+                own = np.take_along_axis(lg, y_te[None, :, None], -1)[..., 0]
+                other = np.max(np.where(np.eye(3, dtype=bool)[y_te][None], -np.inf, lg), -1)
+                mg = own - other
+                slack = np.mean(np.abs(mg) < 1e-3)
+                assert slack < 0.05
+                got = float(np.asarray(r["band_noise_acc"][band])[j])
+                assert abs(got - np.mean(mg > 0)) <= slack + 1e-6, (name, band, sd)
+            assert np.mean(mg > 0) < np.mean(marg > 0), (name, band)  # the largest std does hurt: not a no-op
         bound = np.linalg.norm(p["w1"], 2) * np.linalg.norm(p["w2"], 2)
         assert float(r["lip"]["bound_op"]) == pytest.approx(bound, rel=1e-4), name
 
@@ -151,6 +181,7 @@ def test_first_layer_energy_matches_numpy(x64):
     ({"attack": NetAttack(n_points=5000)}, "attack.n_points"),
     ({"attack": NetAttack(l2_eps=())}, "attack.l2_eps"),
     ({"attack": NetAttack(linf_eps=(0.1, -0.1))}, "attack.linf_eps"),
+    ({"attack": NetAttack(band_std=())}, "attack.band_std"),
     ({"n_train": 0}, "n_train"),
 ])
 def test_validation_errors(change, match):

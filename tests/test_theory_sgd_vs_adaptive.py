@@ -225,3 +225,16 @@ def test_t3_eta_independence_init_shift_and_scaling():
     assert np.isnan(th.signgd_phase_times(e_far, S, 0.01)[0])
     traj = th.simulate_signgd(e_far + WS, WS, S, 0.01, 2500)
     assert abs(traj[-1, 2]) < abs(th.signgd_displacement(e_far, S))
+
+
+def test_band_noise_threshold_is_one_test_image():
+    """nets.band_noise.*: 'SGD strictly more accurate' at the resolution of a test accuracy (1 / n_test), a paper
+    claim (Fig. 4, spec P10); a check at it refuses the null (identical nets, difference 0)."""
+    from fa_jax.summary import Check
+
+    assert th.paper_band_noise_sgd_advantage_min(500) == pytest.approx(0.002)
+    prov = th.PROVENANCE["paper_band_noise_sgd_advantage_min"]
+    assert prov.startswith("paper claim") and "Fig. 4" in prov and "unverified" in prov
+    assert not Check("c", 0.0, th.paper_band_noise_sgd_advantage_min(500), 0.0, "at_least", prov).passed
+    with pytest.raises(ValueError, match="n_test"):
+        th.paper_band_noise_sgd_advantage_min(0)

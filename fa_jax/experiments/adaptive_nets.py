@@ -15,6 +15,11 @@ Measured (axes: ``eps`` budgets, ``noise`` levels, ``layers``):
 * ``clean_acc``: test accuracy (argmax; a tie counts as an error).
 * ``noise_acc (noise,)``: accuracy on x + s z, z ~ N(0, I), mean over ``noise_draws`` draws (no clamping: the
   synthetic pixels are not confined to [0, 1]).
+* ``band_noise_acc``: ``{"relevant", "irrelevant"}`` each ``(band_std,)``: accuracy on x + s idct2(M * z),
+  z (N, N) ~ N(0, I) per image in DCT coordinates, M the band's mask (relevant = the data's non-zero-variance
+  coefficients, irrelevant = the zero-variance ones), s a per-coefficient std (spec 2.3 / P10: band-limited
+  Gaussian noise, no clamping); mean over ``noise_draws`` draws. The paper's mechanism (spec T2/T4) predicts the
+  irrelevant band separates the optimisers.
 * ``l2_acc (eps,)`` / ``linf_acc (eps,)``: PGD robust accuracy on the first ``n_points`` test images (ascending
   the CE loss, success = margin f_y - max_{j != y} f_j <= 0 at any iterate, ``restarts`` random starts, step
   rel_step eps / steps); labelled PGD, never AutoAttack. No box constraint.
@@ -26,9 +31,13 @@ Measured (axes: ``eps`` budgets, ``noise`` levels, ``layers``):
 * ``first_layer_irr`` (``init``, ``final``): ||A_1 P_irr||_F^2, the first layer's (dense or conv operator) energy on
   the irrelevant DCT basis images; ``first_layer_frac``: the same over ||A_1||_F^2. For the MLP, SGD cannot change
   it (the weight gradient is a sum of data outer products, orthogonal to the irrelevant directions) - a check.
+* ``first_layer_delta`` (``irr``, ``total``): ||(A_1 - A_1(0)) P_irr||_F and ||A_1 - A_1(0)||_F, the absolute
+  change of the first layer on the irrelevant band and in total (the fraction above can fall while the absolute
+  irrelevant energy grows: report both).
 
 Keys: fold_in(PRNGKey(seed), i): i = 0 one normal draw for class means, train and test sets; 3 init; 4 batches;
-5 attack starts; 6 noise; 7 power iteration (few random calls: on CPU each is a separately compiled kernel).
+5 attack starts; 6 noise (split into ``noise_draws`` keys; the band noise is ONE normal draw
+``(noise_draws, n_test, N, N)`` from fold_in(key 6, 1)); 7 power iteration (few random calls: on CPU each is a separately compiled kernel).
 """
 from __future__ import annotations
 
@@ -101,6 +110,7 @@ class NetAttack:
     l2_eps: tuple = (0.25, 0.5, 1.0)
     linf_eps: tuple = (0.03, 0.06, 0.12)
     noise_std: tuple = (0.1, 0.2, 0.4)
+    band_std: tuple = (0.25, 0.5, 1.0)  # per-coefficient stds of the band-limited noise
     noise_draws: int = 4
 
     def validate(self, n_test: int) -> NetAttack:
@@ -110,14 +120,14 @@ class NetAttack:
             require(isinstance(v, int) and v >= 1, f"attack.{f}", "an integer >= 1", v)
         require(isinstance(self.n_points, int) and 1 <= self.n_points <= n_test, "attack.n_points",
                 f"an integer in 1 .. n_test = {n_test}", self.n_points)
-        for f in ("l2_eps", "linf_eps", "noise_std"):
+        for f in ("l2_eps", "linf_eps", "noise_std", "band_std"):
             v = tuple(getattr(self, f))
             require(len(v) >= 1 and all(math.isfinite(float(e)) and float(e) > 0 for e in v), f"attack.{f}",
                     "a non-empty tuple of finite numbers > 0", getattr(self, f))
         require(math.isfinite(self.rel_step) and self.rel_step > 0, "attack.rel_step", "a finite number > 0",
                 self.rel_step)
         return dataclasses.replace(self, l2_eps=tuple(self.l2_eps), linf_eps=tuple(self.linf_eps),
-                                   noise_std=tuple(self.noise_std))
+                                   noise_std=tuple(self.noise_std), band_std=tuple(self.band_std))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +220,16 @@ def run_adaptive_net(cfg: AdaptiveNetRun) -> dict:
 
     nkeys = jax.random.split(k_noise, ac.noise_draws)
     res["noise_acc"] = jnp.mean(jax.vmap(lambda s: jax.vmap(lambda k: noisy_acc(s, k))(nkeys))(stds), axis=1)
+    # ---- band-limited noise: one draw in DCT coordinates, masked per band, back to pixels (module docstring)
+    zb = jax.random.normal(jax.random.fold_in(k_noise, 1), (ac.noise_draws, cfg.n_test, dc.size, dc.size),
+                           x_te.dtype)
+    bstds = jnp.asarray(ac.band_std, x_te.dtype)
+
+    def band_acc(mask):
+        nb = idct2(zb * mask.astype(zb.dtype), "HW")[..., None]  # (draws, n_test, N, N, 1)
+        return jax.vmap(lambda s: jnp.mean(jax.vmap(lambda e: acc(params, x_te + s * e, y_te))(nb)))(bstds)
+
+    res["band_noise_acc"] = {"relevant": band_acc(relevant), "irrelevant": band_acc(~relevant)}
 
     # ---- l2 / l-inf PGD on the CE loss, success judged on the margin
     n = ac.n_points
@@ -259,4 +279,7 @@ def run_adaptive_net(cfg: AdaptiveNetRun) -> dict:
     res["first_layer_irr"] = {"init": jnp.sum(jnp.where(irr, e0, 0.0)), "final": jnp.sum(jnp.where(irr, e1, 0.0))}
     res["first_layer_frac"] = {"init": res["first_layer_irr"]["init"] / jnp.sum(e0),
                                "final": res["first_layer_irr"]["final"] / jnp.sum(e1)}
+    # the change A_1 - A_1(0) is the first layer of the parameter difference (the layer is linear in its kernel)
+    ed = first_layer_energy(jax.tree.map(jnp.subtract, params, params0), mc, dc)
+    res["first_layer_delta"] = {"irr": jnp.sqrt(jnp.sum(jnp.where(irr, ed, 0.0))), "total": jnp.sqrt(jnp.sum(ed))}
     return res

@@ -136,15 +136,22 @@ NET_COLORS = {"sgd": "C0", "adam": "C1", "rmsprop": "C2"}
 
 
 def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
-    """Networks: per net (row) accuracy vs l2 / l-inf PGD budget and Gaussian-noise level (mean +- sd over seeds,
-    matched lrs; clean accuracy at budget 0), the product Lipschitz bound vs mean robust accuracy of every run, and
-    the first layer's energy fraction on zero-variance frequencies (init vs end; SGD keeps the MLP's, derived)."""
-    archs = list(s.net_archs)
+    """Networks, one row per net (arch x init scale): accuracy vs l2 / l-inf PGD budget, Gaussian-noise level and
+    band-limited noise std (relevant band dashed, zero-variance band solid; mean +- sd over seeds, matched lrs;
+    clean accuracy at budget 0), the product Lipschitz bound vs mean robust accuracy of every run, and the first
+    layer on the zero-variance frequencies: energy fraction (init vs end) beside the absolute change
+    ||(A_1 - A_1(0)) P_irr||_F (SGD keeps the MLP's: derived)."""
+    nets = [(a, float(sc)) for a, sc in metrics["net_grid"]]
     picks = metrics["matched_lrs"]
-    fig, axes = plt.subplots(len(archs), 5, figsize=(24, 4.2 * len(archs)), squeeze=False)
-    for row, arch in zip(axes, archs, strict=True):
-        for opt, lr in picks[arch].items():
-            runs = [r for lab, r in res["nets"] if lab["arch"] == arch and lab["opt"] == opt and lab["lr"] == lr]
+    fig, axes = plt.subplots(len(nets), 7, figsize=(33, 4.2 * len(nets)), squeeze=False)
+
+    def runs_of(arch, sc, opt, lr):
+        return [r for lab, r in res["nets"] if (lab["arch"], lab["init"], lab["opt"], lab["lr"]) == (arch, sc, opt, lr)]
+
+    for row, (arch, sc) in zip(axes, nets, strict=True):
+        name = f"{arch}/init{sc:g}"
+        for opt, lr in picks[name].items():
+            runs = runs_of(arch, sc, opt, lr)
             clean = np.array([float(r["clean_acc"]) for r in runs])
             for ax, key, grid in ((row[0], "l2_acc", s.net_l2_eps), (row[1], "linf_acc", s.net_linf_eps),
                                   (row[2], "noise_acc", s.net_noise_std)):
@@ -152,43 +159,51 @@ def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
                                                                                               strict=True)])
                 ax.errorbar(np.concatenate([[0.0], grid]), a.mean(0), yerr=a.std(0), marker="o", capsize=2,
                             color=NET_COLORS[opt], label=f"{opt} lr={lr:g} (clean {clean.mean():.3f})")
-        for ax, title in zip(row[:3], ("l2 PGD budget eps", "l-inf PGD budget eps", "Gaussian noise std"),
-                             strict=True):
+            for band, ls in (("relevant", "--"), ("irrelevant", "-")):
+                a = np.array([np.concatenate([[c], np.asarray(r["band_noise_acc"][band], float)])
+                              for c, r in zip(clean, runs, strict=True)])
+                row[3].errorbar(np.concatenate([[0.0], s.net_band_std]), a.mean(0), yerr=a.std(0), marker="o",
+                                capsize=2, ls=ls, color=NET_COLORS[opt], label=f"{opt} lr={lr:g} {band}")
+        for ax, title in zip(row[:4], ("l2 PGD budget eps", "l-inf PGD budget eps", "Gaussian noise std",
+                                       "band noise std per DCT coefficient"), strict=True):
             ax.set_xlabel(title)
             ax.set_ylabel("accuracy")
-            ax.set_title(f"{arch}: accuracy vs {title.split(' budget')[0].split(' std')[0]}", fontsize=10)
-            ax.legend(fontsize=7)
-        ax = row[3]
+            ax.set_title(f"{name}: accuracy vs {title.split(' budget')[0].split(' std')[0]}", fontsize=10)
+            ax.legend(fontsize=6)
+        ax = row[4]
         for lab, r in res["nets"]:
-            if lab["arch"] != arch:
+            if (lab["arch"], lab["init"]) != (arch, sc):
                 continue
             rob = float(np.mean(np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])))
-            matched = picks[arch][lab["opt"]] == lab["lr"]
+            matched = picks[name][lab["opt"]] == lab["lr"]
             ax.scatter(float(r["lip"]["bound_op"]), rob, color=NET_COLORS[lab["opt"]], marker="o" if matched else "x",
                        label=lab["opt"] + ("" if matched else " (other lr)"))
         ax.set_xscale("log")
         ax.set_xlabel("product bound prod ||A_l||_2 (power iteration)")
         ax.set_ylabel("mean PGD robust accuracy (l2 + l-inf)")
-        ax.set_title(f"{arch}: Lipschitz bound vs robustness (T5: SGD low-L, high-robustness)", fontsize=10)
+        ax.set_title(f"{name}: Lipschitz bound vs robustness (T5: SGD low-L, high-robustness)", fontsize=10)
         handles, labels = ax.get_legend_handles_labels()
         uniq = dict(zip(labels, handles, strict=True))
         ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-        ax = row[4]
-        opts = list(picks[arch])
+        opts = list(picks[name])
         for j, opt in enumerate(opts):
-            lr = picks[arch][opt]
-            runs = [r for lab, r in res["nets"] if lab["arch"] == arch and lab["opt"] == opt and lab["lr"] == lr]
+            runs = runs_of(arch, sc, opt, picks[name][opt])
             f0 = np.mean([float(r["first_layer_frac"]["init"]) for r in runs])
             f1 = np.mean([float(r["first_layer_frac"]["final"]) for r in runs])
-            ax.bar(j - 0.2, f0, 0.4, color="0.7", label="init" if j == 0 else None)
-            ax.bar(j + 0.2, f1, 0.4, color=NET_COLORS[opt], label="end" if j == 0 else None)
-        ax.set_xticks(range(len(opts)), opts)
-        ax.set_ylabel("||A_1 P_irr||_F^2 / ||A_1||_F^2")
-        ax.set_title(f"{arch}: first-layer energy on zero-variance frequencies", fontsize=10)
-        ax.legend(fontsize=7)
+            row[5].bar(j - 0.2, f0, 0.4, color="0.7", label="init" if j == 0 else None)
+            row[5].bar(j + 0.2, f1, 0.4, color=NET_COLORS[opt], label="end" if j == 0 else None)
+            d = [float(r["first_layer_delta"]["irr"]) for r in runs]
+            row[6].bar(j, np.mean(d), 0.6, yerr=np.std(d), capsize=3, color=NET_COLORS[opt])
+        row[5].set_ylabel("||A_1 P_irr||_F^2 / ||A_1||_F^2")
+        row[5].set_title(f"{name}: first-layer energy fraction on zero-variance frequencies", fontsize=10)
+        row[5].legend(fontsize=7)
+        row[6].set_ylabel("||(A_1 - A_1(0)) P_irr||_F")
+        row[6].set_title(f"{name}: first-layer change on zero-variance frequencies", fontsize=10)
+        for ax in row[5:]:
+            ax.set_xticks(range(len(opts)), opts)
     fig.suptitle(f"Networks: {s.net_size}x{s.net_size} natural-signal images, {s.net_classes} classes, "
-                 f"{s.net_frac_irrelevant:g} of DCT frequencies zero-variance; {s.net_steps} steps, batch "
-                 f"{s.net_batch}; PGD {s.net_attack_steps} steps x {s.net_restarts} restarts on {s.net_points} "
-                 f"test points; {s.net_seeds} seeds", fontsize=10)
+                 f"{s.net_frac_irrelevant:g} of DCT frequencies zero-variance; {s.net_init} init; {s.net_steps} "
+                 f"steps, batch {s.net_batch}; PGD {s.net_attack_steps} steps x {s.net_restarts} restarts on "
+                 f"{s.net_points} test points; {s.net_seeds} seeds", fontsize=10)
     fig.tight_layout()
     return [save(fig, out_dir, "adaptive_nets.png")]
