@@ -296,7 +296,7 @@ def main(argv=None) -> dict:
         if part == "presets":
             jobs = {}
             try:
-                sims = subprocess.run([py, "-c", "import sims; print(' '.join(sims.NAMES))"], cwd=ROOT,
+                sims = subprocess.run([py, "-c", "import fa_jax_sims; print(' '.join(fa_jax_sims.NAMES))"], cwd=ROOT,
                                       capture_output=True, text=True, timeout=60, check=True).stdout.split()
             except (subprocess.SubprocessError, OSError) as e:
                 res["parts"]["presets"] = {"status": "failed", "reason": f"could not list the sims: {e}"}

@@ -1,5 +1,6 @@
 """``fa-jax run NAME [--preset quick] [--set key=value ...] [--out DIR]``, ``fa-jax run NAME --help``,
-``fa-jax sweep SPEC.toml --out DIR``, ``fa-jax merge DIR SRC...``, ``fa-jax list``, ``fa-jax docs [--check]``.
+``fa-jax sweep SPEC.toml --out DIR``, ``fa-jax merge DIR SRC...``, ``fa-jax list``, ``fa-jax docs [--check]``,
+``fa-jax plot DIR --x AXIS --y AXIS --metric VAR [--reduce DIM=RULE] [--select DIM=VALUE] [--theory M:F] -o FILE``.
 
 ``fa-jax run NAME --help`` documents the sim's config from the code itself, with the standard library only: the
 fields (``dataclasses.fields``: name, type, the preset's value, ``param`` metadata: alias and followed rule), one
@@ -27,7 +28,7 @@ import tokenize
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sims import NAMES, get_sim
+    from fa_jax_sims import NAMES, get_sim
 
     p = argparse.ArgumentParser(prog="fa-jax", description="Sweepable JAX simulations of implicit bias.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -61,9 +62,30 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("merge", help="copy the chunks of other directories of the same sweep into DIR")
     m.add_argument("dest")
     m.add_argument("sources", nargs="+")
+    pl = sub.add_parser("plot", help="phase diagram: a heat-map of a metric over two axes of a sweep "
+                                     "(docs/sweeps.md)")  # checked and drawn by fa_jax/plotting/phase.py
+    pl.add_argument("dir", metavar="DIR", help="a sweep's output folder (fa-jax sweep --out / fa-jax run --out)")
+    pl.add_argument("--x", required=True, metavar="AXIS", help="dim on the horizontal axis")
+    pl.add_argument("--y", required=True, metavar="AXIS", help="dim on the vertical axis")
+    pl.add_argument("--metric", required=True, metavar="VAR", help="data variable that colours the cells")
+    pl.add_argument("--reduce", action="append", default=[], metavar="DIM=RULE",
+                    help="reduce another dim; RULE: median, mean, min or max (repeatable or comma-separated)")
+    pl.add_argument("--select", action="append", default=[], metavar="DIM=VALUE",
+                    help="fix a dim: a coordinate value, else an integer position (-1: last), first, last")
+    pl.add_argument("--theory", default=None, metavar="MODULE:FUNCTION",
+                    help="f(x, y) -> predicted value (centres the colour map), or {'value', 'boundary'}")
+    pl.add_argument("--xscale", default="auto", help="auto, linear, log or category")
+    pl.add_argument("--yscale", default="auto", help="auto, linear, log or category")
+    pl.add_argument("--cscale", default="auto", help="colour scale without a theory: auto, linear or log")
+    pl.add_argument("--title", default=None, help="figure title (default: 'SWEEP: METRIC')")
+    pl.add_argument("-o", "--out", required=True, metavar="FILE", help="image file (.png, .pdf, .svg, ...)")
     args = p.parse_args(argv)
     if args.cmd == "sweep":
         return _sweep(args, argv)
+    if args.cmd == "plot":
+        from .plotting.phase import main as plot_main
+
+        return plot_main(args)
     if args.cmd == "docs":
         from .docs import update
 
@@ -305,7 +327,7 @@ def _value_text(v) -> str:
 def config_help(name: str, mod, preset: str, cfg) -> str:
     """Every field of the sim's config: name, type, value in ``cfg`` (the preset after --set), a one-line
     description, its alias, the rule it follows and its allowed range."""
-    from sims import DESCRIPTIONS
+    from fa_jax_sims import DESCRIPTIONS
 
     cls = type(cfg)
     docs, ranges = field_docs(cls), allowed_ranges(cls, cfg)
@@ -394,7 +416,7 @@ def wall_times(root: str | None = None) -> dict[str, dict[str, str]]:
 
 def list_text(root: str | None = None) -> str:
     """What ``fa-jax list`` prints: per sim a line with its description, a line with its presets and wall times."""
-    from sims import DESCRIPTIONS, NAMES, get_sim
+    from fa_jax_sims import DESCRIPTIONS, NAMES, get_sim
 
     times = wall_times(root)
     lines = []

@@ -692,14 +692,22 @@ def _run_spec(
 _ANALYSES: dict[str, object] = {}  # name -> function, or "package.module:function" imported on first use
 
 
+def _is_ref(text: str) -> bool:
+    mod, _, attr = text.partition(":")
+    return bool(mod) and bool(attr) and all(part.isidentifier() for part in [*mod.split("."), attr])
+
+
 def register_analysis(name: str, fn, *, replace: bool = False) -> None:
     """Make ``analysis = "NAME"`` in sweep files run ``fn(ds, spec, out_dir) -> (checks, metrics)`` on the labelled
     results of the finished sweep (``metrics`` may hold ``"not_evaluated"``: ``{check: why}``). ``fn`` may be a
     ``"package.module:function"`` string, imported on first use (registration stays cheap). The application
-    registers its analyses (``sims`` does on import); the library never imports the application. A different
-    ``fn`` under a taken name raises ValueError unless ``replace``."""
-    if not (isinstance(name, str) and name and ":" not in name):
-        raise ValueError(f"invalid analysis name={name!r}: allowed a non-empty string without ':'")
+    registers its analyses (``fa_jax_sims`` does on import); the library never imports the application. A different
+    ``fn`` under a taken name raises ValueError unless ``replace``. A name of the form ``"package.module:function"``
+    re-routes a reference that older manifests hold to where the function lives now (registered names are looked
+    up before anything is imported)."""
+    if not (isinstance(name, str) and name.strip() and (":" not in name or _is_ref(name))):
+        raise ValueError(f"invalid analysis name={name!r}: allowed a non-empty name without ':', or a former "
+                         "'package.module:function' reference")
     if not (callable(fn) or (isinstance(fn, str) and ":" in fn)):
         raise ValueError(f"invalid analysis fn={fn!r}: allowed a callable or 'package.module:function'")
     if not replace and _ANALYSES.get(name, fn) != fn:
@@ -718,7 +726,7 @@ def get_analysis(ref: str, *, search=()):
         if ":" not in fn:
             raise ValueError(f"invalid analysis={ref!r}: allowed one of the registered names "
                              f"{tuple(_ANALYSES)} or 'package.module:function' (a name is registered by the "
-                             "application that defines it, e.g. `import sims`)")
+                             "application that defines it, e.g. `import fa_jax_sims`)")
         fn = import_ref(fn, "analysis", search)
     if not callable(fn):
         raise TypeError(f"invalid analysis={ref!r}: it names {type(fn).__name__}, not a function")

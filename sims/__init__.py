@@ -2,7 +2,7 @@
 ``run(cfg, out_dir, progress=True, command="")`` which writes figures and ``summary.json``; ``DESCRIPTIONS`` holds
 one line per sim. A sim's config fields are described by their trailing comments (``fa-jax run NAME --help``).
 
-Sweep-file analyses (``analysis = "sims.regimes:analyse"``, or a name this package registers with
+Sweep-file analyses (``analysis = "fa_jax_sims.regimes:analyse"``, or a name this package registers with
 :func:`fa_jax.register_analysis` when imported) are ``analyse(ds, spec, out_dir) -> (checks, metrics)`` of the
 labelled results (``fa_jax.load_results``)."""
 import importlib
@@ -11,12 +11,12 @@ from fa_jax.sweepfile import register_analysis
 
 # name -> module; imported on first use so one sim's import cost (or a missing optional file) never touches another.
 _SIMS = {
-    "feature-averaging": "sims.feature_averaging",
-    "feature-averaging-real": "sims.feature_averaging_real",
-    "sgd-support": "sims.sgd_support",
-    "sgd-vs-adaptive": "sims.sgd_vs_adaptive",
-    "hold-me-tight": "sims.hold_me_tight",
-    "agop-collapse": "sims.agop_collapse",
+    "feature-averaging": "fa_jax_sims.feature_averaging",
+    "feature-averaging-real": "fa_jax_sims.feature_averaging_real",
+    "sgd-support": "fa_jax_sims.sgd_support",
+    "sgd-vs-adaptive": "fa_jax_sims.sgd_vs_adaptive",
+    "hold-me-tight": "fa_jax_sims.hold_me_tight",
+    "agop-collapse": "fa_jax_sims.agop_collapse",
 }
 NAMES = tuple(sorted(_SIMS))
 # one line each for `fa-jax list` (read without importing the sims)
@@ -41,4 +41,6 @@ def get_sim(name: str):
 
 # a sweep file's ``analysis = "regimes"`` (as in manifests written before sims/regimes.toml named the function);
 # registered by reference: sims.regimes is imported only when a sweep runs it
-register_analysis("regimes", "sims.regimes:analyse")
+register_analysis("regimes", "fa_jax_sims.regimes:analyse")
+# manifests written while this package was installed as `sims` (before issue 20) name the old module path
+register_analysis("sims.regimes:analyse", "fa_jax_sims.regimes:analyse")

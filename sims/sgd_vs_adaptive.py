@@ -85,7 +85,7 @@ class AdaptiveSim:
     net_init_scales: tuple = (1.0, 0.3, 0.1)  # the MLP's kernel init scales a (1.0 = PyTorch's default)
     # the conv net (a reported contrast): a < 1 scales all four of its layers, the signal shrinks by ~a^4 and SGD does
     # not train (quick, a = 0.1: SGD at chance after 300 steps)
-    net_conv_init_scales: tuple = (1.0,)
+    net_conv_init_scales: tuple = (1.0,)  # the conv net's init scales (a contrast, see above)
     net_lrs_sgd: tuple = (0.1,)  # SGD learning-rate grid of the nets
     net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # Adam lr grid (the paper tunes adaptive lrs to match SGD's accuracy)
     net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # RMSProp lr grid (here: the lr closest to SGD's, selection seeds)
@@ -99,7 +99,7 @@ class AdaptiveSim:
     net_select_seeds: int = 1  # seeds that choose the lrs (above)
     # the band-noise comparisons pair SGD with EVERY adaptive lr whose clean accuracy on the selection seeds is within
     # this of SGD's (1 point: spec corrections; one matched lr is ill-conditioned, issue 17)
-    net_match_tol: float = 0.01
+    net_match_tol: float = 0.01  # clean-accuracy window of the adaptive lrs paired with SGD (above)
     net_points: int = 300  # attacked test points
     net_attack_steps: int = 30  # PGD steps per attack
     net_restarts: int = 2  # PGD random restarts
@@ -108,7 +108,7 @@ class AdaptiveSim:
     net_noise_std: tuple = (0.1, 0.2, 0.4)  # Gaussian input-noise stds (noise accuracy)
     # band-limited noise (spec P10 at this scale): per-coefficient stds of noise on the relevant / the zero-variance
     # DCT band (the whole band: 0.5 of 64 coefficients at the default)
-    net_band_std: tuple = (0.5, 1.0, 2.0)
+    net_band_std: tuple = (0.5, 1.0, 2.0)  # band-noise stds (above)
     net_power_iters: int = 100  # 30 left a 3% under-estimate on a trained 32x4 head (s2/s1 = 0.96)
 
     def validate(self) -> AdaptiveSim:

@@ -190,7 +190,7 @@ def _fields(cfg):
 
 # ----------------------------------------------------------------------------- case families
 def sim_cases(tmp: str):
-    import sims
+    import fa_jax_sims as sims
 
     for name in sims.NAMES:
         mod = sims.get_sim(name)
@@ -211,7 +211,8 @@ def sim_cases(tmp: str):
 
 
 def set_cases(tmp: str):
-    import sims
+    import fa_jax_sims as sims
+
     from fa_jax.cli import main
 
     for name in sims.NAMES:

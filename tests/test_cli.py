@@ -10,9 +10,9 @@ import json
 import pathlib
 import re
 
+import fa_jax_sims as sims
 import pytest
 
-import sims
 from fa_jax import cli
 from fa_jax.config import _walk, apply_overrides, param, rule_value
 from fa_jax.experiments.feature_averaging import FARun

@@ -193,7 +193,7 @@ def test_adversarial_training_steps_match_a_hand_computed_numpy_step():
 def test_official_schedule_values_at_epochs_0_12_30():
     """The official recipe (scripts/margin_mnist.py + utils.py train): the update of iteration i of epoch e uses
     np.interp(e + (i + 1) / n_b, [0, 12, 30], [0, 0.21, 0]); triangular(..., shift=1) at update t = e n_b + i."""
-    from sims.hold_me_tight import OFFICIAL
+    from fa_jax_sims.hold_me_tight import OFFICIAL
 
     nb, epochs = 40, OFFICIAL["epochs"]
     steps = epochs * nb

@@ -114,7 +114,7 @@ def _records(steps, loss, u, chi, irr):
 def test_t3_prediction_matches_closed_form():
     """kappa_k = lr (lr/b)(N-b)/(N-1) * mean E[r^2]_k * (u_{k-1} + u_k)/2 * mean chi_k on each segment; the ln ratio is
     the exact sum of kappa_k (t_k - t_{k-1}) from t0."""
-    from sims.sgd_support import SupportSim, t3_prediction
+    from fa_jax_sims.sgd_support import SupportSim, t3_prediction
 
     s = SupportSim(n=250, clip=1.0)
     N, b, lr, t0 = 500, 8, 0.05, 1000.0

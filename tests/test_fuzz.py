@@ -50,7 +50,7 @@ FREE_TEXT = {"data_dir"}  # any string is a path
 
 
 def _sim(name):
-    from sims import get_sim
+    from fa_jax_sims import get_sim
 
     return get_sim(name)
 

@@ -216,10 +216,10 @@ def test_analysis_by_registered_name_or_reference_and_errors_before_running(tmp_
 
 def test_shipped_regimes_spec_finds_its_analysis():
     spec = load_spec(pathlib.Path(__file__).parents[1] / "sims" / "regimes.toml")
-    from sims import regimes
+    from fa_jax_sims import regimes
 
     assert get_analysis(spec.analysis) is regimes.analyse
-    import sims  # noqa: F401  (registers "regimes", the name older manifests hold)
+    import fa_jax_sims  # noqa: F401  (registers "regimes", the name older manifests hold)
 
     assert get_analysis("regimes") is regimes.analyse
 
@@ -232,7 +232,7 @@ def test_sweep_layer_never_imports_the_application():
         for node in ast.walk(ast.parse(f.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            assert not any(n == "sims" or n.startswith("sims.") for n in names), f"{f.name} imports {names}"
+            assert not any(n.split(".")[0] in ("sims", "fa_jax_sims") for n in names), f"{f.name} imports {names}"
 
 
 # ---------------------------------------------------------------------------- manifests

@@ -119,7 +119,7 @@ def _ref_fit(y, floor):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_geometric_fit_matches_a_float64_reference(seed):
-    from sims.agop_collapse import geometric_fit
+    from fa_jax_sims.agop_collapse import geometric_fit
 
     rng = np.random.default_rng(seed)
     y = 3.0 * 0.4 ** np.arange(1, 31) * np.exp(0.3 * rng.standard_normal(30))
@@ -132,7 +132,7 @@ def test_geometric_fit_matches_a_float64_reference(seed):
 
 
 def test_geometric_fit_exact_and_degenerate_cases():
-    from sims.agop_collapse import geometric_fit
+    from fa_jax_sims.agop_collapse import geometric_fit
 
     fit = geometric_fit(5.0 * 0.5 ** np.arange(1, 11))
     assert fit["rho"] == pytest.approx(0.5, rel=1e-12) and fit["c"] == pytest.approx(5.0, rel=1e-12)
@@ -145,7 +145,7 @@ def test_geometric_fit_exact_and_degenerate_cases():
 def test_cos_sweep_and_stage_curves_match_a_float64_reference():
     """``_cos_sweep`` (per-gamma seed ratios, median / min / max) and ``_stage_curves`` (geometric mean over seeds,
     per-seed ratios) on synthetic per-layer results, against plain numpy written here."""
-    from sims.agop_collapse import PRESETS, _cos_sweep, _stage_curves
+    from fa_jax_sims.agop_collapse import PRESETS, _cos_sweep, _stage_curves
 
     rng = np.random.default_rng(3)
     s = PRESETS["quick"]

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import assert_check_contract
 
 from fa_jax.config import apply_overrides
@@ -92,8 +91,9 @@ def test_compiled_programs_are_groups_not_runs(quick_run):
 
 def test_rerun_resumes_from_cache(quick_run):
     """A second run over the same out dir loads every chunk instead of recomputing."""
+    from fa_jax_sims import feature_averaging as fa
+
     from fa_jax.sweep import STATS
-    from sims import feature_averaging as fa
 
     out, doc = quick_run
     before = STATS.chunks_run
@@ -123,7 +123,7 @@ def test_cli_errors(capsys, tmp_path):
 
 def test_overrides_reach_every_run_config():
     """--set fields of the sim config land in every run's config (no run is executed here)."""
-    from sims import feature_averaging as fa
+    from fa_jax_sims import feature_averaging as fa
 
     cfg = apply_overrides(fa.PRESETS["quick"], ["optimizer=adam", "batch_size=32", "lr=0.02", "seeds=2"])
     runs = fa.build_runs(cfg)

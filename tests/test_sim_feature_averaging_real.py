@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import assert_check_contract
 
 from fa_jax.config import traced_values
@@ -106,7 +105,7 @@ def test_figures_written(quick_run):
 
 
 def test_data_is_static_and_seed_traced():
-    from sims import feature_averaging_real as far
+    from fa_jax_sims import feature_averaging_real as far
 
     runs = far.build_runs(far.PRESETS["quick"])
     tv = traced_values(runs[0][1])

@@ -126,7 +126,7 @@ def test_cifar10_conv_from_standard_files_end_to_end(quick, tmp_path, monkeypatc
         c["name"] for c in doc["checks"]}
     assert not any(c["name"].startswith("hmt.d2.mlp_cifar10") for c in doc["checks"])  # conv only: no D2
     # checksums on (the default): the same files are refused and the set is reported missing, naming the file
-    from sims.hold_me_tight import PRESETS, available_image_sets
+    from fa_jax_sims.hold_me_tight import PRESETS, available_image_sets
 
     ok, missing = available_image_sets(dataclasses.replace(PRESETS["quick"], image_sets=("cifar10",)))
     assert ok == [] and missing["cifar10"]  # the reason (checksum mismatch) is kept for the summary

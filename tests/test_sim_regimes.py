@@ -8,7 +8,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import assert_check_contract
 
 from fa_jax.results import load_results
@@ -16,7 +15,7 @@ from fa_jax.sweep import group_configs
 from fa_jax.sweepfile import build_configs, load_spec, parse_spec, run_spec
 
 TINY = {
-    "experiment": "feature-averaging", "name": "regimes-tiny", "analysis": "sims.regimes:analyse",
+    "experiment": "feature-averaging", "name": "regimes-tiny", "analysis": "fa_jax_sims.regimes:analyse",
     "fixed": {"data.d": 64, "data.k": 4, "data.n_pos": 2, "data.n_train": 64, "data.n_test": 64,
               "model.init_scale": 1e-5, "optim.lr": 1e-3, "train.n_records": 4, "attack.n_points": 32,
               "attack.restarts": 1, "attack.steps": 10, "attack.ce": False, "attack.record_points": 16,
@@ -46,7 +45,7 @@ NAMES = ("regimes.gd.binary.r50", "regimes.gd.multiclass.r50_max", "regimes.gd.b
 def test_checks_recomputed_from_results(tiny):
     """Every check's measurement recomputed from the labelled results; predictions are the closed forms (spec G1,
     the P7 window [0.9, 1] sqrt(d/2), G2), independent of the measurement."""
-    from sims import regimes
+    from fa_jax_sims import regimes
 
     out, res = tiny
     assert res["stats"]["programs_compiled"] == res["stats"]["n_groups"] == 2

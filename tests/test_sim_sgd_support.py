@@ -56,7 +56,7 @@ def test_check_contract_and_learning_floor(quick_run):
 
 
 def test_sim_config_errors(tmp_path):
-    from sims import sgd_support as S
+    from fa_jax_sims import sgd_support as S
 
     with pytest.raises(ValueError, match="batch_sizes"):
         S.run(S.SupportSim(n=50, batch_sizes=(101,)), str(tmp_path))
@@ -68,7 +68,7 @@ def test_paper_figure_checks_only_in_the_paper_setting(quick_run):
     """P1-P3 ranges (read off the official figures) are compared only when the run is that setting."""
     import dataclasses
 
-    from sims import sgd_support as S
+    from fa_jax_sims import sgd_support as S
 
     assert S.paper_setting(S.PRESETS["default"])
     assert not S.paper_setting(S.PRESETS["quick"])

@@ -10,9 +10,9 @@ import os
 
 import pytest
 from conftest import assert_check_contract
+from fa_jax_sims.sgd_vs_adaptive import LINEAR_CHECKS, NET_CHECKS, PRESETS, band_check_names, net_grid
 
 from fa_jax.cli import main
-from sims.sgd_vs_adaptive import LINEAR_CHECKS, NET_CHECKS, PRESETS, band_check_names, net_grid
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_bad_settings_exit_2(tmp_path, setting, capsys):
 def test_paired_ci_matches_hand_computation():
     """The band-noise comparisons' interval: mean +- t_{0.975, n-1} sd / sqrt(n), against a hand-typed t quantile
     (t_{0.975, 3} = 3.182446) on differences whose mean and sd are computed here in float64."""
-    from sims.sgd_vs_adaptive import paired_ci
+    from fa_jax_sims.sgd_vs_adaptive import paired_ci
 
     d = [0.01, 0.03, -0.01, 0.05]
     m, sd = sum(d) / 4, math.sqrt(sum((x - 0.02) ** 2 for x in d) / 3)

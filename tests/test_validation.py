@@ -156,7 +156,7 @@ def test_set_empty_tuple_then_refill_keeps_the_element_type():
 
 # ----------------------------------------------------------------------------- the sims: the cases
 def _sim(name):
-    from sims import get_sim
+    from fa_jax_sims import get_sim
 
     return get_sim(name)
 

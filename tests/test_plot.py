@@ -1,0 +1,257 @@
+"""Phase diagrams (``fa-jax plot`` / ``fa_jax.plot_phase``): the heat-map equals the reduced metric computed by hand,
+log / categorical axes, diverged and incomplete cells marked, the colour map centred on the theory, and every bad
+input a clear error (exit 2, the parameter named) before anything is drawn. One tiny ``linear-regression`` sweep
+(one compiled program, 4 chunks) serves every test; the rest use in-memory Datasets."""
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+
+import fa_jax
+from fa_jax.cli import main
+from fa_jax.plotting.phase import axis_scale, phase_grid  # importing fa_jax.plotting selects the Agg backend
+
+LRS = [0.01, 0.1, 1.0, 40.0]  # GD on d=4 linear regression: 40 diverges for every seed, the others do not
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    from fa_jax.sweepfile import parse_spec, run_spec
+
+    out = tmp_path_factory.mktemp("phase") / "out"
+    spec = parse_spec({
+        "experiment": "linear-regression", "name": "tiny-phase",
+        "fixed": {"data.d": 4, "data.n_train": 32, "data.n_test": 32, "train.steps": 30, "train.n_records": 3},
+        "axes": {"optim.lr": {"values": LRS},
+                 "scale": {"cases": {"small": {"init_scale": 0.5}, "large": {"init_scale": 2.0}}},
+                 "seed": {"range": [0, 2]}},
+        "engine": {"chunk_size": 4},
+    }, source="inline")
+    run_spec(spec, out, progress=False)
+    return str(out)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _final_loss_by_hand(ds):
+    """records/test_loss at the last record, median over seeds, as (scale, optim.lr): numpy only."""
+    v = ds["records/test_loss"].transpose("optim.lr", "scale", "seed", "step").values[..., -1].astype(float)
+    with warnings.catch_warnings():  # the diverged column is all NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(v, axis=2).T
+
+
+def test_cli_writes_the_figure(sweep_dir, tmp_path, capsys):
+    out = tmp_path / "sub" / "phase.png"
+    rc = main(["plot", sweep_dir, "--x", "optim.lr", "--y", "scale", "--metric", "records/test_loss",
+               "--select", "step=-1", "--reduce", "seed=median", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_image_is_the_reduced_metric_with_labelled_log_and_category_axes(sweep_dir):
+    ds = fa_jax.load_results(sweep_dir)
+    ax = fa_jax.plot_phase(sweep_dir, x="optim.lr", y="scale", metric="records/test_loss", select={"step": -1},
+                           reduce={"seed": "median"}, cscale="linear")
+    img = np.ma.filled(ax.collections[0].get_array().astype(float), np.nan)
+    want = _final_loss_by_hand(ds)
+    want[~np.isfinite(want)] = np.nan  # non-finite cells are left blank (and marked)
+    assert np.isfinite(want[:, :-1]).all()
+    np.testing.assert_allclose(img, want, rtol=1e-6, equal_nan=True)
+    assert ax.get_xscale() == "log"  # 0.01 ... 40: closer to geometric than arithmetic spacing
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["small", "large"]  # cases: categories, swept order
+    assert ax.get_xlabel() == "optim.lr" and ax.get_ylabel() == "scale"
+    assert ax.get_title() == "tiny-phase: records/test_loss"
+    cbar_label = ax.figure.axes[-1].get_ylabel()
+    assert "loss" in cbar_label and "median over seed" in cbar_label and "step=30" in cbar_label  # the last record
+
+
+def test_diverged_cells_marked(sweep_dir):
+    ds = fa_jax.load_results(sweep_dir)
+    assert ds["diverged"].sel({"optim.lr": 40.0}).all() and not ds["diverged"].sel({"optim.lr": 1.0}).any()
+    g = phase_grid(ds, "optim.lr", "scale", "w", reduce={"seed": "mean", "coef": "max"})
+    np.testing.assert_array_equal(g.diverged, np.array([[False, False, False, True]] * 2))
+    ax = fa_jax.plot_phase(ds, x="optim.lr", y="scale", metric="w", reduce={"seed": "mean", "coef": "max"})
+    marks = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert len(marks) == 1
+    np.testing.assert_allclose(marks[0].get_xdata(), [40.0, 40.0])
+    np.testing.assert_allclose(marks[0].get_ydata(), [0.0, 1.0])
+    assert "all runs diverged / NaN" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_incomplete_cells_hatched(sweep_dir, tmp_path, capsys):
+    part = tmp_path / "partial"
+    shutil.copytree(sweep_dir, part)
+    chunk = min(f for f in os.listdir(part / "chunks") if f.endswith(".npz"))
+    os.remove(part / "chunks" / chunk)  # 4 of 16 runs missing
+    ds = fa_jax.load_results(part, allow_partial=True)
+    missing = ~ds["complete"].any("seed").transpose("scale", "optim.lr").values
+    assert 0 < missing.sum() < missing.size
+    ax = fa_jax.plot_phase(part, x="optim.lr", y="scale", metric="records/test_loss", select={"step": -1},
+                           reduce={"seed": "median"})
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == int((~ds["complete"].all("seed")).sum())
+    assert "incomplete (runs missing)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert main(["plot", str(part), "--x", "optim.lr", "--y", "scale", "--metric", "records/test_loss",
+                 "--select", "step=last", "--reduce", "seed=max", "-o", str(tmp_path / "p.png")]) == 0
+
+
+def _dataset(lr=(1e-3, 1e-2, 1e-1, 1.0), opts=("gd", "adam", "rmsprop"), seeds=3, nan_cell=None):
+    rng = np.random.default_rng(0)
+    loss = rng.uniform(0.5, 2.0, (len(opts), len(lr), seeds))
+    div = np.zeros(loss.shape, bool)
+    if nan_cell is not None:
+        loss[nan_cell] = np.nan
+        div[nan_cell] = True
+    return xr.Dataset({"loss": (("optim.name", "optim.lr", "seed"), loss),
+                       "diverged": (("optim.name", "optim.lr", "seed"), div),
+                       "complete": (("optim.name", "optim.lr", "seed"), np.ones(loss.shape, bool))},
+                      coords={"optim.name": list(opts), "optim.lr": list(lr), "seed": np.arange(seeds)})
+
+
+def test_in_memory_dataset_categorical_x_and_nan_cells():
+    ds = _dataset(nan_cell=(1, 2))  # adam at lr 0.1: every seed diverged
+    ax = fa_jax.plot_phase(ds, x="optim.name", y="optim.lr", metric="loss", reduce={"seed": "min"})
+    img = np.ma.filled(ax.collections[0].get_array().astype(float), np.nan)
+    want = ds["loss"].values.min(axis=2).T  # (lr, optimiser)
+    np.testing.assert_array_equal(np.isnan(img), np.isnan(want))
+    np.testing.assert_allclose(img[~np.isnan(img)], want[~np.isnan(want)])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["gd", "adam", "rmsprop"]
+    assert ax.get_yscale() == "log"
+    marks = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    np.testing.assert_allclose(marks[0].get_xdata(), [1.0])  # category position of adam
+    np.testing.assert_allclose(marks[0].get_ydata(), [0.1])
+
+
+def test_axis_scale_detection():
+    assert axis_scale(np.logspace(-3, 1, 9)) == "log"
+    assert axis_scale([1, 2, 4, 16]) == "log"  # powers of two with a gap: still closer to geometric
+    assert axis_scale(np.linspace(0.1, 1.0, 10)) == "linear"
+    assert axis_scale([1, 2, 3]) == "linear"
+    assert axis_scale([0, 1, 10, 100]) == "linear"  # a zero: no log axis
+    assert axis_scale([0.01, 1.0]) == "log" and axis_scale([1.0, 2.0]) == "linear"
+    assert axis_scale(np.array(["gd", "adam"])) == "category"
+    assert axis_scale([1, 2, 3], "category") == "category"
+
+
+def test_theory_value_centres_the_colour_map_and_draws_the_crossing():
+    ds = _dataset()
+    med = ds["loss"].median("seed")
+    t = float(med.median())  # a value inside the data's range: the contour measured = theory exists
+    ax = fa_jax.plot_phase(ds, x="optim.lr", y="optim.name", metric="loss", reduce={"seed": "median"},
+                           theory=lambda x, y: t)
+    norm = ax.collections[0].norm
+    assert type(norm).__name__ == "TwoSlopeNorm" and norm.vcenter == t
+    assert norm.vmin <= float(med.min()) and norm.vmax >= float(med.max())
+    assert "measured = theory" in [x.get_text() for x in ax.get_legend().get_texts()]
+    # all measurements above the theory: the centre stays at the theory value
+    ax = fa_jax.plot_phase(ds, x="optim.lr", y="optim.name", metric="loss", reduce={"seed": "median"},
+                           theory=lambda x, y: 0.1)
+    assert ax.collections[0].norm.vcenter == 0.1 and ax.collections[0].norm.vmin < 0.1
+
+
+def test_theory_grid_and_boundary_from_a_module(tmp_path, monkeypatch, sweep_dir, capsys):
+    (tmp_path / "my_theory.py").write_text(
+        "import numpy as np\n"
+        "def loss(x, y):\n    return 0.5 + 0 * x\n"
+        "def edge(x, y):\n    return {'value': 1.0, 'boundary': np.log10(x) + 1.5}\n")
+    monkeypatch.chdir(tmp_path)
+    ds = _dataset()
+    ax = fa_jax.plot_phase(ds, x="optim.lr", y="optim.name", metric="loss", reduce={"seed": "mean"},
+                           theory="my_theory:loss")
+    img = np.ma.filled(ax.collections[0].get_array().astype(float), np.nan)
+    np.testing.assert_allclose(img, ds["loss"].mean("seed").values - 0.5)  # measured - theory, centred on 0
+    assert ax.collections[0].norm.vcenter == 0.0
+    ax = fa_jax.plot_phase(ds, x="optim.lr", y="seed", metric="loss", select={"optim.name": "gd"},
+                           theory="my_theory:edge")
+    assert "theory boundary" in [x.get_text() for x in ax.get_legend().get_texts()]
+    assert main(["plot", sweep_dir, "--x", "optim.lr", "--y", "scale", "--metric", "records/test_loss",
+                 "--select", "step=-1", "--reduce", "seed=median", "--theory", "my_theory:edge",
+                 "-o", "t.png"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+
+
+BASE = ["--x", "optim.lr", "--y", "scale", "--metric", "records/test_loss", "--select", "step=-1",
+        "--reduce", "seed=median"]
+
+
+def _swap(args, flag, value):
+    args = list(args)
+    if flag in args:
+        i = args.index(flag)
+        if value is None:
+            del args[i:i + 2]
+        else:
+            args[i + 1] = value
+    else:
+        args += [flag, value]
+    return args
+
+
+@pytest.mark.parametrize("flag,value,named", [
+    ("--metric", "nope", ["metric='nope'", "records/test_loss", "diverged"]),
+    ("--x", "width", ["x='width'", "optim.lr", "scale", "seed"]),
+    ("--y", "optim.lr", ["y='optim.lr'"]),
+    ("--reduce", "seed=avg", ["reduce", "avg", "median", "mean", "min", "max"]),
+    ("--reduce", None, ["reduce", "'seed'", "seed=median|mean|min|max"]),
+    ("--select", None, ["'step'", "step=median|mean|min|max"]),
+    ("--reduce", "seed=median,coef=max", ["reduce coef", "no such dim", "seed"]),
+    ("--select", "step=99", ["select step=", "first", "last"]),
+    ("--select", "sted=1", ["select sted", "step"]),
+    ("--xscale", "loglog", ["xscale='loglog'", "auto", "linear", "log", "category"]),
+    ("--yscale", "log", ["yscale='log'", "'scale'", "category"]),
+    ("--cscale", "sqrt", ["cscale='sqrt'", "auto, linear, log"]),
+    ("--theory", "no_such_mod:f", ["theory='no_such_mod:f'", "cannot import"]),
+    ("-o", "phase.xyz", ["-o/--out='", ".png"]),
+])
+def test_bad_input_exits_2_naming_the_parameter(sweep_dir, tmp_path, capsys, flag, value, named):
+    out = tmp_path / "phase.png"
+    args = _swap(["plot", sweep_dir, *BASE, "-o", str(out)], flag, value)
+    if flag == "-o":
+        args[-1] = str(tmp_path / value)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fa-jax: error: invalid"), err
+    for word in named:
+        assert word in err, (word, err)
+    assert not any(p.is_file() for p in tmp_path.iterdir()) and not plt.get_fignums()  # nothing drawn
+
+
+def test_bad_dir_and_python_errors(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "none"), *BASE, "-o", str(tmp_path / "p.png")]) == 2
+    assert "DIR=" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"invalid theory=.*shape \(2,\)"):
+        fa_jax.plot_phase(_dataset(), x="optim.lr", y="optim.name", metric="loss", reduce="seed=mean",
+                          theory=lambda x, y: np.ones(2))
+    with pytest.raises(ValueError, match="invalid reduce: 'loss' has 3 values along 'seed'"):
+        fa_jax.plot_phase(_dataset(), x="optim.lr", y="optim.name", metric="loss")
+    assert not plt.get_fignums()
+
+
+@pytest.mark.slow
+def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
+    """docs/sweeps.md's phase-diagram block, verbatim: the theory's stability edge over a least-squares sweep."""
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "sweeps.md").read_text()
+    section = text[text.index("## Phase diagrams"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "docs/sweeps.md", "exec"), ns)  # noqa: S102  (the documented code)
+    ax, ds = ns["ax"], ns["ds"]
+    assert "theory boundary" in [t.get_text() for t in ax.get_legend().get_texts()]
+    div = ds["diverged"].all("seed").transpose("data.d", "optim.lr").values
+    assert div[:, -1].all() and not div[:, :3].any()  # lr = 3.2 diverges at every d, lr <= 0.32 at none
+    assert (tmp_path / "lin_edge.png").stat().st_size > 10_000
