@@ -28,6 +28,9 @@ import tokenize
 
 
 def main(argv: list[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command line writes figure files, never windows (before anything imports pyplot)
     from fa_jax_sims import NAMES, get_sim
 
     p = argparse.ArgumentParser(prog="fa-jax", description="Sweepable JAX simulations of implicit bias.")

@@ -4,9 +4,6 @@ tiny-feature phase diagram and the adversarial-training effect. Censored values 
 never as ordinary points."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
