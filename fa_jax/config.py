@@ -104,7 +104,7 @@ def is_traced(f: dataclasses.Field) -> bool:
 
 
 def param(default: Any, *, alias: str | None = None, follows: str | None = None, allowed: str | None = None,
-          inf_ok: bool = False, empty_ok: bool = False):
+          inf_ok: bool = False, empty_ok: bool = False, omit_default: bool = False):
     """A static dataclass field with metadata for overrides, ``--help`` and :func:`check_fields`.
 
     ``alias``: another name :func:`apply_overrides` accepts (the dotted path sweep files use for this value).
@@ -112,9 +112,12 @@ def param(default: Any, *, alias: str | None = None, follows: str | None = None,
     are overridden (:func:`follow`); ``default`` must equal it at the class defaults. ``allowed``: the range the
     help prints, where ``validate()`` does not state it itself (e.g. a sub-config checks it). ``inf_ok``: +-inf is
     a meaningful value (e.g. "inf: no clipping"); ``empty_ok``: an empty tuple is (e.g. "(): no such runs").
+    ``omit_default``: left out of :func:`static_key` while it holds ``default`` (a field added later must not change
+    the programs, and cached chunk names, of configs that leave it alone).
     """
     meta = {k: v for k, v in (("alias", alias), ("follows", follows), ("allowed", allowed)) if v is not None}
-    meta.update({k: True for k, v in (("inf_ok", inf_ok), ("empty_ok", empty_ok)) if v})
+    meta.update({k: True for k, v in (("inf_ok", inf_ok), ("empty_ok", empty_ok), ("omit_default", omit_default))
+                 if v})
     if follows is not None:
         _rule_code(follows)  # a malformed rule fails at class definition, not at the first override
     return dataclasses.field(default=default, metadata=meta)
@@ -170,14 +173,36 @@ def _walk(cfg, prefix=""):
             yield path, f, v
 
 
+def _roles(cfg, prefix=""):
+    """``(path, traced, value)`` of every leaf field as the engine sees it.
+
+    A config class may define ``traced_now(self) -> {field name: number}``: fields static by declaration that THIS
+    instance traces, with the number standing for the value (e.g. an optimiser name traced as its index among
+    ``OptimConfig.choices``). A static field declared ``param(..., omit_default=True)`` is left out while it holds
+    its default, so a field added later keeps the keys (and cached programs) of configs that do not use it."""
+    hook = getattr(cfg, "traced_now", None)
+    extra = hook() if callable(hook) else {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            yield from _roles(v, path + ".")
+        elif f.name in extra:
+            yield path, True, extra[f.name]
+        elif is_traced(f):
+            yield path, True, v
+        elif not (f.metadata.get("omit_default") and v == f.default):
+            yield path, False, v
+
+
 def traced_values(cfg) -> dict[str, float]:
-    """``{dotted.path: value}`` of every traced field (the per-run numbers a sweep stacks)."""
-    return {p: v for p, f, v in _walk(cfg) if is_traced(f)}
+    """``{dotted.path: value}`` of every traced field (the per-run numbers a sweep stacks; see :func:`_roles`)."""
+    return {p: v for p, t, v in _roles(cfg) if t}
 
 
 def static_key(cfg) -> str:
-    """A canonical string of every static field: equal keys <=> one compiled program."""
-    return json.dumps({p: v for p, f, v in _walk(cfg) if not is_traced(f)}, sort_keys=True, default=str)
+    """A canonical string of every static field: equal keys <=> one compiled program (see :func:`_roles`)."""
+    return json.dumps({p: v for p, t, v in _roles(cfg) if not t}, sort_keys=True, default=str)
 
 
 def with_values(cfg, values: Mapping[str, Any]):

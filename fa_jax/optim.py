@@ -2,6 +2,14 @@
 
 GD vs SGD is a property of the *batching* (``batch_size=None`` is full batch), not of the update rule:
 ``gd`` and ``sgd`` are both theta <- theta - lr * g; ``gd`` additionally insists on full batches.
+
+The rule itself is static by default (one compiled program per optimiser). ``choices`` makes it a traced axis:
+``OptimConfig(name="adam", choices=("gd", "momentum", "adam", "rmsprop", "signgd"))`` runs rule ``name`` through
+:func:`make_optimizer_choice` over all of ``choices``, and the engine stacks ``choices.index(name)`` like any other
+traced number (:meth:`OptimConfig.traced_now`), so runs that differ only in the rule (and in lr, momentum, b1, b2,
+eps, decay, ...) share ONE program. Shapes, batch size and sampling stay static: they cannot be traced. Every run
+then computes every rule's update each step (R updates, R optimiser states) and applies its own; its numbers equal
+the run under its own static rule to float rounding (tests/test_optim.py, tests/test_sweepfile.py).
 """
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from .config import require, traced
+from .config import param, require, traced
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "signgd")
 SAMPLING = ("epoch", "replacement")
@@ -31,12 +39,36 @@ class OptimConfig:
     decay: float = traced(0.99)  # RMSProp's squared-gradient decay (PyTorch's default alpha)
     weight_decay: float = traced(0.0)
     clip_norm: float = traced(math.inf)  # global-norm gradient clipping threshold; inf: no clipping
+    # () (default): ``name`` is static. Rules of a traced optimiser axis: ``name`` (one of them) is then traced as
+    # its index here, and one program trains them all (module docstring). Left out of the static key when unset, so
+    # configs without it compile exactly the programs they did before the field existed.
+    choices: tuple[str, ...] = param((), empty_ok=True, omit_default=True,
+                                     allowed="() or distinct names from " + "/".join(OPTIMIZERS))
+
+    def traced_now(self) -> dict:
+        """``{"name": index of name in choices}`` with ``choices`` (the rule is traced), else ``{}``
+        (:func:`fa_jax.config.traced_values` / ``static_key`` read it). Inside the engine ``name`` already holds the
+        traced index."""
+        if not self.choices:
+            return {}
+        if not isinstance(self.name, str):
+            return {"name": self.name}
+        require(self.name in tuple(self.choices), "optim.name",
+                f"one of optim.choices = {tuple(self.choices)} (the rules of the traced optimiser axis)", self.name)
+        return {"name": tuple(self.choices).index(self.name)}
 
     def validate(self, n_train: int | None = None) -> OptimConfig:
         require(self.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}", self.name)
         lr = float(self.lr)
         require(math.isfinite(lr) and lr > 0, "optim.lr", "a finite number > 0", self.lr)
         require(self.sampling in SAMPLING, "optim.sampling", f"one of {SAMPLING}", self.sampling)
+        if self.choices:
+            ch = tuple(self.choices)
+            bad = next((n for n in ch if n not in OPTIMIZERS), None)
+            require(bad is None, "optim.choices", f"distinct names from {OPTIMIZERS} (unknown: {bad!r})", ch)
+            require(len(set(ch)) == len(ch), "optim.choices", f"distinct names from {OPTIMIZERS}", ch)
+            require(self.name in ch, "optim.name", f"one of optim.choices = {ch} (the rules of the traced "
+                    "optimiser axis)", self.name)
         if self.batch_size is not None:
             require(isinstance(self.batch_size, int) and self.batch_size >= 1, "optim.batch_size",
                     "None (full batch) or an integer >= 1", self.batch_size)
@@ -78,7 +110,13 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
 
     Order, as in PyTorch's ``clip_grad_norm_`` + ``weight_decay``: g <- clip(g, clip_norm) (global norm over all
     parameters); g <- g + weight_decay * theta; then the update rule. ``clip_norm = inf`` leaves g unchanged.
+    With ``cfg.choices`` the rule is :func:`make_optimizer_choice`'s over them, ``cfg.name`` selecting (a name, or
+    its traced index inside the engine).
     """
+    if cfg.choices:
+        choices = tuple(cfg.choices)
+        index = choices.index(cfg.name) if isinstance(cfg.name, str) else cfg.name
+        return make_optimizer_choice(cfg, choices, index)
     lr = cfg.lr
     if cfg.name in ("gd", "sgd"):
         core = optax.sgd(lr)
@@ -109,7 +147,7 @@ def make_optimizer_choice(cfg: OptimConfig, names: tuple[str, ...], index) -> op
     names = tuple(names)
     for n in names:
         require(n in OPTIMIZERS, "optim.names", f"names from {OPTIMIZERS}", n)
-    txs = [make_optimizer(dataclasses.replace(cfg, name=n)) for n in names]
+    txs = [make_optimizer(dataclasses.replace(cfg, name=n, choices=())) for n in names]
 
     def init(params):
         return tuple(tx.init(params) for tx in txs)

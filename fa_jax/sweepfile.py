@@ -28,6 +28,7 @@ Format (see ``sims/regimes.toml`` for a full example)::
     memory_fraction = 0.5              # of the device's memory (capacity); or memory_budget = "2GB"
     max_chunk = 4096
     bucket = "exact"                   # width buckets: "exact" | "pow2" | "max"
+    optimizer = "static"               # or "traced": every optim.name of the grid in ONE program per shape
 
 A config is built as: experiment defaults <- [fixed] <- case entries <- value axes <- scale axes; then the width
 bucket policy; then ``validate()``. Every error (malformed TOML, unknown key, empty axis, an axis that cannot
@@ -65,7 +66,8 @@ __all__ = ["Axis", "ManifestError", "SpecError", "SweepSpec", "build_configs", "
 
 FORMS = ("values", "range", "linspace", "logspace", "cases", "scale")
 BUCKETS = ("exact", "pow2", "max")
-ENGINE_KEYS = ("chunk_size", "memory_fraction", "memory_budget", "max_chunk", "bucket")
+ENGINE_KEYS = ("chunk_size", "memory_fraction", "memory_budget", "max_chunk", "bucket", "optimizer")
+OPTIMIZER_MODES = ("static", "traced")  # engine.optimizer: one program per rule, or the rule as a traced index
 TOP_KEYS = ("experiment", "name", "analysis", "fixed", "axes", "engine", "analysis_options")
 
 
@@ -184,6 +186,11 @@ def parse_spec(doc: Mapping[str, Any], source: str = "<dict>") -> SweepSpec:
             raise err(f"unknown key 'engine.{k}'; allowed: {', '.join(ENGINE_KEYS)}")
     if engine.get("bucket", "exact") not in BUCKETS:
         raise err(f"invalid engine.bucket={engine['bucket']!r}; allowed one of {BUCKETS}")
+    if engine.get("optimizer", "static") not in OPTIMIZER_MODES:
+        raise err(f"invalid engine.optimizer={_short(engine['optimizer'])}; allowed one of {OPTIMIZER_MODES}")
+    if engine.get("optimizer") == "traced" and not {"optim.name", "optim.choices"} <= paths:
+        raise err(f"engine.optimizer = 'traced': experiment {doc['experiment']!r} has no optim.name field (an "
+                  "fa_jax.optim.OptimConfig named 'optim'); allowed 'static' for it")
     cs = engine.get("chunk_size", "auto")
     if not (cs == "auto" or (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1)):
         raise err(f"invalid engine.chunk_size={cs!r}; allowed 'auto' or an integer >= 1")
@@ -496,6 +503,8 @@ def build_configs(spec: SweepSpec) -> list:
         except (TypeError, ValueError) as e:
             raise err(f"grid point ({describe(spec, point)}): {e}") from None
         raw.append(cfg)
+    if spec.engine.get("optimizer") == "traced":
+        raw = _trace_optimizer(raw)
     raw = _apply_buckets(spec, exp, raw, err)
     configs = []
     for point, cfg in zip(points, raw, strict=True):
@@ -510,7 +519,46 @@ def build_configs(spec: SweepSpec) -> list:
             raise err(f"{where}: {e}") from None
         _check_applies(spec, cfg, point, err)
         configs.append(cfg)
+    _check_one_program(spec, points, configs, err)
     return configs
+
+
+def _trace_optimizer(cfgs: list) -> list:
+    """``engine.optimizer = "traced"``: ``optim.choices`` = every rule the grid names (in
+    :data:`fa_jax.optim.OPTIMIZERS` order, so the same set gives the same program whatever the file's order), where
+    ``[fixed]`` / an axis did not set it. An unknown name is left out, for ``validate()`` to refuse its runs'
+    ``optim.name``."""
+    from .optim import OPTIMIZERS
+
+    seen = {c.optim.name for c in cfgs if isinstance(c.optim.name, str)}
+    names = tuple(n for n in OPTIMIZERS if n in seen)
+    return [c if c.optim.choices else with_values(c, {"optim.choices": names}) for c in cfgs]
+
+
+def _check_one_program(spec: SweepSpec, points: list, configs: list, err) -> None:
+    """A traced optimiser axis (runs with ``optim.choices``) promises one program across it: an axis that sets
+    ``optim.name`` must not change a static field (batch size, sampling: shapes) between its entries. Refused naming
+    the axis, the entries and the field; an orthogonal axis over that field keeps its own programs."""
+    from .config import static_key
+
+    for k, a in enumerate(spec.axes):
+        sets_name = a.path == "optim.name" if a.kind == "values" else any("optim.name" in c for c in a.cases)
+        if not sets_name:
+            continue
+        first: dict[tuple, tuple[int, dict]] = {}
+        for point, cfg in zip(points, configs, strict=True):
+            if not getattr(cfg.optim, "choices", ()):
+                continue
+            rest = point[:k] + point[k + 1:]
+            key = json.loads(static_key(cfg))
+            j, ref = first.setdefault(rest, (point[k], key))
+            diff = sorted(p for p in set(ref) | set(key) if ref.get(p) != key.get(p))
+            if diff:
+                p = diff[0]
+                raise err(f"invalid {p}: axis {a.name!r} traces the optimiser (optim.choices) but its entries "
+                          f"{a.coords[j]!r} and {a.coords[point[k]]!r} set {p} = {ref.get(p)!r} and {key.get(p)!r} "
+                          "(a static field: shapes or code); allowed one value across a traced optimiser axis: "
+                          f"give {p} its own axis (one program per value) or set it in [fixed]")
 
 
 def _apply_buckets(spec, exp: Experiment, cfgs: list, err) -> list:
