@@ -20,6 +20,18 @@ the lowered object itself only if some chunk must run, once per distinct program
 loads finished chunks instead of recomputing them (after ``kill -9`` at any moment, the rerun gives the same
 results as an uninterrupted run); editing the run function or anything it calls recomputes.
 
+Pipelining. The device computes chunk i+1 while the host fetches, converts and writes chunk i: the calling thread
+dispatches the programs (one at a time, as compiled: results are bitwise those of a chunk-at-a-time sweep, tested)
+and one writer thread fetches each chunk (``device_get``), marks its diverged runs and writes its file. A thread,
+not only JAX's asynchronous dispatch: on CPU a program with a host callback (the trainer's progress report) runs
+inside the dispatching call, so a fetch-and-write placed after the next dispatch would wait for the whole next
+chunk. On an accelerator chunk i+1 is queued behind chunk i (no idle device between chunks); on CPU each
+program is waited for before the next is dispatched (XLA:CPU would otherwise run two chunks at once, which a
+chunk-at-a-time sweep never did). At most two chunks are in flight: the one being fetched and written and the one
+computing (device memory: two chunks' outputs and one chunk's temporaries; the default budget, half a device,
+leaves room). A chunk's file is on disk before the chunk after next is dispatched; an error or interrupt in the
+next chunk lets the writer finish the chunk it holds first, so a rerun resumes after it.
+
 Damaged files. A chunk file stores its runs' indices (``_runs``) and its own name (``_chunk``) beside the outputs.
 One that cannot be parsed (truncated, empty, bytes flipped), or whose stored name (older files: stored indices)
 disagrees with the plan entry that finds it (a renamed, swapped or copied file), is reported by a
@@ -52,15 +64,18 @@ afterwards with :func:`fa_jax.results.merge`) and returns ``None`` for runs it d
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
 import json
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext as _nullcontext
 from typing import Any
 
@@ -112,6 +127,7 @@ STATS = SweepStats()
 _PROGRAMS: dict[tuple, Any] = {}  # (run_fn, static key, size, device ids, x64) -> (compiled, sharding)
 _COMPILED: dict[tuple, Any] = {}  # (program digest, device ids) -> (compiled, sharding)
 _LOWERED: dict[str, Any] = {}  # program digest -> _Lowered not compiled yet (planned, maybe never run)
+_PIPELINE = True  # False: fetch and write each chunk before dispatching the next (the former order; tests)
 
 
 # ----------------------------------------------------------------------------- pytree <-> flat dict
@@ -719,7 +735,12 @@ def clean_stale_temps(directory: str | os.PathLike, bases: tuple[str, ...] = (".
 
 # ----------------------------------------------------------------------------- progress
 class _Bar:
-    """One tqdm bar for the whole sweep, in runs; step callbacks move it inside a chunk (throttled)."""
+    """One tqdm bar for the whole sweep, in runs; step callbacks move it inside a chunk (throttled).
+
+    A chunk counts when it is computed (its outputs fetched) or loaded. Step callbacks come from the device in
+    dispatch order, so they belong to the oldest dispatched chunk not fetched yet (``computing``, first in first
+    out: with pipelining the next chunk is dispatched before the previous one is fetched). The calling thread, the
+    writer thread (:meth:`fetched`) and the callbacks all move the bar: one lock."""
 
     def __init__(self, total_runs: int, n_chunks: int, desc: str, min_interval: float = 0.5):
         from tqdm.auto import tqdm
@@ -727,33 +748,49 @@ class _Bar:
         fmt = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} runs [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
         self.bar = tqdm(total=total_runs, desc=desc, unit="run", dynamic_ncols=True, bar_format=fmt)
         self.n_chunks, self.done_chunks, self.done_runs = n_chunks, 0, 0
-        self.chunk_runs, self.frac, self.min_interval, self.last = 0, 0.0, min_interval, 0.0
+        self.computing: collections.deque[int] = collections.deque()  # runs of each dispatched, unfetched chunk
+        self.frac, self.min_interval, self.last = 0.0, min_interval, 0.0
+        self.lock = threading.Lock()
 
-    def start(self, runs: int) -> None:
-        self.chunk_runs, self.frac = runs, 0.0
+    def dispatched(self, runs: int) -> None:
+        with self.lock:
+            self.computing.append(runs)
 
     def step(self, step: int, total: int) -> None:
-        self.frac = max(self.frac, min(1.0, step / max(total, 1)))
-        now = time.monotonic()
-        if now - self.last >= self.min_interval:  # the throttle: callbacks may come every few ms
-            self.last = now
-            self._show(f"step {step}/{total}")
+        with self.lock:
+            self.frac = max(self.frac, min(1.0, step / max(total, 1)))
+            now = time.monotonic()
+            if now - self.last >= self.min_interval:  # the throttle: callbacks may come every few ms
+                self.last = now
+                self._show(f"step {step}/{total}")
 
     def _show(self, step_text: str = "") -> None:
-        self.bar.n = self.done_runs + self.chunk_runs * self.frac
+        self.bar.n = self.done_runs + (self.computing[0] * self.frac if self.computing else 0)
         post = f"chunk {min(self.done_chunks + 1, self.n_chunks)}/{self.n_chunks}"
         self.bar.set_postfix_str(f"{post} {step_text}".strip(), refresh=False)
         self.bar.refresh()
 
-    def finish_chunk(self, runs: int) -> None:
+    def fetched(self) -> None:
+        """The oldest computing chunk is done (its outputs are on the host)."""
+        with self.lock:
+            runs = self.computing.popleft()
+            self.frac = 0.0
+            self._done(runs)
+
+    def loaded(self, runs: int) -> None:
+        """A chunk read from its file (the chunk computing meanwhile, if any, keeps its progress)."""
+        with self.lock:
+            self._done(runs)
+
+    def _done(self, runs: int) -> None:
         self.done_chunks += 1
         self.done_runs += runs
-        self.chunk_runs, self.frac = 0, 0.0
         self._show()
 
     def close(self) -> None:
-        self.bar.n = self.done_runs
-        self.bar.close()
+        with self.lock:
+            self.bar.n = self.done_runs
+            self.bar.close()
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -775,6 +812,10 @@ def run_sweep(
     precision: str = DEFAULT_PRECISION,
 ) -> list[dict | None]:
     """Run every config; return one result dict (numpy leaves) per config, in order.
+
+    Chunks are pipelined (module docstring): chunk i+1 is dispatched before chunk i is fetched and written (by a
+    writer thread), so at most two chunks' outputs are live on the device at once (the one being fetched and
+    written, the one computing), and each chunk is on disk before the chunk after next is dispatched.
 
     Args:
       run_fn: pure ``run_fn(cfg) -> dict`` of arrays for ONE run; traced fields of ``cfg`` arrive as tracers.
@@ -817,33 +858,64 @@ def run_sweep(
         clean_stale_temps(cache_dir)
     names = {p.runs: p.file for p in plans}  # an older chunk file is checked by the runs it stores
     bar = _Bar(sum(len(p.runs) for p in mine), len(mine), desc) if progress else None
-    # quiet: leave whatever sink the caller installed (None by default) in place
-    with _progress.sink(bar.step) if bar is not None else _nullcontext():
-        for p in mine:
-            path = os.path.join(cache_dir, p.file) if cache_dir is not None and p.file else None
-            flat = None
-            if path is not None and os.path.exists(path):
-                try:
-                    flat = read_chunk(path, p.runs, names)
-                    STATS.chunks_loaded += 1
-                except DamagedChunkError as e:
-                    dest = _move_aside(path)
-                    STATS.chunks_damaged += 1
-                    warnings.warn(f"{e}; moved to {dest}, recomputing its {len(p.runs)} runs", DamagedChunkWarning,
-                                  stacklevel=2)
-            if flat is None:
+
+    def place(p: ChunkPlan, flat: dict[str, np.ndarray]) -> None:
+        for j, i in enumerate(p.runs):
+            results[i] = _unflatten({k: v[j] for k, v in flat.items()})
+
+    def collect(job: tuple) -> None:
+        """Wait until the writer has fetched (and written) a computed chunk; place its runs."""
+        p, _, future = job
+        place(p, future.result())  # re-raises what failed in the chunk or in its write
+        STATS.chunks_run += 1
+
+    # pending: (plan, path, future) of the chunk the writer thread fetches and writes (module docstring)
+    pending = None
+    # quiet: leave whatever sink the caller installed (None by default) in place. Leaving the block waits for the
+    # writer, also after an error or interrupt: a chunk it holds reaches the disk.
+    with (_progress.sink(bar.step) if bar is not None else _nullcontext(),
+          ThreadPoolExecutor(1, thread_name_prefix="fa-jax-chunk-writer") as writer):
+        try:
+            for p in mine:
+                path = os.path.join(cache_dir, p.file) if cache_dir is not None and p.file else None
+                if pending is not None and path is not None and path == pending[1]:
+                    job, pending = pending, None  # the same chunk twice in one grid: read the file it is writing
+                    collect(job)
+                flat = None
+                if path is not None and os.path.exists(path):
+                    try:
+                        flat = read_chunk(path, p.runs, names)
+                        STATS.chunks_loaded += 1
+                    except DamagedChunkError as e:
+                        dest = _move_aside(path)
+                        STATS.chunks_damaged += 1
+                        warnings.warn(f"{e}; moved to {dest}, recomputing its {len(p.runs)} runs",
+                                      DamagedChunkWarning, stacklevel=2)
+                if flat is not None:
+                    place(p, flat)
+                    if bar is not None:
+                        bar.loaded(len(p.runs))
+                    continue
                 if bar is not None:
-                    bar.start(len(p.runs))
-                flat = _run_chunk(run_fn, configs, p, devices)
-                if path is not None:
-                    _write_atomic(path, {**flat, "_runs": np.asarray(p.runs, np.int64),
-                                         "_chunk": np.asarray(_chunk_name(p.file)),
-                                         "_precision": np.asarray(p.precision)})
-                STATS.chunks_run += 1
-            for j, i in enumerate(p.runs):
-                results[i] = _unflatten({k: v[j] for k, v in flat.items()})
-            if bar is not None:
-                bar.finish_chunk(len(p.runs))
+                    bar.dispatched(len(p.runs))
+                out = _launch_chunk(run_fn, configs, p, devices)  # chunk i+1 computes (or is queued) ...
+                if pending is not None:
+                    job, pending = pending, None  # ... while chunk i is fetched and written
+                    collect(job)
+                pending = (p, path, writer.submit(_finish_chunk, out, p, path, bar))
+                del out  # the writer holds the outputs until fetched: at most two chunks' outputs live
+                if not _PIPELINE:
+                    job, pending = pending, None
+                    collect(job)
+            if pending is not None:
+                job, pending = pending, None
+                collect(job)
+        except Exception:
+            if pending is not None:  # an error in chunk i+1 (or a load): chunk i is on disk before it propagates
+                job, pending = pending, None
+                collect(job)
+            raise
+        jax.effects_barrier()  # every step callback delivered (to the bar) before the sweep returns
     if bar is not None:
         bar.close()
     for p in plans:  # planned lowerings of chunks that were loaded, not run: not needed any more
@@ -869,16 +941,37 @@ def _chunk_program(run_fn, base, p: ChunkPlan, devices):
     return _compile(low, devices)
 
 
-def _run_chunk(run_fn, configs, p: ChunkPlan, devices) -> dict[str, np.ndarray]:
+def _launch_chunk(run_fn, configs, p: ChunkPlan, devices):
+    """Dispatch one chunk; its outputs (device arrays, padded to ``p.size`` runs). On an accelerator they may
+    still be computing; on CPU the call waits for them, so that two chunk programs never run at once."""
     base = configs[p.runs[0]]
     values = [traced_values(configs[i]) for i in p.runs]
     padded = values + [values[-1]] * (p.size - len(values))
     compiled, sharding = _chunk_program(run_fn, base, p, devices)
     args = jax.device_put(_stack(padded), sharding)
     out = compiled(args)
-    flat = {k: np.asarray(v)[: len(values)] for k, v in _flatten(jax.device_get(out)).items()}
-    jax.effects_barrier()  # step callbacks are asynchronous: deliver them before the chunk counts as done
+    if devices[0].platform == "cpu":
+        jax.block_until_ready(out)
+    return out
+
+
+def _fetch_chunk(out, n: int) -> dict[str, np.ndarray]:
+    """A dispatched chunk's outputs on the host (``{output path: array[runs, ...]}``, the first ``n`` runs: the
+    rest is padding), diverged runs marked. Waits for the chunk; its step callbacks ran before its outputs were
+    ready (they are operations of the program)."""
+    flat = {k: np.asarray(v)[:n] for k, v in _flatten(jax.device_get(out)).items()}
     return _mark_diverged(flat)
+
+
+def _finish_chunk(out, p: ChunkPlan, path: str | None, bar: _Bar | None) -> dict[str, np.ndarray]:
+    """The writer thread's work for one chunk: fetch it, count it on the bar, write its file (atomically)."""
+    flat = _fetch_chunk(out, len(p.runs))
+    if bar is not None:
+        bar.fetched()
+    if path is not None:
+        _write_atomic(path, {**flat, "_runs": np.asarray(p.runs, np.int64), "_chunk": np.asarray(_chunk_name(p.file)),
+                             "_precision": np.asarray(p.precision)})
+    return flat
 
 
 def _mark_diverged(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

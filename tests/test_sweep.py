@@ -269,3 +269,119 @@ def test_irrelevant_ce_flag_does_not_split_binary_programs():
     m_on = fa_replace(make_fa_config("multiclass"), attack__ce=True)
     m_off = fa_replace(make_fa_config("multiclass"), attack__ce=False)
     assert static_key(m_on) != static_key(m_off)
+
+
+# ----------------------------------------------------------------------------- pipelining (issue 19 item 4)
+_SEEN: list[float] = []  # values of ``a`` whose program has started (host callback of toy_run_cb)
+_SEEN_EVENT = __import__("threading").Event()
+_WAIT_FOR: set[float] = set()
+
+
+def _seen(a) -> None:
+    vals = [float(v) for v in np.ravel(a)]
+    _SEEN.extend(vals)
+    if _WAIT_FOR & set(vals):
+        _SEEN_EVENT.set()
+
+
+def toy_run_cb(cfg: Toy) -> dict:
+    """The toy run with a host callback naming its run (as the trainer's progress report makes a program's
+    dispatch synchronous on CPU) and two progress reports."""
+    from fa_jax import progress
+
+    jax.debug.callback(_seen, cfg.a)
+    x = jnp.arange(cfg.n, dtype=jnp.float32) * cfg.a
+    progress.report(jnp.int32(1), 2)
+    y = jnp.sin(x) + jax.random.normal(jax.random.PRNGKey(cfg.seed), (cfg.n,))
+    progress.report(jnp.int32(2), 2)
+    return {"y": y, "diverged": cfg.a > 100.0}
+
+
+PIPE_CFGS = [Toy(3, float(a), a) for a in (1, 2, 3, 4, 5, 200)]  # chunks of 2: {1, 2}, {3, 4}, {5, 200}
+
+
+def test_pipeline_writes_chunk_while_next_computes(tmp_path, monkeypatch):
+    """Chunk i's write waits until chunk i+1's program has started: it only finishes if the next chunk is dispatched
+    (and computes) while the writer holds chunk i. Results are bitwise those of the chunk-at-a-time order."""
+    from fa_jax import sweep as S
+
+    events, write = [], S._write_atomic
+    launch = S._launch_chunk
+
+    def spy_launch(run_fn, configs, p, devices):
+        events.append(("launch", p.runs))
+        return launch(run_fn, configs, p, devices)
+
+    def gated_write(path, arrays):
+        runs = tuple(int(i) for i in arrays["_runs"])
+        if runs == (0, 1):
+            events.append(("next started", _SEEN_EVENT.wait(20)))
+        write(path, arrays)
+        events.append(("written", runs))
+
+    _WAIT_FOR.clear()
+    _WAIT_FOR.update({3.0, 4.0})  # chunk 2's runs
+    _SEEN_EVENT.clear()
+    monkeypatch.setattr(S, "_launch_chunk", spy_launch)
+    monkeypatch.setattr(S, "_write_atomic", gated_write)
+    piped = run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2, out_dir=tmp_path)
+    assert ("next started", True) in events, events
+    assert events.index(("launch", (2, 3))) < events.index(("written", (0, 1))), events
+    assert len(os.listdir(tmp_path / "chunks")) == 3
+    assert [bool(r["diverged"]) for r in piped] == [False] * 5 + [True]
+    monkeypatch.setattr(S, "_PIPELINE", False)
+    monkeypatch.setattr(S, "_write_atomic", write)
+    for a, b in zip(piped, run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2)):
+        for k in flat(a):
+            assert flat(a)[k].tobytes() == flat(b)[k].tobytes(), k
+
+
+@pytest.mark.parametrize("where", ["launch", "fetch"])
+def test_pipeline_failure_in_next_chunk_keeps_previous_on_disk(tmp_path, monkeypatch, where):
+    """An error while dispatching chunk 2 of 3 (``launch``), or an interrupt while fetching it (``fetch``, in the
+    writer thread), propagates after chunk 1 reached the disk; the rerun loads it and computes the rest."""
+    from fa_jax import sweep as S
+
+    name = {"launch": "_launch_chunk", "fetch": "_fetch_chunk"}[where]
+    real, calls = getattr(S, name), []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("chunk 2 failed") if where == "launch" else KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(S, name, failing)
+    with pytest.raises(RuntimeError if where == "launch" else KeyboardInterrupt):
+        run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2, out_dir=tmp_path)
+    monkeypatch.setattr(S, name, real)
+    files = os.listdir(tmp_path / "chunks")
+    assert len(files) == 1 and files[0].endswith(".npz"), files
+    before = dataclasses.replace(STATS)
+    resumed = run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2, out_dir=tmp_path)
+    assert (STATS.chunks_loaded - before.chunks_loaded, STATS.chunks_run - before.chunks_run) == (1, 2)
+    for a, b in zip(resumed, run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2)):
+        assert_results_equal(a, b)
+
+
+def test_progress_bar_counts_with_pipelining(tmp_path, monkeypatch, capsys):
+    """The bar never goes back and ends at every run, with a loaded chunk arriving while another computes."""
+    from fa_jax import sweep as S
+
+    first = run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2, out_dir=tmp_path)
+    plans = S.plan_chunks(toy_run_cb, PIPE_CFGS, chunk_size=2)
+    assert len(plans) == 3
+    os.remove(tmp_path / "chunks" / plans[0].file)  # chunk 1 computes while chunks 2 and 3 are loaded
+    shown, show = [], S._Bar._show
+
+    def spy_show(self, step_text=""):
+        show(self, step_text)
+        shown.append((self.bar.n, self.done_chunks))
+
+    monkeypatch.setattr(S._Bar, "_show", spy_show)
+    again = run_sweep(toy_run_cb, PIPE_CFGS, chunk_size=2, out_dir=tmp_path, progress=True, desc="pipe")
+    ns = [n for n, _ in shown]
+    assert ns == sorted(ns) and ns[-1] == len(PIPE_CFGS) and shown[-1][1] == 3, shown
+    assert f"{len(PIPE_CFGS)}/{len(PIPE_CFGS)} runs" in capsys.readouterr().err
+    for a, b in zip(first, again):
+        assert_results_equal(a, b)
