@@ -189,7 +189,9 @@ def _fields(cfg):
 
 
 # ----------------------------------------------------------------------------- case families
-def sim_cases(tmp: str):
+def _sim_fields():
+    """Every field of every sim's quick config: ``(name, mod, base, fname, kind, optional, elem_kind, lists)`` with
+    ``lists`` the keyword flags both families pass to their bad-value generators."""
     import fa_jax_sims as sims
 
     for name in sims.NAMES:
@@ -198,35 +200,32 @@ def sim_cases(tmp: str):
         for fname, hint, default in _fields(base):
             kind, optional = _kind(hint, default)
             cls_default = getattr(type(base), fname, default)
-            count = (kind == "int" and bool(COUNT.search(fname)) and "seed" != fname[-4:]
-                     and (name, fname) not in ZERO_OK)
-            for v in bad_values(kind, optional, _elem_kind(cls_default if kind == "tuple" else default),
-                                empty_ok=(name, fname) in EMPTY_OK, inf_ok=(name, fname) in INF_OK,
-                                free_text=fname in FREE_TEXT, count=count):
-                def thunk(mod=mod, base=base, fname=fname, v=v):
-                    cfg = dataclasses.replace(base, **{fname: v})
-                    return mod.run(cfg, os.path.join(tmp, "sim"), progress=False)
+            elem = _elem_kind(cls_default if kind == "tuple" else default)
+            flags = {"empty_ok": (name, fname) in EMPTY_OK, "inf_ok": (name, fname) in INF_OK,
+                     "free_text": fname in FREE_TEXT}
+            yield name, mod, base, fname, kind, optional, elem, flags
 
-                yield "sim", f"{name}:{fname}={v!r}", fname, thunk, None
+
+def sim_cases(tmp: str):
+    for name, mod, base, fname, kind, optional, elem, flags in _sim_fields():
+        count = (kind == "int" and bool(COUNT.search(fname)) and "seed" != fname[-4:]
+                 and (name, fname) not in ZERO_OK)
+        for v in bad_values(kind, optional, elem, count=count, **flags):
+            def thunk(mod=mod, base=base, fname=fname, v=v):
+                cfg = dataclasses.replace(base, **{fname: v})
+                return mod.run(cfg, os.path.join(tmp, "sim"), progress=False)
+
+            yield "sim", f"{name}:{fname}={v!r}", fname, thunk, None
 
 
 def set_cases(tmp: str):
-    import fa_jax_sims as sims
-
     from fa_jax.cli import main
 
-    for name in sims.NAMES:
-        mod = sims.get_sim(name)
-        base = mod.PRESETS["quick"]
-        for fname, hint, default in _fields(base):
-            kind, _ = _kind(hint, default)
-            cls_default = getattr(type(base), fname, default)
-            for text in bad_texts(kind, _elem_kind(cls_default if kind == "tuple" else default),
-                                  empty_ok=(name, fname) in EMPTY_OK, inf_ok=(name, fname) in INF_OK,
-                                  free_text=fname in FREE_TEXT):
-                argv = ["run", name, "--preset", "quick", "--set", f"{fname}={text}", "--out",
-                        os.path.join(tmp, "set"), "--quiet"]
-                yield "set", f"{name} --set {fname}={text}", fname, (lambda argv=argv: main(argv)), None
+    for name, _, _, fname, kind, _, elem, flags in _sim_fields():
+        for text in bad_texts(kind, elem, **flags):
+            argv = ["run", name, "--preset", "quick", "--set", f"{fname}={text}", "--out",
+                    os.path.join(tmp, "set"), "--quiet"]
+            yield "set", f"{name} --set {fname}={text}", fname, (lambda argv=argv: main(argv)), None
 
 
 SMALL = {  # a small valid sweep per experiment ([fixed]); the bad value goes on top
