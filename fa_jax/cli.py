@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--title", default=None, help="figure title (default: 'SWEEP: METRIC')")
     pl.add_argument("-o", "--out", required=True, metavar="FILE", help="image file (.png, .pdf, .svg, ...)")
     args = p.parse_args(argv)
+    if args.cmd in ("run", "sweep"):
+        from .sweep import enable_compilation_cache
+
+        # a program compiled by an earlier run is loaded, not compiled again (FA_JAX_COMPILATION_CACHE=off: never)
+        enable_compilation_cache()
     if args.cmd == "sweep":
         return _sweep(args, argv)
     if args.cmd == "plot":

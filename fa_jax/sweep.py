@@ -58,6 +58,12 @@ Divergence. A run is marked ``diverged`` by its own ``diverged`` / ``diverged_st
 when any floating output is NaN. A diverged run's floating outputs are set to NaN, except its ``records`` (the
 trainer already NaNs records taken after the divergence, keeping the ones before). Other runs are unaffected.
 
+Compilation cache. :func:`enable_compilation_cache` points JAX's persistent compilation cache at a folder
+(``FA_JAX_COMPILATION_CACHE``, else ``$XDG_CACHE_HOME/fa-jax/xla`` or ``~/.cache/fa-jax/xla``), so a program
+compiled by an earlier process is loaded instead of compiled again (``fa-jax run`` / ``fa-jax sweep`` enable it;
+from Python, call it once). JAX keys each entry by the optimised program, the compile options, the backend and
+the jax/jaxlib versions, so a hit is the same executable: results are bitwise those of a fresh compilation.
+
 Multi-host. With ``process_count > 1`` (after ``jax.distributed.initialize``), chunk ``j`` of the global chunk
 list belongs to process ``j % process_count``; every process writes its chunks to ``out_dir`` (shared, or merged
 afterwards with :func:`fa_jax.results.merge`) and returns ``None`` for runs it did not compute.
@@ -96,6 +102,8 @@ __all__ = [
     "check_configs",
     "check_precision",
     "clean_stale_temps",
+    "compilation_cache_dir",
+    "enable_compilation_cache",
     "expand_grid",
     "group_configs",
     "memory_budget",
@@ -128,6 +136,52 @@ _PROGRAMS: dict[tuple, Any] = {}  # (run_fn, static key, size, device ids, x64) 
 _COMPILED: dict[tuple, Any] = {}  # (program digest, device ids) -> (compiled, sharding)
 _LOWERED: dict[str, Any] = {}  # program digest -> _Lowered not compiled yet (planned, maybe never run)
 _PIPELINE = True  # False: fetch and write each chunk before dispatching the next (the former order; tests)
+
+
+COMPILATION_CACHE_ENV = "FA_JAX_COMPILATION_CACHE"  # a folder, or "off"
+
+
+def compilation_cache_dir() -> str | None:
+    """Where :func:`enable_compilation_cache` puts compiled programs by default: ``$FA_JAX_COMPILATION_CACHE``
+    (``"off"`` or empty: nowhere, None), else ``$XDG_CACHE_HOME/fa-jax/xla``, else ``~/.cache/fa-jax/xla``."""
+    env = os.environ.get(COMPILATION_CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else os.path.expanduser(env)
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "fa-jax", "xla")
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_seconds: float | None = None
+                             ) -> str | None:
+    """Turn on JAX's persistent compilation cache in ``path`` (default :func:`compilation_cache_dir`); returns the
+    folder in use, or None when the cache is off.
+
+    A folder the user already gave JAX (``JAX_COMPILATION_CACHE_DIR`` / ``jax_compilation_cache_dir``) is kept.
+    ``min_compile_seconds``: programs that compile faster are not stored (JAX's default, 1 s, when None); a sweep's
+    programs take seconds to compile, a single eager operation milliseconds. An unwritable folder only warns: the
+    cache saves time, never changes a result, so its absence is not an error."""
+    if min_compile_seconds is not None and not (min_compile_seconds >= 0):
+        raise ValueError(f"invalid min_compile_seconds={min_compile_seconds!r}: a number >= 0")
+    current = jax.config.jax_compilation_cache_dir
+    folder = current if current else (os.fspath(path) if path is not None else compilation_cache_dir())
+    if not folder:
+        return None
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        warnings.warn(f"compilation cache disabled: cannot create {folder!r} ({e}); "
+                      f"set {COMPILATION_CACHE_ENV} to a writable folder or 'off'", stacklevel=2)
+        return None
+    if not current:
+        from jax.experimental.compilation_cache import compilation_cache as _cc
+
+        jax.config.update("jax_compilation_cache_dir", folder)
+        # JAX decides once per process whether the cache is used (at the first compilation): start that decision
+        # afresh, so enabling after something has compiled (a notebook) takes effect too
+        _cc.reset_cache()
+    if min_compile_seconds is not None:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    return folder
 
 
 # ----------------------------------------------------------------------------- pytree <-> flat dict

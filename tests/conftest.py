@@ -177,6 +177,46 @@ def relu_net_and_bank():
 # time, not wall time, because the suite shares 2 cores between workers: a test's wall time depends on its
 # neighbour, its CPU time much less (issue 15: the slowest tests are listed in the README from this report).
 _PROFILE: list[dict] = []
+# Compile seconds in this process (trace + lowering + XLA backend compile), from jax.monitoring: the profile's
+# "compile" column tells compile-bound tests (fewer distinct programs helps) from run-bound ones (smaller runs help).
+_COMPILE = {"s": 0.0, "n": 0}
+
+
+def _count_compile(event: str, seconds: float, **_) -> None:
+    if event.startswith("/jax/core/compile/"):
+        _COMPILE["s"] += seconds
+        _COMPILE["n"] += event.endswith("backend_compile_duration")
+
+
+def pytest_configure(config):
+    import os
+    import tempfile
+
+    if os.environ.get("FA_JAX_TEST_PROFILE"):
+        jax.monitoring.register_event_duration_secs_listener(_count_compile)
+    # One persistent XLA compilation cache for the whole session (fa_jax.sweep.enable_compilation_cache), shared
+    # by the xdist workers and the CLI subprocesses through FA_JAX_COMPILATION_CACHE (both inherit the controller's
+    # environment): the suite is compile-bound (21 of 27 CPU-min in the issue 15 profile) and a program compiled by
+    # one worker or subprocess is loaded by the others. A hit is the same executable (JAX keys entries by the
+    # optimised program, options, backend and versions). A fresh folder per session, removed at the end: nothing
+    # carries over between runs, and the developer's ~/.cache is never touched. FA_JAX_COMPILATION_CACHE=off
+    # measures the suite without it.
+    if "FA_JAX_COMPILATION_CACHE" not in os.environ and not hasattr(config, "workerinput"):
+        os.environ["FA_JAX_COMPILATION_CACHE"] = config._fa_jax_cache_owned = tempfile.mkdtemp(prefix="fa-jax-xla-")
+    from fa_jax.sweep import enable_compilation_cache
+
+    # programs under 0.2 s (single eager operations) cost more to store than to compile
+    enable_compilation_cache(min_compile_seconds=0.2)
+
+
+def pytest_unconfigure(config):
+    import os
+    import shutil
+
+    owned = getattr(config, "_fa_jax_cache_owned", None)
+    if owned:
+        shutil.rmtree(owned, ignore_errors=True)
+        os.environ.pop("FA_JAX_COMPILATION_CACHE", None)
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -194,11 +234,12 @@ def pytest_runtest_protocol(item, nextitem):
     if not os.environ.get("FA_JAX_TEST_PROFILE"):
         yield
         return
-    (a_self, a_kids), w0 = _cpu_seconds(), time.perf_counter()
+    (a_self, a_kids), w0, c0 = _cpu_seconds(), time.perf_counter(), dict(_COMPILE)
     yield
     b_self, b_kids = _cpu_seconds()
     _PROFILE.append({"id": item.nodeid, "cpu": b_self - a_self, "child_cpu": b_kids - a_kids,
-                     "wall": time.perf_counter() - w0})
+                     "wall": time.perf_counter() - w0, "compile": _COMPILE["s"] - c0["s"],
+                     "compiles": _COMPILE["n"] - c0["n"]})
 
 
 def pytest_sessionfinish(session):
@@ -211,3 +252,16 @@ def pytest_sessionfinish(session):
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         with open(os.path.join(out, f"{worker}.json"), "w") as f:
             json.dump(_PROFILE, f)
+
+
+def assert_readable_png(path) -> None:
+    """A written figure is a real PNG of a size a paper would print (issue 20): at most 2 000 px wide and no long
+    strip (width / height <= 2.6), so 4-5-panel strips and 6-pt legends cannot come back unnoticed."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    w, h = struct.unpack(">II", head[16:24])
+    assert w <= 2000 and h <= 2600, f"{path}: {w} x {h} px, more than 2000 px wide or 2600 px high"
+    assert w / h <= 2.6, f"{path}: {w} x {h} px, a strip wider than 2.6:1"

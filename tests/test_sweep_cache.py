@@ -175,3 +175,60 @@ def test_batched_lapack_refused_on_several_cpu_devices():
     sequential = _qr_text(L.qr_q)
     assert "lapack_sgeqrf_ffi" in sequential
     S._check_batched_lapack(sequential, (d, d))  # one matrix per call never waits on the pool
+
+
+# ----------------------------------------------------------------------------- persistent compilation cache
+_CACHE_PROBE = r"""
+import sys, jax, jax.numpy as jnp, numpy as np
+from fa_jax.sweep import enable_compilation_cache
+hits = []
+jax.monitoring.register_event_listener(lambda e, **_: hits.append(e) if e.endswith("/cache_hits") else None)
+jnp.ones(3).block_until_ready()  # something compiles before the cache is enabled (a notebook's order)
+print(enable_compilation_cache(min_compile_seconds=0))
+f = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x).T + jnp.tanh(x).sum())
+out = np.asarray(f(jnp.arange(64.0, dtype=jnp.float32).reshape(8, 8) / 64))
+print(len(hits))
+print(out.tobytes().hex())
+"""
+
+
+def _cache_probe(env: dict) -> list[str]:
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_a_program_compiled_by_one_process_is_loaded_by_the_next(tmp_path):
+    """fa-jax run / sweep enable the cache: a second process loads the first one's executable (a cache hit, even
+    though the cache was enabled after an earlier compilation) and computes bitwise the same numbers."""
+    env = {**os.environ, "FA_JAX_COMPILATION_CACHE": str(tmp_path / "xla")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    folder, hits1, out1 = _cache_probe(env)
+    assert folder == str(tmp_path / "xla") and os.listdir(folder)
+    _, hits2, out2 = _cache_probe(env)
+    assert hits1 == "0" and int(hits2) >= 1  # the jit program and the eager operations around it
+    assert out1 == out2
+    env["FA_JAX_COMPILATION_CACHE"] = "off"
+    assert _cache_probe(env)[:2] == ["None", "0"]
+
+
+def test_compilation_cache_dir_default_env_and_off(monkeypatch, tmp_path):
+    monkeypatch.delenv("FA_JAX_COMPILATION_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert S.compilation_cache_dir() == os.path.join(str(tmp_path), "fa-jax", "xla")
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert S.compilation_cache_dir() == os.path.join(str(tmp_path / "home"), ".cache", "fa-jax", "xla")
+    for off in ("off", "OFF", "", "0", "none"):
+        monkeypatch.setenv("FA_JAX_COMPILATION_CACHE", off)
+        assert S.compilation_cache_dir() is None
+    monkeypatch.setenv("FA_JAX_COMPILATION_CACHE", "~/x")
+    assert S.compilation_cache_dir() == os.path.join(str(tmp_path / "home"), "x")
+
+
+def test_enable_compilation_cache_bad_input():
+    with pytest.raises(ValueError, match="min_compile_seconds"):
+        S.enable_compilation_cache(min_compile_seconds=-1)
