@@ -7,8 +7,10 @@ share one compiled program; their traced values are stacked along the ``runs`` a
 Overrides (``fa-jax run --set KEY=VALUE``, :func:`apply_overrides`) name a field by one grammar: its dotted path, an
 unambiguous last component, or an *alias* in its metadata (:func:`param`: the dotted path a sweep file uses for the
 same value, e.g. ``data.k`` for a sim's flat ``k``). A field whose default only makes sense for one value of
-another field declares the rule it *follows* (``param(5, follows="k // 2")``): an override of its drivers moves
-it along, unless it is set explicitly too or the config had already moved it off the rule.
+another field declares the rule it *follows* (``param(5, follows="k // 2")``, ``traced(5, follows=...)``): an
+override of its drivers moves it along (:func:`follow`), unless it is set explicitly too or the config had already
+moved it off the rule. ``--set`` and sweep files (``[fixed]``, cases, axes) both go through it, so a preset or a
+config built in Python keeps the values it was given, and the moved value is the one recorded and hashed.
 
 Validation (issue 21): every bad value raises :class:`ConfigError` (a ``ValueError``) naming the parameter as the
 user wrote it, its allowed range and the value, before anything compiles. :func:`check_fields` is the one type
@@ -92,10 +94,13 @@ def _show(v: Any, limit: int = 120) -> str:
     return t if len(t) <= limit else t[: limit - 3] + "..."
 
 
-def traced(default: Any, *, inf_ok: bool = False, **kw):
+def traced(default: Any, *, inf_ok: bool = False, follows: str | None = None, **kw):
     """A dataclass field whose value is a traced (vmapped) number, not part of the compiled program.
-    ``inf_ok``: +-inf is a meaningful value of this field (:func:`check_fields` refuses it otherwise)."""
-    meta = {"traced": True, **({"inf_ok": True} if inf_ok else {})}
+    ``inf_ok``: +-inf is a meaningful value of this field (:func:`check_fields` refuses it otherwise); ``follows``:
+    the rule its default follows (:func:`param`)."""
+    meta = {"traced": True, **({"inf_ok": True} if inf_ok else {}), **({"follows": follows} if follows else {})}
+    if follows is not None:
+        _rule_code(follows)
     return dataclasses.field(default=default, metadata=meta, **kw)
 
 
@@ -124,7 +129,8 @@ def param(default: Any, *, alias: str | None = None, follows: str | None = None,
 
 
 # the only names a ``follows`` rule may call besides the config's own fields
-_RULE_BUILTINS = {"min": min, "max": max, "abs": abs, "int": int, "round": round, "len": len, "tuple": tuple}
+_RULE_BUILTINS = {"min": min, "max": max, "abs": abs, "int": int, "round": round, "len": len, "tuple": tuple,
+                  "range": range}
 
 
 def _rule_code(rule: str):
@@ -134,7 +140,8 @@ def _rule_code(rule: str):
 def rule_value(cfg, rule: str) -> Any:
     """A ``follows`` rule evaluated on ``cfg``'s fields (the config that holds the following field)."""
     names = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    return eval(_rule_code(rule), {"__builtins__": _RULE_BUILTINS}, names)  # a rule from the source, not user input
+    # the fields as globals: a comprehension in a rule (its own scope) sees them too
+    return eval(_rule_code(rule), {**names, "__builtins__": _RULE_BUILTINS})  # a rule from the source, not user input
 
 
 def _parent(cfg, path: str):

@@ -31,7 +31,9 @@ Format (see ``sims/regimes.toml`` for a full example)::
     optimizer = "static"               # or "traced": every optim.name of the grid in ONE program per shape
 
 A config is built as: experiment defaults <- [fixed] <- case entries <- value axes <- scale axes; then the width
-bucket policy; then ``validate()``. Every error (malformed TOML, unknown key, empty axis, an axis that cannot
+bucket policy; then ``validate()``. A field whose default follows another (``fa_jax.config.param(..., follows=)``,
+e.g. ``data.n_pos`` follows ``data.k // 2``) moves with it unless the file sets it for that grid point, as with
+``fa-jax run --set``. Every error (malformed TOML, unknown key, empty axis, an axis that cannot
 change the chosen model's runs, an invalid grid point) names the file and key, before anything is compiled.
 Values are checked against the field's type (:func:`fa_jax.config.check_fields`): an integer field takes TOML
 integers and integral floats (``linspace`` gives floats), never 0.5; a boolean field takes TOML booleans,
@@ -56,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import MAX_INT, MAX_RUNS, ConfigError, _hints, _walk, check_fields, with_values
+from .config import MAX_INT, MAX_RUNS, ConfigError, _hints, _walk, check_fields, follow, with_values
 from .experiments import Experiment, experiment_names, get_experiment, import_ref
 from .experiments import describe as describe_experiment
 from .manifest import MANIFEST, ManifestError, SpecError, _write_json_atomic, move_aside, read_manifest
@@ -433,7 +435,10 @@ def _field_hints(cfg) -> dict[str, Any]:
     return out
 
 
-def _set(cfg, exp: Experiment, values: Mapping[str, Any]):
+def _set(cfg, exp: Experiment, values: Mapping[str, Any], explicit: set[str]):
+    """``cfg`` with ``values`` (dotted paths, ``seed``) set, coerced to the fields' types; the paths set are added to
+    ``explicit`` (this grid point's so far), and a field following one of them moves along unless it is in it
+    (:func:`fa_jax.config.follow`: ``"data.k" = 4`` alone splits feature-averaging's clusters 2/2)."""
     current = {p: v for p, _, v in _walk(cfg)}
     hints = _field_hints(cfg)
     out = {}
@@ -445,7 +450,8 @@ def _set(cfg, exp: Experiment, values: Mapping[str, Any]):
                 out[s] = v
         else:
             out[p] = _coerce(current[p], v, hints.get(p))
-    return with_values(cfg, out)
+    explicit.update(out)
+    return follow(cfg, with_values(cfg, out), explicit)
 
 
 def grid_points(spec: SweepSpec) -> list[tuple[int, ...]]:
@@ -468,7 +474,8 @@ def build_configs(spec: SweepSpec) -> list:
         raise err(f"[axes]: the grid has {spec.n_runs} runs; allowed at most {MAX_RUNS} per sweep "
                   "(fa_jax.config.MAX_RUNS)")
     try:
-        base = _set(exp.config(), exp, spec.fixed)
+        fixed: set[str] = set()  # the paths [fixed] sets: no grid point moves them along a driver
+        base = _set(exp.config(), exp, spec.fixed, fixed)
     except (TypeError, ValueError) as e:
         raise err(f"[fixed]: {e}") from None
     current, hints = {p: v for p, _, v in _walk(base)}, _field_hints(base)
@@ -484,20 +491,20 @@ def build_configs(spec: SweepSpec) -> list:
     points = grid_points(spec)
     raw = []
     for point in points:
-        cfg = base
+        cfg, explicit = base, set(fixed)
         try:
             for a, i in zip(spec.axes, point, strict=True):
                 if a.kind == "cases":
-                    cfg = _set(cfg, exp, a.cases[i])
+                    cfg = _set(cfg, exp, a.cases[i], explicit)
             for a, i in zip(spec.axes, point, strict=True):
                 if a.kind == "values":
-                    cfg = _set(cfg, exp, {a.path: a.coords[i]})
+                    cfg = _set(cfg, exp, {a.path: a.coords[i]}, explicit)
             for a, i in zip(spec.axes, point, strict=True):
                 if a.kind == "scale":
                     cur = {p: v for p, _, v in _walk(cfg)}[a.path]
                     if not isinstance(cur, (int, float)) or isinstance(cur, bool) or not math.isfinite(cur):
                         raise err(f"axis {a.name!r}: cannot scale the non-numeric field {a.path!r} (= {cur!r})")
-                    cfg = _set(cfg, exp, {a.path: cur * a.coords[i]})
+                    cfg = _set(cfg, exp, {a.path: cur * a.coords[i]}, explicit)
         except SpecError:
             raise
         except (TypeError, ValueError) as e:

@@ -61,7 +61,8 @@ class FASim:
     phase_d: tuple = (256, 1024, 4096)  # S1 input dimensions
     phase_seeds: int = 2  # seeds per S1 cell and supervision
     gran_k: int = 12  # S2: clusters of the granularity sweep (multi-class net, n_pos = k // 2)
-    gran_g: tuple = (2, 4, 6, 12)  # S2: super-class counts g (fine labels j // (k/g); g = k: one class per cluster)
+    gran_g: tuple = param((2, 4, 6, 12), follows="tuple(g for g in range(2, gran_k + 1) if gran_k % g == 0 "  # S2
+                          "and gran_k // 2 % (gran_k // g) == 0)")  # super-class counts g (labels j // (k/g))
     gran_d: int = 3072  # S2 input dimension
     gran_seeds: int = 2  # seeds per S2 value of g
     # S3: init scale x width (binary net). Widths share a program inside each bucket (padded, masked neurons);

@@ -103,12 +103,12 @@ class HMTSim:
     init_scale: float = math.sqrt(2.0)  # init multiplier, recipe "fa-jax": LeCun init x sqrt2 ~ He (spec: He init)
     lr: float = 0.05  # peak learning rate of the synthetic nets (recipe "fa-jax": triangular schedule)
     epochs: int = 20  # training epochs of the synthetic nets (recipe "fa-jax")
-    batch: int = 128  # mini-batch size (both recipes)
+    batch: int = param(128, follows="min(128, n_train)")  # mini-batch size (both recipes)
     weight_decay: float = 5e-4  # SGD weight decay (both recipes)
     clip: float = 0.5  # global gradient-norm clip (both recipes)
     seeds: int = 2  # seeds (data + init) of the synthetic nets
     # margins
-    n_points: int = 100  # synthetic test points whose margins are measured
+    n_points: int = param(100, follows="min(100, n_test)")  # synthetic test points whose margins are measured
     max_iter: int = 100  # DeepFool iterations (synthetic)
     synth_block: int = 4  # side K of the K x K DCT blocks spanning each subspace (synthetic)
     synth_step: int = 1  # stride between DCT blocks along the diagonal (synthetic)

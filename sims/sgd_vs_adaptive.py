@@ -25,7 +25,7 @@ import os
 import jax
 import numpy as np
 
-from fa_jax.config import check_fields, renamed, require, require_runs
+from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data.natural import PAPER_SIGMA_TILDE, PAPER_W0_TILDE, PAPER_W_STAR_TILDE, ImageSignal, NaturalSignal
 from fa_jax.experiments.adaptive_linear import AdaptiveLinearRun, run_adaptive_linear
 from fa_jax.experiments.adaptive_nets import NET_OPTS, AdaptiveNetRun, NetAttack, NetOptim, run_adaptive_net
@@ -90,7 +90,7 @@ class AdaptiveSim:
     net_lrs_adam: tuple = (3e-4, 1e-3, 3e-3)  # Adam lr grid (the paper tunes adaptive lrs to match SGD's accuracy)
     net_lrs_rmsprop: tuple = (1e-4, 3e-4, 1e-3)  # RMSProp lr grid (here: the lr closest to SGD's, selection seeds)
     net_steps: int = 3000  # training steps of each net
-    net_batch: int = 64  # mini-batch size of the nets
+    net_batch: int = param(64, follows="min(64, net_n_train)")  # mini-batch size of the nets
     net_n_train: int = 4096  # training images
     net_n_test: int = 1000  # test images
     net_seeds: int = 5  # seeds per (arch, init, optimiser, lr), selection seeds included (4 held out)
@@ -100,7 +100,7 @@ class AdaptiveSim:
     # the band-noise comparisons pair SGD with EVERY adaptive lr whose clean accuracy on the selection seeds is within
     # this of SGD's (1 point: spec corrections; one matched lr is ill-conditioned, issue 17)
     net_match_tol: float = 0.01  # clean-accuracy window of the adaptive lrs paired with SGD (above)
-    net_points: int = 300  # attacked test points
+    net_points: int = param(300, follows="min(300, net_n_test)")  # attacked test points
     net_attack_steps: int = 30  # PGD steps per attack
     net_restarts: int = 2  # PGD random restarts
     net_l2_eps: tuple = (0.25, 0.5, 1.0)  # l2 attack radii

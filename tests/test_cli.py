@@ -193,6 +193,33 @@ def test_other_followed_defaults():
     assert (c.batch, c.n_agop) == (100, 100)  # at most the k * n_per_class = 100 training points
     c.validate()
     assert apply_overrides(agop.PRESETS["default"], ["k=40"]).p6_n_per_class == 3  # k * p6_n_per_class <= d = 128
+    # feature-averaging's S2 grid: every g whose super-classes lie inside one binary class (the quick preset's (2, 10))
+    assert apply_overrides(base, ["gran_k=10"]).gran_g == (2, 10) == FA.PRESETS["quick"].gran_g
+    apply_overrides(FA.PRESETS["quick"], ["gran_k=8"]).validate()  # g in (2, 4, 8)
+    c = apply_overrides(hmt.PRESETS["default"], ["n_test=50", "n_train=100"])
+    assert (c.n_points, c.batch) == (50, 100)
+    ada = sims.get_sim("sgd-vs-adaptive")
+    c = apply_overrides(ada.PRESETS["default"], ["net_n_test=200", "net_n_train=32"])
+    assert (c.net_points, c.net_batch) == (200, 32)
+    with pytest.raises(ValueError, match=r"invalid net_points=500: allowed 1 <= net_points <= net_n_test = 200"):
+        apply_overrides(ada.PRESETS["default"], ["net_n_test=200", "net_points=500"]).validate()  # explicit: kept
+
+
+@pytest.mark.parametrize("name", sims.NAMES)
+def test_presets_resolve_as_the_committed_runs(name):
+    """Dependent defaults act on overrides only: every preset resolves to itself, and every following field of the
+    default preset holds the value its committed summary.json records (the committed results reproduce)."""
+    from fa_jax.docs import PAGES
+
+    mod = sims.get_sim(name)
+    for cfg in mod.PRESETS.values():
+        assert apply_overrides(cfg, []) == cfg
+    rec = json.loads((ROOT / PAGES[name]).read_text())["config"]
+    cfg = mod.PRESETS["default"]
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("follows"):
+            v = getattr(cfg, f.name)
+            assert (list(v) if isinstance(v, tuple) else v) == rec[f.name], f.name
 
 
 @pytest.mark.parametrize("name", sims.NAMES)

@@ -11,6 +11,7 @@ import pytest
 from fa_jax.config import (
     apply_overrides,
     is_traced,
+    param,
     require,
     static_key,
     to_dict,
@@ -159,6 +160,31 @@ def test_override_string_and_list_forms():
         apply_overrides(Outer(), ["seed"])
     # non-string values pass through unparsed
     assert apply_overrides(Outer(), {"a.rate": 0.125}).a.rate == 0.125
+
+
+@dataclasses.dataclass(frozen=True)
+class Follows:
+    n: int = 12
+    half: int = traced(6, follows="n // 2")  # a traced follower
+    divs: tuple = param((1, 2, 3, 4, 6, 12), follows="tuple(g for g in range(1, n + 1) if n % g == 0)")
+
+
+def test_dependent_defaults_follow_their_driver_in_run_configs():
+    """A follower moves with its driver (nested: feature-averaging's data.n_pos = data.k // 2, hold-me-tight's
+    synth.n_noise = side^2 / 2) unless set too; it stays traced; a rule may use a comprehension."""
+    assert apply_overrides(FARun(), ["data.k=4"]).data.n_pos == 2
+    assert apply_overrides(FARun(), ["k=7"]).data.n_pos == 3  # the unique last component
+    assert apply_overrides(FARun(), ["data.k=4", "data.n_pos=1"]).data.n_pos == 1  # explicit wins
+    assert apply_overrides(FARun(), ["data.d=64"]) == FARun(data=ClusterData(d=64))  # other fields: nothing moves
+    assert "data.n_pos" in traced_values(apply_overrides(FARun(), ["data.k=4"]))
+    from fa_jax.experiments.hold_me_tight import HMTRun
+
+    assert apply_overrides(HMTRun(), ["synth.side=8"]).synth.n_noise == 32
+    cfg = apply_overrides(Follows(), ["n=10"])
+    assert (cfg.half, cfg.divs) == (5, (1, 2, 5, 10)) and is_traced(dataclasses.fields(Follows)[1])
+    assert apply_overrides(Follows(half=1), ["n=10"]).half == 1  # a value set off the rule stays
+    with pytest.raises(SyntaxError):  # a malformed rule fails where it is declared
+        traced(1, follows="n //")
 
 
 def test_require_message_names_parameter():

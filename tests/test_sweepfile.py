@@ -153,6 +153,44 @@ def test_width_bucket_policy_groups_widths():
     assert [c.model.bucket for c in p2] == [2, 4, 8]
 
 
+def test_dependent_defaults_follow_their_driver_per_grid_point():
+    """data.n_pos follows data.k // 2 as with --set: unless [fixed] or the grid point's case / axis sets it; an
+    explicit bad value keeps its named error."""
+    small = {"data.d": 16, "data.n_train": 16, "data.n_test": 8, "attack.n_points": 8, "attack.record_points": 8}
+
+    def split(fixed, axes):
+        return [(c.data.k, c.data.n_pos) for c in build_configs(parse_spec({"experiment": "feature-averaging",
+                                                                            "fixed": {**small, **fixed},
+                                                                            "axes": axes}))]
+
+    assert split({"data.k": 4}, {"seed": [0]}) == [(4, 2)]
+    assert split({}, {"data.k": [2, 7, 16]}) == [(2, 1), (7, 3), (16, 8)]
+    assert split({"data.n_pos": 1}, {"data.k": [2, 8]}) == [(2, 1), (8, 1)]  # [fixed] wins at every point
+    cases = {"a": {"data.k": 4, "data.n_pos": 3}, "b": {"data.k": 8}}
+    assert split({}, {"k": {"cases": cases}}) == [(4, 3), (8, 4)]  # a case's own value wins in that case only
+    with pytest.raises(SpecError, match=r"\[fixed\]: invalid data\.n_pos=4: allowed 1 <= n_pos <= k-1 = 3"):
+        split({"data.k": 4, "data.n_pos": 4}, {"seed": [0]})
+
+
+def test_shipped_sweep_resolves_to_its_committed_config():
+    """sims/regimes.toml builds the configs its committed summary records (spec hash and base config): the
+    dependent defaults change nothing it set (fields added since, absent from the record, are left out)."""
+    import dataclasses
+    import json
+    import pathlib
+
+    from fa_jax.summary import to_jsonable
+    from fa_jax.sweepfile import spec_hash
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    rec = json.loads((root / "figures" / "regimes" / "summary.json").read_text())["config"]
+    spec = load_spec(root / "sims" / "regimes.toml")
+    assert spec_hash(spec) == rec["spec_hash"]
+    base = json.loads(json.dumps(to_jsonable(dataclasses.asdict(build_configs(spec)[0]))))
+    assert {g: {k: base[g][k] for k in v} if isinstance(v, dict) else base[g] for g, v in rec["base"].items()} \
+        == rec["base"]
+
+
 # ----------------------------------------------------------------------------- results, resume, overwrite
 def test_results_match_direct_runs_and_closed_form(tmp_path):
     """A sweep-file run equals run_linear called alone; GD follows w_t - w_ls = (I - lr S)^t (w_0 - w_ls)."""

@@ -21,7 +21,7 @@ from ..linalg import qr
 class ClusterData:
     d: int = 3072
     k: int = 10
-    n_pos: int = traced(5)  # |J+|; the split is a traced +/-1 vector over clusters
+    n_pos: int = traced(5, follows="k // 2")  # |J+|; the split is a traced +/-1 vector over clusters
     n_train: int = 1000
     n_test: int = 1000
     sigma: float = traced(1.0)

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import require, traced
+from ..config import param, require, traced
 from ..subspaces import dct_basis_images
 
 __all__ = ["BASES", "KINDS", "Discriminative", "directions", "sample"]
@@ -53,7 +53,7 @@ class Discriminative:
     side: int = 16
     channels: int = 1
     s: int = 1
-    n_noise: int = 128
+    n_noise: int = param(128, follows="side * side * channels // 2")  # noisy directions |N| (blocks): half of D
     basis: str = "dct"
     n_train: int = 10_000
     n_test: int = 300
