@@ -741,43 +741,51 @@ def markdown_table(res: dict) -> str:
 
 
 def plot(res: dict, path: str) -> None:
+    """The figure of a benchmark result ``res`` (one panel per mode, run-steps/s against R on log-log axes, the
+    roofline dashed), in the shared figure style (fa_jax.plotting.style); one legend below both panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = [m for m in ("gd", "sgd") if m in res]
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4.2), squeeze=False)
-    styles = {"fa_jax": ("fa-jax (sweep engine)", "C0", "o"),
-              "handwritten": ("hand-written jit(vmap(train))", "C1", "D"),
-              "torch_loop": ("PyTorch per-run loop", "C3", "s"), "numpy_loop": ("NumPy per-run loop", "C2", "^")}
-    for ax, mode in zip(axes[0], modes):
-        rs = sorted(res[mode], key=int)
-        x = [int(r) for r in rs]
-        for impl, (label, color, marker) in styles.items():
-            y = [res[mode][r].get(impl) for r in rs]
-            if y and all(v is not None for v in y):
-                ax.plot(x, y, marker=marker, color=color, label=label)
-        roof = res["peak_gflops"] * 1e9 / res["flops_per_step"][mode]
-        ax.axhline(roof, color="k", ls="--", label=f"roofline: peak {res['peak_gflops']:.0f} GFLOP/s / FLOPs per step")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("runs R")
-        ax.set_ylabel("run-steps / s")
-        steps = res[mode][rs[0]]["steps"]
-        title = "full-batch GD" if mode == "gd" else f"SGD b={BATCH}"
-        ax.set_title(f"{title}, {steps} steps, m={WIDTH}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="center right", framealpha=0.8)
-    dev = res["device"]
-    where = dev["platform"] if dev["platform"] == "cpu" else f"{dev['platform']} {dev.get('kind', '')}"
-    fig.suptitle(f"training throughput on {where} ({dev['cpu_count']} host cores), "
-                 f"load {res['loadavg']['start'][0]:.1f}->{res['loadavg'].get('end', [float('nan')])[0]:.1f}",
-                 fontsize=9)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    from fa_jax.plotting.style import figure_legend, panels, styled
+
+    @styled
+    def draw():
+        modes = [m for m in ("gd", "sgd") if m in res]
+        fig, axes = panels(len(modes))
+        styles = {"fa_jax": ("fa-jax (sweep engine)", "C0", "o"),
+                  "handwritten": ("hand-written jit(vmap(train))", "C1", "D"),
+                  "torch_loop": ("PyTorch per-run loop", "C3", "s"), "numpy_loop": ("NumPy per-run loop", "C2", "^")}
+        for ax, mode in zip(axes, modes, strict=True):
+            rs = sorted(res[mode], key=int)
+            x = [int(r) for r in rs]
+            for impl, (label, color, marker) in styles.items():
+                y = [res[mode][r].get(impl) for r in rs]
+                if y and all(v is not None for v in y):
+                    ax.plot(x, y, marker=marker, ms=4, color=color, label=label)
+            roof = res["peak_gflops"] * 1e9 / res["flops_per_step"][mode]
+            ax.axhline(roof, color="k", ls="--",
+                       label=f"roofline: peak {res['peak_gflops']:.0f} GFLOP/s / FLOPs per step")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("runs R")
+            ax.set_ylabel("run-steps / s")
+            steps = res[mode][rs[0]]["steps"]
+            title = "full-batch GD" if mode == "gd" else f"SGD b = {BATCH}"
+            ax.set_title(f"{title}, {steps} steps, m = {WIDTH}")
+            ax.grid(True, which="both", alpha=0.3)
+        figure_legend(fig, axes, ncol=2)
+        dev = res["device"]
+        where = dev["platform"] if dev["platform"] == "cpu" else f"{dev['platform']} {dev.get('kind', '')}"
+        fig.suptitle(f"training throughput on {where} ({dev['cpu_count']} host cores), "
+                     f"load {res['loadavg']['start'][0]:.1f} $\\to$ "
+                     f"{res['loadavg'].get('end', [float('nan')])[0]:.1f}")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fig.savefig(path)  # at the style's resolution (savefig.dpi)
+        plt.close(fig)
+
+    draw()
 
 
 def _ints(text: str) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import assert_readable_png
 
 import fa_jax
 from fa_jax.cli import main
@@ -60,6 +61,7 @@ def test_cli_writes_the_figure(sweep_dir, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert_readable_png(out)  # the shared style's size: no wide strip (issue 20)
 
 
 def test_image_is_the_reduced_metric_with_labelled_log_and_category_axes(sweep_dir):

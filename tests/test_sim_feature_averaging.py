@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_check_contract
+from conftest import assert_check_contract, assert_readable_png
 
 from fa_jax.config import apply_overrides
 from fa_jax.summary import KINDS
@@ -33,7 +33,7 @@ def quick_run(tmp_path_factory):
 
 
 def test_summary_schema(quick_run):
-    out, doc = quick_run
+    _, doc = quick_run
     assert set(doc) >= {"sim", "config", "versions", "device", "checks", "not_evaluated", "metrics"}
     assert doc["sim"] == "feature-averaging"
     assert doc["config"]["d"] == 3072 and doc["config"]["k"] == 10 and doc["config"]["seeds"] == 3
@@ -78,8 +78,7 @@ def test_figures_written(quick_run):
     for name in figs:
         p = out / name
         assert p.exists() and p.stat().st_size > 10_000
-        with open(p, "rb") as f:
-            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert_readable_png(p)  # a PNG of a printable size: no wide strips (issue 20)
 
 
 def test_compiled_programs_are_groups_not_runs(quick_run):
@@ -149,3 +148,69 @@ def test_an_explicit_zero_is_refused_never_replaced_by_the_default(tmp_path, cap
               + [x for kv in sets for x in ("--set", kv)])
     err = capsys.readouterr().err
     assert rc == 2 and f"invalid {field}=" in err and "0" in err.split(f"{field}=")[1].split(":")[0], err
+
+
+def _captured_figures(monkeypatch):
+    """Keep each figure the feature-averaging module saves, with a renderer of its drawn canvas (saving closes the
+    figure), by file name."""
+    from fa_jax.plotting import feature_averaging as plot_fa
+
+    figs = {}
+    save = plot_fa._save
+
+    def keep(fig, out_dir, name):
+        fig.canvas.draw()  # text extents need the drawn layout
+        figs[name] = (fig, fig.canvas.get_renderer())
+        return save(fig, out_dir, name)
+
+    monkeypatch.setattr(plot_fa, "_save", keep)
+    return plot_fa, figs
+
+
+def test_metric_figures_redraw_the_committed_summary(tmp_path, monkeypatch):
+    """figures/summary.json (the default run) holds everything the metric figures need: they re-draw from it,
+    each a PNG of a printable size (issue 20). fa_phase_kd: one diverging scale for both panels with the theory
+    value 1 at its middle, and no eps label overlapping a cell's number."""
+    import pathlib
+    import types
+
+    import matplotlib.text
+
+    summary = pathlib.Path(__file__).resolve().parents[1] / "figures" / "summary.json"
+    doc = json.loads(summary.read_text())
+    plot_fa, figs = _captured_figures(monkeypatch)
+    names = plot_fa.metric_figures(str(tmp_path), types.SimpleNamespace(**doc["config"]), doc["metrics"])
+    assert names == ["fa_dynamics.png", "fa_scaling.png", "fa_phase_kd.png", "fa_init_width.png"]
+    for name in names:
+        assert_readable_png(tmp_path / name)
+    fig, r = figs["fa_phase_kd.png"]
+    maps = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(maps) == 2 and maps[0].norm is maps[1].norm
+    assert float(maps[0].norm(1.0)) == pytest.approx(0.5) and maps[0].cmap.name == "RdBu_r"
+    ax = maps[0].axes
+    texts = [t for t in ax.texts if isinstance(t, matplotlib.text.Text)]
+    labels = [t.get_window_extent(r) for t in texts if "epsilon" in t.get_text()]
+    cells = [t.get_window_extent(r) for t in texts if "epsilon" not in t.get_text()]
+    assert len(labels) == 3 and len(cells) == len(doc["config"]["phase_k"]) * len(doc["config"]["phase_d"])
+    assert not any(a.overlaps(b) for a in labels for b in cells)
+    assert not any(a.overlaps(b) for i, a in enumerate(labels) for b in labels[i + 1:])
+
+
+def test_robust_accuracy_legend_off_the_data(tmp_path, monkeypatch):
+    """fa_robust_accuracy: the theory radii are legend entries (no labels at the top that overlap where radii are
+    close) and the legend lies right of the axes."""
+    import types
+
+    plot_fa, figs = _captured_figures(monkeypatch)
+    s = types.SimpleNamespace(d=3072, k=10, n_pos=5, pgd_steps=20, restarts=2, n_points=300)
+    eps = np.linspace(0, 60, 31)
+    curves = {"binary": np.clip(1 - eps / 20, 0, 1)[None].repeat(2, 0),
+              "max": np.clip(1 - eps / 40, 0, 1)[None].repeat(2, 0)}
+    res = {"main": [({"kind": "binary"}, None), ({"kind": "binary"}, None)]}
+    assert plot_fa._robust_accuracy(str(tmp_path), s, res, eps, curves) == "fa_robust_accuracy.png"
+    assert_readable_png(tmp_path / "fa_robust_accuracy.png")
+    fig, r = figs["fa_robust_accuracy.png"]
+    (ax,) = fig.axes
+    assert not ax.texts
+    assert ax.get_legend().get_window_extent(r).x0 >= ax.get_window_extent(r).x1
+    assert any("sqrt{d/k}" in t.get_text() for t in ax.get_legend().get_texts())

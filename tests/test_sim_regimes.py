@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_check_contract
+from conftest import assert_check_contract, assert_readable_png
 
 from fa_jax.results import load_results
 from fa_jax.sweep import group_configs
@@ -71,6 +71,7 @@ def test_checks_recomputed_from_results(tiny):
     assert set(cells) == {f"{s}/gd/lr_x{m:g}" for s in ("binary", "multiclass") for m in (1.0, 3.0)}
     for name in summ["metrics"]["figures"]:
         assert os.path.getsize(out / name) > 10_000
+        assert_readable_png(out / name)  # a PNG of a printable size: no wide strips (issue 20)
 
 
 def test_check_contract_and_learning_floor(tiny):

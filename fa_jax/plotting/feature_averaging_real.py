@@ -1,12 +1,12 @@
 """Figures of the real-data feature-averaging sim (no theory exists for real images: the panels show the
-measured comparison the spec predicts, P14, and the Fig. 2c/2d analogue)."""
+measured comparison the spec predicts, P14, and the Fig. 2c/2d analogue). Style: :mod:`.style`."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from .common import band as _band
 from .common import save as _save
+from .style import DIVERGING, geometric_band, legend_outside, panels, styled
 
 LABELS = {"binary": "binary net", "lse": "10-class, $F_{lse}$ (primary; strongest attack)",
           "sum": "10-class, $F_{sum}$ (variant; strongest)", "max": "10-class, $F_{max}$ (variant; strongest)",
@@ -17,7 +17,10 @@ COLORS = {"binary": "C3", "lse": "C1", "sum": "C0", "max": "C2"}
 READOUTS = ("binary", "lse", "sum", "max")  # lse: the 10-class net's primary read-out (drawn bold)
 
 
+@styled
 def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:
+    """``robust_accuracy.png``, ``cosine_heatmaps.png``, ``training.png`` of a real-data run (``res``: the
+    (labels, result) pairs; ``eps[n_eps]`` radii, ``curves[name][seeds, n_eps]`` robust accuracies)."""
     rb = [r for lab, r in res if lab["head"] == "binary"]
     rm = [r for lab, r in res if lab["head"] == "multiclass"]
     data = metrics["data"]
@@ -25,7 +28,7 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
     names = []
 
     # 1. robust accuracy vs radius (paper Fig. 3 analogue)
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, (ax,) = panels(1, panel=(7.2, 3.4))  # the width holds the legend beside the axes
     for name in READOUTS:
         if name in curves:
             clean = metrics["clean_accuracy"][name]["mean"]
@@ -40,9 +43,9 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
     ax.set_xlabel("$\\ell_2$ radius $\\epsilon$ ([0, 1] pixels)")
     ax.set_ylabel("robust accuracy (PGD)")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7, loc="upper right")
-    ax.set_title(f"{task}: PGD {s.pgd_steps} steps x {s.restarts} start(s), {s.n_points} test points; "
-                 f"mean $\\pm$ sd over {len(rb)} seeds", fontsize=8)
+    legend_outside(ax)
+    ax.set_title(f"{task}\nPGD {s.pgd_steps} steps $\\times$ {s.restarts} start(s), {s.n_points} test points; "
+                 f"mean $\\pm$ sd over {len(rb)} seeds")
     names.append(_save(fig, out_dir, "robust_accuracy.png"))
 
     # 2. class-mean cosine heat-maps of penultimate features (paper Fig. 2c/2d analogue), seed means
@@ -52,49 +55,52 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
     signs[data["negative"]] = -1
     order = np.r_[np.flatnonzero(signs > 0), np.flatnonzero(signs < 0)]  # + side first, then - side
     ticks = [str(classes[i])[:6] for i in order]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 9), gridspec_kw={"width_ratios": [1, 1]})
+    fig, axes = panels(4, panel=(3.6, 3.4))
+    axes = axes.reshape(2, 2)
     f = metrics["features"]
     for col, (label, rs) in enumerate((("binary", rb), ("multiclass", rm))):
         ax = axes[0, col]
         c = np.mean([r["features"]["cos"] for r in rs], 0)[np.ix_(order, order)]
-        im = ax.imshow(c, vmin=-1, vmax=1, cmap="RdBu_r")
+        im = ax.imshow(c, vmin=-1, vmax=1, cmap=DIVERGING)
         n_pos = int((signs > 0).sum())
         ax.axhline(n_pos - 0.5, color="k", lw=1)
         ax.axvline(n_pos - 0.5, color="k", lw=1)
-        ax.set_xticks(range(len(order)), ticks, fontsize=7, rotation=90)
-        ax.set_yticks(range(len(order)), ticks, fontsize=7)
+        ax.set_xticks(range(len(order)), ticks, rotation=90)
+        ax.set_yticks(range(len(order)), ticks)
         name = "10-class" if label == "multiclass" else label
         ax.set_title(f"{name} net: cos of centred class means\nwithin side {f[label]['within_side']['mean']:.2f}, "
-                     f"across sides {f[label]['cross_side']['mean']:.2f}", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+                     f"across sides {f[label]['cross_side']['mean']:.2f}")
         ax = axes[1, col]
         h = np.mean([r["features"]["head_cos"] for r in rs], 0)[order]
         if h.shape[1] == len(classes):
             h = h[:, order]
-        im = ax.imshow(h, vmin=-1, vmax=1, cmap="RdBu_r", aspect="auto")
-        ax.set_yticks(range(len(order)), ticks, fontsize=7)
-        ax.set_xticks(range(h.shape[1]), ["f"] if h.shape[1] == 1 else ticks, fontsize=7,
+        im = ax.imshow(h, vmin=-1, vmax=1, cmap=DIVERGING, aspect="auto")
+        ax.set_yticks(range(len(order)), ticks)
+        ax.set_xticks(range(h.shape[1]), ["$f$"] if h.shape[1] == 1 else ticks,
                       rotation=0 if h.shape[1] == 1 else 90)
         ax.set_xlabel("head weight (output)")
-        ax.set_title(f"{name} net: cos(centred class mean, head weight)", fontsize=9)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(f"penultimate features on the test set, mean of {len(rb)} seeds; {task}; "
-                 "classes ordered + side | - side", fontsize=9)
+        ax.set_title(f"{name} net: cos(centred class mean,\nhead weight)")
+    fig.colorbar(im, ax=list(axes.ravel()), shrink=0.6, label="cosine")  # one scale, [-1, 1], for all four
+    fig.suptitle(f"penultimate features on the test set, mean of {len(rb)} seeds; classes ordered + side | $-$ side"
+                 f"\n{task}")
     names.append(_save(fig, out_dir, "cosine_heatmaps.png"))
 
     # 3. training records
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = panels(2)
     for label, rs, c in (("binary", rb, COLORS["binary"]), ("10-class", rm, COLORS["lse"])):
         st = np.maximum(np.asarray(rs[0]["plan"]), 1)
-        _band(axes[0], st, [r["records"]["loss"] for r in rs], f"{label} (train loss)", color=c)
+        # log axis: geometric mean x/÷ geometric sd (an arithmetic band dives to the floor where sd > mean)
+        geometric_band(axes[0], st, [r["records"]["loss"] for r in rs], f"{label} (train loss)", color=c)
         _band(axes[1], st, [r["records"]["test_acc"] for r in rs],
               f"{label} ({'sgn f' if label == 'binary' else '$F_{lse}$'}) test", color=c)
         _band(axes[1], st, [r["records"]["train_acc"] for r in rs], f"{label} train", color=c, ls=":")
-    for ax, yl in ((axes[0], "loss"), (axes[1], "binary accuracy")):
+    for ax, yl in ((axes[0], "training loss (geometric mean)"), (axes[1], "binary accuracy")):
         ax.set_xscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel(yl)
-        ax.legend(fontsize=7)
+    axes[0].legend()
+    axes[1].legend(loc="lower right")
     axes[0].set_yscale("log")
     names.append(_save(fig, out_dir, "training.png"))
     return names
+

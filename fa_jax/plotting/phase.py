@@ -538,15 +538,17 @@ def main(args) -> int:
     if ext not in kinds:
         return fail(f"invalid -o/--out={args.out!r}: allowed a file name ending in one of "
                     f"{', '.join('.' + k for k in sorted(kinds))}")
-    try:
-        ax = plot_phase(args.dir, args.x, args.y, args.metric, reduce=args.reduce, select=args.select,
-                        theory=args.theory, xscale=args.xscale, yscale=args.yscale, cscale=args.cscale,
-                        title=args.title)
+    from .style import DPI, styled
+
+    try:  # drawn in the shared figure style (fonts, line widths) of every fa-jax figure
+        ax = styled(plot_phase)(args.dir, args.x, args.y, args.metric, reduce=args.reduce, select=args.select,
+                                theory=args.theory, xscale=args.xscale, yscale=args.yscale, cscale=args.cscale,
+                                title=args.title)
     except (ValueError, FileNotFoundError) as e:
         return fail(str(e))
     folder = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(folder, exist_ok=True)
-    ax.figure.savefig(args.out, dpi=120)
+    ax.figure.savefig(args.out, dpi=DPI)
     plt.close(ax.figure)
     print(f"wrote {args.out}")
     return 0
