@@ -9,10 +9,10 @@ forms per paper), ``experiments`` (per-run pure functions; the registry sweep fi
 __version__ = "0.1.0"
 
 __all__ = ["Experiment", "enable_compilation_cache", "load_results", "plot_phase", "register_analysis",
-           "register_experiment", "run_spec", "sweep_dataset"]
+           "register_experiment", "run_spec", "select_runs", "sweep_dataset"]
 
 # public name -> the module defining it (imported on first use: importing fa_jax stays cheap)
-_LAZY = {"load_results": "results", "run_spec": "sweepfile", "sweep_dataset": "sweepfile",
+_LAZY = {"load_results": "results", "select_runs": "results", "run_spec": "sweepfile", "sweep_dataset": "sweepfile",
          "register_analysis": "sweepfile", "Experiment": "experiments", "register_experiment": "experiments",
          "plot_phase": "plotting.phase", "enable_compilation_cache": "sweep"}
 

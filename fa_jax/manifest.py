@@ -1,15 +1,27 @@
-"""The sweep directory's manifest ``sweep.json``: its name, how it is written (atomically) and read (checked).
+"""Result manifests: their names, how they are written (atomically) and read (checked).
 
-One small module that :mod:`fa_jax.sweepfile` (which writes it) and :mod:`fa_jax.results` (which reads it) both
-import, so neither imports the other. A damaged manifest raises :class:`ManifestError` naming the file and the fix.
+Two kinds, one schema (the keys :func:`read_manifest` checks), so :func:`fa_jax.results.load_results` reads both:
+
+* ``sweep.json``: a sweep file's folder (:mod:`fa_jax.sweepfile` writes it); its axes are the sweep file's.
+* ``runs.<tag>.json``: one per :func:`fa_jax.sweep.run_labelled` call, in that call's ``out_dir`` beside its
+  ``chunks/`` (a simulation's is ``<--out>/cache``): ONE axis ``run`` over the call's runs, in order, plus
+  ``parts`` and ``labels`` (one entry per run) and the configs (``base_config`` and the ``varying`` fields).
+  The tag names the call (sgd-vs-adaptive makes two, ``sgd-vs-adaptive`` and ``sgd-vs-adaptive-nets``).
+
+One small module that the writers (:mod:`fa_jax.sweepfile`, :mod:`fa_jax.sweep`) and :mod:`fa_jax.results` (the
+reader) all import, so none imports another. A damaged manifest raises :class:`ManifestError` naming the file and
+the fix.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 
-__all__ = ["MANIFEST", "ManifestError", "SpecError", "read_manifest"]
+__all__ = ["MANIFEST", "ManifestError", "SpecError", "find_run_manifests", "read_manifest", "read_manifest_file",
+           "run_manifest_name"]
 
 
 class SpecError(ValueError):
@@ -17,6 +29,32 @@ class SpecError(ValueError):
 
 
 MANIFEST = "sweep.json"
+RUNS_DIR = "cache"  # where a simulation's run_labelled calls keep chunks and manifests, inside its --out folder
+_RUN_MANIFEST = re.compile(r"^runs\.[A-Za-z0-9._-]+\.json$")
+
+
+def run_manifest_name(tag: str) -> str:
+    """File name of the manifest of a :func:`fa_jax.sweep.run_labelled` call with ``tag``: ``runs.<tag>.json``
+    (``runs.untagged.json`` for ``""``); a tag with characters outside ``[A-Za-z0-9._-]`` gets them replaced
+    and a short hash of the tag appended, so two tags never share a file."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", tag)
+    if slug != tag:
+        slug = f"{slug}-{hashlib.sha1(tag.encode()).hexdigest()[:8]}"
+    return f"runs.{slug or 'untagged'}.json"
+
+
+def find_run_manifests(folder: str | os.PathLike) -> list[str]:
+    """Paths of the run manifests (``runs.<tag>.json``, sorted) in ``folder``, else in ``folder/cache`` (a
+    simulation's ``--out``); ``[]`` when neither holds one."""
+    folder = os.fspath(folder)
+    for d in (folder, os.path.join(folder, RUNS_DIR)):
+        try:
+            names = sorted(n for n in os.listdir(d) if _RUN_MANIFEST.match(n) and os.path.isfile(os.path.join(d, n)))
+        except OSError:  # absent, or not a folder
+            continue
+        if names:
+            return [os.path.join(d, n) for n in names]
+    return []
 
 
 def _write_json_atomic(path: str, doc: dict) -> None:
@@ -66,6 +104,11 @@ def _manifest_problem(doc) -> str | None:
         runs += c["runs"]
     if sorted(runs) != list(range(doc["n_runs"])):
         return f"the chunk plan does not cover runs 0..{doc['n_runs'] - 1} exactly once"
+    if doc.get("kind") == "runs":  # a run_labelled call's manifest: a part and a label per run
+        for k, t in (("parts", str), ("labels", dict)):
+            col = doc.get(k)
+            if not (isinstance(col, list) and len(col) == doc["n_runs"] and all(isinstance(x, t) for x in col)):
+                return f"key {k!r} is not a list of {doc['n_runs']} JSON {'strings' if t is str else 'objects'}"
     return None
 
 
@@ -73,14 +116,24 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     """``out_dir/sweep.json``, checked; a damaged one raises :class:`ManifestError` naming it and the fix."""
     path = os.path.join(os.fspath(out_dir), MANIFEST)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no sweep manifest here (was `fa-jax sweep SPEC --out DIR` run?)")
+        raise FileNotFoundError(f"{path}: no sweep manifest here (was `fa-jax sweep SPEC --out DIR` or "
+                                "`fa-jax run NAME --out DIR` run?)")
+    fix = (f"rerun the sweep command (`fa-jax sweep SPEC --out {os.fspath(out_dir)}`, SPEC the sweep file this "
+           "directory was made from): it moves the damaged file aside and rebuilds it, deleting no chunk file")
+    return read_manifest_file(path, fix)
+
+
+def read_manifest_file(path: str, fix: str | None = None) -> dict:
+    """The manifest at ``path`` (``sweep.json`` or ``runs.<tag>.json``), checked; a damaged one raises
+    :class:`ManifestError` naming it and ``fix`` (default: for a run manifest, rerun the command that wrote it)."""
+    if fix is None:
+        fix = ("rerun the command that wrote it (`fa-jax run NAME --out DIR`, or the run_labelled call): it "
+               "rewrites the manifest and loads the finished chunks, recomputing none")
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise SpecError(f"{path}: cannot read the sweep manifest: {e.strerror or e}") from None
-    fix = (f"rerun the sweep command (`fa-jax sweep SPEC --out {os.fspath(out_dir)}`, SPEC the sweep file this "
-           "directory was made from): it moves the damaged file aside and rebuilds it, deleting no chunk file")
     try:
         doc = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -12,6 +12,15 @@ XLA flags, the experiment's description) as JSON strings.
 Self-describing: the manifest holds the experiment's description (:func:`fa_jax.experiments.describe`), so a
 result opens in a process that cannot import the experiment's module; manifests written before it fall back to
 the registry.
+
+Simulations. ``fa-jax run NAME --out DIR`` (any :func:`fa_jax.sweep.run_labelled` call) writes one manifest per
+run_labelled call, ``runs.<tag>.json`` beside its chunks (``DIR/cache``; :mod:`fa_jax.manifest`), and
+``load_results(DIR)`` opens it: ONE dimension ``run`` (the runs in the order the sim listed them) instead of the
+sweep axes, then each output's own axes as above; coordinates along ``run``: ``part`` (the sim's part name) and
+one per label key (NaN for runs of parts without that key; a key that clashes with a dim or
+variable name is prefixed ``label_``). :func:`select_runs` takes one part and, when its labels form a full grid,
+unstacks it into one dim per label key. A folder with several run_labelled calls (sgd-vs-adaptive: its linear
+and its network runs) gives ``{tag: Dataset}``, or the one named by ``sweep=``.
 """
 from __future__ import annotations
 
@@ -22,9 +31,9 @@ import shutil
 
 import numpy as np
 
-from .manifest import MANIFEST, read_manifest
+from .manifest import MANIFEST, RUNS_DIR, find_run_manifests, read_manifest, read_manifest_file
 
-__all__ = ["load_results", "merge"]
+__all__ = ["load_results", "merge", "select_runs"]
 
 
 def _dims_for(name: str, ndim: int, patterns) -> tuple[str, ...]:
@@ -65,6 +74,8 @@ def _config_coord(man: dict, path: str):
     for a in man["spec"]["axes"]:
         if a.get("path") == path or any(path in c for c in a.get("cases") or []):
             return None
+    if any(p == path or p.startswith(path + ".") for p in man.get("varying") or {}):
+        return None  # a run manifest: the field differs between runs
     v = man.get("base_config", {})
     for part in path.split("."):
         if not isinstance(v, dict) or part not in v:
@@ -73,27 +84,69 @@ def _config_coord(man: dict, path: str):
     return np.asarray(v) if isinstance(v, list) else None
 
 
-def load_results(out_dir: str | os.PathLike, *, allow_partial: bool = False):
-    """All outputs of the sweep in ``out_dir`` as one ``xarray.Dataset`` (see the module docstring).
+def load_results(out_dir: str | os.PathLike, *, allow_partial: bool = False, sweep: str | None = None):
+    """All outputs of the results in ``out_dir`` as one ``xarray.Dataset`` (see the module docstring).
 
-    A sweep with missing chunks raises (naming how many and how to complete it) unless ``allow_partial``, in
+    ``out_dir``: a sweep file's folder (``sweep.json``: dims are the sweep axes), or a simulation's ``--out``
+    folder / a :func:`fa_jax.sweep.run_labelled` ``out_dir`` (``runs.<tag>.json`` there or in its ``cache/``:
+    dim ``run``, labels as coordinates). A folder with several run_labelled calls returns ``{tag: Dataset}``
+    unless ``sweep`` names one (its tag, or its experiment's name when no other call shares it).
+
+    Results with missing chunks raise (naming how many and how to complete them) unless ``allow_partial``, in
     which case the missing runs are NaN and ``ds["complete"]`` is False for them.
     """
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(os.path.join(out_dir, MANIFEST)):
+        if sweep is not None:
+            raise ValueError(f"invalid sweep={sweep!r}: {out_dir} holds one sweep (sweep.json); sweep= picks one of "
+                             "the run_labelled calls of a `fa-jax run` folder")
+        man = read_manifest(out_dir)
+        rerun = (f"rerun the sweep command (`fa-jax sweep {man.get('source') or 'SPEC'} --out {out_dir}`)")
+        return _load(man, out_dir, allow_partial, rerun, complete=f"merge with `fa-jax merge {out_dir} OTHER_DIR...`")
+    paths = find_run_manifests(out_dir)
+    if not paths:
+        old = os.path.isdir(os.path.join(out_dir, RUNS_DIR, "chunks"))  # a sim's folder written before manifests
+        raise FileNotFoundError(
+            f"{os.path.join(out_dir, MANIFEST)}: no sweep manifest here (no sweep.json, and no runs.<tag>.json here "
+            f"or in {os.path.join(out_dir, RUNS_DIR)}; was `fa-jax sweep SPEC --out DIR` or `fa-jax run NAME --out "
+            "DIR` run?)" + ("; its chunks were written before simulations wrote manifests: rerun the same `fa-jax "
+                            "run` command, which loads every finished chunk and writes the manifest" if old else ""))
+    mans = {}
+    for path in paths:
+        man = read_manifest_file(path)
+        mans[man.get("tag") or os.path.basename(path)] = (path, man)
+    mans = dict(sorted(mans.items()))
+    if sweep is not None:
+        hit = [t for t in mans if t == sweep] or [t for t, (_, m) in mans.items() if m["spec"]["experiment"] == sweep]
+        if len(hit) != 1:
+            allowed = ", ".join(f"{t!r} (experiment {m['spec']['experiment']!r})" for t, (_, m) in mans.items())
+            why = "matches several" if hit else "is not one of them"
+            raise ValueError(f"invalid sweep={sweep!r}: {out_dir} holds the runs of {allowed}; {sweep!r} {why}")
+        mans = {hit[0]: mans[hit[0]]}
+    rerun = (f"rerun the simulation's command (`fa-jax run NAME --out {out_dir}`, or the run_labelled call that "
+             "wrote it)")
+    out = {tag: _load(man, os.path.dirname(path), allow_partial, rerun) for tag, (path, man) in mans.items()}
+    return next(iter(out.values())) if len(out) == 1 else out
+
+
+def _load(man: dict, folder: str, allow_partial: bool, rerun: str, complete: str = ""):
+    """The Dataset of the checked manifest ``man`` whose chunks are in ``folder/chunks``; ``rerun`` (the command
+    that completes it) and ``complete`` (how to gather chunks computed on other hosts, if that can happen) are
+    named in errors and warnings."""
     import xarray as xr
 
-    out_dir = os.fspath(out_dir)
-    man = read_manifest(out_dir)
+    out_dir = folder  # named in messages
     spec = man["spec"]
     meta = _output_meta(man)
     shape = tuple(man["shape"])
     n = man["n_runs"]
-    chunks_dir = os.path.join(out_dir, "chunks")
+    chunks_dir = os.path.join(folder, "chunks")
     missing = [c for c in man["plan"] if not os.path.exists(os.path.join(chunks_dir, c["file"]))]
     if missing and not allow_partial:
         raise FileNotFoundError(
-            f"{out_dir}: {len(missing)} of {len(man['plan'])} chunks missing (runs not finished, or on another "
-            f"host: merge with `fa-jax merge {out_dir} OTHER_DIR...`); rerun the sweep command to complete it, or "
-            f"load_results(..., allow_partial=True)")
+            f"{out_dir}: {len(missing)} of {len(man['plan'])} chunks missing (runs not finished"
+            f"{', or on another host: ' + complete if complete else ''}); {rerun} to complete it, or "
+            "load_results(..., allow_partial=True)")
     import warnings
 
     from .sweep import DamagedChunkError, DamagedChunkWarning, read_chunk
@@ -101,8 +154,7 @@ def load_results(out_dir: str | os.PathLike, *, allow_partial: bool = False):
     per_run: dict[str, list] = {}
     present = np.zeros(n, bool)
     names = {tuple(c["runs"]): c["file"] for c in man["plan"]}
-    rerun = (f"rerun the sweep command (`fa-jax sweep {man.get('source') or 'SPEC'} --out {out_dir}`): it moves "
-             "the file to chunks/damaged/ and recomputes its runs")
+    rerun = f"{rerun}: it moves the file to chunks/damaged/ and recomputes its runs"
     for c in man["plan"]:
         path = os.path.join(chunks_dir, c["file"])
         if not os.path.exists(path):
@@ -173,7 +225,98 @@ def load_results(out_dir: str | os.PathLike, *, allow_partial: bool = False):
         "axis_cases": json.dumps({a["name"]: a["cases"] for a in axes if a["kind"] == "cases"}),
         "experiment": json.dumps(meta, default=str),
     })
+    if man.get("kind") == "runs":
+        ds = _with_labels(ds, man)
     return ds
+
+
+_MISSING = object()  # a run whose label lacks a key
+
+
+def _label_column(values: list) -> np.ndarray:
+    """One label key's values over the runs (``_MISSING`` where a run's label lacks the key) as a coordinate:
+    int64, float64 (NaN where missing), bool or str when they allow it, else object (NaN where missing, as xarray
+    would make a None; lists and dicts as JSON text)."""
+    present = [v for v in values if v is not _MISSING]
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        if len(present) == len(values) and all(isinstance(v, int) for v in present):
+            return np.asarray(values, np.int64)
+        return np.asarray([np.nan if v is _MISSING else float(v) for v in values], np.float64)
+    if present and len(present) == len(values) and all(isinstance(v, bool) for v in present):
+        return np.asarray(values, bool)
+    text = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in values]
+    if all(isinstance(v, str) for v in text):
+        return np.asarray(text, str)
+    out = np.empty(len(text), object)
+    out[:] = [np.nan if v is _MISSING else v for v in text]
+    return out
+
+
+def _with_labels(ds, man: dict):
+    """A run manifest's Dataset with its ``part`` and label coordinates along ``run`` (module docstring); what
+    :func:`select_runs` needs goes into ``ds.attrs["run_labels"]`` (JSON): the part coordinate's name, per part
+    the coordinates of the keys every run of that part has, each key's coordinate name and the labels as written."""
+    parts, labels = man["parts"], man["labels"]
+    keys = list(dict.fromkeys(k for lab in labels for k in lab))
+    taken = set(ds.dims) | set(ds.variables)
+    part_name = "part" if "part" not in taken else "run_part"
+    names = {k: f"label_{k}" if k in taken or k == part_name else k for k in keys}
+    coords = {part_name: ("run", np.asarray(parts, str))}
+    for k in keys:
+        coords[names[k]] = ("run", _label_column([lab.get(k, _MISSING) for lab in labels]))
+    ds = ds.assign_coords(coords)
+    # per part, in the order of its first label: the keys every run of the part has
+    first = {q: lab for q, lab in reversed(list(zip(parts, labels, strict=True)))}
+    by_part = {p: [names[k] for k in first[p] if all(k in lab for lab, q in zip(labels, parts, strict=True) if q == p)]
+               for p in dict.fromkeys(parts)}
+    info = {"part_coord": part_name, "parts": by_part, "names": names, "labels": labels}
+    ds.attrs.update({"tag": man.get("tag", ""), "run_labels": json.dumps(info),
+                     "varying": json.dumps(man.get("varying", {}), default=str),
+                     "config_classes": json.dumps(man.get("config_classes", []))})
+    return ds
+
+
+def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
+    """The runs of one ``part`` of a simulation's Dataset (:func:`load_results` of a ``fa-jax run`` folder), with
+    only that part's label coordinates.
+
+    ``unstack``: ``"auto"`` (default) replaces the ``run`` dim by one dim per label key when the part's labels
+    form a full Cartesian grid (each combination exactly once; e.g. sgd-support's ``sgd`` part -> dims ``(b,
+    seed, traj, <output axes>)``), else keeps ``run``; ``True`` requires the grid (ValueError otherwise);
+    ``False`` keeps ``run`` (then ``sub.set_index(run=[...]).unstack("run")`` by hand).
+    """
+    import math
+
+    try:
+        info = json.loads(ds.attrs["run_labels"])
+        parts, part_coord, names, labels = info["parts"], info["part_coord"], info["names"], info["labels"]
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("invalid ds: it holds no labelled runs (ds.attrs['run_labels']); select_runs takes "
+                         "load_results(DIR) of a `fa-jax run` folder or of a run_labelled out_dir") from None
+    if unstack not in (True, False, "auto"):
+        raise ValueError(f"invalid unstack={unstack!r}: allowed 'auto', True or False")
+    if part not in parts:
+        raise ValueError(f"invalid part={part!r}: allowed one of {list(parts)}")
+    keys = parts[part]
+    sub = ds.isel(run=np.flatnonzero(ds[part_coord].values == part)).drop_vars(sorted({k for ks in parts.values() for k in ks} - set(keys)))
+    # the part's own label columns (int stays int, str stays str: no NaN / None of other parts' runs)
+    by_name = {v: k for k, v in names.items()}
+    cols = {c: _label_column([labels[int(r)][by_name[c]] for r in sub["run"].values]) for c in keys}
+    sub = sub.assign_coords({c: ("run", v) for c, v in cols.items()})
+    if unstack is False:
+        return sub
+    n = sub.sizes["run"]
+    values = [v.tolist() for v in cols.values()]
+    grid = bool(keys) and len(set(zip(*values, strict=True))) == n and math.prod(len(set(v)) for v in values) == n
+    if not grid:
+        if unstack is True:
+            raise ValueError(f"invalid unstack=True: the labels {keys} of part {part!r} do not form a full grid "
+                             f"({n} runs); use unstack='auto' or False")
+        return sub
+    sub = sub.drop_vars(part_coord)  # one value: the part asked for
+    if len(keys) == 1:
+        return sub.swap_dims(run=keys[0]).drop_vars("run")
+    return sub.set_index(run=keys).unstack("run").transpose(*keys, ...)
 
 
 def merge(dest: str | os.PathLike, *sources: str | os.PathLike) -> dict:

@@ -111,6 +111,7 @@ __all__ = [
     "read_chunk",
     "run_labelled",
     "run_sweep",
+    "runs_manifest",
 ]
 
 DEFAULT_MEMORY_FRACTION = 0.5
@@ -1074,10 +1075,35 @@ def run_labelled(
     Returns ``({part: [(label, result), ...]}, engine_metrics)`` with ``engine_metrics`` = wall seconds, programs
     compiled, runs, chunks loaded from ``out_dir`` (computed by an earlier invocation), diverged runs and the
     matmul ``precision`` (module docstring).
+
+    With ``out_dir``, the call also writes its manifest ``out_dir/runs.<tag>.json``
+    (:func:`fa_jax.manifest.run_manifest_name`; atomically, before any chunk runs, rewritten only when it
+    changes), so that :func:`fa_jax.load_results` opens the runs as one ``xarray.Dataset`` -- dims
+    ``(run, <output axes>)``, the part and every label key as coordinates along ``run`` -- in a process that
+    cannot import ``run_fn`` (:func:`runs_manifest`). The chunks and their names are those :func:`run_sweep`
+    plans by itself: the manifest only records them.
     """
+    _check_runs(runs)
     flat = [cfg for part in runs.values() for _, cfg in part]
     t0, traces0, loaded0 = time.time(), STATS.traces, STATS.chunks_loaded
-    results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision)
+    plans = None
+    if out_dir is not None:
+        from .manifest import _write_json_atomic, run_manifest_name
+
+        out_dir = os.fspath(out_dir)
+        check_precision(precision)
+        # the plan run_sweep would make (same arguments), made here so that the manifest can record it
+        plans = plan_chunks(run_fn, flat, devices=tuple(jax.local_devices()), tag=tag, precision=precision,
+                            cache_dir=os.path.join(out_dir, "chunks"))
+        if jax.process_index() == 0:
+            doc = runs_manifest(run_fn, runs, plans, tag=tag, precision=precision)
+            path = os.path.join(out_dir, run_manifest_name(tag))
+            os.makedirs(out_dir, exist_ok=True)
+            clean_stale_temps(out_dir, bases=(os.path.basename(path),))  # of a writer killed mid-write
+            if _json_or_none(path) != json.loads(json.dumps(doc, default=str)):
+                _write_json_atomic(path, doc)
+    results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision,
+                        plans=plans)
     it = iter(results)
     res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
     metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
@@ -1085,3 +1111,103 @@ def run_labelled(
                "diverged_runs": int(sum(bool(r["diverged"]) for r in results if r is not None and "diverged" in r)),
                "matmul_precision": precision}
     return res, metrics
+
+
+def _check_runs(runs) -> None:
+    """``runs`` must be ``{part name: [(label dict, config), ...]}``: a TypeError naming the entry otherwise."""
+    if not isinstance(runs, Mapping):
+        raise TypeError(f"invalid runs={type(runs).__name__}: allowed a dict {{part: [(label dict, config), ...]}}")
+    for part, items in runs.items():
+        if not isinstance(part, str):
+            raise TypeError(f"invalid runs key {part!r}: allowed a part name (a string)")
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise TypeError(f"invalid runs[{part!r}]={type(items).__name__}: allowed a list of (label dict, config)")
+        for i, item in enumerate(items):
+            if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], Mapping)
+                    and all(isinstance(k, str) for k in item[0])):
+                raise TypeError(f"invalid runs[{part!r}][{i}]={_short(item)}: allowed a pair (label dict with "
+                                "string keys, config)")
+
+
+def _short(x, limit: int = 80) -> str:
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_or_none(path: str):
+    """The JSON document at ``path``, or None when it is absent or unreadable (then it is rewritten)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _jsonable(x):
+    """``x`` as JSON reads it back (tuples -> lists, other objects -> str): what a manifest stores and compares."""
+    return json.loads(json.dumps(x, default=str))
+
+
+def _experiment_description(run_fn: Callable) -> dict:
+    """:func:`fa_jax.experiments.describe` of the registered experiment whose run function is ``run_fn`` (its
+    output dims, coordinates, labels, units); a run function no experiment names gets its name and no dims (its
+    outputs load with generic ``<output>_dim<i>`` axes)."""
+    from .experiments import describe, experiment_names, get_experiment
+
+    def ident(fn) -> tuple:
+        return getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+
+    for name in experiment_names():
+        try:
+            exp = get_experiment(name)
+        except ImportError:  # a built-in whose optional dependency is missing: it runs nothing here
+            exp = None
+        if exp is not None and (exp.run is run_fn or ident(exp.run) == ident(run_fn)):
+            return describe(exp)
+    return {"name": getattr(run_fn, "__name__", "run"), "run": "{}:{}".format(*ident(run_fn)), "config": None,
+            "seeds": [], "width": None, "bucket": None, "dims": [], "coords": [], "labels": [], "units": [],
+            "description": "", "context": None}
+
+
+def runs_manifest(run_fn: Callable, runs: dict[str, list[tuple[dict, Any]]], plans: Sequence[ChunkPlan], *,
+                  tag: str = "", precision: str = DEFAULT_PRECISION) -> dict:
+    """The manifest of a :func:`run_labelled` call (:mod:`fa_jax.manifest`; JSON-able, deterministic: the same
+    call gives the same document, so a rerun rewrites nothing).
+
+    Its sweep schema has ONE axis, ``run`` (``0 .. n_runs-1``, the runs in ``runs`` order: part by part), and
+    ``plans``' chunk files. Beside it: ``parts`` and ``labels`` (one per run), the output description of the
+    experiment that runs ``run_fn`` (:func:`_experiment_description`), ``base_config`` (the first run's config)
+    and ``varying`` (``{dotted field: [value per run]}`` for every field whose value differs between runs), so
+    every run's config is recorded; versions, device, XLA flags.
+    """
+    from .config import _walk
+    from .summary import device, versions
+
+    flat = [cfg for part in runs.values() for _, cfg in part]
+    parts = [part for part, items in runs.items() for _ in items]
+    labels = [_jsonable(dict(lab)) for items in runs.values() for lab, _ in items]
+    fields = [{p: v for p, _, v in _walk(c)} if dataclasses.is_dataclass(c) else {} for c in flat]
+    fields = [_jsonable(f) for f in fields]
+    paths = list(dict.fromkeys(p for f in fields for p in f))
+    missing = object()
+    varying = {p: [f.get(p) for f in fields] for p in paths
+               if any(f.get(p, missing) != fields[0].get(p, missing) for f in fields)}
+    exp = _experiment_description(run_fn)
+    n = len(flat)
+    spec = {"experiment": exp["name"], "name": tag or exp["name"], "fixed": {}, "analysis": None,
+            "axes": [{"name": "run", "kind": "values", "path": None, "coords": list(range(n)), "cases": []}]}
+    blob = json.dumps([tag, exp["run"], parts, labels, fields], sort_keys=True)
+    base = flat[0] if flat else None
+    return {
+        "format": 1, "kind": "runs", "tag": tag, "source": "", "spec": spec,
+        "spec_hash": hashlib.sha256(blob.encode()).hexdigest()[:16], "n_runs": n, "shape": [n], "axes": ["run"],
+        "parts": parts, "labels": labels,
+        "base_config": _jsonable(dataclasses.asdict(base)) if dataclasses.is_dataclass(base) else {},
+        "config_classes": list(dict.fromkeys(f"{type(c).__module__}:{type(c).__qualname__}" for c in flat)),
+        "varying": varying,
+        "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file,
+                  "program": p.program} for p in plans],
+        "n_groups": len({p.key for p in plans}), "versions": versions(), "device": device(precision),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": jax.process_count(),
+        "experiment": exp,
+    }
