@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_check_contract
+from conftest import assert_check_contract, assert_readable_png
 
 from fa_jax.cli import main
 
@@ -87,6 +87,7 @@ def test_quick_preset_contract_and_learning_floor(quick):
     assert small["nfa_half_final_last_layer"] == np.asarray(small["nfa_half"])[-1, -1]
     for name in m["figures"]:
         assert os.path.getsize(out / name) > 10_000
+        assert_readable_png(out / name)
 
 
 def test_no_literal_predictions_in_the_sim():

@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from conftest import assert_check_contract
+from conftest import assert_check_contract, assert_readable_png
 
 from fa_jax.cli import main
 
@@ -64,6 +64,7 @@ def test_quick_preset_checks_and_figures(quick):
     assert "mnist-5k_conv" in m["images"]
     for name in m["figures"]:
         assert os.path.getsize(out / name) > 10_000
+        assert_readable_png(out / name)
 
 
 def test_quick_preset_learns(quick):

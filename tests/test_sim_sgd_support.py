@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_check_contract
+from conftest import assert_check_contract, assert_readable_png
 
 from fa_jax.theory import sgd_support as T
 
@@ -53,6 +53,7 @@ def test_check_contract_and_learning_floor(quick_run):
     for name in m["figures"]:
         with open(out / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert_readable_png(out / name)
 
 
 def test_sim_config_errors(tmp_path):

@@ -9,7 +9,7 @@ import math
 import os
 
 import pytest
-from conftest import assert_check_contract
+from conftest import assert_check_contract, assert_readable_png
 from fa_jax_sims.sgd_vs_adaptive import LINEAR_CHECKS, NET_CHECKS, PRESETS, band_check_names, net_grid
 
 from fa_jax.cli import main
@@ -69,6 +69,7 @@ def test_quick_preset_checks_and_figures(quick):
     assert m["engine_parts"]["nets"]["programs_compiled"] == 2  # one per arch: init scale, optimiser, lr traced
     for name in doc["metrics"]["figures"]:
         assert os.path.getsize(out / name) > 10_000
+        assert_readable_png(out / name)
 
 
 @pytest.mark.parametrize("setting", ["lr=-0.1", "steps=10", "s2_fracs=0.5", "batch=0", "net_lrs_adam=-1",

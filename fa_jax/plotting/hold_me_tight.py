@@ -4,10 +4,11 @@ tiny-feature phase diagram and the adversarial-training effect. Censored values 
 never as ordinary points."""
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
-from .common import THEORY, save
+from .common import save
+from .style import THEORY, legend_outside, panels, styled
 
 
 def _median_line(ax, x, prof, label, **kw):
@@ -19,11 +20,14 @@ def _median_line(ax, x, prof, label, **kw):
     return line
 
 
+_CENSORED = Line2D([], [], ls="none", marker="^", mfc="none", color="0.3", ms=7, label="censored median ($\\geq$)")
+
+
 def synthetic_figure(out_dir, s, res, metrics):
     archs = list(s.synth_archs)
-    fig, axes = plt.subplots(len(archs), 1, figsize=(9, 3.6 * len(archs)), squeeze=False)
+    fig, axes = panels(len(archs), ncols=1, panel=(6.4, 2.9))
     rng = np.random.default_rng(0)
-    for ax, arch in zip(axes[:, 0], archs):
+    for ax, arch in zip(axes, archs):
         r = next(r for lab, r in res["synth"] if lab["arch"] == arch and lab["seed"] == 0 and lab["flip"] == 0)
         names = list(metrics["synthetic"][arch][0]["subspaces"])  # the bank's order (experiments.bank_names)
         m, f = np.asarray(r["sub"]["margin"], float), np.asarray(r["sub"]["flipped"], bool)
@@ -37,25 +41,29 @@ def synthetic_figure(out_dir, s, res, metrics):
             ax.hlines(st["median"], i - 0.35, i + 0.35, color="k", lw=2)
             ax.annotate(f"{1 - st['fail_rate']:.0%}", (i, 0.0), xycoords=("data", "axes fraction"),
                         xytext=(0, -24), textcoords="offset points", ha="center", fontsize=7)
-        ax.axhline(s.eps / 2, label="Bayes margin eps/2 along u", **THEORY)
+        ax.axhline(s.eps / 2, **THEORY)
         ax.set_yscale("log")
-        ax.set_xticks(range(len(names)), names, fontsize=8)
-        ax.set_ylabel("margin (l2)")
-        ax.set_title(f"synthetic data, {arch}: margins per subspace (^: censored >=; % under: flipped)", fontsize=9)
-        ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("margin ($\\ell_2$)")
+        ax.set_title(f"synthetic data, {arch}: margins per subspace")
+    handles = [Line2D([], [], ls="none", marker="o", ms=4, color="C0", alpha=0.6, label="flipped: margin"),
+               Line2D([], [], ls="none", marker="^", mfc="none", color="C3", label="not flipped: censored ($\\geq$)"),
+               Line2D([], [], color="k", lw=2, label="median"),
+               Line2D([], [], **THEORY, label="Bayes margin $\\epsilon/2$ along $u$")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, title="% under a subspace: share flipped")
     return save(fig, out_dir, "synthetic_margins.png")
 
 
 def profile_figure(out_dir, s, res, metrics, image_sets):
-    panels = []
+    cells = []
     for arch in s.synth_archs:
-        panels.append(("synthetic", arch))
+        cells.append(("synthetic", arch))
     for name in image_sets:
         for arch in s.image_archs:
-            panels.append((name, arch))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
-    for ax, (name, arch) in zip(axes[0], panels):
+            cells.append((name, arch))
+    fig, axes = panels(len(cells), panel=(3.6, 2.6))
+    censored = False
+    for ax, (name, arch) in zip(axes, cells):
         if name == "synthetic":
             pm = metrics["synthetic"][arch][0]
             std, flp = pm["profile"], pm["profile_flipped"]
@@ -65,21 +73,35 @@ def profile_figure(out_dir, s, res, metrics, image_sets):
             pm = metrics["images"][f"{name}_{arch}"]
             std, flp, lp, at = pm["profile"], pm["profile_flipped"], pm["profile_lowpass"], None
         x = np.arange(len(std["median"]))
+        censored |= any(np.asarray(p["lower_bound"], bool).any() for p in (std, flp, lp) if p is not None)
         _median_line(ax, x, std, "standard", color="C0", marker="o", ms=3)
         _median_line(ax, x, flp, "flipped", color="C1", marker="s", ms=3)
         mirrored = {k: list(np.asarray(v)[::-1]) for k, v in std.items()}
         ax.plot(x, mirrored["median"], label="standard, mirrored (D2: = flipped for MLPs)", **THEORY)
         if lp is not None:
-            _median_line(ax, x, lp, f"low-pass b={pm.get('lowpass_growth', {}).get('b', '')}", color="C2")
+            _median_line(ax, x, lp, f"low-pass $b$ = {pm.get('lowpass_growth', {}).get('b', '')}", color="C2")
         if at is not None:
-            ax.plot(x, at, color="C4", label=f"AT eps={s.at_eps[-1]}")
+            ax.plot(x, at, color="C4", label=f"adversarially trained, $\\epsilon$ = {s.at_eps[-1]}")
         ax.set_yscale("log")
-        ax.set_xlabel("diagonal DCT block index")
-        ax.set_ylabel("median margin")
-        ax.set_title(f"{name}, {arch}", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(f"{name}, {arch}")
+    for k, ax in enumerate(axes):
+        if k + 2 >= len(axes):  # the lowest panel of its column
+            ax.set_xlabel("diagonal DCT block index")
+        if k % 2 == 0:
+            ax.set_ylabel("median margin")
+    _figure_legend(fig, axes, extra=(_CENSORED,) if censored else ())
     return save(fig, out_dir, "frequency_profiles.png")
+
+
+def _figure_legend(fig, axes, extra=(), ncol=2):
+    """One legend below the figure for every series of ``axes`` (labels de-duplicated) plus ``extra`` handles."""
+    seen = {}
+    for a in axes:
+        for h, lab in zip(*a.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    for h in extra:
+        seen.setdefault(h.get_label(), h)
+    return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
 
 
 def tiny_figure(out_dir, s, metrics):
@@ -87,7 +109,7 @@ def tiny_figure(out_dir, s, metrics):
     of that scale overlaid (dashed) and the law's window marked; censored medians as '^'. Right: D5 at the recipe's
     init scale: log10 w-margin over eps2 x sigma_w."""
     rows = metrics["tiny"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = panels(2, panel=(3.8, 3.3))
     for k, t in enumerate(rows):
         e2 = np.asarray(t["eps2"], float)
         wm, lb = np.asarray(t["w_margin"], float)[:, 0], np.asarray(t["w_lower_bound"], bool)[:, 0]
@@ -95,7 +117,7 @@ def tiny_figure(out_dir, s, metrics):
         lab = f"init scale {t['init_scale']:.3g} ({t.get('init', '')})"
         if "law_exponent" in t:
             lab += f": slope {t['law_exponent']:.2f}"
-        a1.plot(e2[1:], wm[1:], "o-", color=c, label=lab)
+        a1.plot(e2[1:], wm[1:], "o-", ms=4, color=c, label=lab)
         if lb[1:].any():
             a1.plot(e2[1:][lb[1:]], wm[1:][lb[1:]], "^", ms=9, mfc="none", color=c)
         a1.plot(e2[1:], np.asarray(t["w_margin_law"], float)[1:], color=c, ls="--", lw=1)
@@ -103,14 +125,16 @@ def tiny_figure(out_dir, s, metrics):
         win = t.get("law_window", [])
         if win:
             a1.axvspan(min(win), max(win), color=c, alpha=0.06)
-    a1.plot([], [], "k--", lw=1, label="1/eps2 law: (eps / eps2) u-margin(eps2 = 0)")
-    a1.plot([], [], "k:", lw=1, label="eps2 = 0 (no feature)")
+    a1.plot([], [], "k--", lw=1, label="$1/\\epsilon_2$ law: $(\\epsilon/\\epsilon_2)$ $u$-margin($\\epsilon_2$ = 0)")
+    a1.plot([], [], "k:", lw=1, label="$\\epsilon_2$ = 0 (no feature)")
+    if any(np.asarray(t["w_lower_bound"], bool)[1:, 0].any() for t in rows):
+        a1.plot([], [], "^", ms=7, mfc="none", color="0.3", label="censored median ($\\geq$)")
     a1.set_xscale("log")
     a1.set_yscale("log")
-    a1.set_xlabel("tiny feature eps2 / eps  (sigma_w = 0)")
-    a1.set_ylabel("median w-margin (^: censored >=)")
-    a1.set_title("P6/D5: w-margin vs eps2 per init scale (shaded: the law's domain)", fontsize=9)
-    a1.legend(fontsize=7)
+    a1.set_xlabel("tiny feature $\\epsilon_2/\\epsilon$ ($\\sigma_w$ = 0)")
+    a1.set_ylabel("median $w$-margin")
+    a1.set_title("P6/D5: $w$-margin vs $\\epsilon_2$\n(shaded: the law's domain)")
+    _figure_legend(fig, [a1])
     t = rows[0]
     e2, sw = np.asarray(t["eps2"]), np.asarray(t["sigma_w"])
     wm, lb = np.asarray(t["w_margin"], float), np.asarray(t["w_lower_bound"], bool)
@@ -118,34 +142,38 @@ def tiny_figure(out_dir, s, metrics):
     a2.set_xticks(range(len(e2)), [f"{v:g}" for v in e2])
     a2.set_yticks(range(len(sw)), [f"{v:g}" for v in sw])
     for i in range(len(e2)):
-        for j in range(len(sw)):
-            a2.text(i, j, (">=" if lb[i, j] else "") + f"{wm[i, j]:.2g}", ha="center", va="center", fontsize=7,
-                    color="w")
-    a2.set_xlabel("tiny feature eps2 / eps")
-    a2.set_ylabel("noise sigma_w along w")
-    a2.set_title(f"S2/D5: log10 median w-margin (init scale {t['init_scale']:.3g})", fontsize=9)
-    fig.colorbar(im, ax=a2)
-    fig.tight_layout()
+        for j in range(len(sw)):  # dark text on the light (yellow) end of viridis, white elsewhere
+            v = wm[i, j]
+            a2.text(i, j, ("$\\geq$" if lb[i, j] else "") + (f"{v:.2g}" if v < 100 else f"{v:.0f}"), ha="center",
+                    va="center", fontsize=7, color="k" if im.norm(np.log10(v)) > 0.6 else "w")
+    a2.set_xlabel("tiny feature $\\epsilon_2/\\epsilon$")
+    a2.set_ylabel("noise $\\sigma_w$ along $w$")
+    a2.set_title(f"S2/D5: median $w$-margin\n(init scale {t['init_scale']:.3g})")
+    fig.colorbar(im, ax=a2, label="$\\log_{10}$ median $w$-margin")
     return save(fig, out_dir, "tiny_feature.png")
 
 
 def at_figure(out_dir, s, metrics):
     a = metrics["at"]
     e = np.asarray(a["eps_adv"])
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, (ax,) = panels(1, panel=(5.0, 3.0))  # the axes ~3.8 in wide, the legend beside it
     for k in [k for k in a if k not in ("eps_adv", "test_acc", "profile")]:
-        v = np.asarray(a[k], float)
-        ax.errorbar(e, v.mean(0), yerr=v.std(0), marker="o", label=k, capsize=2)
-    ax.axhline(s.eps / 2, label="eps/2", **THEORY)
+        # geometric mean x/÷ geometric sd over seeds: the log axis's own band (an arithmetic -sd can reach 0)
+        lv = np.log(np.asarray(a[k], float))
+        gm, gsd = np.exp(lv.mean(0)), np.exp(lv.std(0))
+        ax.errorbar(e, gm, yerr=[gm - gm / gsd, gm * gsd - gm], marker="o", ms=4, label=f"along ${k}$" if k == "u" else f"along {k}",
+                    capsize=2)
+    ax.axhline(s.eps / 2, label="$\\epsilon/2$", **THEORY)
     ax.set_yscale("log")
-    ax.set_xlabel("eps_adv (l2 PGD)")
-    ax.set_ylabel("median margin (mean +- sd over seeds)")
-    ax.set_title("S3: adversarial training, synthetic MLP", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.set_xlabel("$\\epsilon_{\\mathrm{adv}}$ ($\\ell_2$ PGD)")
+    ax.set_ylabel("median margin")
+    ax.set_title("S3: adversarial training, synthetic MLP\n(geometric mean $\\times/\\div$ sd over seeds)")
+    legend_outside(ax)
     return save(fig, out_dir, "adversarial_training.png")
 
 
+@styled
 def hmt_figures(out_dir, s, res, metrics, image_sets) -> list[str]:
+    """The four hold-me-tight figures; returns the file names written to ``out_dir``."""
     return [synthetic_figure(out_dir, s, res, metrics), profile_figure(out_dir, s, res, metrics, image_sets),
             tiny_figure(out_dir, s, metrics), at_figure(out_dir, s, metrics)]
