@@ -1,6 +1,7 @@
 """``fa-jax run NAME [--preset quick] [--set key=value ...] [--out DIR]``, ``fa-jax run NAME --help``,
 ``fa-jax sweep SPEC.toml --out DIR``, ``fa-jax merge DIR SRC...``, ``fa-jax list``, ``fa-jax docs [--check]``,
-``fa-jax plot DIR --x AXIS --y AXIS --metric VAR [--reduce DIM=RULE] [--select DIM=VALUE] [--theory M:F] -o FILE``.
+``fa-jax plot DIR --x AXIS --y AXIS --metric VAR [--reduce DIM=RULE] [--select DIM=VALUE] [--theory M:F] [--sweep TAG]
+[--part PART] -o FILE``.
 
 ``fa-jax run NAME --help`` documents the sim's config from the code itself, with the standard library only: the
 fields (``dataclasses.fields``: name, type, the preset's value, ``param`` metadata: alias and followed rule), one
@@ -65,9 +66,28 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("merge", help="copy the chunks of other directories of the same sweep into DIR")
     m.add_argument("dest")
     m.add_argument("sources", nargs="+")
-    pl = sub.add_parser("plot", help="phase diagram: a heat-map of a metric over two axes of a sweep "
-                                     "(docs/sweeps.md)")  # checked and drawn by fa_jax/plotting/phase.py
+    pl = sub.add_parser(  # checked and drawn by fa_jax/plotting/phase.py
+        "plot", help="phase diagram: a heat-map of a metric over two axes of a sweep (docs/sweeps.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Heat-map of one metric over two dims of a sweep's results (fa-jax sweep --out) or a "
+                    "simulation's\n(fa-jax run --out). Every other dim of the metric is reduced (--reduce) or "
+                    "selected (--select).\nA simulation's runs come in parts: --part picks one, and its label keys "
+                    "become dims\n(e.g. sgd-support's part sgd: b, seed, traj); --sweep picks one of several "
+                    "sweeps (sgd-vs-adaptive).",
+        epilog="examples:\n"
+               "  fa-jax plot runs/lin-edge --x optim.lr --y data.d --metric records/loss --select step=-1 \\\n"
+               "              --reduce seed=median -o lin_edge.png\n"
+               "  fa-jax plot runs/sgd-support --part sgd --x b --y seed --metric support_score \\\n"
+               "              --reduce traj=median -o sgd_score.png\n"
+               "  fa-jax plot runs/sgd-vs-adaptive --sweep sgd-vs-adaptive --part s1 --x alpha --y w_scale \\\n"
+               "              --metric records/adv_risk --select opt=adam,step=-1 -o s1_adam.png")
     pl.add_argument("dir", metavar="DIR", help="a sweep's output folder (fa-jax sweep --out / fa-jax run --out)")
+    pl.add_argument("--sweep", default=None, metavar="TAG",
+                    help="which sweep of a folder holding several (fa-jax run sgd-vs-adaptive: sgd-vs-adaptive, "
+                         "sgd-vs-adaptive-nets); a tag or an experiment name")
+    pl.add_argument("--part", default=None, metavar="PART",
+                    help="which part of a simulation's runs (needed when it has several); its label keys become "
+                         "dims for --x, --y, --reduce and --select (its labels must form a full grid)")
     pl.add_argument("--x", required=True, metavar="AXIS", help="dim on the horizontal axis")
     pl.add_argument("--y", required=True, metavar="AXIS", help="dim on the vertical axis")
     pl.add_argument("--metric", required=True, metavar="VAR", help="data variable that colours the cells")

@@ -1,15 +1,19 @@
 """Phase diagrams (``fa-jax plot`` / ``fa_jax.plot_phase``): the heat-map equals the reduced metric computed by hand,
 log / categorical axes, diverged and incomplete cells marked, the colour map centred on the theory, and every bad
 input a clear error (exit 2, the parameter named) before anything is drawn. One tiny ``linear-regression`` sweep
-(one compiled program, 4 chunks) serves every test; the rest use in-memory Datasets."""
+(one compiled program, 4 chunks) serves every test; the rest use in-memory Datasets. A simulation's folder
+(``fa-jax run --out``: run_labelled manifests, dim ``run``) plots one part (``--part``) of one sweep (``--sweep``),
+its label keys as axes: a toy of three small programs."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
 import shutil
 import warnings
 
+import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from conftest import assert_readable_png
 
 import fa_jax
 from fa_jax.cli import main
+from fa_jax.config import traced
 from fa_jax.plotting.phase import axis_scale, phase_grid  # importing fa_jax.plotting selects the Agg backend
 
 LRS = [0.01, 0.1, 1.0, 40.0]  # GD on d=4 linear regression: 40 diverges for every seed, the others do not
@@ -257,3 +262,136 @@ def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     div = ds["diverged"].all("seed").transpose("data.d", "optim.lr").values
     assert div[:, -1].all() and not div[:, :3].any()  # lr = 3.2 diverges at every d, lr <= 0.32 at none
     assert (tmp_path / "lin_edge.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------- a simulation's folder (fa-jax run)
+@dataclasses.dataclass(frozen=True)
+class ToyPhase:
+    steps: int = 4  # static: records per run
+    lr: float = traced(0.1)
+    width: float = traced(1.0)
+    seed: int = traced(0)
+
+
+def run_toy_phase(cfg: ToyPhase) -> dict:
+    """records/loss (step,) = (1 + seed / 10) |1 - lr width|^t at the record steps plan = 10 t, t = 0..steps-1;
+    final = its last value; diverged where lr width > 2 (the engine then NaNs final)."""
+    t = jnp.arange(cfg.steps)
+    loss = (1.0 + cfg.seed / 10) * jnp.abs(1.0 - cfg.lr * cfg.width) ** t
+    return {"records": {"loss": loss}, "plan": 10 * t, "final": loss[-1], "diverged": cfg.lr * cfg.width > 2.0}
+
+
+TOY_LRS, TOY_WIDTHS = (0.1, 0.5, 1.5), (1.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory):
+    """A simulation-like ``--out`` folder: two run_labelled calls in ``cache/`` (as sgd-vs-adaptive makes).
+    ``toy-a``: part ``grid`` (lr x width x seed, 4 records), part ``long`` (seed; 6 records: the grid part's
+    records are NaN-padded to 6 in the loaded Dataset), part ``ragged`` (labels not a full grid); ``toy-b``: one
+    part. 3 small programs."""
+    import fa_jax.experiments as E
+    from fa_jax.sweep import run_labelled
+
+    out = tmp_path_factory.mktemp("sim") / "out"
+    grid = [({"lr": lr, "width": w, "seed": s}, ToyPhase(lr=lr, width=w, seed=s))
+            for lr in TOY_LRS for w in TOY_WIDTHS for s in (0, 1)]
+    runs = {"grid": grid, "long": [({"seed": s}, ToyPhase(steps=6, seed=s)) for s in (0, 1)],
+            "ragged": [({"lr": lr, "seed": s}, ToyPhase(lr=lr, seed=s)) for lr, s in ((0.1, 0), (0.1, 1), (0.5, 0))]}
+    saved = dict(E._REGISTERED)
+    E.register_experiment(E.Experiment(
+        name="toy-phase", config=ToyPhase, run=run_toy_phase, seeds=("seed",),
+        dims=(("records/*", ("step",)), ("plan", ("step",))), coords=(("step", "plan"),),
+        labels=(("records/loss", "toy loss"),)))
+    try:
+        res, _ = run_labelled(run_toy_phase, runs, out_dir=out / "cache", tag="toy-a", progress=False)
+        run_labelled(run_toy_phase, {"only": grid[:4]}, out_dir=out / "cache", tag="toy-b", progress=False)
+    finally:
+        E._REGISTERED.clear()
+        E._REGISTERED.update(saved)
+    return str(out), res
+
+
+def _toy_by_hand(res, key: str) -> np.ndarray:
+    """``key`` of part grid's results (the last record for records/loss), median over seeds, as (width, lr)."""
+    cells = {}
+    for lab, r in res["grid"]:
+        v = np.asarray(r["records"]["loss"])[-1] if key == "loss" else np.asarray(r[key])
+        cells.setdefault((lab["width"], lab["lr"]), []).append(float(v))
+    return np.array([[np.median(cells[w, lr]) for lr in TOY_LRS] for w in TOY_WIDTHS])
+
+
+def test_sim_folder_part_labels_become_axes(sim_dir, tmp_path, capsys):
+    """--sweep / --part: the part's label keys are dims; its own record steps are the step coordinate (step=-1 is
+    its last record, not the NaN padding up to part long's length); the cells equal the results by hand."""
+    out, res = sim_dir
+    png = tmp_path / "sim.png"
+    assert main(["plot", out, "--sweep", "toy-a", "--part", "grid", "--x", "lr", "--y", "width", "--metric",
+                 "records/loss", "--select", "step=-1", "--reduce", "seed=median", "-o", str(png)]) == 0, \
+        capsys.readouterr().err
+    assert_readable_png(png)
+    ax = fa_jax.plot_phase(out, sweep="toy-a", part="grid", x="lr", y="width", metric="records/loss",
+                           select={"step": -1}, reduce={"seed": "median"})
+    img = np.ma.filled(ax.collections[0].get_array().astype(float), np.nan)
+    np.testing.assert_allclose(img, _toy_by_hand(res, "loss"), rtol=1e-6)
+    assert ax.get_title() == "toy-a [grid]: records/loss" and (ax.get_xlabel(), ax.get_ylabel()) == ("lr", "width")
+    assert "toy loss" in ax.figure.axes[-1].get_ylabel() and "step=30" in ax.figure.axes[-1].get_ylabel()
+    # a diverged cell (lr width = 3: every seed) is marked; load_results' {tag: Dataset} works as the folder does
+    g = phase_grid(fa_jax.load_results(out), "lr", "width", "final", reduce={"seed": "mean"}, sweep="toy-a",
+                   part="grid")
+    np.testing.assert_array_equal(g.diverged, [[False, False, False], [False, False, True]])
+    np.testing.assert_allclose(g.value.values[~g.diverged], _toy_by_hand(res, "final")[~g.diverged], rtol=1e-6)
+    # one sweep and one part: neither needs naming
+    ds = fa_jax.load_results(out, sweep="toy-b")
+    assert ds.sizes["run"] == 4
+    ax = fa_jax.plot_phase(ds, x="lr", y="seed", metric="final", reduce={"width": "max"})
+    assert ax.collections[0].get_array().shape == (2, 1)
+
+
+SIM_BASE = ["--sweep", "toy-a", "--part", "grid", "--x", "lr", "--y", "width", "--metric", "final",
+            "--reduce", "seed=median"]
+
+
+@pytest.mark.parametrize("flag,value,named", [
+    ("--sweep", None, ["sweep=None", "2 sweeps", "'toy-a' (experiment 'toy-phase')", "'toy-b'", "--sweep TAG"]),
+    ("--sweep", "toy-c", ["sweep='toy-c'", "'toy-a'", "'toy-b'", "is not one of them"]),
+    ("--part", None, ["part=None", "3 parts", "'grid' (lr, width, seed; 12 runs)", "'long' (seed; 2 runs)",
+                      "not a full grid", "'ragged' (lr, seed; 3 runs)"]),
+    ("--part", "nope", ["part='nope'", "no such part", "'grid'", "'long'"]),
+    ("--part", "ragged", ["part='ragged'", "(lr, seed) do not form a full grid", "allowed one of 'grid'"]),
+    ("--x", "step", ["x='step'", "lr, width, seed"]),  # final has no step dim; the label keys are listed
+])
+def test_sim_folder_bad_input_exits_2_naming_the_parameter(sim_dir, tmp_path, capsys, flag, value, named):
+    out = tmp_path / "p.png"
+    assert main(_swap(["plot", sim_dir[0], *SIM_BASE, "-o", str(out)], flag, value)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fa-jax: error: invalid"), err
+    for word in named:
+        assert word in err, (word, err)
+    assert not out.exists() and not plt.get_fignums()
+
+
+def test_sweep_and_part_refused_where_they_do_not_apply(sim_dir):
+    """A sweep file's Dataset has no parts and is one sweep: part= / sweep= say so; a {tag: Dataset} works."""
+    with pytest.raises(ValueError, match=r"invalid part='grid': data holds no simulation runs"):
+        fa_jax.plot_phase(_dataset(), x="optim.lr", y="optim.name", metric="loss", reduce="seed=mean", part="grid")
+    with pytest.raises(ValueError, match=r"invalid sweep='toy-a': data is one Dataset"):
+        fa_jax.plot_phase(_dataset(), x="optim.lr", y="optim.name", metric="loss", reduce="seed=mean", sweep="toy-a")
+    both = fa_jax.load_results(sim_dir[0])
+    assert sorted(both) == ["toy-a", "toy-b"]
+    with pytest.raises(ValueError, match=r"invalid sweep=None: data holds 2 sweeps"):
+        phase_grid(both, "lr", "width", "final", reduce={"seed": "mean"})
+    with pytest.raises(ValueError, match=r"invalid sweep='toy-phase'.*matches several"):  # both run toy-phase
+        phase_grid(both, "lr", "width", "final", reduce={"seed": "mean"}, sweep="toy-phase")
+    g = phase_grid(both, "lr", "width", "final", reduce={"seed": "mean"}, sweep="toy-b")
+    assert g.value.shape == (2, 1)  # toy-b: lr 0.1 at both widths
+    assert not plt.get_fignums()
+
+
+def test_plot_help_documents_sweep_and_part(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["plot", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("--sweep TAG", "--part PART", "fa-jax run --out", "label keys", "--part sgd --x b --y seed"):
+        assert word in text, word

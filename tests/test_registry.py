@@ -83,6 +83,9 @@ def test_paper_experiment_sweeps_from_toml_and_loads_labelled(tmp_path, name):
     assert json.loads(ds.attrs["experiment"])["name"] == name
     if name == "adaptive-nets":  # coordinates read from the (unswept) config
         np.testing.assert_allclose(ds["l2_eps"].values, (0.25, 0.5, 1.0))
+        assert ds["band_noise_acc/irrelevant"].dims == ds["band_noise_acc/relevant"].dims == ("seed", "band_std")
+        np.testing.assert_allclose(ds["band_std"].values, (0.25, 0.5, 1.0))
+        assert "irrelevant DCT band" in ds["band_noise_acc/irrelevant"].attrs["long_name"]
 
 
 # the linear-regression sweeps below share one static config and run count: one compiled program between them
@@ -254,3 +257,51 @@ def test_old_manifest_without_description_loads_from_registry(tmp_path):
     with pytest.warns(UserWarning, match="generic axis names"):
         anon = load_results(tmp_path)
     assert anon["w"].dims == ("seed", "w_dim0")
+
+
+# ---------------------------------------------------------------------------- declared dims cover every output
+# kinds of runs with outputs the TINY configs do not make (traced only, never compiled)
+VARIANTS = {"agop-collapse": {"kind": "mlp", "mlp.optim.batch_size": 4, "mlp.model.widths": [4, 4]},
+            "adaptive-nets": {"jacobian": True}}
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_declared_dims_cover_every_output(name):
+    """Every output with axes is named by the experiment's ``dims`` (no generic ``<output>_dim<i>`` after
+    ``load_results``), and each declared coordinate comes from an output or an existing config field. Shapes from
+    ``jax.eval_shape`` on the TINY config (the default for FA and linear regression): traced, not compiled."""
+    import contextlib
+    import dataclasses
+
+    import jax
+
+    from fa_jax.results import _dims_for
+    from fa_jax.sweep import _flatten
+    from fa_jax.sweepfile import build_configs
+
+    exp = get_experiment(name)
+    fixed = TINY.get(name, ({}, {}))[0]
+    cfgs = [build_configs(parse_spec({"experiment": name, "fixed": fixed}, source="inline"))[0]]
+    if name in VARIANTS:
+        cfgs.append(build_configs(parse_spec({"experiment": name, "fixed": {**fixed, **VARIANTS[name]}},
+                                             source="inline"))[0])
+    outputs, fields = set(), set()
+    for cfg in cfgs:
+        with exp.context() if exp.context is not None else contextlib.nullcontext():
+            out = _flatten(jax.eval_shape(lambda cfg=cfg: exp.run(cfg)))
+        generic = {k: v.shape for k, v in out.items()
+                   if any(d.endswith(f"_dim{i}") for i, d in enumerate(_dims_for(k, len(v.shape), exp.dims)))}
+        assert not generic, f"{name}: outputs without declared dims (add them to its Experiment's dims): {generic}"
+        outputs |= set(out)
+        fields |= {p for p, _ in _config_paths(dataclasses.asdict(cfg))}
+    for dim, source in exp.coords:  # an output of some kind of run (Deep RFM records no steps), or a config field
+        assert (source[len("config:"):] in fields) if source.startswith("config:") else source in outputs, (dim,
+                                                                                                          source)
+        assert any(dim in dims for _, dims in exp.dims), f"{name}: coordinate {dim!r} names no declared dim"
+
+
+def _config_paths(tree: dict, prefix: str = ""):
+    for k, v in tree.items():
+        yield f"{prefix}{k}", v
+        if isinstance(v, dict):
+            yield from _config_paths(v, f"{prefix}{k}.")

@@ -15,6 +15,14 @@ From the metric ``V`` (any data variable, dims ``(a_1, ..., a_k)``) :func:`phase
 Cells are marked: ``x`` where every present run of the cell diverged or the value is NaN, hatched where runs of the
 cell are missing (a partial sweep: ``complete`` False; the value is over the present runs).
 
+Simulations (``fa-jax run NAME --out DIR``). Their results load with one dim ``run`` and each run's part and label
+keys as coordinates (:mod:`fa_jax.results`), so ``part`` (``--part``) picks the runs of one part and
+:func:`fa_jax.select_runs` unstacks them: the part's label keys become dims (e.g. sgd-support's ``sgd`` part ->
+dims ``b, seed, traj, <output axes>``), to plot, reduce or select like sweep axes. The part's labels must form a
+full grid (each combination once; ValueError listing the parts that do otherwise); with one part it may be left
+out. A folder with several sweeps (sgd-vs-adaptive: ``sgd-vs-adaptive`` and ``sgd-vs-adaptive-nets``) needs
+``sweep`` (``--sweep``: a tag, or the experiment's name).
+
 Axes: a numeric axis is drawn on a log scale when its values are positive and closer to geometric than to
 arithmetic spacing (``logspace`` axes, widths 1, 2, 4, 16), else linear; strings / booleans are categories with
 labelled ticks (in the sweep's order). Cells are centred on the values, edges halfway between them (geometric
@@ -38,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import textwrap
 import warnings
@@ -98,19 +107,127 @@ def parse_assignments(items, param: str, *, rules: tuple[str, ...] | None = None
     return out
 
 
-def _open(data):
+def _open(data, sweep: str | None = None, part: str | None = None):
+    """The Dataset to plot: ``data`` (a Dataset, ``load_results``' ``{tag: Dataset}`` or an output folder) with
+    ``sweep`` picking one of several sweeps and, for a simulation's runs (dim ``run``), ``part`` picking the runs
+    of one part, unstacked so that its label keys are dims (see :func:`_pick_part`)."""
     import xarray as xr
 
     if isinstance(data, xr.Dataset):
-        return data
-    if isinstance(data, (str, os.PathLike)):
+        if sweep is not None:
+            raise ValueError(f"invalid sweep={sweep!r}: data is one Dataset; sweep= picks one of the sweeps of a "
+                             "`fa-jax run` folder (or of load_results' {tag: Dataset})")
+        ds, where = data, "data"
+    elif isinstance(data, Mapping) and all(isinstance(v, xr.Dataset) for v in data.values()):  # {tag: Dataset}
+        ds, where = _pick_sweep(data, sweep, "data"), "data"
+    elif isinstance(data, (str, os.PathLike)):
         from ..results import load_results
 
+        where = os.fspath(data)
         if not os.path.isdir(data):
-            raise FileNotFoundError(f"invalid DIR={os.fspath(data)!r}: not a folder; allowed a sweep's output folder "
+            raise FileNotFoundError(f"invalid DIR={where!r}: not a folder; allowed a sweep's output folder "
                                     "(the --out of fa-jax sweep / fa-jax run)")
-        return load_results(data, allow_partial=True)  # a partial sweep plots, its missing cells hatched
-    raise TypeError(f"invalid data={type(data).__name__}: allowed an xarray.Dataset or a sweep's output folder")
+        ds = load_results(data, allow_partial=True, sweep=sweep)  # a partial sweep plots, missing cells hatched
+        if not isinstance(ds, xr.Dataset):  # {tag: Dataset}: several run_labelled calls
+            ds = _pick_sweep(ds, None, where)
+    else:
+        raise TypeError(f"invalid data={type(data).__name__}: allowed an xarray.Dataset or a sweep's output folder")
+    return _pick_part(ds, part, where)
+
+
+def _pick_sweep(sweeps: Mapping, sweep: str | None, where: str):
+    """One Dataset of ``{tag: Dataset}`` (a `fa-jax run` folder with several sweeps, e.g. sgd-vs-adaptive):
+    the one whose tag, or else whose experiment's name, is ``sweep``; ValueError listing them otherwise."""
+    def experiment(ds) -> str:
+        try:
+            return json.loads(ds.attrs.get("experiment", "{}")).get("name", "")
+        except (TypeError, ValueError, AttributeError):
+            return ""
+
+    allowed = ", ".join(f"{t!r} (experiment {experiment(d)!r})" for t, d in sweeps.items())
+    if sweep is None:
+        if len(sweeps) == 1:
+            return next(iter(sweeps.values()))
+        raise ValueError(f"invalid sweep=None: {where} holds {len(sweeps)} sweeps; allowed one of {allowed} "
+                         "(--sweep TAG, sweep=TAG)")
+    hit = [t for t in sweeps if t == sweep] or [t for t, d in sweeps.items() if experiment(d) == sweep]
+    if len(hit) != 1:
+        why = "matches several" if hit else "is not one of them"
+        raise ValueError(f"invalid sweep={sweep!r}: {where} holds the sweeps {allowed}; {sweep!r} {why}")
+    return sweeps[hit[0]]
+
+
+def _pick_part(ds, part: str | None, where: str):
+    """A simulation's runs (``load_results`` of a ``fa-jax run`` folder: dim ``run``, labels as coordinates) ->
+    the runs of ``part`` with one dim per label key (:func:`fa_jax.select_runs`, ``unstack=True``): the label
+    keys become axes to plot, reduce or select. ``part`` may be left out when there is one part. A Dataset
+    without a ``run`` dim (a sweep file's results, or runs already selected) is returned as it is."""
+    from ..results import _label_column, select_runs
+
+    info = ds.attrs.get("run_labels")
+    if info is None or "run" not in ds.dims:
+        if part is not None:
+            raise ValueError(f"invalid part={part!r}: {where} holds no simulation runs to pick from (no 'run' dim: "
+                             "a sweep file's results, or one part already selected); part= / --part picks the runs "
+                             "of one part of a `fa-jax run` folder")
+        return ds
+    info = json.loads(info)
+    parts = info["parts"]  # part -> coordinate names of the label keys all its runs have
+    of_part = ds[info["part_coord"]].values
+
+    def grid(p: str) -> bool:  # the test select_runs makes, on the labels alone (no data is copied)
+        labels = [lab for lab, q in zip(info["labels"], of_part, strict=True) if q == p]
+        cols = [_label_column([lab[k] for lab in labels]).tolist() for k, c in info["names"].items()
+                if c in parts[p]]
+        return bool(cols) and len(set(zip(*cols, strict=True))) == len(labels) == math.prod(len(set(c))
+                                                                                           for c in cols)
+
+    def listing(ps) -> str:
+        return ", ".join(f"{p!r} ({', '.join(parts[p]) or 'no label keys'}; {int((of_part == p).sum())} runs)"
+                         for p in ps)
+
+    grids = [p for p in parts if grid(p)]
+    if part is None and len(parts) == 1:
+        part = next(iter(parts))
+    elif part is None or part not in parts:
+        why = (f"{where} holds the runs of {len(parts)} parts" if part is None else "no such part")
+        raise ValueError(f"invalid part={part!r}: {why}; allowed one of {listing(grids) or '(none)'} (--part "
+                         "PART / part=PART; its label keys become dims)"
+                         + (f"; labels not a full grid, so not plottable: "
+                            f"{listing(p for p in parts if p not in grids)}" if len(grids) < len(parts) else ""))
+    if part not in grids:
+        raise ValueError(f"invalid part={part!r}: the labels of its {int((of_part == part).sum())} runs "
+                         f"({', '.join(parts[part]) or 'no label keys'}) do not form a full grid (each combination "
+                         f"of label values exactly once), so they cannot be axes; allowed one of "
+                         f"{listing(grids) or '(none)'}")
+    return _own_coords(select_runs(ds, part, unstack=True)).assign_attrs(part=part)
+
+
+def _own_coords(sub):
+    """A part's own output coordinates: an output the experiment names as a dim's coordinate (e.g. ``plan`` for
+    ``step``) that differs between parts (so ``load_results`` kept it a variable) but is the same in every run of
+    this part becomes that coordinate, the dim cut to its finite values: runs of a part that records fewer steps
+    than another part are NaN beyond them, and ``select step=-1`` must pick the part's last record, not padding."""
+    try:
+        pairs = json.loads(sub.attrs.get("experiment", "{}")).get("coords") or []
+    except (TypeError, ValueError, AttributeError):
+        return sub
+    for dim, source in pairs:
+        if dim in sub.coords or source not in sub.data_vars or sub[source].dims[-1:] != (dim,):
+            continue
+        rows = sub[source].values.reshape(-1, sub.sizes[dim]).astype(float)
+        n = int(np.isfinite(rows[0]).sum())
+        if not (np.isfinite(rows[0, :n]).all() and np.array_equal(rows, np.broadcast_to(rows[0], rows.shape),
+                                                                   equal_nan=True)):
+            continue  # the runs of the part disagree: it stays a variable
+        beyond = sub.isel({dim: slice(n, None)})
+        if n < sub.sizes[dim] and any(not np.issubdtype(v.dtype, np.floating) or bool(v.notnull().any())
+                                      for v in beyond.data_vars.values() if dim in v.dims):
+            continue  # values (not NaN padding) beyond the coordinate's end: nothing is cut
+        val = rows[0, :n]
+        val = val.astype(np.int64) if np.all(val == np.round(val)) else val
+        sub = sub.isel({dim: slice(0, n)}).drop_vars(source).assign_coords({dim: val})
+    return sub
 
 
 def _is_numeric(values: np.ndarray) -> bool:
@@ -155,13 +272,15 @@ def _label(ds, name: str) -> str:
     return f"{text} [{attrs['units']}]" if attrs.get("units") else text
 
 
-def phase_grid(data, x: str, y: str, metric: str, *, reduce=None, select=None) -> PhaseGrid:
+def phase_grid(data, x: str, y: str, metric: str, *, reduce=None, select=None, sweep: str | None = None,
+               part: str | None = None) -> PhaseGrid:
     """The reduced metric on the ``(y, x)`` grid and the cell marks (see the module docstring).
 
-    ``data``: a Dataset or a sweep's output folder (loaded with ``allow_partial=True``). ``reduce`` / ``select``:
-    mappings ``{dim: rule}`` / ``{dim: value}`` or ``"dim=...,dim=..."`` strings. ValueError naming the parameter
-    and its allowed values for any bad input."""
-    ds = _open(data)
+    ``data``: a Dataset, ``load_results``' ``{tag: Dataset}`` or an output folder (loaded with
+    ``allow_partial=True``); ``sweep`` / ``part``: which sweep and which part of a simulation's runs (module
+    docstring, "Simulations"). ``reduce`` / ``select``: mappings ``{dim: rule}`` / ``{dim: value}`` or
+    ``"dim=...,dim=..."`` strings. ValueError naming the parameter and its allowed values for any bad input."""
+    ds = _open(data, sweep, part)
     reduce = parse_assignments(reduce, "reduce", rules=REDUCTIONS)
     select = parse_assignments(select, "select")
     names = [str(v) for v in ds.data_vars]
@@ -355,11 +474,14 @@ def _evaluate_theory(fn, name, xv, yv, shape):
 
 # ----------------------------------------------------------------------------- the figure
 def _sweep_name(ds) -> str:
+    """The sweep's name (a simulation's: its tag), and the part plotted (``NAME [PART]``)."""
     try:
         spec = json.loads(ds.attrs.get("spec", "{}"))
     except (TypeError, ValueError):
         spec = {}
-    return spec.get("name") or spec.get("experiment") or ""
+    name = spec.get("name") or spec.get("experiment") or ""
+    part = ds.attrs.get("part")
+    return f"{name} [{part}]" if name and isinstance(part, str) else name
 
 
 def _axis_label(ds, dim: str) -> str:
@@ -374,10 +496,15 @@ def _axis_label(ds, dim: str) -> str:
 def plot_phase(data, x: str, y: str, metric: str, *, reduce=None, select=None, theory=None, ax=None,
                xscale: str = "auto", yscale: str = "auto", cscale: str = "auto", cmap: str | None = None,
                vmin: float | None = None, vmax: float | None = None, title: str | None = None,
-               label: str | None = None, colorbar: bool = True, legend: bool = True):
+               label: str | None = None, colorbar: bool = True, legend: bool = True, sweep: str | None = None,
+               part: str | None = None):
     """Draw the phase diagram of ``metric`` over dims ``x`` and ``y`` of a sweep; returns the matplotlib Axes.
 
-    ``data``: an ``xarray.Dataset`` of :func:`fa_jax.load_results` or a sweep's output folder. ``reduce``:
+    ``data``: an ``xarray.Dataset`` of :func:`fa_jax.load_results` (or its ``{tag: Dataset}``) or an output
+    folder: a sweep file's, or a simulation's (``fa-jax run --out``). ``sweep``: which of a folder's several
+    sweeps (its tag or experiment name; needed only when there are several, e.g. sgd-vs-adaptive); ``part``:
+    which part of a simulation's runs (needed only when there are several), its label keys becoming dims usable
+    as ``x`` / ``y`` / ``reduce`` / ``select`` (module docstring, "Simulations"). ``reduce``:
     ``{dim: "median"|"mean"|"min"|"max"}`` for every other dim with several values; ``select``: ``{dim: value}``
     (a coordinate value, else an integer position; e.g. ``{"step": -1}``). ``theory``: ``f(x, y)`` or
     ``"module:function"`` (module docstring). ``ax``: draw into these axes (facets), else a new figure.
@@ -394,7 +521,7 @@ def plot_phase(data, x: str, y: str, metric: str, *, reduce=None, select=None, t
 
     if cscale not in CSCALES:
         raise ValueError(f"invalid cscale={cscale!r}: allowed one of {', '.join(CSCALES)}")
-    ds = _open(data)
+    ds = _open(data, sweep, part)
     g = phase_grid(ds, x, y, metric, reduce=reduce, select=select)
     xv, yv = g.value[x].values, g.value[y].values
     sx = axis_scale(xv, xscale, "xscale", x)
@@ -543,7 +670,8 @@ def main(args) -> int:
     try:  # drawn in the shared figure style (fonts, line widths) of every fa-jax figure
         ax = styled(plot_phase)(args.dir, args.x, args.y, args.metric, reduce=args.reduce, select=args.select,
                                 theory=args.theory, xscale=args.xscale, yscale=args.yscale, cscale=args.cscale,
-                                title=args.title)
+                                title=args.title, sweep=getattr(args, "sweep", None),
+                                part=getattr(args, "part", None))
     except (ValueError, FileNotFoundError) as e:
         return fail(str(e))
     folder = os.path.dirname(os.path.abspath(args.out))
