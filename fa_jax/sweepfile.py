@@ -117,9 +117,14 @@ class SweepSpec:
 
 
 def spec_hash(spec: SweepSpec) -> str:
-    """Hash of what decides the runs (experiment, fixed settings, axes); engine/memory settings excluded."""
+    """Hash of what decides the runs (experiment, fixed settings, axes, and ``engine.optimizer = "traced"``, which
+    computes every rule in one program: the same grid to float rounding, not bitwise); chunking and memory settings
+    excluded. A spec without ``engine.optimizer`` (or with ``"static"``) hashes as it always did."""
     doc = spec.to_json()
-    blob = json.dumps({k: doc[k] for k in ("experiment", "fixed", "axes")}, sort_keys=True, default=str)
+    what = {k: doc[k] for k in ("experiment", "fixed", "axes")}
+    if spec.engine.get("optimizer", "static") != "static":
+        what["engine.optimizer"] = spec.engine["optimizer"]
+    blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -410,6 +410,21 @@ seed = { range = [0, 2] }
 """
 
 
+def test_spec_hash_covers_a_traced_optimizer_only(tmp_path):
+    """engine.optimizer = "traced" changes the numbers (to float rounding), so it is part of what a sweep IS: a
+    rerun into the same folder with it switched is a different sweep (refused without --overwrite); chunking
+    settings and an explicit "static" keep the hash (so every existing spec keeps its hash)."""
+    from fa_jax.sweepfile import spec_hash
+
+    def h(engine: str) -> str:
+        return spec_hash(load_spec(write(tmp_path, OPT_GRID + engine, f"s{len(engine)}.toml")))
+
+    base = h("")
+    assert h('[engine]\noptimizer = "static"\n') == base
+    assert h("[engine]\nmax_chunk = 4\n") == base
+    assert h('[engine]\noptimizer = "traced"\n') != base
+
+
 def test_traced_optimizer_grid_is_one_program_and_equals_static(tmp_path):
     """engine.optimizer = "traced": an optimiser x lr x seed grid (20 runs) is ONE compiled program (the static
     mode compiles one per rule); results load with the optimiser as a labelled axis and equal the static sweep's to
