@@ -140,6 +140,22 @@ def test_figure_legend_below_all_panels_each_label_once(tmp_path):
     assert_readable_png(path)
 
 
+def test_legend_cell_and_extra_entries_each_label_once():
+    from matplotlib.lines import Line2D
+
+    fig, axes = style.panels(3)
+    for ax in axes[:2]:
+        ax.plot([1, 2], [1, 2], label="shared")
+    axes[1].plot([1, 2], [2, 1], label="only right")
+    extra = (Line2D([], [], ls="--", label="theory"), Line2D([], [], label="shared"))
+    assert style.legend_entries(axes[:2], extra)[1] == ["shared", "only right", "theory"]
+    leg = style.legend_cell(axes[2], axes[:2], extra=extra)
+    assert [t.get_text() for t in leg.get_texts()] == ["shared", "only right", "theory"]
+    assert not axes[2].axison  # the spare cell shows only the legend
+    leg = style.figure_legend(fig, axes[:2], extra=extra[:1])
+    assert [t.get_text() for t in leg.get_texts()] == ["shared", "only right", "theory"]
+
+
 def test_ink_reads_on_the_cell():
     assert style.ink((0.02, 0.19, 0.38, 1.0)) == "w"  # dark blue of RdBu_r
     assert style.ink((0.97, 0.97, 0.97, 1.0)) == "k"  # its white middle

@@ -15,7 +15,7 @@ from ..theory import feature_averaging as T
 from .common import THEORY
 from .common import band as _band
 from .common import save as _save
-from .style import DIVERGING, PANEL, centred_norm, ink, legend_outside, panels, styled
+from .style import DIVERGING, PANEL, centred_norm, ink, legend_cell, legend_outside, panels, styled
 
 
 @styled
@@ -125,12 +125,7 @@ def _dynamics(out_dir, s, metrics) -> str:
         ax.set_xlabel("step")
         ax.set_ylabel(yl)
     axes[2].set_yscale("log")
-    handles = {}
-    for ax in axes[:3]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(lab, h)
-    axes[3].axis("off")
-    axes[3].legend(list(handles.values()), list(handles), loc="center", title="binary net")
+    legend_cell(axes[3], axes[:3], loc="center", title="binary net")
     fig.suptitle("feature averaging appears early and persists")
     return _save(fig, out_dir, "fa_dynamics.png")
 

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from .common import save
-from .style import THEORY, legend_outside, panels, styled
+from .style import THEORY, figure_legend, legend_outside, panels, styled
 
 
 def _median_line(ax, x, prof, label, **kw):
@@ -89,19 +89,8 @@ def profile_figure(out_dir, s, res, metrics, image_sets):
             ax.set_xlabel("diagonal DCT block index")
         if k % 2 == 0:
             ax.set_ylabel("median margin")
-    _figure_legend(fig, axes, extra=(_CENSORED,) if censored else ())
+    figure_legend(fig, axes, extra=(_CENSORED,) if censored else ())
     return save(fig, out_dir, "frequency_profiles.png")
-
-
-def _figure_legend(fig, axes, extra=(), ncol=2):
-    """One legend below the figure for every series of ``axes`` (labels de-duplicated) plus ``extra`` handles."""
-    seen = {}
-    for a in axes:
-        for h, lab in zip(*a.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-    for h in extra:
-        seen.setdefault(h.get_label(), h)
-    return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol)
 
 
 def tiny_figure(out_dir, s, metrics):
@@ -134,7 +123,7 @@ def tiny_figure(out_dir, s, metrics):
     a1.set_xlabel("tiny feature $\\epsilon_2/\\epsilon$ ($\\sigma_w$ = 0)")
     a1.set_ylabel("median $w$-margin")
     a1.set_title("P6/D5: $w$-margin vs $\\epsilon_2$\n(shaded: the law's domain)")
-    _figure_legend(fig, [a1])
+    figure_legend(fig, [a1])
     t = rows[0]
     e2, sw = np.asarray(t["eps2"]), np.asarray(t["sigma_w"])
     wm, lb = np.asarray(t["w_margin"], float), np.asarray(t["w_lower_bound"], bool)

@@ -9,22 +9,9 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 from ..data.natural import PAPER_W0_TILDE
 from ..theory import sgd_vs_adaptive as T
 from .common import save
-from .style import THEORY, legend_outside, panels, styled
+from .style import THEORY, legend_cell, legend_outside, panels, styled
 
 COLORS = {"gd": "C0", "signgd": "C3", "adam": "C1", "rmsprop": "C2"}
-
-
-def _legend_cell(ax, axes, extra=(), **kwargs):
-    """Turn the spare grid cell ``ax`` into the legend of ``axes`` (labels de-duplicated, first wins) plus ``extra``
-    handles: one legend beside the panels instead of one on top of each panel's data."""
-    seen = {}
-    for a in axes:
-        for h, lab in zip(*a.get_legend_handles_labels()):
-            seen.setdefault(lab, h)
-    for h in extra:
-        seen.setdefault(h.get_label(), h)
-    ax.axis("off")
-    return ax.legend(list(seen.values()), list(seen), loc="center left", **kwargs)
 
 
 @styled
@@ -76,7 +63,7 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("step")
-    _legend_cell(axes[5], axes[:5], extra=(
+    legend_cell(axes[5], axes[:5], extra=(
         Line2D([], [], color="0.4", ls=":", lw=1, label="$R_a$ by Monte Carlo (dotted)"),
         Patch(color="0.9", label=f"signGD phase 1 (T3: to step {t1:.0f})"),
         Patch(color="mistyrose", label=f"signGD phase 2 (T3: to step {t2:.0f})")))
@@ -131,7 +118,7 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
     axes[2].set_yscale("log")
     for ax in axes[:3]:
         ax.set_xlabel("fraction $p$ of zero-variance frequencies")
-    _legend_cell(axes[3], axes[:2], extra=(
+    legend_cell(axes[3], axes[:2], extra=(
         Line2D([], [], ls="none", marker="o", color="0.4", label="$R_a$ by Monte Carlo (points)"),
         Line2D([], [], color="0.4", ls="--", lw=1.2, label="$R_a$ from T1 with measured $R_s$, $\\|w\\|$")))
     fig.suptitle(f"S2: $d$ = {s.s2_d}, $\\tilde\\sigma_k$ = {s.s2_sigma0:g} $(k+1)^{{-{s.s2_alpha:g}}}$, exact "

@@ -6,7 +6,8 @@ colour scales that fit their axes.
 * ``panels(n)``: a figure of ``n`` panels laid out in at most two columns (four panels -> 2 x 2), each ``PANEL``
   inches, ``constrained_layout`` so labels never overlap.
 * ``legend_outside(ax)``: the legend to the right of (or below) the axes instead of on the data.
-* ``figure_legend(fig, axes)``: one legend below all panels for lines the panels share.
+* ``figure_legend(fig, axes)`` / ``legend_cell(cell, axes)``: one legend for lines the panels share, below all
+  panels or in a spare grid cell (``legend_entries``: its entries, each label once).
 * ``ink(rgba)``: black or white text, whichever reads on a heat-map cell of that colour.
 * ``geometric_band(ax, x, ys)``: for a log y-axis, the geometric mean with a x/÷ geometric-sd band; an arithmetic
   +- sd band on a log axis dives to the floor whenever sd > mean.
@@ -81,15 +82,30 @@ def legend_outside(ax, where: str = "right", **kwargs):
     raise ValueError(f"invalid where={where!r}: 'right' or 'below'")
 
 
-def figure_legend(fig, ax=None, ncol: int = 2, **kwargs):
-    """One legend for panels that share their lines, below all panels (``constrained_layout`` makes room for it):
-    the entries of ``ax`` (one Axes or several; default: all of the figure's), each label once."""
-    axes = fig.axes if ax is None else (list(ax) if np.iterable(ax) else [ax])
+def legend_entries(axes, extra=()) -> tuple[list, list[str]]:
+    """``(handles, labels)`` of every series of ``axes`` plus the ``extra`` handles, each label once (first wins):
+    the entries of one legend shared by panels that draw the same series."""
     seen = {}
     for a in axes:
         for h, lab in zip(*a.get_legend_handles_labels(), strict=True):
             seen.setdefault(lab, h)
-    return fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncol=ncol, **kwargs)
+    for h in extra:
+        seen.setdefault(h.get_label(), h)
+    return list(seen.values()), list(seen)
+
+
+def figure_legend(fig, ax=None, ncol: int = 2, extra=(), **kwargs):
+    """One legend for panels that share their lines, below all panels (``constrained_layout`` makes room for it):
+    the entries of ``ax`` (one Axes or several; default: all of the figure's) and ``extra``, each label once."""
+    axes = fig.axes if ax is None else (list(ax) if np.iterable(ax) else [ax])
+    return fig.legend(*legend_entries(axes, extra), loc="outside lower center", ncol=ncol, **kwargs)
+
+
+def legend_cell(cell, axes, extra=(), loc: str = "center left", **kwargs):
+    """Turn the spare grid cell ``cell`` into the one legend of ``axes`` (and ``extra``): beside the panels, not on
+    top of each panel's data."""
+    cell.axis("off")
+    return cell.legend(*legend_entries(axes, extra), loc=loc, **kwargs)
 
 
 def geometric_band(ax, x, ys, label=None, color=None, ls="-", alpha=0.2):
