@@ -208,7 +208,8 @@ def test_results_match_direct_runs_and_closed_form(tmp_path):
     np.testing.assert_allclose(cell["w"].values, alone["w"], rtol=1e-6, atol=1e-7)
     # closed form for GD (float64 reference of the same data)
     c = cfgs[0]
-    data = jax.tree.map(np.asarray, make_linear_data(jax.random.PRNGKey(c.data_seed), c.data))
+    # one small jitted program (op by op, its ~20 operations would each compile)
+    data = jax.tree.map(np.asarray, jax.jit(lambda k: make_linear_data(k, c.data))(jax.random.PRNGKey(c.data_seed)))
     x, y = data["train"]["x"].astype(np.float64), data["train"]["y"].astype(np.float64)
     s = x.T @ x / len(x)
     w_ls = np.linalg.solve(s, x.T @ y / len(x))
@@ -222,13 +223,15 @@ def test_results_match_direct_runs_and_closed_form(tmp_path):
 def test_resume_recomputes_only_missing_chunks(tmp_path):
     path = write(tmp_path, LIN)
     out = tmp_path / "out"
-    run_spec(path, out, progress=False, chunk_size=2)
+    # one run per chunk: the single-run programs other tests here compile anyway (the direct run of
+    # test_results_match_direct_runs_and_closed_form, the chunk_size=1 sweep of the bitwise test)
+    run_spec(path, out, progress=False, chunk_size=1)
     before = load_results(out)
     files = sorted(os.listdir(out / "chunks"))
-    assert len(files) == 2 * 3  # 6 runs per group, 2 per chunk
+    assert len(files) == 2 * 6  # 6 runs per group, 1 per chunk
     os.remove(out / "chunks" / files[0])
-    res = run_spec(path, out, progress=False)  # the recorded plan (chunk 2) is reused
-    assert res["stats"]["chunks_run"] == 1 and res["stats"]["chunks_loaded"] == 5
+    res = run_spec(path, out, progress=False)  # the recorded plan (chunk 1) is reused
+    assert res["stats"]["chunks_run"] == 1 and res["stats"]["chunks_loaded"] == 11
     after = load_results(out)
     for k in before.data_vars:
         np.testing.assert_array_equal(before[k].values, after[k].values, err_msg=k)
@@ -237,22 +240,29 @@ def test_resume_recomputes_only_missing_chunks(tmp_path):
 def test_changed_spec_refused_unless_overwrite(tmp_path):
     out = tmp_path / "out"
     run_spec(write(tmp_path, LIN), out, progress=False)
-    changed = write(tmp_path, LIN.replace('"train.steps" = 40', '"train.steps" = 41'), "changed.toml")
+    old = load_results(out)
+    # a new learning rate (traced: the same two programs, nothing compiles) makes it a different sweep
+    changed = write(tmp_path, LIN.replace("[0.01, 0.05]", "[0.01, 0.5]"), "changed.toml")
     with pytest.raises(SpecError, match="different sweep.*--overwrite"):
         run_spec(changed, out, progress=False)
     res = run_spec(changed, out, progress=False, overwrite=True)
-    assert res["complete"] and load_results(out)["step"].values[-1] == 41
+    new = load_results(out)
+    assert res["complete"] and list(new["optim.lr"].values) == [0.01, 0.5]
     assert len(os.listdir(out / "chunks")) == 2  # the old chunks are gone
+    # the results are the new sweep's: its lr = 0.5 runs are not the old lr = 0.05 ones; the runs both sweeps
+    # share (lr = 0.01, same programs and chunk positions) are bitwise the old ones
+    assert not np.array_equal(new["w"].sel({"optim.lr": 0.5}).values, old["w"].sel({"optim.lr": 0.05}).values)
+    np.testing.assert_array_equal(new["w"].sel({"optim.lr": 0.01}).values, old["w"].sel({"optim.lr": 0.01}).values)
 
 
 def test_load_results_refuses_incomplete(tmp_path):
     out = tmp_path / "out"
-    run_spec(write(tmp_path, LIN), out, progress=False, chunk_size=3)
-    os.remove(out / "chunks" / sorted(os.listdir(out / "chunks"))[0])
-    with pytest.raises(FileNotFoundError, match="1 of 4 chunks missing"):
+    run_spec(write(tmp_path, LIN), out, progress=False, chunk_size=1)  # single-run programs, as above
+    os.remove(out / "chunks" / min(os.listdir(out / "chunks")))
+    with pytest.raises(FileNotFoundError, match="1 of 12 chunks missing"):
         load_results(out)
     ds = load_results(out, allow_partial=True)
-    assert int(ds["complete"].sum()) == 9 and np.isnan(ds["w"].values).any()
+    assert int(ds["complete"].sum()) == 11 and np.isnan(ds["w"].values).any()
 
 
 # ----------------------------------------------------------------------------- memory-aware chunking
@@ -306,8 +316,10 @@ def test_memory_budget_is_a_fraction_of_capacity_not_of_free_memory(monkeypatch)
 
 # ----------------------------------------------------------------------------- divergence, determinism
 def test_one_unstable_lr_is_marked_and_isolated(tmp_path):
-    """lr = 5 makes GD on this least-squares problem blow up; its chunk-mates are bitwise what they are alone."""
-    spec = LIN.replace("[0.01, 0.05]", "[0.01, 5.0, 0.05]").replace('"train.steps" = 40', '"train.steps" = 200')
+    """lr = 5 makes GD on this least-squares problem blow up (at step 29 of 40); its chunk-mates are bitwise what
+    they are beside a stable run in its place. 2 seeds x 3 learning rates: 6 runs per group, LIN's two programs
+    (the bitwise comparison is within one program; nothing new compiles)."""
+    spec = LIN.replace("[0.01, 0.05]", "[0.01, 5.0, 0.05]").replace("range = [0, 3]", "range = [0, 2]")
     out = tmp_path / "out"
     run_spec(write(tmp_path, spec), out, progress=False)
     ds = load_results(out).sel(opt="gd")
@@ -321,9 +333,10 @@ def test_one_unstable_lr_is_marked_and_isolated(tmp_path):
     good = ds.sel({"optim.lr": [0.01, 0.05]})
     assert not good["diverged"].any() and (good["diverged_step"] == -1).all()
     ref_out = tmp_path / "ref"
-    run_spec(write(tmp_path, spec.replace("[0.01, 5.0, 0.05]", "[0.01, 0.05]"), "ref.toml"), ref_out,
+    run_spec(write(tmp_path, spec.replace("[0.01, 5.0, 0.05]", "[0.01, 0.02, 0.05]"), "ref.toml"), ref_out,
              progress=False)
-    ref = load_results(ref_out).sel(opt="gd")
+    ref = load_results(ref_out).sel(opt="gd").sel({"optim.lr": [0.01, 0.05]})
+    assert not ref["diverged"].any()
     np.testing.assert_array_equal(good["w"].values, ref["w"].values)
 
 
@@ -343,11 +356,14 @@ def test_same_sweep_twice_is_bitwise_identical_and_chunking_only_reassociates(tm
 
 # ----------------------------------------------------------------------------- progress
 def test_one_step_callback_per_segment_not_per_run():
+    import tomllib
+
     from fa_jax import progress
     from fa_jax.sweepfile import parse_spec as ps
 
-    cfgs = build_configs(ps({"experiment": "linear-regression", "fixed": {"train.steps": 30, "train.n_records": 4},
-                             "axes": {"seed": {"range": [0, 6]}}}))
+    # LIN's GD group: one chunk of 6 runs (3 seeds x 2 lrs), the program the tests above compiled
+    cfgs = [c for c in build_configs(ps(tomllib.loads(LIN))) if c.optim.name == "gd"]
+    assert len(cfgs) == 6
     calls = []
     with progress.sink(lambda s, t: calls.append((s, t))):
         S.run_sweep(run_linear, cfgs)  # one chunk of 6 runs
@@ -355,7 +371,7 @@ def test_one_step_callback_per_segment_not_per_run():
     from fa_jax.trainer import record_plan
 
     steps = record_plan(plan.steps, plan.n_records, plan.plan)[1:]
-    assert sorted(calls) == [(s, 30) for s in steps]  # once per segment, for all 6 runs together
+    assert len(steps) >= 3 and sorted(calls) == [(s, plan.steps) for s in steps]  # once per segment, all 6 runs
 
 
 def test_progress_bar_runs_and_quiet_prints_nothing(tmp_path, capsys):
@@ -370,14 +386,16 @@ def test_progress_bar_runs_and_quiet_prints_nothing(tmp_path, capsys):
 
 def test_run_labelled_keeps_labels_and_order(tmp_path):
     cfgs = build_configs(load_spec(write(tmp_path, LIN)))
-    runs = {"a": [({"i": i}, cfgs[i]) for i in (0, 3)], "b": [({"i": i}, cfgs[i]) for i in (5, 1, 2)]}
+    # every run, shuffled between two labelled parts: 6 GD (even i) and 6 SGD runs (odd i), LIN's two programs
+    runs = {"a": [({"i": i}, cfgs[i]) for i in (0, 3, 7, 10)],
+            "b": [({"i": i}, cfgs[i]) for i in (5, 1, 2, 4, 11, 9, 6, 8)]}
     res, eng = S.run_labelled(run_linear, runs)
     direct = S.run_sweep(run_linear, cfgs)
     for part, items in res.items():
         assert [lab for lab, _ in items] == [lab for lab, _ in runs[part]]
         for lab, r in items:
             np.testing.assert_array_equal(r["w"], direct[lab["i"]]["w"])
-    assert eng["n_runs"] == 5 and eng["diverged_runs"] == 0 and eng["wall_seconds"] > 0
+    assert eng["n_runs"] == 12 and eng["diverged_runs"] == 0 and eng["wall_seconds"] > 0
 
 
 def test_python_api_never_substitutes_a_default_for_an_explicit_bad_value(tmp_path):
