@@ -276,23 +276,79 @@ def _with_labels(ds, man: dict):
     return ds
 
 
-def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
-    """The runs of one ``part`` of a simulation's Dataset (:func:`load_results` of a ``fa-jax run`` folder), with
-    only that part's label coordinates.
-
-    ``unstack``: ``"auto"`` (default) replaces the ``run`` dim by one dim per label key when the part's labels
-    form a full Cartesian grid (each combination exactly once; e.g. sgd-support's ``sgd`` part -> dims ``(b,
-    seed, traj, <output axes>)``), else keeps ``run``; ``True`` requires the grid (ValueError otherwise);
-    ``False`` keeps ``run`` (then ``sub.set_index(run=[...]).unstack("run")`` by hand).
-    """
+def _is_grid(cols: list) -> bool:
+    """Label columns (one list per label key, one entry per run) form a full Cartesian grid: each combination of
+    values exactly once."""
     import math
 
+    n = len(cols[0]) if cols else 0
+    return bool(cols) and len(set(zip(*cols, strict=True))) == n and math.prod(len(set(c)) for c in cols) == n
+
+
+def _run_labels(ds) -> dict:
     try:
         info = json.loads(ds.attrs["run_labels"])
-        parts, part_coord, names, labels = info["parts"], info["part_coord"], info["names"], info["labels"]
+        if not {"parts", "part_coord", "names", "labels"} <= set(info):
+            raise KeyError("run_labels")
     except (KeyError, TypeError, ValueError):
         raise ValueError("invalid ds: it holds no labelled runs (ds.attrs['run_labels']); select_runs takes "
                          "load_results(DIR) of a `fa-jax run` folder or of a run_labelled out_dir") from None
+    return info
+
+
+def grid_parts(ds) -> list[str]:
+    """The parts of a simulation's Dataset whose runs' labels form a full grid (:func:`select_runs` can unstack
+    them into one dim per label key), decided on the labels alone (no data is copied)."""
+    info = _run_labels(ds)
+    parts, names, labels = info["parts"], info["names"], info["labels"]
+    of_part = ds[info["part_coord"]].values
+    out = []
+    for p, keys in parts.items():
+        mine = [lab for lab, q in zip(labels, of_part, strict=True) if q == p]
+        if _is_grid([_label_column([lab[k] for lab in mine]).tolist() for k, c in names.items() if c in keys]):
+            out.append(p)
+    return out
+
+
+def _own_coords(sub):
+    """A part's own output coordinates: an output the experiment names as a dim's coordinate (e.g. ``plan`` for
+    ``step``) that differs between parts (so ``load_results`` kept it a variable) but is the same in every run of
+    this part becomes that coordinate, the dim cut to its finite values: runs of a part that records fewer steps
+    than another part are NaN beyond them, and ``step=-1`` must pick the part's last record, not padding."""
+    try:
+        pairs = json.loads(sub.attrs.get("experiment", "{}")).get("coords") or []
+    except (TypeError, ValueError, AttributeError):
+        return sub
+    for dim, source in pairs:
+        if dim in sub.coords or source not in sub.data_vars or sub[source].dims[-1:] != (dim,):
+            continue
+        rows = sub[source].values.reshape(-1, sub.sizes[dim]).astype(float)
+        n = int(np.isfinite(rows[0]).sum())
+        if not (np.isfinite(rows[0, :n]).all() and np.array_equal(rows, np.broadcast_to(rows[0], rows.shape),
+                                                                   equal_nan=True)):
+            continue  # the runs of the part disagree: it stays a variable
+        beyond = sub.isel({dim: slice(n, None)})
+        if n < sub.sizes[dim] and any(not np.issubdtype(v.dtype, np.floating) or bool(v.notnull().any())
+                                      for v in beyond.data_vars.values() if dim in v.dims):
+            continue  # values (not NaN padding) beyond the coordinate's end: nothing is cut
+        val = rows[0, :n]
+        val = val.astype(np.int64) if np.all(val == np.round(val)) else val
+        sub = sub.isel({dim: slice(0, n)}).drop_vars(source).assign_coords({dim: val})
+    return sub
+
+
+def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
+    """The runs of one ``part`` of a simulation's Dataset (:func:`load_results` of a ``fa-jax run`` folder), with
+    only that part's label coordinates, and its own output coordinates (e.g. ``step`` from ``plan`` when the
+    part's runs share one recording plan: the dim cut to the part's records, no padding of longer parts).
+
+    ``unstack``: ``"auto"`` (default) replaces the ``run`` dim by one dim per label key when the part's labels
+    form a full Cartesian grid (each combination exactly once; e.g. sgd-support's ``sgd`` part -> dims ``(b,
+    seed, traj, <output axes>)``; :func:`grid_parts` lists them), else keeps ``run``; ``True`` requires the grid
+    (ValueError otherwise); ``False`` keeps ``run`` (then ``sub.set_index(run=[...]).unstack("run")`` by hand).
+    """
+    info = _run_labels(ds)
+    parts, part_coord, names, labels = info["parts"], info["part_coord"], info["names"], info["labels"]
     if unstack not in (True, False, "auto"):
         raise ValueError(f"invalid unstack={unstack!r}: allowed 'auto', True or False")
     if part not in parts:
@@ -302,13 +358,11 @@ def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
     # the part's own label columns (int stays int, str stays str: no NaN / None of other parts' runs)
     by_name = {v: k for k, v in names.items()}
     cols = {c: _label_column([labels[int(r)][by_name[c]] for r in sub["run"].values]) for c in keys}
-    sub = sub.assign_coords({c: ("run", v) for c, v in cols.items()})
+    sub = _own_coords(sub.assign_coords({c: ("run", v) for c, v in cols.items()}))
     if unstack is False:
         return sub
     n = sub.sizes["run"]
-    values = [v.tolist() for v in cols.values()]
-    grid = bool(keys) and len(set(zip(*values, strict=True))) == n and math.prod(len(set(v)) for v in values) == n
-    if not grid:
+    if not _is_grid([v.tolist() for v in cols.values()]):
         if unstack is True:
             raise ValueError(f"invalid unstack=True: the labels {keys} of part {part!r} do not form a full grid "
                              f"({n} runs); use unstack='auto' or False")

@@ -348,6 +348,25 @@ def test_sim_folder_part_labels_become_axes(sim_dir, tmp_path, capsys):
     assert ax.collections[0].get_array().shape == (2, 1)
 
 
+def test_select_runs_gives_each_part_its_own_steps(sim_dir):
+    """fa_jax.select_runs (what the plots use): each part's own record steps become its ``step`` coordinate (no
+    NaN padding up to the longer part's 6 records), full grids unstack, a ragged part keeps ``run``; grid_parts
+    lists the plottable parts."""
+    from fa_jax.results import grid_parts
+
+    out, res = sim_dir
+    ds = fa_jax.load_results(out, sweep="toy-a")
+    assert ds.sizes["step"] == 6 and grid_parts(ds) == ["grid", "long"]
+    grid, long = fa_jax.select_runs(ds, "grid"), fa_jax.select_runs(ds, "long")
+    np.testing.assert_array_equal(grid["step"].values, np.asarray(res["grid"][0][1]["plan"]))
+    np.testing.assert_array_equal(long["step"].values, np.asarray(res["long"][0][1]["plan"]))
+    assert grid.sizes["step"] == 4 and long.sizes["step"] == 6 and "plan" not in grid.data_vars
+    assert grid["records/loss"].dims == ("lr", "width", "seed", "step")
+    assert not np.isnan(grid["records/loss"].sel(lr=TOY_LRS[0]).isel(step=-1).values).any()
+    ragged = fa_jax.select_runs(ds, "ragged")
+    assert "run" in ragged.dims and ragged.sizes["step"] == 4
+
+
 SIM_BASE = ["--sweep", "toy-a", "--part", "grid", "--x", "lr", "--y", "width", "--metric", "final",
             "--reduce", "seed=median"]
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import textwrap
 import warnings
@@ -162,7 +161,7 @@ def _pick_part(ds, part: str | None, where: str):
     the runs of ``part`` with one dim per label key (:func:`fa_jax.select_runs`, ``unstack=True``): the label
     keys become axes to plot, reduce or select. ``part`` may be left out when there is one part. A Dataset
     without a ``run`` dim (a sweep file's results, or runs already selected) is returned as it is."""
-    from ..results import _label_column, select_runs
+    from ..results import grid_parts, select_runs
 
     info = ds.attrs.get("run_labels")
     if info is None or "run" not in ds.dims:
@@ -175,18 +174,11 @@ def _pick_part(ds, part: str | None, where: str):
     parts = info["parts"]  # part -> coordinate names of the label keys all its runs have
     of_part = ds[info["part_coord"]].values
 
-    def grid(p: str) -> bool:  # the test select_runs makes, on the labels alone (no data is copied)
-        labels = [lab for lab, q in zip(info["labels"], of_part, strict=True) if q == p]
-        cols = [_label_column([lab[k] for lab in labels]).tolist() for k, c in info["names"].items()
-                if c in parts[p]]
-        return bool(cols) and len(set(zip(*cols, strict=True))) == len(labels) == math.prod(len(set(c))
-                                                                                           for c in cols)
-
     def listing(ps) -> str:
         return ", ".join(f"{p!r} ({', '.join(parts[p]) or 'no label keys'}; {int((of_part == p).sum())} runs)"
                          for p in ps)
 
-    grids = [p for p in parts if grid(p)]
+    grids = grid_parts(ds)
     if part is None and len(parts) == 1:
         part = next(iter(parts))
     elif part is None or part not in parts:
@@ -200,34 +192,7 @@ def _pick_part(ds, part: str | None, where: str):
                          f"({', '.join(parts[part]) or 'no label keys'}) do not form a full grid (each combination "
                          f"of label values exactly once), so they cannot be axes; allowed one of "
                          f"{listing(grids) or '(none)'}")
-    return _own_coords(select_runs(ds, part, unstack=True)).assign_attrs(part=part)
-
-
-def _own_coords(sub):
-    """A part's own output coordinates: an output the experiment names as a dim's coordinate (e.g. ``plan`` for
-    ``step``) that differs between parts (so ``load_results`` kept it a variable) but is the same in every run of
-    this part becomes that coordinate, the dim cut to its finite values: runs of a part that records fewer steps
-    than another part are NaN beyond them, and ``select step=-1`` must pick the part's last record, not padding."""
-    try:
-        pairs = json.loads(sub.attrs.get("experiment", "{}")).get("coords") or []
-    except (TypeError, ValueError, AttributeError):
-        return sub
-    for dim, source in pairs:
-        if dim in sub.coords or source not in sub.data_vars or sub[source].dims[-1:] != (dim,):
-            continue
-        rows = sub[source].values.reshape(-1, sub.sizes[dim]).astype(float)
-        n = int(np.isfinite(rows[0]).sum())
-        if not (np.isfinite(rows[0, :n]).all() and np.array_equal(rows, np.broadcast_to(rows[0], rows.shape),
-                                                                   equal_nan=True)):
-            continue  # the runs of the part disagree: it stays a variable
-        beyond = sub.isel({dim: slice(n, None)})
-        if n < sub.sizes[dim] and any(not np.issubdtype(v.dtype, np.floating) or bool(v.notnull().any())
-                                      for v in beyond.data_vars.values() if dim in v.dims):
-            continue  # values (not NaN padding) beyond the coordinate's end: nothing is cut
-        val = rows[0, :n]
-        val = val.astype(np.int64) if np.all(val == np.round(val)) else val
-        sub = sub.isel({dim: slice(0, n)}).drop_vars(source).assign_coords({dim: val})
-    return sub
+    return select_runs(ds, part, unstack=True).assign_attrs(part=part)
 
 
 def _is_numeric(values: np.ndarray) -> bool:
