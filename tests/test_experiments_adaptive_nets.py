@@ -91,13 +91,19 @@ def test_whole_run_matches_numpy_reference():
     cfgs = [AdaptiveNetRun(data=data, model=model, optim=NetOptim.of(o, lr, n_train), train=train, n_train=n_train,
                            n_test=n_test, attack=attack, power_iters=300, seed=seed) for o, lr in lrs.items()]
     results = run_sweep(run_adaptive_net, cfgs)
-    # the run's inputs, rebuilt from its documented keys: fold_in(PRNGKey(seed), i), i = 0 data, 3 init
-    keys = [jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(7)]
-    z = jax.random.normal(keys[0], (3 + n_train + n_test, 4, 4))
-    means = image_class_means_tilde(None, data, z=z[:3])
-    x_tr, y_tr = (np.asarray(a) for a in sample_images(None, data, n_train, means, z=z[3:3 + n_train]))
-    x_te, y_te = (np.asarray(a) for a in sample_images(None, data, n_test, means, z=z[3 + n_train:]))
-    p0 = init_image_net(keys[3], model, (4, 4, 1))
+    # the run's inputs, rebuilt from its documented keys: fold_in(PRNGKey(seed), i), i = 0 data, 3 init, 6 band
+    # noise (folded with 1); one jitted program (eager, each primitive would compile on its own: ~60 programs)
+    @jax.jit
+    def run_inputs(seed):
+        keys = [jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(7)]
+        z = jax.random.normal(keys[0], (3 + n_train + n_test, 4, 4))
+        means = image_class_means_tilde(None, data, z=z[:3])
+        return (sample_images(None, data, n_train, means, z=z[3:3 + n_train]),
+                sample_images(None, data, n_test, means, z=z[3 + n_train:]),
+                init_image_net(keys[3], model, (4, 4, 1)),
+                jax.random.normal(jax.random.fold_in(keys[6], 1), (2, n_test, 4, 4)))
+
+    (x_tr, y_tr), (x_te, y_te), p0, zb = jax.tree.map(np.asarray, run_inputs(seed))
     p0 = {"w1": p0["dense_0"]["kernel"], "b1": p0["dense_0"]["bias"], "w2": p0["head"]["kernel"],
           "b2": p0["head"]["bias"]}
     p0 = {k: np.asarray(v, np.float64) for k, v in p0.items()}
@@ -107,7 +113,7 @@ def test_whole_run_matches_numpy_reference():
     irr = ~np.asarray(image_relevant_mask(data)).ravel()
     assert 0 < irr.sum() < 16
     # band-limited noise: the documented draw (key 6 folded with 1), projected on each band in float64 numpy
-    zb = np.asarray(jax.random.normal(jax.random.fold_in(keys[6], 1), (2, n_test, 4, 4)), np.float64)
+    zb = zb.astype(np.float64)
     band_noise = {}
     for band, keep in (("relevant", ~irr), ("irrelevant", irr)):
         m = keep.reshape(4, 4).astype(np.float64)
@@ -199,3 +205,119 @@ def test_seed_and_lr_are_traced():
 
     assert static_key(other) == static_key(cfg)
     assert static_key(dataclasses.replace(cfg, optim=NetOptim.of("rmsprop", 1e-3))) == static_key(cfg)
+
+
+# ----------------------------------------------------------------------------- radial band noise, removal training
+def _np_radial_bands(n: int, nb: int) -> np.ndarray:
+    """Band of each (i, j) of an n x n DCT plane: rank by radius sqrt(i^2 + j^2) (ties by flat index), cut into nb
+    equal parts (spec 2.3), written here from the definition."""
+    r = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij")).ravel()
+    rank = np.empty(n * n, int)
+    rank[np.argsort(r, kind="stable")] = np.arange(n * n)
+    return (rank * nb // (n * n)).reshape(n, n)
+
+
+def _np_lowpass_keep(n: int, keep_pct: float) -> np.ndarray:
+    """Phi_freq's mask by the spec's scan: r from n sqrt2 down in steps of n sqrt2 / 2000, stop at the first r whose
+    kept fraction #{radius < r} / n^2 falls below keep_pct %; keep radius < r."""
+    rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    r_max = n * np.sqrt(2.0)
+    for i in range(2001):
+        r = r_max - i * r_max / 2000
+        if np.mean(rad < r) < keep_pct / 100:
+            return rad < r
+    return np.zeros((n, n), bool)
+
+
+def test_radial_band_noise_and_removal_training_match_numpy():
+    """The paper's Fig. 4 read-out and the frequency-removed training (spec 2.3 / P10 / S6), on the tiny case of
+    test_whole_run_matches_numpy_reference (the same static config, so the same compiled program): SGD trained on
+    Phi_freq(x, 60 %) and on Phi_nrg(x, 60 %), Adam on Phi_freq(x, 30 %), against float64 numpy trainings on data
+    filtered by numpy masks written from the spec (radial scan; per-image top-|DCT| quantile); the relative data
+    change (at 30 % Phi_freq removes only zero-variance coefficients: ~0, theory.freq_removal_keeps_relevant); and
+    the accuracy under noise on each of 10 radial bands against numpy (band masks from the rank rule)."""
+    from fa_jax.data.natural import image_class_means_tilde, sample_images
+    from fa_jax.experiments.adaptive_nets import REMOVALS, run_adaptive_net
+    from fa_jax.models.image_nets import init_image_net
+    from fa_jax.sweep import run_sweep
+    from fa_jax.theory.sgd_vs_adaptive import freq_removal_keeps_relevant
+    from fa_jax.trainer import TrainConfig, record_plan
+
+    assert freq_removal_keeps_relevant(4, 0.5, 30.0) and not freq_removal_keeps_relevant(4, 0.5, 60.0)
+    T_empty_tol = 1e-5  # nets.s6.freq_removal_of_empty_band_exact's float32 allowance
+    data = ImageSignal(size=4, n_classes=3, alpha=1.0, frac_irrelevant=0.5, separation=3.0)
+    model = ImageNet(arch="mlp", head="multiclass", n_classes=3, hidden=(8,))
+    n_train, n_test, seed = 48, 60, 1
+    train = TrainConfig(steps=8, n_records=4, plan="linear")
+    attack = NetAttack(steps=1, restarts=1, n_points=4, l2_eps=(0.1,), linf_eps=(0.01,), noise_std=(0.1,),
+                       band_std=(0.3, 1.5), noise_draws=2)  # radial: the default 10 bands (1-2 coefficients each)
+    nb, rstd = attack.radial_bands, attack.radial_std
+    runs = (("sgd", 0.5, "freq", 60.0), ("sgd", 0.5, "nrg", 60.0), ("adam", 0.05, "freq", 30.0))
+    cfgs = [AdaptiveNetRun(data=data, model=model, optim=NetOptim.of(o, lr, n_train), train=train, n_train=n_train,
+                           n_test=n_test, attack=attack, power_iters=300, seed=seed, removed_percent=p,
+                           removal=REMOVALS.index(m)).validate() for o, lr, m, p in runs]
+    results = run_sweep(run_adaptive_net, cfgs)
+    keys = [jax.random.fold_in(jax.random.PRNGKey(seed), i) for i in range(7)]
+    z = jax.random.normal(keys[0], (3 + n_train + n_test, 4, 4))
+    means = image_class_means_tilde(None, data, z=z[:3])
+    x_tr, y_tr = (np.asarray(a) for a in sample_images(None, data, n_train, means, z=z[3:3 + n_train]))
+    x_te, y_te = (np.asarray(a) for a in sample_images(None, data, n_test, means, z=z[3 + n_train:]))
+    p0 = init_image_net(keys[3], model, (4, 4, 1))
+    p0 = {k: np.asarray(v, np.float64) for k, v in (("w1", p0["dense_0"]["kernel"]), ("b1", p0["dense_0"]["bias"]),
+                                                     ("w2", p0["head"]["kernel"]), ("b2", p0["head"]["bias"]))}
+    c = dct_matrix(4)
+    xt = np.einsum("ki,nkl,lj->nij", c, x_tr[..., 0].astype(np.float64), c)  # C^T X C per image
+    xf_te = x_te.reshape(n_test, -1).astype(np.float64)
+    zb = np.asarray(jax.random.normal(jax.random.fold_in(keys[6], 1), (2, n_test, 4, 4)), np.float64)
+    bands = _np_radial_bands(4, nb)
+    assert sorted(np.bincount(bands.ravel())) == [1] * 4 + [2] * 6  # 16 coefficients in 10 near-equal bands
+    plan = record_plan(train.steps, train.n_records, train.plan)
+    for (opt, lr, method, pct), r in zip(runs, results, strict=True):
+        if method == "freq":
+            keep = np.broadcast_to(_np_lowpass_keep(4, 100 - pct), xt.shape)
+        else:  # per image: the top (100 - p) % coefficients by |DCT| (numpy's linear quantile)
+            mag = np.abs(xt).reshape(n_train, -1)
+            keep = (mag >= np.quantile(mag, pct / 100, axis=1, keepdims=True)).reshape(xt.shape)
+        assert 0 < keep.mean() < 1  # the removal removes something and keeps something
+        x_rm = np.einsum("ik,nkl,jl->nij", c, xt * keep, c)  # C (M * Xt) C^T
+        change = np.linalg.norm(x_rm - x_tr[..., 0]) / np.linalg.norm(x_tr)
+        if method == "freq" and freq_removal_keeps_relevant(4, 0.5, pct):  # only zero-variance coefficients go
+            assert change < 1e-6 and float(r["removal_change"]) < T_empty_tol
+        else:  # variance-carrying coefficients go: a real change, measured as numpy does
+            assert change > 1e-3
+            assert float(r["removal_change"]) == pytest.approx(change, rel=1e-4), (opt, method)
+        losses, p = _np_train(opt, lr, p0, x_rm.reshape(n_train, -1), y_tr, plan)
+        assert losses[-1] < 0.8 * losses[0]
+        np.testing.assert_allclose(np.asarray(r["records"]["loss"]), losses, rtol=2e-4, err_msg=f"{opt} {method}")
+        # radial band noise: numpy net at the numpy-trained params; boundary points (|margin| < 1e-3) may flip
+        for b in range(nb):
+            noise = np.einsum("ik,dnkl,jl->dnij", c, zb * (bands == b), c).reshape(2, n_test, 16)
+            lg = _np_mlp(p, xf_te[None] + rstd * noise)[2]
+            own = np.take_along_axis(lg, y_te[None, :, None], -1)[..., 0]
+            mg = own - np.max(np.where(np.eye(3, dtype=bool)[y_te][None], -np.inf, lg), -1)
+            slack = np.mean(np.abs(mg) < 1e-3)
+            assert slack < 0.05
+            assert abs(float(np.asarray(r["band_noise_radial"])[b]) - np.mean(mg > 0)) <= slack + 1e-6, (opt, b)
+        assert np.asarray(r["band_noise_radial"]).shape == (nb,)
+        assert float(np.min(r["band_noise_radial"])) < float(r["clean_acc"])  # the noise does hurt somewhere
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"removed_percent": 100.0}, "removed_percent"),
+    ({"removed_percent": -1.0}, "removed_percent"),
+    ({"removal": 2}, "removal"),
+    ({"attack": NetAttack(radial_bands=0)}, "attack.radial_bands"),
+    ({"attack": NetAttack(radial_bands=65)}, "attack.radial_bands"),
+    ({"attack": NetAttack(radial_std=0.0)}, "attack.radial_std"),
+])
+def test_removal_and_radial_validation_errors(change, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(AdaptiveNetRun(), **change).validate()
+
+
+def test_removal_is_traced():
+    cfg = AdaptiveNetRun().validate()
+    from fa_jax.config import static_key
+
+    assert {"removed_percent", "removal"} <= set(traced_values(cfg))
+    assert static_key(with_values(cfg, {"removed_percent": 50.0, "removal": 1})) == static_key(cfg)

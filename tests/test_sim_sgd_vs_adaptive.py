@@ -10,7 +10,15 @@ import os
 
 import pytest
 from conftest import assert_check_contract, assert_readable_png
-from fa_jax_sims.sgd_vs_adaptive import LINEAR_CHECKS, NET_CHECKS, PRESETS, band_check_names, net_grid
+from fa_jax_sims.sgd_vs_adaptive import (
+    LINEAR_CHECKS,
+    NET_CHECKS,
+    PRESETS,
+    band_check_names,
+    net_grid,
+    p10_check_names,
+    removal_check_names,
+)
 
 from fa_jax.cli import main
 
@@ -29,11 +37,14 @@ def test_quick_preset_checks_and_figures(quick):
     q = PRESETS["quick"]
     band = band_check_names(q)
     assert len(band) == len(q.net_init_scales) >= 2  # one per MLP init scale
-    assert_check_contract(doc, required=LINEAR_CHECKS + NET_CHECKS + band)
+    p10, removal = p10_check_names(q), removal_check_names(q)
+    assert len(p10) == 3 * len(q.net_init_scales) and len(removal) == 1 + 3 * len(q.net_removal_init_scales)
+    assert_check_contract(doc, required=LINEAR_CHECKS + NET_CHECKS + band + p10 + removal)
     kinds = {c["name"]: c["kind"] for c in doc["checks"]}
     assert all(kinds[n] == "derived" for n in LINEAR_CHECKS)
     assert {kinds[n] for n in NET_CHECKS} == {"derived", "paper", "paper claim"}
-    assert all(kinds[n] == "paper claim" for n in band if n in kinds)
+    assert all(kinds[n] == "paper claim" for n in band + p10 + removal[1:] if n in kinds)
+    assert kinds[removal[0]] == "derived"  # Phi_freq inside its domain changes the data by rounding only
     skipped = {c["name"]: c["reason"] for c in doc["not_evaluated"]}
     assert "conv" in skipped["nets.band_noise.conv"]  # the conv net: a reported contrast, with the reason
     # the quick preset keeps every variant of the default (issue 15: smaller, never a variant switched off)
@@ -65,6 +76,14 @@ def test_quick_preset_checks_and_figures(quick):
     assert m["nets"]["select_seeds"] == [0] and m["nets"]["held_out_seeds"] == [1, 2]
     for name, b in m["nets"]["band_noise"].items():
         assert b["band_irr"]["lo"] <= b["band_irr"]["mean"] <= b["band_irr"]["hi"] and b["band_irr"]["n"] == 2, name
+    # the paper's Fig. 4 read-out: noise on the lowest radial band hurts every MLP (not a no-op); the removal runs:
+    # removing most of the coefficients (beyond the zero-variance half) does cost SGD clean accuracy
+    for name, drops in m["nets"]["radial"].items():
+        assert len(drops["sgd"]) == q.net_radial_bands and drops["sgd"][0] > 0.05, name
+    assert set(m["nets"]["removal"]) == {f"mlp/init{sc:g}" for sc in q.net_removal_init_scales}
+    for name, r in m["nets"]["removal"].items():
+        curve = r["clean_vs_removed"][f"sgd/lr{r['sgd_lr']:g}/freq"]
+        assert curve["p"] == [0.0, *q.net_removed] and curve["clean"][-1] < curve["clean"][0] - 0.05, name
     assert m["programs_compiled"] <= 18 and m["diverged_runs"] == 0
     assert m["engine_parts"]["nets"]["programs_compiled"] == 2  # one per arch: init scale, optimiser, lr traced
     for name in doc["metrics"]["figures"]:
@@ -75,7 +94,8 @@ def test_quick_preset_checks_and_figures(quick):
 @pytest.mark.parametrize("setting", ["lr=-0.1", "steps=10", "s2_fracs=0.5", "batch=0", "net_lrs_adam=-1",
                                      "net_archs=resnet", "net_points=5000", "eps_adv=-1", "s2_opts=gd,adamw",
                                      "s2_fracs=0,1.0", "net_frac_irrelevant=1.0",
-                                     "net_seeds=2", "net_init_scales=0", "net_match_tol=0"])
+                                     "net_seeds=2", "net_init_scales=0", "net_match_tol=0", "net_removed=100",
+                                     "net_removal_init_scales=0.5", "net_radial_bands=0"])
 def test_bad_settings_exit_2(tmp_path, setting, capsys):
     assert main(["run", "sgd-vs-adaptive", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
     assert "invalid" in capsys.readouterr().err

@@ -238,3 +238,34 @@ def test_band_noise_threshold_is_one_test_image():
     assert not Check("c", 0.0, th.paper_band_noise_sgd_advantage_min(500), 0.0, "at_least", prov).passed
     with pytest.raises(ValueError, match="n_test"):
         th.paper_band_noise_sgd_advantage_min(0)
+
+
+def test_freq_removal_relevant_count_matches_the_spec_scan():
+    """theory.freq_removal_keeps_relevant against the spec's Phi_freq scan and the data's rank rule, written here:
+    r from N sqrt2 down in steps of N sqrt2 / 2000 until #{radius < r} / N^2 < keep %; relevant = the
+    N^2 - round(frac N^2) lowest ranks by radius (ties by flat index). Shell ties make p = 50 remove relevant
+    coefficients at N = 8, frac 0.5 (the default's P11 boundary case)."""
+    from fa_jax.theory.sgd_vs_adaptive import freq_removal_keeps_relevant, freq_removal_relevant_removed
+
+    def keep_mask(n, keep_pct):
+        rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+        r_max = n * np.sqrt(2.0)
+        for i in range(2001):
+            r = r_max - i * r_max / 2000
+            if np.mean(rad < r) < keep_pct / 100:
+                return rad < r
+        return np.zeros((n, n), bool)
+
+    for n in (4, 8, 16):
+        rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij")).ravel()
+        rank = np.empty(n * n, int)
+        rank[np.argsort(rad, kind="stable")] = np.arange(n * n)
+        for frac in (0.25, 0.5, 0.75):
+            relevant = (rank < n * n - round(frac * n * n)).reshape(n, n)
+            for p in (10.0, 30.0, 50.0, 70.0, 90.0):
+                removed = int(np.sum(relevant & ~keep_mask(n, 100 - p)))
+                assert freq_removal_relevant_removed(n, frac, p) == removed, (n, frac, p)
+                assert freq_removal_keeps_relevant(n, frac, p) == (removed == 0), (n, frac, p)
+    assert freq_removal_keeps_relevant(8, 0.5, 30.0) and freq_removal_relevant_removed(8, 0.5, 50.0) == 1
+    with pytest.raises(ValueError, match="frac_irrelevant"):
+        freq_removal_keeps_relevant(8, 1.5, 10.0)

@@ -20,6 +20,14 @@ Measured (axes: ``eps`` budgets, ``noise`` levels, ``layers``):
   coefficients, irrelevant = the zero-variance ones), s a per-coefficient std (spec 2.3 / P10: band-limited
   Gaussian noise, no clamping); mean over ``noise_draws`` draws. The paper's mechanism (spec T2/T4) predicts the
   irrelevant band separates the optimisers.
+* ``band_noise_radial (radial_bands,)``: the paper's Fig. 4 protocol (spec 2.3 / P10): accuracy on
+  x + s idct2(M_b * z) for each of ``radial_bands`` equal-size radial DCT bands M_b
+  (:func:`fa_jax.frequency.radial_bands`, rule "rank": band 0 holds the lowest radii), s = ``radial_std`` per
+  coefficient, the same draws z as ``band_noise_acc``; the accuracy drop per band is ``clean_acc`` minus it.
+* ``removal_change``: ||Phi(x_train) - x_train||_F / ||x_train||_F, the relative change of the training set by the
+  frequency removal the run trained on (``removed_percent`` of the DCT coefficients removed by Phi_freq or Phi_nrg,
+  spec 2.3 / S6 / P11; 0 when nothing is removed: the nets then train on x_train itself, bit for bit). The test set
+  is never filtered.
 * ``l2_acc (eps,)`` / ``linf_acc (eps,)``: PGD robust accuracy on the first ``n_points`` test images (ascending
   the CE loss, success = margin f_y - max_{j != y} f_j <= 0 at any iterate, ``restarts`` random starts, step
   rel_step eps / steps); labelled PGD, never AutoAttack. No box constraint.
@@ -47,10 +55,11 @@ import math
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from ..config import check_fields, require, traced
 from ..data.natural import ImageSignal, image_class_means_tilde, image_relevant_mask, sample_images
-from ..frequency import dct2, idct2
+from ..frequency import dct2, idct2, phi_freq, phi_nrg, radial_bands
 from ..losses import cross_entropy
 from ..metrics import lipschitz as L
 from ..metrics import robustness as R
@@ -58,10 +67,11 @@ from ..models.image_nets import ImageNet, apply_image_net, init_image_net
 from ..optim import OptimConfig, make_optimizer_choice
 from ..trainer import TrainConfig, record_plan, train
 
-__all__ = ["NET_OPTS", "AdaptiveNetRun", "NetAttack", "NetOptim", "family_optimizer", "first_layer_energy",
+__all__ = ["NET_OPTS", "REMOVALS", "AdaptiveNetRun", "NetAttack", "NetOptim", "family_optimizer", "first_layer_energy",
            "run_adaptive_net"]
 
 NET_OPTS = ("sgd", "adam", "rmsprop")
+REMOVALS = ("freq", "nrg")  # Phi_freq (radial low-pass) / Phi_nrg (per-image low-energy removal), spec Sec. 2.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +122,8 @@ class NetAttack:
     noise_std: tuple = (0.1, 0.2, 0.4)
     band_std: tuple = (0.25, 0.5, 1.0)  # per-coefficient stds of the band-limited noise
     noise_draws: int = 4
+    radial_bands: int = 10  # the paper's Fig. 4: 10 equal-size radial DCT bands
+    radial_std: float = 0.5  # per-coefficient std of the noise in each radial band
 
     def validate(self, n_test: int) -> NetAttack:
         check_fields(self, prefix="attack.")  # types first: the range checks below compare numbers
@@ -126,6 +138,8 @@ class NetAttack:
                     "a non-empty tuple of finite numbers > 0", getattr(self, f))
         require(math.isfinite(self.rel_step) and self.rel_step > 0, "attack.rel_step", "a finite number > 0",
                 self.rel_step)
+        require(math.isfinite(self.radial_std) and self.radial_std > 0, "attack.radial_std", "a finite number > 0",
+                self.radial_std)
         return dataclasses.replace(self, l2_eps=tuple(self.l2_eps), linf_eps=tuple(self.linf_eps),
                                    noise_std=tuple(self.noise_std), band_std=tuple(self.band_std))
 
@@ -144,6 +158,10 @@ class AdaptiveNetRun:
     power_iters: int = 50
     jacobian: bool = False  # also the per-point logit-Jacobian spectral norm (a larger program)
     record_points: int = 512  # train / test points of the loss and accuracy records
+    # frequency-removed training (spec 2.3 removal runs, S6 / P11): Phi = REMOVALS[removal] removes removed_percent %
+    # of the training images' DCT coefficients (0: the raw training set); both traced (one program for the grid)
+    removed_percent: float = traced(0.0)
+    removal: int = traced(0)  # index into REMOVALS
     seed: int = traced(0)  # data (class means, train and test sets) and init
 
     def validate(self) -> AdaptiveNetRun:
@@ -159,6 +177,13 @@ class AdaptiveNetRun:
             v = getattr(self, f)
             require(isinstance(v, int) and v >= 1, f, "an integer >= 1", v)
         attack = self.attack.validate(self.n_test)
+        n2 = data.size * data.size
+        require(isinstance(attack.radial_bands, int) and 1 <= attack.radial_bands <= n2, "attack.radial_bands",
+                f"an integer in 1 .. data.size^2 = {n2}", attack.radial_bands)
+        require(math.isfinite(float(self.removed_percent)) and 0.0 <= float(self.removed_percent) < 100.0,
+                "removed_percent", "a number in [0, 100)", self.removed_percent)
+        require(isinstance(self.removal, int) and 0 <= self.removal < len(REMOVALS), "removal",
+                f"an index 0 .. {len(REMOVALS) - 1} into {REMOVALS}", self.removal)
         return dataclasses.replace(self, data=data, model=model, attack=attack)
 
 
@@ -189,6 +214,12 @@ def run_adaptive_net(cfg: AdaptiveNetRun) -> dict:
     x_te, y_te = sample_images(None, dc, cfg.n_test, means, z=z[k_ + n_tr:])
     params0 = init_image_net(k_init, mc, shape)
     relevant = image_relevant_mask(dc)
+    # frequency-removed training data (the test set stays raw); p = 0 selects x_tr itself, so the runs without
+    # removal train on exactly the unfiltered set
+    p_rm = jnp.asarray(cfg.removed_percent, x_tr.dtype)
+    x_rm = jnp.where(cfg.removal == 0, phi_freq(x_tr, p_rm, "HWC"), phi_nrg(x_tr, p_rm, "HWC"))
+    x_fit = jnp.where(p_rm > 0, x_rm, x_tr)
+    removal_change = jnp.linalg.norm((x_fit - x_tr).ravel()) / jnp.linalg.norm(x_tr.ravel())
 
     def logits(p, x):
         return apply_image_net(p, x, mc)
@@ -202,15 +233,15 @@ def run_adaptive_net(cfg: AdaptiveNetRun) -> dict:
     nr_tr, nr_te = min(cfg.record_points, cfg.n_train), min(cfg.record_points, cfg.n_test)
 
     def record_fn(p):
-        return {"loss": jnp.mean(loss_fn(p, x_tr[:nr_tr], y_tr[:nr_tr])), "train_acc": acc(p, x_tr[:nr_tr],
-                                                                                          y_tr[:nr_tr]),
+        return {"loss": jnp.mean(loss_fn(p, x_fit[:nr_tr], y_tr[:nr_tr])), "train_acc": acc(p, x_fit[:nr_tr],
+                                                                                           y_tr[:nr_tr]),
                 "test_acc": acc(p, x_te[:nr_te], y_te[:nr_te])}
 
     plan = record_plan(cfg.train.steps, cfg.train.n_records, cfg.train.plan)
-    params, records, bad = train(loss_fn, params0, x_tr, y_tr, family_optimizer(cfg.optim), plan=plan,
+    params, records, bad = train(loss_fn, params0, x_fit, y_tr, family_optimizer(cfg.optim), plan=plan,
                                  record_fn=record_fn, key=k_batch, batch_size=cfg.optim.batch_size)
     res: dict = {"records": records, "plan": jnp.asarray(plan), "diverged_step": bad, "diverged": bad >= 0,
-                 "clean_acc": acc(params, x_te, y_te)}
+                 "clean_acc": acc(params, x_te, y_te), "removal_change": removal_change}
 
     # ---- Gaussian noise (no clamping), mean over draws
     stds = jnp.asarray(ac.noise_std, x_te.dtype)
@@ -230,6 +261,14 @@ def run_adaptive_net(cfg: AdaptiveNetRun) -> dict:
         return jax.vmap(lambda s: jnp.mean(jax.vmap(lambda e: acc(params, x_te + s * e, y_te))(nb)))(bstds)
 
     res["band_noise_acc"] = {"relevant": band_acc(relevant), "irrelevant": band_acc(~relevant)}
+    # ---- the paper's Fig. 4: the same draws on each radial band, one std
+    rb = jnp.asarray(radial_bands((dc.size, dc.size), ac.radial_bands))  # (N, N) band index
+
+    def radial_acc(b):
+        nb = idct2(zb * (rb == b).astype(zb.dtype), "HW")[..., None]
+        return jnp.mean(jax.vmap(lambda e: acc(params, x_te + ac.radial_std * e, y_te))(nb))
+
+    res["band_noise_radial"] = lax.map(radial_acc, jnp.arange(ac.radial_bands))
 
     # ---- l2 / l-inf PGD on the CE loss, success judged on the margin
     n = ac.n_points

@@ -58,6 +58,24 @@ PROVENANCE = {
     "paper_sgd_smaller_lipschitz_fraction": "paper claim (abstract / spec T5, P12, unverified)",
     "paper_lipschitz_explains_robustness_fraction": "paper claim (abstract / spec T5, unverified)",
     "paper_band_noise_sgd_advantage_min": "paper claim (Fig. 4 band-limited noise / spec P10, S6, unverified)",
+    "paper_p10_n_bands": "paper (Fig. 4 / spec Sec. 2.3: 10 radial DCT bands)",
+    "paper_p10_sgd_rise_max": "paper claim (Fig. 4, CIFAR100 / spec P10: SGD's drop non-increasing within 0.2 points; "
+                              "unverified here)",
+    "paper_p10_ratio_bands": "paper claim (Fig. 4, CIFAR100 / spec P10: bands 5-8; unverified here)",
+    "paper_p10_adam_over_sgd_min": "paper claim (Fig. 4, CIFAR100 / spec P10: Adam's drop >= 5x SGD's in bands 5-8; "
+                                   "unverified here)",
+    "paper_p10_between_bands": "paper claim (Fig. 4, CIFAR100 / spec P10: RMSProp between SGD and Adam, bands 4-8 of the "
+                               "figure's table; unverified here)",
+    "paper_p10_between_fraction": "paper claim (Fig. 4, CIFAR100 / spec P10: RMSProp between SGD and Adam; unverified "
+                                  "here)",
+    "paper_removal_max_percent": "paper claim (spec P11: 'up to ~50 %' removed; unverified)",
+    "paper_removal_clean_drop_max": "paper claim (spec P11: 'within a few points', read as 3 points; threshold "
+                                    "unverified)",
+    "paper_removal_gap_closure_min": "paper claim (spec S6: Phi_freq training 'expected to close part of the adaptive "
+                                     "gap'; unverified)",
+    "freq_removal_relevant_removed": "derived (Phi_freq's radial mask vs the data's non-zero-variance coefficients)",
+    "freq_removal_keeps_relevant": "derived (Phi_freq's kept radial mask vs the data's non-zero-variance coefficients)",
+    "empty_band_removal_change": "derived (removing zero-variance DCT coefficients leaves the data unchanged)",
 }
 
 NORMS = ("l2", "linf")
@@ -460,3 +478,91 @@ def paper_band_noise_sgd_advantage_min(n_test: int) -> float:
     a test accuracy, one test image: the threshold is 1 / n_test (a pair of identical nets differs by 0)."""
     require(isinstance(n_test, int) and n_test >= 1, "n_test", "an integer >= 1", n_test)
     return 1.0 / n_test
+
+
+# ----------------------------------------------------------------------------- P10 / P11 / S6: bands and removal
+def paper_p10_n_bands() -> int:
+    """Spec Sec. 2.3 / P10 [paper Fig. 4]: the DCT plane is split into 10 radial bands of (nearly) equal size, band
+    0 holding the lowest radii (:func:`fa_jax.frequency.radial_bands`, rule "rank")."""
+    return 10
+
+
+def paper_p10_sgd_rise_max() -> float:
+    """Spec P10 [paper Fig. 4, CIFAR100]: SGD's accuracy drop under band-limited noise is non-increasing from band
+    to band within +-0.2 points: max_b (drop_{b+1} - drop_b) <= 0.002 (accuracy as a fraction)."""
+    return 0.002
+
+
+def paper_p10_ratio_bands() -> tuple[int, int]:
+    """Spec P10 [paper Fig. 4]: the bands (first, last, inclusive) where Adam's drop is >= 5x SGD's: 5-8 of 10."""
+    return (5, 8)
+
+
+def paper_p10_adam_over_sgd_min() -> float:
+    """Spec P10 [paper Fig. 4, CIFAR100]: in bands 5-8 Adam's accuracy drop is at least 5 times SGD's."""
+    return 5.0
+
+
+def paper_p10_between_bands() -> tuple[int, int]:
+    """Spec P10 [paper Fig. 4]: the bands (first, last, inclusive) where the figure's table puts RMSProp's drop
+    strictly between SGD's and Adam's: 4-8 of 10 (SGD 2.1 / 1.9 / 1.2 / 1.3 / 0.6 < RMSProp 8.2 / 9.0 / 9.0 / 8.6 /
+    7.0 < Adam 10.0 / 12.2 / 11.8 / 12.8 / 11.1)."""
+    return (4, 8)
+
+
+def paper_p10_between_fraction() -> float:
+    """Spec P10 [paper Fig. 4]: 'RMSProp lies between': the fraction of :func:`paper_p10_between_bands` with
+    drop(SGD) < drop(RMSProp) < drop(Adam) strictly is 1."""
+    return 1.0
+
+
+def paper_removal_max_percent() -> float:
+    """Spec P11 [paper]: the removal claim covers up to ~50 % of the DCT coefficients removed."""
+    return 50.0
+
+
+def paper_removal_clean_drop_max() -> float:
+    """Spec P11 [paper; threshold unverified]: SGD nets trained on Phi_freq / Phi_nrg data with up to ~50 % of the
+    coefficients removed keep their clean test accuracy 'within a few points' of the unfiltered net: a drop of at
+    most 3 points (0.03)."""
+    return 0.03
+
+
+def paper_removal_gap_closure_min(n_test: int) -> float:
+    """Spec S6 [unverified]: training on Phi_freq data 'closes part of the adaptive gap': the SGD - adaptive
+    accuracy gap under noise on the removed (high-frequency) band is smaller after removal than without it. 'Part'
+    is taken at the resolution of a test accuracy, one test image: the closure must be >= 1 / n_test."""
+    require(isinstance(n_test, int) and n_test >= 1, "n_test", "an integer >= 1", n_test)
+    return 1.0 / n_test
+
+
+def freq_removal_relevant_removed(size: int, frac_irrelevant: float, removed_percent: float) -> int:
+    """How many coefficients Phi_freq(., removed_percent) removes from N x N images that are NOT among the
+    ``round(frac_irrelevant N^2)`` highest-radius ones (the zero-variance band of
+    :class:`fa_jax.data.natural.ImageSignal`, ranked by radius with ties by flat index). Derived: exact counting
+    on the two masks (Phi_freq's radial scan keeps whole shells of equal radius, so it can cut into the
+    relevant half before removing all of the zero-variance band)."""
+    from ..frequency import lowpass_mask, radius_grid
+
+    require(isinstance(size, int) and size >= 1, "size", "an integer >= 1", size)
+    require(0.0 <= frac_irrelevant <= 1.0, "frac_irrelevant", "a fraction in [0, 1]", frac_irrelevant)
+    n2 = size * size
+    order = np.argsort(radius_grid(size).ravel(), kind="stable")
+    rank = np.empty(n2, np.int64)
+    rank[order] = np.arange(n2)
+    relevant = rank.reshape(size, size) < n2 - round(frac_irrelevant * n2)
+    keep = np.asarray(lowpass_mask((size, size), 100.0 - removed_percent))
+    return int(np.sum(relevant & ~keep))
+
+
+def freq_removal_keeps_relevant(size: int, frac_irrelevant: float, removed_percent: float) -> bool:
+    """True when Phi_freq(., removed_percent) keeps every non-zero-variance coefficient
+    (:func:`freq_removal_relevant_removed` is 0): then it removes only coefficients the data has no variance on."""
+    return freq_removal_relevant_removed(size, frac_irrelevant, removed_percent) == 0
+
+
+def empty_band_removal_change() -> float:
+    """||Phi(x) - x||_F / ||x||_F when Phi removes only DCT coefficients on which every image is exactly 0
+    (:func:`freq_removal_keeps_relevant`): Phi = idct2(M dct2(.)) is then the identity on the data: 0 (the check's
+    tolerance is the float32 rounding of the DCT round trip)."""
+    return 0.0
