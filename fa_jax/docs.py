@@ -22,6 +22,7 @@ PAGES = {
     "regimes": "figures/regimes/summary.json",
     "sgd-support": "figures/sgd-support/summary.json",
     "sgd-vs-adaptive": "figures/sgd-vs-adaptive/summary.json",
+    "sgd-vs-adaptive-faithful-small": "figures/sgd-vs-adaptive/faithful-small/summary.json",
     "agop-collapse": "figures/agop-collapse/summary.json",
     "hold-me-tight": "figures/hold-me-tight/summary.json",
 }

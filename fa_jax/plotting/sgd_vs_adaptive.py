@@ -265,7 +265,7 @@ def nets_bands_figure(out_dir, s, metrics: dict) -> list[str]:
     nb = s.net_radial_bands
     frac = s.net_frac_irrelevant
     n = len(radial) + len(removal)
-    fig, axes = panels(n, ncols=2, panel=(3.3, 2.3))
+    fig, axes = panels(n, ncols=2, panel=(3.3, 2.6))
     for ax, (name, drops) in zip(axes, radial.items()):
         # bands whose coefficients are all zero-variance: rank >= (1 - frac) N^2, bands cut the rank in nb parts
         first_irr = int(np.ceil((1.0 - frac) * nb - 1e-9))
@@ -275,7 +275,7 @@ def nets_bands_figure(out_dir, s, metrics: dict) -> list[str]:
         ax.axhline(0.0, color="0.6", lw=0.6)
         ax.set_title(f"{name}: band noise std {s.net_radial_std:g}")
         ax.set_xlabel("radial DCT band (0 = lowest frequencies)")
-        ax.set_ylabel("accuracy drop (points)")
+        ax.set_ylabel("accuracy drop (pts)")
         ax.set_xticks(range(nb))
     for ax, (name, m) in zip(axes[len(radial):], removal.items()):
         ax.axvspan(0.0, 100 * frac, color="0.92", zorder=0)
