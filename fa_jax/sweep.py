@@ -64,9 +64,15 @@ compiled by an earlier process is loaded instead of compiled again (``fa-jax run
 from Python, call it once). JAX keys each entry by the optimised program, the compile options, the backend and
 the jax/jaxlib versions, so a hit is the same executable: results are bitwise those of a fresh compilation.
 
-Multi-host. With ``process_count > 1`` (after ``jax.distributed.initialize``), chunk ``j`` of the global chunk
-list belongs to process ``j % process_count``; every process writes its chunks to ``out_dir`` (shared, or merged
-afterwards with :func:`fa_jax.results.merge`) and returns ``None`` for runs it did not compute.
+Multi-host. With ``process_count > 1`` after ``jax.distributed.initialize``, the processes coordinate through
+the distributed runtime's key-value store (:class:`ChunkQueue`): process 0 plans the chunks and publishes the plan
+(every other process uses it, so hosts with different memory never disagree on chunk sizes, and a host whose code
+lowers to a different program fails loudly when it compiles a chunk); then each process claims the next unclaimed
+chunk with an atomic counter whenever it is ready for one, so a host that finishes early takes the leftovers.
+Every process writes its chunks to ``out_dir`` (shared, or merged afterwards with :func:`fa_jax.results.merge`)
+and returns ``None`` for runs it did not compute. Every process must make the same sequence of ``run_sweep``
+calls (as in any multi-controller JAX program). With ``process_index`` / ``process_count`` given explicitly (or
+no distributed runtime), the split is static instead: chunk ``j`` belongs to process ``j % process_count``.
 """
 from __future__ import annotations
 
@@ -127,7 +133,7 @@ class SweepStats:
     compile_seconds: float = 0.0  # wall time of the compilations
     chunks_run: int = 0
     chunks_loaded: int = 0
-    chunks_skipped: int = 0  # belonging to another process
+    chunks_skipped: int = 0  # belonging to (claimed by) another process
     resized_groups: int = 0  # groups whose chunk was shrunk to fit the memory budget
     chunks_damaged: int = 0  # chunk files found damaged or misfiled, moved aside and recomputed
 
@@ -510,6 +516,57 @@ class ChunkPlan:
     precision: str = DEFAULT_PRECISION  # matmul precision the program is traced with (module docstring)
 
 
+class ChunkQueue:
+    """Chunks shared by the processes of one sweep call through a key-value store ``client`` (the distributed
+    runtime's: ``key_value_increment``, ``key_value_set``, ``blocking_key_value_get``).
+
+    ``plans(make)``: process 0 computes ``make()`` and publishes it under ``<prefix>/plan``; the others wait for
+    it (``timeout_s``) and rebuild the same :class:`ChunkPlan` list. ``claim(plans)``: yields the chunks this
+    process claims, one at a time, when it asks for the next: ``j = increment(<prefix>/next) - 1`` until ``j``
+    passes the last chunk, so every chunk is claimed exactly once, by whichever process is free first.
+    ``fingerprint`` (of the configs) is published with the plan and checked by every process: processes that
+    reached the same call with different sweeps fail instead of mixing their chunks."""
+
+    def __init__(self, client, prefix: str, process_index: int, fingerprint: str = "", timeout_s: float = 3600.0):
+        self.client, self.prefix, self.pi = client, prefix, process_index
+        self.fingerprint, self.timeout_ms = fingerprint, int(timeout_s * 1000)
+
+    def plans(self, make: Callable[[], list]) -> list:
+        key = f"{self.prefix}/plan"
+        if self.pi == 0:
+            plans = make()
+            self.client.key_value_set(key, json.dumps({"fingerprint": self.fingerprint,
+                                                       "plans": [dataclasses.asdict(p) for p in plans]}))
+            return plans
+        doc = json.loads(self.client.blocking_key_value_get(key, self.timeout_ms))
+        if doc["fingerprint"] != self.fingerprint:
+            raise ValueError(f"process {self.pi} reached sweep call {self.prefix!r} with other configs than process "
+                             "0 (every process must make the same sequence of run_sweep calls)")
+        return [ChunkPlan(**{**p, "runs": tuple(p["runs"])}) for p in doc["plans"]]
+
+    def claim(self, plans: Sequence):
+        while True:
+            j = int(self.client.key_value_increment(f"{self.prefix}/next", 1)) - 1
+            if j >= len(plans):
+                return
+            yield plans[j]
+
+
+_SWEEP_CALLS = [0]  # run_sweep calls of this process: the key of a call shared by all processes
+
+
+def _distributed_client():
+    """The distributed runtime's key-value client after ``jax.distributed.initialize``, else None."""
+    from jax._src import distributed  # no public handle on the runtime's key-value store (jax 0.10)
+
+    return getattr(distributed.global_state, "client", None)
+
+
+def _configs_fingerprint(configs: Sequence) -> str:
+    return hashlib.sha1(repr([dataclasses.astuple(c) if dataclasses.is_dataclass(c) else repr(c)
+                              for c in configs]).encode()).hexdigest()[:16]
+
+
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
@@ -883,8 +940,10 @@ def run_sweep(
       devices: devices the ``runs`` axis is sharded over (default: all local devices).
       memory_budget_bytes: per-device bytes a chunk may use (default: half of the device's capacity).
       max_chunk: cap on the automatic chunk size.
-      process_index, process_count: this process's share of chunks (default: ``jax.process_index()`` /
-        ``jax.process_count()``); runs of other processes' chunks come back as ``None``.
+      process_index, process_count: given, a static share of the chunks (chunk j to process j % count); default
+        (``jax.process_index()`` / ``jax.process_count()``, several processes): chunks claimed through the
+        distributed runtime (:class:`ChunkQueue`, module docstring). Runs of other processes' chunks come back as
+        ``None``.
       plans: a precomputed :func:`plan_chunks` result (the sweep-file runner passes the one it recorded).
       precision: matmul precision of every program, one of :data:`PRECISIONS` (module docstring); ``plans`` must
         have been made with the same one.
@@ -895,16 +954,26 @@ def run_sweep(
     pc = jax.process_count() if process_count is None else process_count
     if not 0 <= pi < pc:
         raise ValueError(f"invalid process_index={pi!r}: allowed 0 <= process_index < process_count = {pc}")
+    _SWEEP_CALLS[0] += 1
+    client = _distributed_client() if pc > 1 and process_index is None and process_count is None else None
+    queue = None if client is None else ChunkQueue(client, f"fa-jax/run_sweep/{_SWEEP_CALLS[0]}", pi,
+                                                   _configs_fingerprint(configs))
+
+    def make_plans():
+        return plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
+                           max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision,
+                           cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"))
+
     if plans is None:
-        plans = plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
-                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision,
-                            cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"))
+        plans = make_plans() if queue is None else queue.plans(make_plans)
     wrong = sorted({p.precision for p in plans} - {precision})
     if wrong:
         raise ValueError(f"invalid plans: made with precision {wrong}, this sweep runs with precision={precision!r}; "
                          "pass the same precision to plan_chunks and run_sweep")
-    mine = [p for j, p in enumerate(plans) if j % pc == pi]
-    STATS.chunks_skipped += len(plans) - len(mine)
+    # this process's chunks: a static share, or claimed one at a time (the generator asks the queue when the loop
+    # below is ready for the next chunk)
+    mine = [p for j, p in enumerate(plans) if j % pc == pi] if queue is None else queue.claim(plans)
+    claimed = 0
     results: list[dict | None] = [None] * len(configs)
     cache_dir = None
     if out_dir is not None:
@@ -912,7 +981,9 @@ def run_sweep(
         os.makedirs(cache_dir, exist_ok=True)
         clean_stale_temps(cache_dir)
     names = {p.runs: p.file for p in plans}  # an older chunk file is checked by the runs it stores
-    bar = _Bar(sum(len(p.runs) for p in mine), len(mine), desc) if progress else None
+    # claimed chunks are not known in advance: the bar then counts the whole sweep (other hosts' chunks never tick)
+    shown = plans if queue is not None else mine
+    bar = _Bar(sum(len(p.runs) for p in shown), len(shown), desc) if progress else None
 
     def place(p: ChunkPlan, flat: dict[str, np.ndarray]) -> None:
         for j, i in enumerate(p.runs):
@@ -932,6 +1003,7 @@ def run_sweep(
           ThreadPoolExecutor(1, thread_name_prefix="fa-jax-chunk-writer") as writer):
         try:
             for p in mine:
+                claimed += 1
                 path = os.path.join(cache_dir, p.file) if cache_dir is not None and p.file else None
                 if pending is not None and path is not None and path == pending[1]:
                     job, pending = pending, None  # the same chunk twice in one grid: read the file it is writing
@@ -971,6 +1043,7 @@ def run_sweep(
                 collect(job)
             raise
         jax.effects_barrier()  # every step callback delivered (to the bar) before the sweep returns
+    STATS.chunks_skipped += len(plans) - claimed
     if bar is not None:
         bar.close()
     for p in plans:  # planned lowerings of chunks that were loaded, not run: not needed any more

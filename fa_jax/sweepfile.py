@@ -620,6 +620,9 @@ def _previous_manifest(out_dir: str, spec: SweepSpec) -> dict | None:
         return None
 
 
+_SPEC_CALLS = [0]  # run_spec calls of this process with a distributed runtime: the key shared by all processes
+
+
 def run_spec(spec: SweepSpec | str | os.PathLike, out_dir: str | os.PathLike, **kwargs) -> dict:
     """Run a sweep file into ``out_dir``; returns ``{"manifest", "complete", "stats", "summary"}``.
 
@@ -713,6 +716,14 @@ def _run_spec(
         size = eng.get("chunk_size", "auto") if chunk_size is None else chunk_size  # an explicit 0 is refused
         plans = S.plan_chunks(exp.run, configs, chunk_size=size, devices=devices, budget=budget,
                               max_chunk=eng.get("max_chunk"), tag=tag)
+    # several processes after jax.distributed.initialize (and no explicit split): process 0's plan is every
+    # process's, and run_sweep hands out its chunks on demand (sweep.ChunkQueue: a host that finishes early
+    # takes the leftovers)
+    client = S._distributed_client() if pc > 1 and process_index is None and process_count is None else None
+    if client is not None:
+        _SPEC_CALLS[0] += 1
+        mine = plans
+        plans = S.ChunkQueue(client, f"fa-jax/run_spec/{_SPEC_CALLS[0]}", pi, h).plans(lambda: mine)
     base = configs[0]
     manifest = {
         "format": 1, "source": spec.source, "spec": spec.to_json(), "spec_hash": h, "n_runs": len(configs),
@@ -728,7 +739,8 @@ def _run_spec(
     if pi == 0 or old is None:
         _write_json_atomic(man_path, manifest)
     S.run_sweep(exp.run, configs, out_dir=out_dir, tag=tag, progress=progress, desc=spec.name, devices=devices,
-                process_index=pi, process_count=pc, plans=plans)
+                process_index=None if client is not None else pi, process_count=None if client is not None else pc,
+                plans=plans)
     stats = {"n_runs": len(configs), "n_groups": manifest["n_groups"], "n_chunks": len(plans),
              "programs_compiled": S.STATS.traces - traces0, "chunks_run": S.STATS.chunks_run - run0,
              "chunks_loaded": S.STATS.chunks_loaded - loaded0, "wall_seconds": round(time.time() - t0, 3),

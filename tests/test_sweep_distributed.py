@@ -214,11 +214,15 @@ def test_two_processes_share_chunks_and_merge(tmp_path, lin_single, capsys):
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (o, e) in zip(procs, outs, strict=True):
         assert p.returncode == 0, o + e
-    n0 = len(os.listdir(tmp_path / "host0" / "chunks"))
-    n1 = len(os.listdir(tmp_path / "host1" / "chunks"))
-    assert n0 == 3 and n1 == 3  # 6 chunks of 4 runs, alternately assigned
-    with pytest.raises(FileNotFoundError, match="3 of 6 chunks missing"):
-        load_results(tmp_path / "host0")
+    f0, f1 = (set(os.listdir(tmp_path / f"host{i}" / "chunks")) for i in range(2))
+    # 6 chunks of 4 runs, each claimed by exactly one process (sweep.ChunkQueue: whichever is free first), both
+    # from process 0's plan (the two manifests record the same chunk files)
+    assert len(f0) + len(f1) == 6 and not f0 & f1
+    plan0, plan1 = (json.loads((tmp_path / f"host{i}" / "sweep.json").read_text())["plan"] for i in range(2))
+    assert plan0 == plan1 and {c["file"] for c in plan0} == f0 | f1
+    if f1:
+        with pytest.raises(FileNotFoundError, match=f"{len(f1)} of 6 chunks missing"):
+            load_results(tmp_path / "host0")
     from fa_jax.cli import main  # merging and finalising need no devices: this process
 
     assert main(["merge", str(tmp_path / "merged"), str(tmp_path / "host0"), str(tmp_path / "host1")]) == 0
@@ -227,6 +231,45 @@ def test_two_processes_share_chunks_and_merge(tmp_path, lin_single, capsys):
     assert "ran 0 chunks, loaded 6" in capsys.readouterr().out
     assert (tmp_path / "merged" / "summary.json").exists()
     _assert_same(load_results(tmp_path / "merged"), load_results(lin_single))
+
+
+class _FakeKV:
+    """The distributed runtime's key-value calls ChunkQueue uses, in memory (one store shared by 'processes')."""
+
+    def __init__(self):
+        self.kv, self.counters = {}, {}
+
+    def key_value_increment(self, key, inc):
+        self.counters[key] = self.counters.get(key, 0) + inc
+        return self.counters[key]
+
+    def key_value_set(self, key, value):
+        assert key not in self.kv  # the runtime refuses to overwrite
+        self.kv[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+        return self.kv[key]
+
+
+def test_chunk_queue_publishes_one_plan_and_hands_each_chunk_out_once():
+    """sweep.ChunkQueue: process 0's plan is every process's (rebuilt equal); chunks are claimed one at a time, each
+    exactly once, so a process that is ready more often takes more of them (a slow host's leftovers); a process
+    that reaches the call with other configs fails instead of mixing chunks."""
+    from fa_jax.sweep import ChunkPlan, ChunkQueue
+
+    kv = _FakeKV()
+    plans = [ChunkPlan(0, "k", (2 * j, 2 * j + 1), 2, f"c{j}.npz", f"prog{j % 2}") for j in range(7)]
+    q0, q1 = ChunkQueue(kv, "s/1", 0, "fp"), ChunkQueue(kv, "s/1", 1, "fp")
+    assert q0.plans(lambda: plans) == plans
+    assert q1.plans(lambda: pytest.fail("process 1 never plans")) == plans
+    fast, slow = q0.claim(plans), q1.claim(plans)
+    got = {0: [], 1: []}
+    got[1].append(next(slow).file)  # the slow host takes one chunk and is busy ...
+    got[0] += [p.file for p in fast]  # ... while the fast one drains the queue
+    got[1] += [p.file for p in slow]
+    assert len(got[0]) == 6 and len(got[1]) == 1 and sorted(got[0] + got[1]) == sorted(p.file for p in plans)
+    with pytest.raises(ValueError, match="other configs than process 0"):
+        ChunkQueue(kv, "s/1", 2, "another sweep").plans(lambda: plans)
 
 
 def test_merge_refuses_a_different_sweep(tmp_path):
