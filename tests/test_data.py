@@ -81,9 +81,14 @@ CFG = ClusterData(d=48, k=6, n_pos=2, n_train=300, n_test=200, sigma=1.0)
 
 
 @jax.jit
-def gen(key, sigma=1.0, n_pos=2):
-    """make_cluster_data for CFG with a traced noise level and split (ONE compile shared by the tests below)."""
+def _gen(key, sigma, n_pos):
     return C.make_cluster_data(key, with_values(CFG, {"sigma": sigma, "n_pos": n_pos}))
+
+
+def gen(key, sigma=1.0, n_pos=2):
+    """make_cluster_data for CFG with a traced noise level and split (ONE compile shared by the tests below: every
+    call passes the same argument structure and types, so none re-traces)."""
+    return _gen(key, float(sigma), int(n_pos))
 
 
 @pytest.mark.parametrize("n_pos", [1, 3, 5])

@@ -4,12 +4,27 @@ population NC1 / NC2 against numpy computations and large samples, the default d
 settings fail with the parameter named."""
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import numpy as np
 import pytest
 
 from fa_jax.data.mixture import GaussianMixture, mean_directions, population_nc1, population_nc2, sample_mixture
 from fa_jax.metrics.collapse import nc_metrics
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_program(base, names, *values):
+    return sample_mixture(dataclasses.replace(base, **dict(zip(names, values, strict=True))))
+
+
+def sample_traced(cfg, *names):
+    """``sample_mixture(cfg)`` jitted with the fields ``names`` traced (a parametrisation over them compiles one
+    program, not one per value)."""
+    base = dataclasses.replace(cfg, **dict.fromkeys(names, 0.0))
+    return _sample_program(base, names, *(getattr(cfg, n) for n in names))
 
 
 def test_shapes_labels_targets(x64):
@@ -26,7 +41,7 @@ def test_shapes_labels_targets(x64):
 def test_population_nc1_and_separation(x64, decay, spread):
     cfg = GaussianMixture(k=4, d=10, n_per_class=3000, separation=5.0, within_std=0.7, cov_decay=decay, seed=3,
                           mean_spread=spread)
-    x, labels, _ = jax.jit(sample_mixture, static_argnums=0)(cfg)
+    x, labels, _ = sample_traced(cfg, "cov_decay", "mean_spread")
     m = jax.jit(nc_metrics, static_argnums=2)(x, labels, 4)
     np.testing.assert_allclose(float(m["nc1"]), population_nc1(cfg), rtol=0.05)
     x, labels = np.asarray(x), np.asarray(labels)
@@ -80,7 +95,7 @@ def test_population_nc1_nc2_of_chained_means(x64, rho, spread):
     assert population_nc1(cfg) == pytest.approx(0.25 * 16 / tr_sb, rel=1e-12)
     if rho == 0.0 and spread == 0.0:
         assert population_nc2(cfg) < 1e-28  # orthonormal equal radii: a simplex ETF
-    x, labels, _ = jax.jit(sample_mixture, static_argnums=0)(cfg)
+    x, labels, _ = sample_traced(cfg, "mean_cosine", "mean_spread")
     x, labels = np.asarray(x), np.asarray(labels)
     mu = np.stack([x[labels == c].mean(0) for c in range(k)])
     # sampling error of a class mean ~ within_std sqrt(d / n) = 0.03 against means of norm ~4
@@ -98,13 +113,18 @@ def test_default_draw_unchanged_by_mean_cosine(x64):
 
     cfg = GaussianMixture(k=4, d=12, n_per_class=6, separation=3.0, within_std=1.0, mean_spread=0.5, seed=5)
     x, _, _ = jax.jit(sample_mixture, static_argnums=0)(cfg)
-    k_mu, k_rot, k_xi = jax.random.split(jax.random.PRNGKey(5), 3)
-    q = qr_q(jax.random.normal(k_mu, (12, 4)))
-    radii = 1.0 + 0.5 * (2.0 * jax.numpy.arange(4.0) / 3 - 1.0)
-    mu = 3.0 * radii[:, None] * q.T
-    rot = qr_q(jax.random.normal(k_rot, (12, 12)))
-    xi = jax.random.normal(k_xi, (24, 12))
-    ref = jax.jit(lambda: mu[np.repeat(np.arange(4), 6)] + xi @ rot.T)()
+
+    @jax.jit  # the rebuild as one program of its own (eager, each primitive would compile on its own)
+    def rebuild():
+        k_mu, k_rot, k_xi = jax.random.split(jax.random.PRNGKey(5), 3)
+        q = qr_q(jax.random.normal(k_mu, (12, 4)))
+        radii = 1.0 + 0.5 * (2.0 * jax.numpy.arange(4.0) / 3 - 1.0)
+        mu = 3.0 * radii[:, None] * q.T
+        rot = qr_q(jax.random.normal(k_rot, (12, 12)))
+        xi = jax.random.normal(k_xi, (24, 12))
+        return mu[np.repeat(np.arange(4), 6)] + xi @ rot.T
+
+    ref = rebuild()
     np.testing.assert_allclose(np.asarray(x), np.asarray(ref), rtol=1e-13, atol=1e-13)
 
 

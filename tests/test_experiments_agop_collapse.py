@@ -14,6 +14,7 @@ formulas of spec ``agop_collapse.md`` (2.1-2.5), never by calling the code under
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -34,6 +35,21 @@ from fa_jax.models.mlp import MLP, init_mlp
 from fa_jax.optim import OptimConfig
 from fa_jax.sweep import run_sweep
 from fa_jax.trainer import TrainConfig
+
+# The references' inputs as one jitted program each (config static), not eagerly: eager, every primitive of the data
+# draw / init would compile its own tiny XLA program (~60 of them, more than the run's own compile time).
+make_data_program = jax.jit(make_data, static_argnums=0)
+init_mlp_program = jax.jit(init_mlp, static_argnums=(1, 2, 3, 4))
+
+
+@functools.partial(jax.jit, static_argnames=("feature", "width", "d"))
+def feature_draws(seed, layer, *, feature, width, d):
+    """Layer ``layer``'s random draws by the documented key schedule: fold_in(PRNGKey(seed), layer) split into weight
+    / bias keys; relu: W ~ U(+-1/sqrt(d)) ``(width, d)``; cos: a standard Cauchy ``(d, d)`` and b ~ U(0, 2 pi)."""
+    kw, kb = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), layer))
+    if feature == "relu":
+        return jax.random.uniform(kw, (width, d), np.float64, -1 / math.sqrt(d), 1 / math.sqrt(d)), None
+    return jax.random.cauchy(kw, (d, d), np.float64), jax.random.uniform(kb, (d,), np.float64, 0.0, 2 * np.pi)
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -77,13 +93,12 @@ def ref_deep_rfm(x, y, labels, k, *, depth, seed, bandwidth, ridge, power, featu
         agop /= n
         m = agop / np.abs(agop).max()
         z = h @ psd_root(m, power)
-        kw, kb = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), layer))
+        w, b = feature_draws(seed, layer, feature=feature, width=width, d=d)
         if feature == "relu":
-            w = np.asarray(jax.random.uniform(kw, (width, d), np.float64, -1 / math.sqrt(d), 1 / math.sqrt(d)))
+            w = np.asarray(w)
             phi = np.maximum(z @ w.T, 0.0)
         else:  # cos, D = d
-            w = gamma * np.asarray(jax.random.cauchy(kw, (d, d), np.float64))
-            b = np.asarray(jax.random.uniform(kb, (d,), np.float64, 0.0, 2 * np.pi))
+            w, b = gamma * np.asarray(w), np.asarray(b)
             phi = math.sqrt(2.0 / d) * np.cos(z @ w.T + b)
         lam = np.linalg.eigvalsh(m)
         for name, v in (("x", h), ("z", z), ("phi", phi)):
@@ -103,7 +118,7 @@ def test_deep_rfm_run_matches_numpy_reference(x64, feature, mean_cosine):
     cfg = AgopCollapseRun("deep_rfm", CollapseData(mixture=mix), spec).validate()
     with lapack_single_threaded():
         res = run_sweep(run_agop_collapse, [cfg])[0]
-        x, labels, y = (np.asarray(a) for a in make_data(cfg.data))
+        x, labels, y = (np.asarray(a) for a in make_data_program(cfg.data))
     ref = ref_deep_rfm(x, y, labels, 4, depth=2, seed=5, bandwidth=2.0, ridge=1e-3, power=0.5, feature=feature,
                        width=8, gamma=0.7)
     assert np.all(np.isfinite(np.asarray(res["layers"]["phi"]["nc1"])))
@@ -208,9 +223,9 @@ def test_mlp_run_matches_numpy_reference(x64, n_agop):
     cfg = AgopCollapseRun("mlp", CollapseData(mixture=mix), mlp=spec).validate()
     with lapack_single_threaded():
         res = run_sweep(run_agop_collapse, [cfg])[0]
-        x, labels, y = (np.asarray(a) for a in make_data(cfg.data))
+        x, labels, y = (np.asarray(a) for a in make_data_program(cfg.data))
     k_init, _ = jax.random.split(jax.random.PRNGKey(4))
-    p0 = [np.asarray(w, np.float64) for w in init_mlp(k_init, model, 8, 3, dtype=np.float32)]
+    p0 = [np.asarray(w, np.float64) for w in init_mlp_program(k_init, model, 8, 3, np.float32)]
     hist = ref_adam(p0, x, y, steps, lr)
     plan = np.asarray(res["plan"])
     rows = np.unique(np.linspace(0, len(x) - 1, 12).round().astype(int)) if n_agop else np.arange(len(x))

@@ -23,6 +23,8 @@ from fa_jax.data.images import class_signs
 from fa_jax.metrics import robustness as R
 
 SIGNS = class_signs("odd_even", 10).astype(np.float64)  # +1 for the odd digits
+# jitted: one program per call site and shape (eager, every primitive would compile its own tiny XLA program)
+lse_readout = jax.jit(R.lse_readout)
 
 
 # ----------------------------------------------------------------------------- (a) the read-out
@@ -50,11 +52,11 @@ def _log_odds_decimal(logits, signs, digits=60):
 def test_lse_is_log_odds_of_summed_probabilities(x64):
     rng = np.random.default_rng(0)
     logits = 3.0 * rng.standard_normal((32, 10))
-    f = np.asarray(R.lse_readout(jnp.asarray(logits), jnp.asarray(SIGNS)))
+    f = np.asarray(lse_readout(logits, SIGNS))
     np.testing.assert_allclose(f, _log_odds_numpy(logits, SIGNS), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(f, _log_odds_decimal(logits, SIGNS), rtol=1e-12, atol=1e-12)
     # log Z cancels: shifting every logit of a row by the same constant leaves F_lse unchanged
-    shifted = np.asarray(R.lse_readout(jnp.asarray(logits + 50.0 * rng.standard_normal((32, 1))), jnp.asarray(SIGNS)))
+    shifted = np.asarray(lse_readout(logits + 50.0 * rng.standard_normal((32, 1)), SIGNS))
     np.testing.assert_allclose(shifted, f, rtol=1e-10, atol=1e-10)
     # it differs from the raw logit sum and from the max read-out (a different classifier, not a relabelling)
     fsum = logits @ SIGNS
@@ -74,13 +76,14 @@ def test_lse_stable_for_large_logits(x64, scale, dtype):
     logits[0, :] = scale  # a tie across the sides: F_lse = log 5 - log 5 = 0 exactly
     logits = np.asarray(logits.astype(np.dtype(dtype)), np.float64)  # the references see the logits the net sees
     ref = _log_odds_decimal(logits, SIGNS)
-    f = np.asarray(R.lse_readout(jnp.asarray(logits, dtype), jnp.asarray(SIGNS, dtype)))
+    f, g = jax.jit(lambda o, s: (R.lse_readout(o, s), jax.grad(lambda o: jnp.sum(R.lse_readout(o, s)))(o)))(
+        jnp.asarray(logits, dtype), jnp.asarray(SIGNS, dtype))
+    f, g = np.asarray(f), np.asarray(g)
     assert np.all(np.isfinite(f))
     rtol = 1e-6 if dtype == jnp.float32 else 1e-12
     np.testing.assert_allclose(f, ref, rtol=rtol, atol=rtol * scale)
     assert f[0] == 0.0
     # gradient: softmax within each side (+ for J+, - for J-), finite, no NaN from the masked -inf entries
-    g = np.asarray(jax.grad(lambda o: jnp.sum(R.lse_readout(o, jnp.asarray(SIGNS, dtype))))(jnp.asarray(logits, dtype)))
     assert np.all(np.isfinite(g))
     gref = np.zeros_like(logits)
     for side in (1.0, -1.0):
@@ -93,7 +96,7 @@ def test_lse_stable_for_large_logits(x64, scale, dtype):
 def test_lse_ignores_zero_sign_outputs(x64):
     logits = np.random.default_rng(2).standard_normal((5, 4))
     signs = np.array([1.0, 0.0, -1.0, -1.0])
-    f = np.asarray(R.lse_readout(jnp.asarray(logits), jnp.asarray(signs)))
+    f = np.asarray(lse_readout(logits, signs))
     ref = logits[:, 0] - np.log(np.exp(logits[:, 2]) + np.exp(logits[:, 3]))
     np.testing.assert_allclose(f, ref, rtol=1e-12, atol=1e-12)
 
@@ -126,21 +129,28 @@ def _lse_margin(kernel, c, x, y):
     return margin
 
 
-def test_pgd_on_lse_margin_matches_exact_margin(x64):
-    kernel, c, x, y, r = _side_shared_problem()
+@jax.jit
+def _lse_pgd(kernel, c, x, y, eps, key):
+    """The F_lse margin at delta = 0, and full_ball_start + 40 PGD steps (one program for every radius); also the
+    margin of the first success."""
     n, d = x.shape
     margin = _lse_margin(kernel, c, x, y)
-    np.testing.assert_allclose(np.asarray(margin(jnp.zeros((n, d)))),
-                               r * np.linalg.norm(kernel[:, 1] - kernel[:, 0]), rtol=1e-10)
+    d0 = R.full_ball_start(key, n, d, eps, dtype=jnp.float64)
+    robust, _, first = R.pgd(margin, lambda dd: -margin(dd), d0, eps, 40, 0.25 * eps)
+    return margin(jnp.zeros((n, d))), robust, first, margin(first)
+
+
+def test_pgd_on_lse_margin_matches_exact_margin(x64):
+    kernel, c, x, y, r = _side_shared_problem()
     key = jax.random.PRNGKey(0)
     for factor, expect_robust in ((0.99, True), (1.01, False)):
-        eps = jnp.asarray(factor * r)[:, None]  # one radius per point
-        d0 = R.full_ball_start(key, n, d, eps, dtype=jnp.float64)
-        robust, final, first = R.pgd(margin, lambda dd: -margin(dd), d0, eps, 40, 0.25 * eps)
+        eps = (factor * r)[:, None]  # one radius per point
+        m0, robust, first, margin_first = _lse_pgd(kernel, c, x, y, eps, key)
+        np.testing.assert_allclose(np.asarray(m0), r * np.linalg.norm(kernel[:, 1] - kernel[:, 0]), rtol=1e-10)
         robust = np.asarray(robust)
         assert np.all(robust == expect_robust), (factor, r[robust != expect_robust])
         if not expect_robust:
-            assert np.all(np.asarray(margin(first)) <= 0)
+            assert np.all(np.asarray(margin_first) <= 0)
             assert np.all(np.linalg.norm(np.asarray(first), axis=1) <= np.asarray(eps)[:, 0] * (1 + 1e-9))
 
 
@@ -149,11 +159,16 @@ def test_robust_accuracy_curve_on_lse_margin(x64):
     never breaks a point whose exact margin exceeds eps, always breaks one whose margin is below eps/1.05."""
     kernel, c, x, y, r = _side_shared_problem(seed=1, n=60)
     n, d = x.shape
-    margin = _lse_margin(kernel, c, x, y)
-    grid = jnp.linspace(0.0, 1.5 * float(np.max(r)), 9)
-    starts = jnp.stack([R.full_ball_start(jax.random.fold_in(jax.random.PRNGKey(2), i), n, d, 1.0, jnp.float64)
-                        for i in range(2)])
-    acc, robust = R.robust_accuracy_curve(margin, lambda dd: -margin(dd), grid, starts, steps=40)
+    grid = np.linspace(0.0, 1.5 * float(np.max(r)), 9)
+
+    @jax.jit  # one program
+    def curve(kernel, c, x, y, grid):
+        margin = _lse_margin(kernel, c, x, y)
+        starts = jnp.stack([R.full_ball_start(jax.random.fold_in(jax.random.PRNGKey(2), i), n, d, 1.0, jnp.float64)
+                            for i in range(2)])
+        return R.robust_accuracy_curve(margin, lambda dd: -margin(dd), grid, starts, steps=40)
+
+    acc, robust = curve(kernel, c, x, y, grid)
     robust = np.asarray(robust)
     for i, e in enumerate(np.asarray(grid)):
         assert np.all(robust[i][r > e])
@@ -171,10 +186,11 @@ def test_experiment_readouts_primary_lse():
     assert E.readouts(multi) == ("lse", "sum", "max") and E.readouts(binary) == ("binary",)
     assert set(E.attacks_of(multi)) == {(r, o) for r in ("lse", "sum", "max") for o in ("margin", "ce")}
     logits = np.random.default_rng(3).standard_normal((6, 10))
-    lj = jnp.asarray(logits, jnp.float32)
-    np.testing.assert_allclose(np.asarray(E.readout(lj, SIGNS.astype(np.float32), "lse")),
+    lj = logits.astype(np.float32)
+    readout = jax.jit(E.readout, static_argnums=2)
+    np.testing.assert_allclose(np.asarray(readout(lj, SIGNS.astype(np.float32), "lse")),
                                _log_odds_numpy(logits, SIGNS), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(E.readout(lj, SIGNS.astype(np.float32), "sum")), logits @ SIGNS,
+    np.testing.assert_allclose(np.asarray(readout(lj, SIGNS.astype(np.float32), "sum")), logits @ SIGNS,
                                rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(E.readout(lj, SIGNS.astype(np.float32), "max")),
+    np.testing.assert_allclose(np.asarray(readout(lj, SIGNS.astype(np.float32), "max")),
                                logits[:, SIGNS > 0].max(1) - logits[:, SIGNS < 0].max(1), rtol=1e-5, atol=1e-5)

@@ -74,7 +74,7 @@ def test_mirror_error_matches_a_loop_reference():
 def test_spearman_matches_the_rank_difference_formula(n):
     rng = np.random.default_rng(n)
     x, y = rng.standard_normal(n), rng.standard_normal(n)
-    rank = lambda v: np.array([sum(b < a for b in v) for a in v], float)  # noqa: E731 (distinct values)
+    rank = lambda v: np.array([sum(b < a for b in v) for a in v], float)
     d = rank(x) - rank(y)
     assert spearman(x, y) == pytest.approx(1 - 6 * np.sum(d ** 2) / (n * (n ** 2 - 1)), abs=1e-12)
     assert spearman(x, -3 * x + 1) == pytest.approx(-1.0)
@@ -102,7 +102,7 @@ def test_triangular_schedule_matches_the_piecewise_linear_formula(peak, frac, st
     tp = frac * steps
     want = np.array([peak * t / tp if t <= tp else peak * (steps - t) / (steps - tp) for t in range(steps + 1)])
     with jax.enable_x64(True):
-        got = np.asarray(jax.vmap(triangular(peak, frac, steps))(jnp.arange(steps + 1)))
+        got = np.asarray(jax.jit(jax.vmap(triangular(peak, frac, steps)))(np.arange(steps + 1)))
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert want[0] == 0 and want[-1] == pytest.approx(0, abs=1e-15) and want.max() <= peak
 
@@ -176,11 +176,16 @@ def test_adversarial_training_steps_match_a_hand_computed_numpy_step():
             return jnp.mean(adversarial_loss(logits_fn, q, jnp.asarray(x), jnp.asarray(y), eps, steps, rel))
 
         tx = optimizer_of(cfg)
-        q = jax.tree.map(jnp.asarray, p0)
-        state = tx.init(q)
-        for _ in range(2):
+
+        @jax.jit  # one program for the step (eager, each primitive would compile its own)
+        def train_step(q, state):
             upd, state = tx.update(jax.grad(objective)(q), state, q)
-            q = jax.tree.map(lambda a, u: a + u, q, upd)
+            return jax.tree.map(lambda a, u: a + u, q, upd), state
+
+        q = p0
+        state = jax.jit(tx.init)(q)
+        for _ in range(2):
+            q, state = train_step(q, state)
     for k in p:
         np.testing.assert_allclose(np.asarray(q[k]), p[k], rtol=1e-10, atol=1e-13, err_msg=k)
     # the step moved the parameters (lr(1) > 0) and differs from clean training
@@ -197,11 +202,11 @@ def test_official_schedule_values_at_epochs_0_12_30():
 
     nb, epochs = 40, OFFICIAL["epochs"]
     steps = epochs * nb
-    ref = lambda ep: float(np.interp(ep, [0, epochs * 2 // 5, epochs], [0, OFFICIAL["lr"], 0]))  # noqa: E731
+    ref = lambda ep: float(np.interp(ep, [0, epochs * 2 // 5, epochs], [0, OFFICIAL["lr"], 0]))
     assert (ref(0), ref(12), ref(30)) == (0.0, 0.21, 0.0)
     with jax.enable_x64(True):
         f = triangular(OFFICIAL["lr"], OFFICIAL["peak_frac"], steps, OFFICIAL["schedule_shift"])
-        got = np.asarray(jax.vmap(f)(jnp.arange(steps)))
+        got = np.asarray(jax.jit(jax.vmap(f))(np.arange(steps)))
     want = np.array([ref(t // nb + (t % nb + 1) / nb) for t in range(steps)])
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
     assert got[12 * nb - 1] == pytest.approx(0.21) and got[-1] == 0.0 and got[0] == pytest.approx(0.21 / (12 * nb))
@@ -218,12 +223,16 @@ def test_zero_gradient_rows_shrink_by_the_predicted_weight_decay_factor(x64):
     cfg = HMTRun(optim=OptimConfig(name="momentum", lr=0.21, batch_size=128, momentum=0.9, weight_decay=5e-4,
                                    clip_norm=0.5), train=TrainConfig(steps=steps, n_records=2), schedule_shift=1)
     opt = optimizer_of(cfg)
-    p = {"e": jnp.ones(3, jnp.float64) * 1.7, "g": jnp.ones(2, jnp.float64)}
-    st = opt.init(p)
-    step = jax.jit(lambda p, st: opt.update({"e": jnp.zeros(3), "g": jnp.full(2, 10.0)}, st, p))
+    p = {"e": np.ones(3) * 1.7, "g": np.ones(2)}
+    st = jax.jit(opt.init)(p)
+
+    @jax.jit
+    def step(p, st):
+        up, st = opt.update({"e": jnp.zeros(3), "g": jnp.full(2, 10.0)}, st, p)
+        return jax.tree.map(lambda a, b: a + b, p, up), st
+
     for _ in range(steps):
-        up, st = step(p, st)
-        p = jax.tree.map(lambda a, b: a + b, p, up)
+        p, st = step(p, st)
     ratio = float(p["e"][0] / 1.7)
     # PyTorch SGD: d_p = g + wd p; buf = m buf + d_p; p -= lr buf (lr from the official interp, shifted)
     th, buf = 1.0, 0.0

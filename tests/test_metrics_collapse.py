@@ -9,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fa_jax.metrics import collapse as C
-from fa_jax.models.mlp import MLP, init_mlp
+from fa_jax.models.mlp import MLP
+from fa_jax.models.mlp import init_mlp as _init_mlp
+
+init_mlp = jax.jit(_init_mlp, static_argnums=(1, 2, 3))  # one program (eager, each primitive compiles its own)
 
 # one compiled program per shape instead of dozens of eager ops (test-time budget)
 NC = jax.jit(C.nc_metrics, static_argnums=2)

@@ -27,7 +27,9 @@ def test_binary_linear_closed_form_full_and_subspace(x64):
     basis = random_subspaces(1, 1, 4, np.eye(d))[0]  # (d, 4)
     p = basis @ basis.T
     for proj, pm in ((lambda v: v, np.eye(d)), (lambda v: basis @ (basis.T @ v), p)):
-        out = M.deepfool_batch(_linear_binary(jnp.asarray(w), b), jnp.asarray(x), proj, overshoot=O)
+        run = jax.jit(lambda x: M.deepfool_batch(_linear_binary(jnp.asarray(w), b), x, proj,  # noqa: B023
+                                                 overshoot=O))  # called at once, in this iteration
+        out = run(x)
         f = x @ w + b
         expected = (1 + O) * np.abs(f) / np.linalg.norm(pm @ w)  # D1, independent numpy
         np.testing.assert_allclose(np.asarray(out["margin"]), expected, rtol=1e-10)
@@ -51,7 +53,8 @@ def test_multiclass_linear_closed_form_dct_block(x64):
 
     bank, starts = dct_block_bank(shape[:2], 4, 2)
     bank = as_jax(bank)
-    out = M.deepfool_bank(logits, jnp.asarray(x), bank, project, overshoot=O, n_candidates=10)
+    out = jax.jit(lambda x: M.deepfool_bank(logits, x, bank, project, overshoot=O, n_candidates=10))(x)
+    out = jax.tree.map(np.asarray, out)  # numpy: indexing it below compiles nothing
     # independent reference: dense DCT basis of each block, min_k |a_k| / ||P w_k|| over k != c0
     basis = dct_basis_images(shape).reshape(d, 8, 8)
     for bi, s in enumerate(starts):
@@ -71,8 +74,8 @@ def test_orthogonal_subspace_is_censored_infinite(x64):
     w = jnp.asarray([1.0, 2.0, 0, 0, 0, 0])
     basis = np.zeros((d, 2))
     basis[3, 0] = basis[4, 1] = 1.0  # P w = 0
-    out = M.deepfool_batch(_linear_binary(w, 0.5), jnp.ones((3, d)), lambda v: jnp.asarray(basis) @ (
-        jnp.asarray(basis).T @ v))
+    out = jax.jit(lambda x: M.deepfool_batch(_linear_binary(w, 0.5), x, lambda v: jnp.asarray(basis) @ (
+        jnp.asarray(basis).T @ v)))(np.ones((3, d)))
     assert np.all(np.isinf(np.asarray(out["margin"]))) and not np.any(np.asarray(out["flipped"]))
     s = M.censored_median(out["margin"], out["flipped"])
     assert s["lower_bound"] and s["fail_rate"] == 1.0
@@ -81,7 +84,8 @@ def test_orthogonal_subspace_is_censored_infinite(x64):
 def test_max_iter_run_is_a_censored_lower_bound(x64):
     # F = -exp(v.x) < 0 everywhere: DeepFool walks towards the asymptote and never flips
     v = jnp.asarray([0.0, 2.0, 0.0])
-    out = M.deepfool_subspace(M.two_class(lambda x: -jnp.exp(x @ v)), jnp.zeros(3), lambda r: r, max_iter=7)
+    out = jax.jit(lambda x0: M.deepfool_subspace(M.two_class(lambda x: -jnp.exp(x @ v)), x0, lambda r: r,
+                                                 max_iter=7))(np.zeros(3))
     assert int(out["iters"]) == 7 and not bool(out["flipped"])
     # each step has length |F| / ||grad F|| = 1 / ||v||: the bound is (1 + o) * 7 / 2, finite, flagged censored
     assert float(out["margin"]) == pytest.approx((1 + O) * 7 / 2, rel=1e-12)
@@ -89,10 +93,11 @@ def test_max_iter_run_is_a_censored_lower_bound(x64):
 
 def test_batched_bank_equals_one_sample_runs():
     _, shape, logits, x, bank = relu_net_and_bank()
-    batched = jax.jit(lambda xx: M.deepfool_bank(logits, xx, bank, project, max_iter=30))(x)
+    batched = jax.tree.map(np.asarray, jax.jit(lambda xx: M.deepfool_bank(logits, xx, bank, project, max_iter=30))(x))
     one = jax.jit(lambda xi, b: M.deepfool_subspace(logits, xi, lambda v: project(b, v), max_iter=30))
+    x, bases = np.asarray(x), np.asarray(bank.bases)  # numpy: the per-item indexing below compiles nothing
     for si in range(2):
-        item = Bank(bases=bank.bases[si])
+        item = Bank(bases=bases[si])
         for n in range(4):
             r = one(x[n], item)
             assert float(batched["margin"][si, n]) == pytest.approx(float(r["margin"]), rel=1e-6)

@@ -9,13 +9,14 @@
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fa_jax.data.clusters import cluster_signs
-from fa_jax.data.clusters import make_centres as _make_centres
+from fa_jax.data.clusters import cluster_signs, make_centres
 from fa_jax.losses import logistic
 from fa_jax.metrics import robustness as R
 from fa_jax.models.two_layer import (
@@ -26,8 +27,11 @@ from fa_jax.models.two_layer import (
 )
 from fa_jax.theory import feature_averaging as th
 
-make_centres = jax.jit(_make_centres, static_argnums=(1, 2, 3))
-init_two_layer = jax.jit(init_two_layer, static_argnums=(1, 2, 3, 4))
+# Every test runs its JAX part as a few jitted programs (shapes shared between tests where they can be): eager
+# calls would compile one tiny XLA program per primitive and shape, the bulk of this file's CPU time.
+crossing = jax.jit(R.crossing)
+full_ball_start = jax.jit(R.full_ball_start, static_argnames=("n", "dim", "dtype"))
+reduce_two_layer = jax.jit(R.reduce_two_layer)
 
 
 # ----------------------------------------------------------------------------- (a) linear model
@@ -53,24 +57,32 @@ def _linear_fns(w, b, x, y, objective):
     return margin, lambda d: logistic(((x + d) @ w + b), y)
 
 
+@functools.partial(jax.jit, static_argnames=("objective", "steps"))
+def _linear_pgd(w, b, x, y, eps, key, *, objective, steps):
+    """full_ball_start + pgd on the linear problem (one program for both radii); also margin(first success)."""
+    n, d = x.shape
+    margin, loss = _linear_fns(w, b, x, y, objective)
+    d0 = R.full_ball_start(key, n, d, eps, dtype=jnp.float64)
+    robust, final, first = R.pgd(margin, loss, d0, eps, steps, 0.25 * eps)
+    return d0, robust, final, first, margin(first)
+
+
 @pytest.mark.parametrize("objective", ["margin", "logistic"])
 def test_pgd_linear_model_matches_exact_margin(x64, objective):
     w, b, x, y, r = _linear_problem()
-    n, d = x.shape
-    margin, loss = _linear_fns(w, b, x, y, objective)
     key = jax.random.PRNGKey(0)
     steps = 40
     for factor, expect_robust in ((0.99, True), (1.01, False)):
-        eps = jnp.asarray(factor * r)[:, None]  # one radius per point
-        d0 = R.full_ball_start(key, n, d, eps, dtype=jnp.float64)
+        eps = (factor * r)[:, None]  # one radius per point
+        d0, robust, final, first, margin_first = _linear_pgd(w, b, x, y, eps, key, objective=objective,
+                                                             steps=steps)
         assert np.all(np.linalg.norm(np.asarray(d0), axis=1) <= np.asarray(eps)[:, 0] * (1 + 1e-12))
-        robust, final, first = R.pgd(margin, loss, d0, eps, steps, 0.25 * eps)
         robust = np.asarray(robust)
         assert np.all(robust == expect_robust), (factor, r[robust != expect_robust])
         assert np.all(np.linalg.norm(np.asarray(final), axis=1) <= np.asarray(eps)[:, 0] * (1 + 1e-9))
         if not expect_robust:
             # the recorded first success is a real adversarial example inside the ball
-            assert np.all(np.asarray(margin(first)) <= 0)
+            assert np.all(np.asarray(margin_first) <= 0)
             assert np.all(np.linalg.norm(np.asarray(first), axis=1) <= np.asarray(eps)[:, 0] * (1 + 1e-9))
             # and PGD converged to the optimal direction -y w/||w||
             cosv = -(np.asarray(final) @ w) * y / (np.linalg.norm(np.asarray(final), axis=1) * np.linalg.norm(w))
@@ -81,13 +93,18 @@ def _unit_starts(key, restarts, n, dim, dtype=jnp.float32):
     return jnp.stack([R.full_ball_start(jax.random.fold_in(key, i), n, dim, 1.0, dtype) for i in range(restarts)])
 
 
+@functools.partial(jax.jit, static_argnames=("restarts", "steps"))
+def _linear_curve(w, b, x, y, grid, key, *, restarts, steps):
+    margin, loss = _linear_fns(w, b, x, y, "margin")
+    starts = _unit_starts(key, restarts, *x.shape, jnp.float64)
+    return R.robust_accuracy_curve(margin, loss, grid, starts, steps=steps)
+
+
 def test_robust_accuracy_curve_linear_full_dim(x64):
     w, b, x, y, r = _linear_problem(seed=1, n=60)
-    n, d = x.shape
-    margin, loss = _linear_fns(w, b, x, y, "margin")
-    grid = jnp.linspace(0.0, 1.5 * float(np.max(r)), 9)
-    starts = _unit_starts(jax.random.PRNGKey(2), 2, n, d, jnp.float64)
-    acc, robust = R.robust_accuracy_curve(margin, loss, grid, starts, steps=40)
+    n = x.shape[0]
+    grid = np.linspace(0.0, 1.5 * float(np.max(r)), 9)
+    acc, robust = _linear_curve(w, b, x, y, grid, jax.random.PRNGKey(2), restarts=2, steps=40)
     acc, robust = np.asarray(acc), np.asarray(robust)
     assert acc.shape == (9,) and robust.shape == (9, n)
     for i, e in enumerate(np.asarray(grid)):
@@ -101,20 +118,37 @@ def test_robust_accuracy_curve_linear_full_dim(x64):
     assert np.all(lo <= acc + 1e-6) and np.all(acc <= hi + 1e-6)
 
 
+def _zeros(d):
+    return jnp.zeros(d.shape[0])
+
+
+def _const(d):
+    return jnp.ones(d.shape[0])
+
+
 def test_pgd_tie_counts_as_error_and_zero_gradient_safe():
     n, p = 5, 3
-    zeros = lambda d: jnp.zeros(d.shape[0])
-    robust, final, _ = R.pgd(zeros, zeros, jnp.zeros((n, p)), 1.0, 3, 0.1)
+    pgd = jax.jit(R.pgd, static_argnums=(0, 1, 4))
+    robust, final, _ = pgd(_zeros, _zeros, np.zeros((n, p), np.float32), 1.0, 3, 0.1)
     assert not np.any(np.asarray(robust))
-    const = lambda d: jnp.ones(d.shape[0])
-    d0 = jnp.full((n, p), 0.1)
-    robust, final, _ = R.pgd(const, const, d0, 1.0, 5, 0.1)
+    d0 = np.full((n, p), 0.1, np.float32)
+    robust, final, _ = pgd(_const, _const, d0, 1.0, 5, 0.1)
     assert np.all(np.asarray(robust))
     assert np.all(np.isfinite(np.asarray(final)))
     np.testing.assert_allclose(np.asarray(final), np.asarray(d0))  # no step without a gradient
     # a start outside the ball is projected onto it
-    robust, final, _ = R.pgd(const, const, jnp.full((n, p), 10.0), 1.0, 1, 0.1)
+    robust, final, _ = pgd(_const, _const, np.full((n, p), 10.0, np.float32), 1.0, 1, 0.1)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(final), axis=1), 1.0, rtol=1e-6)
+
+
+@functools.partial(jax.jit, static_argnames="steps")
+def _scaled_pgd(w, b, x, y, eps, key, scale, *, steps):
+    """PGD on -scale * margin; ``scale`` is traced, so the unscaled run (scale 1: -1.0 * m is exactly -m) and every
+    scale share one program."""
+    n, d = x.shape
+    margin, _ = _linear_fns(w, b, x, y, "margin")
+    d0 = R.full_ball_start(key, n, d, eps, dtype=jnp.float64)
+    return R.pgd(margin, lambda dd: -scale * margin(dd), d0, eps, steps, 0.25 * eps)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e-20, 1e-40])
@@ -123,12 +157,10 @@ def test_pgd_step_invariant_to_objective_scale(x64, scale):
     represents gradients down to ~1e-308). This is what a logistic objective at margin q does to the gradient:
     it is multiplied by sigmoid(-q) ~ e^-q (1e-40 at q ~ 92)."""
     w, b, x, y, r = _linear_problem(seed=4)
-    n, d = x.shape
-    margin, _ = _linear_fns(w, b, x, y, "margin")
-    eps = jnp.asarray(1.01 * r)[:, None]
-    d0 = R.full_ball_start(jax.random.PRNGKey(9), n, d, eps, dtype=jnp.float64)
-    rob1, fin1, _ = R.pgd(margin, lambda dd: -margin(dd), d0, eps, 40, 0.25 * eps)
-    robs, fins, _ = R.pgd(margin, lambda dd: -scale * margin(dd), d0, eps, 40, 0.25 * eps)
+    eps = (1.01 * r)[:, None]
+    key = jax.random.PRNGKey(9)
+    rob1, fin1, _ = _scaled_pgd(w, b, x, y, eps, key, 1.0, steps=40)
+    robs, fins, _ = _scaled_pgd(w, b, x, y, eps, key, scale, steps=40)
     assert not np.any(np.asarray(rob1))
     np.testing.assert_array_equal(np.asarray(robs), np.asarray(rob1))
     np.testing.assert_allclose(np.asarray(fins), np.asarray(fin1), rtol=1e-9, atol=1e-12)
@@ -137,7 +169,7 @@ def test_pgd_step_invariant_to_objective_scale(x64, scale):
 def test_full_ball_start_uniform_radius():
     """Uniform in the ball of R^dim: P(||delta|| <= t eps) = t^dim."""
     dim, eps, n = 6, 2.0, 20000
-    d0 = np.asarray(R.full_ball_start(jax.random.PRNGKey(3), n, dim, eps), np.float64)
+    d0 = np.asarray(full_ball_start(jax.random.PRNGKey(3), n=n, dim=dim, eps=eps), np.float64)
     rad = np.linalg.norm(d0, axis=1) / eps
     assert rad.max() <= 1 + 1e-6
     for t in (0.5, 0.8, 0.95):
@@ -148,6 +180,11 @@ def test_full_ball_start_uniform_radius():
 
 # ----------------------------------------------------------------------------- (b) reduced == full
 def _random_net(seed=0, d=25, n=12, width=3):
+    return _random_net_program(seed, d=d, n=n, width=width)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "n", "width"))
+def _random_net_program(seed, *, d, n, width):  # the seed is traced: one program per shape
     cfg = TwoLayerNet(kind="binary", width=width, init_scale=0.5)
     params = init_two_layer(jax.random.PRNGKey(seed), cfg, d, 2, jnp.float64)
     A = readout_matrix(cfg, 2).astype(jnp.float64)
@@ -157,11 +194,17 @@ def _random_net(seed=0, d=25, n=12, width=3):
     return params, A, x, y
 
 
+@jax.jit
+def _full_and_reduced_outputs(params, A, x, z0, wq, delta, cs):
+    """The net at x + delta in full coordinates, and from the reduced coordinates cs = (c, s)."""
+    return apply_two_layer(params, x + delta, A), jax.nn.relu(z0 + cs @ wq.T) @ A.T
+
+
 def test_reduce_two_layer_is_exact(x64):
-    params, A, x, y = _random_net()
+    params, A, x, _ = _random_net()
     n, d = x.shape
-    vhat = jnp.ones((1, d)) / np.sqrt(d)
-    z0, wq, q = R.reduce_two_layer(params, x, extra=vhat)
+    vhat = np.ones((1, d)) / np.sqrt(d)
+    z0, wq, q = reduce_two_layer(params, x, extra=vhat)
     q = np.asarray(q)
     assert q.shape == (d, 7) and wq.shape == (6, 8)
     np.testing.assert_allclose(q.T @ q, np.eye(7), atol=1e-12)
@@ -173,37 +216,56 @@ def test_reduce_two_layer_is_exact(x64):
     u -= (u @ q) @ q.T
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     delta = c @ q.T + s[:, None] * u
-    full = apply_two_layer(params, x + jnp.asarray(delta), A)
-    red = jax.nn.relu(z0 + jnp.asarray(np.concatenate([c, s[:, None]], 1)) @ wq.T) @ A.T
+    full, red = _full_and_reduced_outputs(params, A, x, z0, wq, delta, np.concatenate([c, s[:, None]], 1))
     np.testing.assert_allclose(np.asarray(red), np.asarray(full), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(delta, axis=1) ** 2, (c ** 2).sum(1) + s ** 2, rtol=1e-12)
 
 
-def test_reduced_pgd_equals_full_pgd_step_by_step(x64):
-    params, A, x, y = _random_net(seed=3)
-    n, d = x.shape
+@jax.jit
+def _margins_and_input_gradients(params, A, x, y):
+    """``(y F(x) (samples,), grad_x F (samples, d))``."""
+    gx = jax.vmap(jax.grad(lambda xi: apply_two_layer(params, xi[None], A)[0, 0]))(x)
+    return y * apply_two_layer(params, x, A)[:, 0], gx
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _full_and_reduced_starts(q, key, eps, *, n):
+    """A uniform start in the eps-ball of R^d, and the same start in reduced coordinates (Q^T d0, ||d0 - Q Q^T d0||)."""
+    d0 = R.full_ball_start(key, n, q.shape[0], eps, dtype=jnp.float64)
+    c0 = d0 @ q
+    s0 = jnp.linalg.norm(d0 - c0 @ q.T, axis=1, keepdims=True)
+    return d0, jnp.concatenate([c0, s0], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames="step_counts")
+def _full_and_reduced_pgd(params, A, x, y, z0, wq, d0, r0, eps, *, step_counts):
+    """PGD from the same start in R^d and in the reduced coordinates of :func:`R.reduce_two_layer`, for each number
+    of steps (one program: a program per count would compile the same loops four times)."""
 
     def margin_full(delta):
         return y * apply_two_layer(params, x + delta, A)[:, 0]
 
-    z0, wq, q = R.reduce_two_layer(params, x)
-
     def margin_red(cs):
         return y * (jax.nn.relu(z0 + cs @ wq.T) @ A.T)[:, 0]
 
-    # eps of the order of the points' linearised margins, so some points break and some do not
-    gx = jax.vmap(jax.grad(lambda xi: apply_two_layer(params, xi[None], A)[0, 0]))(x)
-    lin = np.abs(np.asarray(y * apply_two_layer(params, x, A)[:, 0])) / np.linalg.norm(np.asarray(gx), axis=1)
-    eps = float(np.median(lin)) * 1.2
-    d0 = R.full_ball_start(jax.random.PRNGKey(4), n, d, eps, dtype=jnp.float64)
-    c0 = d0 @ q
-    s0 = jnp.linalg.norm(d0 - c0 @ q.T, axis=1, keepdims=True)
-    r0 = jnp.concatenate([c0, s0], axis=1)  # the full start mapped into reduced coordinates
     alpha = 2.5 * eps / 10
+    return [(R.pgd(margin_full, lambda dd: -margin_full(dd), d0, eps, steps, alpha),
+             R.pgd(margin_red, lambda cs: -margin_red(cs), r0, eps, steps, alpha)) for steps in step_counts]
+
+
+def test_reduced_pgd_equals_full_pgd_step_by_step(x64):
+    params, A, x, y = _random_net(seed=3)
+    n = x.shape[0]
+    z0, wq, q = reduce_two_layer(params, x)
+    # eps of the order of the points' linearised margins, so some points break and some do not
+    m, gx = _margins_and_input_gradients(params, A, x, y)
+    lin = np.abs(np.asarray(m)) / np.linalg.norm(np.asarray(gx), axis=1)
+    eps = float(np.median(lin)) * 1.2
+    d0, r0 = _full_and_reduced_starts(q, jax.random.PRNGKey(4), eps, n=n)
+    step_counts = (0, 1, 2, 10)
+    runs = _full_and_reduced_pgd(params, A, x, y, z0, wq, d0, r0, eps, step_counts=step_counts)
     flags = []
-    for steps in (0, 1, 2, 10):
-        rob_f, fin_f, first_f = R.pgd(margin_full, lambda dd: -margin_full(dd), d0, eps, steps, alpha)
-        rob_r, fin_r, first_r = R.pgd(margin_red, lambda cs: -margin_red(cs), r0, eps, steps, alpha)
+    for steps, ((rob_f, fin_f, first_f), (rob_r, fin_r, first_r)) in zip(step_counts, runs, strict=True):
         fin_f, fin_r = np.asarray(fin_f), np.asarray(fin_r)
         cf = fin_f @ np.asarray(q)
         sf = np.linalg.norm(fin_f - cf @ np.asarray(q).T, axis=1)
@@ -220,13 +282,14 @@ def test_reduced_pgd_equals_full_pgd_step_by_step(x64):
 
 def test_reduced_ball_start_is_the_full_start_in_reduced_coordinates(x64):
     """reduced_ball_start(key, Q, n, eps) = (Q^T delta0, ||delta0 - Q Q^T delta0||), delta0 = full_ball_start(key)."""
-    params, A, x, y = _random_net(seed=5, d=30, n=50)
-    _, wq, q = R.reduce_two_layer(params, x)
+    params, _, x, _ = _random_net(seed=5, d=30, n=50)
+    _, wq, q = reduce_two_layer(params, x)
     n, d = x.shape
     key = jax.random.PRNGKey(8)
-    for eps in (1.0, 2.5):
-        red = np.asarray(R.reduced_ball_start(key, q, n, eps, dtype=jnp.float64))
-        full = np.asarray(R.full_ball_start(key, n, d, eps, dtype=jnp.float64))
+    starts = jax.jit(lambda eps: (R.reduced_ball_start(key, q, n, eps, dtype=jnp.float64),
+                                  R.full_ball_start(key, n, d, eps, dtype=jnp.float64)))
+    for eps in (1.0, 2.5):  # one program: eps is traced
+        red, full = (np.asarray(a) for a in starts(eps))
         qn = np.asarray(q)
         assert red.shape == (n, wq.shape[1])
         np.testing.assert_allclose(red[:, :-1], full @ qn, rtol=1e-10, atol=1e-12)
@@ -237,15 +300,20 @@ def test_reduced_ball_start_is_the_full_start_in_reduced_coordinates(x64):
 
 
 def test_reduced_ball_start_per_point_eps(x64):
-    params, A, x, y = _random_net(seed=6, d=20, n=3)
-    _, _, q = R.reduce_two_layer(params, x)
-    eps = jnp.asarray([[1.0], [2.0], [0.5]])
-    z = np.asarray(R.reduced_ball_start(jax.random.PRNGKey(7), q, 3, eps))
+    params, _, x, _ = _random_net(seed=6, d=30, n=50)  # the previous test's shapes: its programs are reused
+    _, _, q = reduce_two_layer(params, x)
+    eps = np.asarray([[1.0], [2.0], [0.5]])
+    z = np.asarray(jax.jit(R.reduced_ball_start, static_argnums=2)(jax.random.PRNGKey(7), q, 3, eps))
     assert np.all(np.linalg.norm(z, axis=1) <= np.asarray(eps)[:, 0] * (1 + 1e-5))
 
 
 # ----------------------------------------------------------------------------- (c) flip radius, idealised FA
 def _ideal_fa(d, k, n_pos, m=2, c=0.01, seed=0):
+    return _ideal_fa_program(n_pos, c, seed, d=d, k=k, m=m)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "k", "m"))
+def _ideal_fa_program(n_pos, c, seed, *, d, k, m):  # n_pos, c and seed are traced: one program per (d, k, m)
     mu = make_centres(jax.random.PRNGKey(seed), d, k, dtype=jnp.float64)
     signs = cluster_signs(k, n_pos)
     s_plus = jnp.sum(mu * (signs > 0)[:, None], 0)
@@ -263,12 +331,17 @@ def _ray_margin_fn(params, A, x, y, vdir):
     return ray
 
 
+@functools.partial(jax.jit, static_argnames="n")
+def _ideal_flip_radius(params, A, x, y, vdir, t_max, *, n):
+    return R.flip_radius(_ray_margin_fn(params, A, x, y, vdir), n, t_max)
+
+
 @pytest.mark.parametrize("k,n_pos", [(4, 2), (4, 1), (5, 3), (10, 5)])
 def test_flip_radius_ideal_fa_noise_free(x64, k, n_pos):
     d = 400
     mu, signs, params, A, vdir = _ideal_fa(d, k, n_pos)
     x, y = mu, signs
-    r = np.asarray(R.flip_radius(_ray_margin_fn(params, A, x, y, vdir), k, 2 * np.sqrt(d)))
+    r = np.asarray(_ideal_flip_radius(params, A, x, y, vdir, 2 * np.sqrt(d), n=k))
     np.testing.assert_allclose(r, np.sqrt(d / k), rtol=1e-4)  # G1, independent of the split
     np.testing.assert_allclose(r, th.fa_radius(d, k), rtol=1e-4)
 
@@ -299,15 +372,17 @@ def test_flip_radius_ideal_fa_noisy_vs_numpy_root_finder(x64):
     x = np.asarray(mu)[j] + xi
     y = np.asarray(signs)[j]
     t_max = 2 * np.sqrt(d)
-    r = np.asarray(R.flip_radius(_ray_margin_fn(params, A, jnp.asarray(x), jnp.asarray(y), vdir), n, t_max))
+    r = np.asarray(_ideal_flip_radius(params, A, x, y, vdir, t_max, n=n))
     # independent float64 numpy model of the idealised net (m = 2 neurons per side, read-out +-1/2)
     W = np.asarray(params["w"])
     v = np.asarray(vdir)
 
     def ray(i):
+        # the first layer is linear: (x - y t v) W^T = x W^T - y t (v W^T), so a scan of 20 001 t costs (t, neurons)
+        base, slope = x[i] @ W.T, v @ W.T
+
         def margin(ts):
-            z = x[i][None, :] - y[i] * ts[:, None] * v[None, :]  # (m, d)
-            h = np.maximum(z @ W.T, 0.0)
+            h = np.maximum(base[None, :] - y[i] * ts[:, None] * slope[None, :], 0.0)  # (t, neurons)
             return y[i] * (h[:, :2].mean(1) - h[:, 2:].mean(1))
         return margin
 
@@ -323,7 +398,7 @@ def test_flip_radius_by_hand_censored_and_zero():
     n = 4
     a = jnp.array([1.0, 3.0, -1.0, 5.0])
     slope = jnp.array([1.0, 2.0, 1.0, 0.0])  # last never flips
-    r = np.asarray(R.flip_radius(lambda t: a - slope * t, n, 10.0))
+    r = np.asarray(jax.jit(lambda: R.flip_radius(lambda t: a - slope * t, n, 10.0))())
     np.testing.assert_allclose(r[:2], [1.0, 1.5], rtol=1e-6)
     assert r[2] == 0.0 and np.isinf(r[3])
 
@@ -340,7 +415,28 @@ def _fa_pgd_setup(c, dtype, d=400, k=4, n_pos=2, copies=10):
 
 
 def _reduced_starts(key, q, n, restarts, dtype):
-    return jnp.stack([R.reduced_ball_start(jax.random.fold_in(key, i), q, n, 1.0, dtype) for i in range(restarts)])
+    """Start r: reduced_ball_start(fold_in(key, r)); vmapped over r (the same draws as a loop, one RNG program)."""
+    return jax.vmap(lambda i: R.reduced_ball_start(jax.random.fold_in(key, i), q, n, 1.0, dtype))(
+        jnp.arange(restarts))
+
+
+@functools.partial(jax.jit, static_argnames=("dtype", "logistic_objective"))
+def _fa_pgd_curve(c, eps, key, *, dtype, logistic_objective):
+    """:func:`_fa_pgd_setup` at scale ``c``, 8 reduced starts and robust accuracy at ``eps (2,)`` under 40 PGD
+    steps on the margin (or the logistic loss), as one program. Returns ``(margin at delta = 0 (n,), acc (2,))``."""
+    x, y, _, A, z0, wq, q = _fa_pgd_setup(c, dtype)
+    n = x.shape[0]
+
+    def out(delta):
+        return (jax.nn.relu(z0 + delta @ wq.T) @ A.T)[:, 0]
+
+    def margin(delta):
+        return y * out(delta)
+
+    loss = (lambda dd: logistic(out(dd), y)) if logistic_objective else (lambda dd: -margin(dd))
+    starts = _reduced_starts(key, q, n, 8, dtype)
+    acc, _ = R.robust_accuracy_curve(margin, loss, eps.astype(dtype), starts, steps=40)
+    return margin(jnp.zeros((n, wq.shape[1]), dtype)), acc
 
 
 @pytest.mark.parametrize("c", [1.0])
@@ -348,18 +444,10 @@ def test_pgd_ideal_fa_huge_margin_reaches_radius_float32(c):
     """Margin c*d = 400 (>> 40: a sigmoid-based gradient is exactly 0 in float32). PGD on the margin
     objective, in reduced coordinates, as the FA experiment runs it: robust at 0.8 sqrt(d/k), broken at 1.2."""
     d, k = 400, 4
-    x, y, params, A, z0, wq, q = _fa_pgd_setup(c, jnp.float32)
-    n = x.shape[0]
-    m0 = np.asarray(y * (jax.nn.relu(z0) @ A.T)[:, 0])
-    assert np.all(m0 > 40)
-
-    def margin(delta):
-        return y * (jax.nn.relu(z0 + delta @ wq.T) @ A.T)[:, 0]
-
     r = float(th.fa_radius(d, k))
-    eps = jnp.asarray([0.8 * r, 1.2 * r], jnp.float32)
-    starts = _reduced_starts(jax.random.PRNGKey(0), q, n, 8, jnp.float32)
-    acc, _ = R.robust_accuracy_curve(margin, lambda dd: -margin(dd), eps, starts, steps=40)
+    eps = np.asarray([0.8 * r, 1.2 * r], np.float32)
+    m0, acc = _fa_pgd_curve(c, eps, jax.random.PRNGKey(0), dtype=jnp.float32, logistic_objective=False)
+    assert np.all(np.asarray(m0) > 40)
     acc = np.asarray(acc)
     assert acc[0] >= 0.99, acc
     assert acc[1] <= 0.05, acc
@@ -369,20 +457,10 @@ def test_pgd_ideal_fa_logistic_objective_float64_large_margin(x64):
     """The spec's logistic objective written as softplus: at margin 100 (> 37, where a naive sigmoid gradient is 0
     even in float64) its gradient is tiny but non-zero, and normalised PGD still reaches sqrt(d/k)."""
     d, k = 400, 4
-    x, y, params, A, z0, wq, q = _fa_pgd_setup(0.25, jnp.float64)
-    n, p = x.shape[0], wq.shape[1]
-
-    def out(delta):
-        return (jax.nn.relu(z0 + delta @ wq.T) @ A.T)[:, 0]
-
-    def margin(delta):
-        return y * out(delta)
-
-    np.testing.assert_allclose(np.asarray(margin(jnp.zeros((n, p)))), 100.0, rtol=1e-9)
     r = float(th.fa_radius(d, k))
-    eps = jnp.asarray([0.8 * r, 1.2 * r])
-    starts = _reduced_starts(jax.random.PRNGKey(1), q, n, 8, jnp.float64)
-    acc, _ = R.robust_accuracy_curve(margin, lambda dd: logistic(out(dd), y), eps, starts, steps=40)
+    eps = np.asarray([0.8 * r, 1.2 * r])
+    m0, acc = _fa_pgd_curve(0.25, eps, jax.random.PRNGKey(1), dtype=jnp.float64, logistic_objective=True)
+    np.testing.assert_allclose(np.asarray(m0), 100.0, rtol=1e-9)
     acc = np.asarray(acc)
     assert acc[0] >= 0.99 and acc[1] <= 0.05, acc
 
@@ -390,28 +468,28 @@ def test_pgd_ideal_fa_logistic_objective_float64_large_margin(x64):
 # ----------------------------------------------------------------------------- (e) crossing, read-outs
 def test_crossing_interpolates():
     eps = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0])
-    r, cens = R.crossing(eps, jnp.array([1.0, 1.0, 0.8, 0.4, 0.0]))
+    r, cens = crossing(eps, jnp.array([1.0, 1.0, 0.8, 0.4, 0.0]))
     assert float(r) == pytest.approx(2.75) and not bool(cens)  # 2 + (0.8 - 0.5)/(0.8 - 0.4)
-    r, cens = R.crossing(eps, jnp.array([1.0, 0.5, 0.2, 0.0, 0.0]))
+    r, cens = crossing(eps, jnp.array([1.0, 0.5, 0.2, 0.0, 0.0]))
     assert float(r) == pytest.approx(1.0) and not bool(cens)  # exactly at the level
-    r, cens = R.crossing(eps, jnp.array([1.0, 0.4, 0.6, 0.2, 0.0]))
+    r, cens = crossing(eps, jnp.array([1.0, 0.4, 0.6, 0.2, 0.0]))
     assert float(r) == pytest.approx(5 / 6) and not bool(cens)  # the first crossing counts
-    r, cens = R.crossing(eps, jnp.array([1.0, 0.9, 0.8, 0.6, 0.2]), level=0.7)
+    r, cens = crossing(eps, jnp.array([1.0, 0.9, 0.8, 0.6, 0.2]), level=0.7)
     assert float(r) == pytest.approx(2.5)
 
 
 def test_crossing_censored_and_at_zero():
     eps = jnp.array([0.0, 0.5, 1.0])
-    r, cens = R.crossing(eps, jnp.array([1.0, 0.9, 0.6]))
+    r, cens = crossing(eps, jnp.array([1.0, 0.9, 0.6]))
     assert bool(cens) and float(r) == 1.0  # ">= 1.0"
-    r, cens = R.crossing(eps, jnp.array([0.3, 0.1, 0.0]))
+    r, cens = crossing(eps, jnp.array([0.3, 0.1, 0.0]))
     assert not bool(cens) and float(r) == 0.0
 
 
 def test_crossing_vmaps():
-    eps = jnp.linspace(0, 1, 5)
+    eps = np.linspace(0, 1, 5, dtype=np.float32)
     accs = jnp.array([[1.0, 1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0]])
-    r, cens = jax.vmap(lambda a: R.crossing(eps, a))(accs)
+    r, cens = jax.jit(jax.vmap(R.crossing, in_axes=(None, 0)))(eps, accs)
     np.testing.assert_allclose(np.asarray(r), [0.375, 1.0])
     np.testing.assert_array_equal(np.asarray(cens), [False, True])
 

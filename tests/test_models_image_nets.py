@@ -1,5 +1,7 @@
 """Image nets (MLP, small conv net): shapes, a float64 numpy forward reference, finite-difference gradients,
 vmapped-over-seeds init, and the binary read-outs of a 10-class net (F_sum, F_max) against hand sums."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,16 @@ init_image_net = jax.jit(M.init_image_net, static_argnums=(1, 2))
 apply_image_net = jax.jit(M.apply_image_net, static_argnums=2)
 penultimate = jax.jit(M.penultimate, static_argnums=2)
 both = jax.jit(lambda p, x, cfg: (M.apply_image_net(p, x, cfg), M.penultimate(p, x, cfg)), static_argnums=2)
+_init_scaled = jax.jit(lambda seed, cfg, shape, scale: M.init_image_net(
+    seed, dataclasses.replace(cfg, init_scale=scale), shape), static_argnums=(1, 2))
+
+
+def init_traced_scale(seed, cfg, image_shape):
+    """``init_image_net(seed, cfg, image_shape)`` with ``cfg.init_scale`` traced (a traced field of the engine):
+    one program serves every scale."""
+    return _init_scaled(seed, dataclasses.replace(cfg, init_scale=1.0), image_shape, cfg.init_scale)
+
+
 # the float64 tests share one tiny conv net (compiled once); 7x7 is odd: VALID pooling drops a row and column
 CONV = ImageNet(arch="conv", head="multiclass", channels=(2, 3), dense=4).validate()
 CONV_LAX = ImageNet(arch="conv", head="multiclass", channels=(2, 3), dense=4, conv_impl="lax").validate()
@@ -22,6 +34,10 @@ CONV_SHAPE = (7, 7, 2)
 
 def as64(tree):
     return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def as32(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
 
 
 # ----------------------------------------------------------------------------- independent numpy references
@@ -135,9 +151,9 @@ def test_conv_gradient_matches_finite_differences(x64, cfg):
         vx = rng.normal(size=x.shape)
         plus = loss(jax.tree.map(lambda a, v: a + h * v, p, vp), x + h * vx)
         minus = loss(jax.tree.map(lambda a, v: a - h * v, p, vp), x - h * vx)
-        fd = float(plus - minus) / (2 * h)
-        ad = sum(float(jnp.vdot(g, v)) for g, v in zip(jax.tree.leaves(gp), jax.tree.leaves(vp)))
-        ad += float(jnp.vdot(gx, vx))
+        fd = (float(plus) - float(minus)) / (2 * h)
+        ad = sum(float(np.vdot(np.asarray(g), v)) for g, v in zip(jax.tree.leaves(gp), jax.tree.leaves(vp)))
+        ad += float(np.vdot(np.asarray(gx), vx))
         assert fd == pytest.approx(ad, rel=1e-6, abs=1e-8), trial
 
 
@@ -179,7 +195,7 @@ def test_auto_conv_is_the_patch_program_on_cpu():
     assert jax.tree.structure(p_auto) == jax.tree.structure(p_patch)
     for a, b in zip(jax.tree.leaves(p_auto), jax.tree.leaves(p_patch), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    p = jax.tree.map(lambda a: jnp.stack([a, 1.5 * a + 0.01]), randomise_biases(p_patch))
+    p = jax.tree.map(lambda a: np.stack([a, 1.5 * a + np.float32(0.01)]), as32(randomise_biases(p_patch)))
     x = jnp.asarray(np.random.default_rng(5).normal(size=(3, *CONV_SHAPE)), jnp.float32)
     if jax.default_backend() == "cpu":
         out_auto, out_patch = _descend_vmapped(AUTO, x)(p), _descend_vmapped(CONV, x)(p)
@@ -190,7 +206,7 @@ def test_auto_conv_is_the_patch_program_on_cpu():
 def test_auto_conv_lowers_to_the_library_convolution_off_cpu():
     """Cross-platform lowering (no GPU needed): the CUDA and TPU programs of "auto" hold the library convolution
     (forward and gradient) and no patch matmul on the images; the CPU program holds no convolution."""
-    p = jax.tree.map(lambda a: jnp.stack([a, a]), init_image_net(4, AUTO, CONV_SHAPE))
+    p = jax.tree.map(lambda a: np.stack([a, a]), init_image_net(4, AUTO, CONV_SHAPE))
     x = jnp.zeros((3, *CONV_SHAPE), jnp.float32)
     traced = _descend_vmapped(AUTO, x).trace(p)
     text = {plat: traced.lower(lowering_platforms=(plat,)).as_text() for plat in ("cpu", "cuda", "tpu")}
@@ -211,12 +227,12 @@ def test_bad_conv_impl_is_rejected():
 # ----------------------------------------------------------------------------- seeds under vmap
 def test_vmapped_init_equals_per_seed_init():
     cfg = ImageNet(arch="conv", head="binary", channels=(2,), dense=4).validate()
-    seeds = jnp.arange(3) + 5
+    seeds = np.arange(3) + 5
     batched = jax.jit(jax.vmap(lambda s: M.init_image_net(s, cfg, (8, 8, 1))))(seeds)
     for i, s in enumerate([5, 6, 7]):
         single = init_image_net(s, cfg, (8, 8, 1))  # its own (un-vmapped) program, one seed at a time
         for b, a in zip(jax.tree.leaves(batched), jax.tree.leaves(single), strict=True):
-            np.testing.assert_array_equal(np.asarray(b[i]), np.asarray(a))
+            np.testing.assert_array_equal(np.asarray(b)[i], np.asarray(a))
     k0 = np.asarray(batched["head"]["kernel"])
     assert not np.allclose(k0[0], k0[1])  # different seeds, different nets
 
@@ -256,7 +272,7 @@ def test_torch_init_is_uniform_with_pytorch_bounds_and_variance(scale):
     references are written from that formula in float64, not from the code."""
     cfg = ImageNet(arch="conv", head="multiclass", n_classes=10, channels=(40,), dense=300, init="torch",
                    init_scale=scale).validate()
-    p = as64(init_image_net(0, cfg, (8, 8, 3)))
+    p = as64(init_traced_scale(0, cfg, (8, 8, 3)))  # both scales: one program
     fans = {"conv_0": 3 * 3 * 3, "fc": 4 * 4 * 40, "head": 300}
     for layer, fan in fans.items():
         for leaf, mult in (("kernel", scale), ("bias", 1.0)):

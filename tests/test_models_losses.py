@@ -20,7 +20,9 @@ from fa_jax.models.two_layer import (
 )
 from fa_jax.trainer import train
 
+# jitted: one program per call site and shape (eager, every primitive compiles its own tiny XLA program)
 _init = jax.jit(init_two_layer, static_argnums=(1, 2, 3, 4))
+_readout = jax.jit(readout_matrix, static_argnums=(0, 1))
 
 
 # ----------------------------------------------------------------------------- numpy references (float64)
@@ -70,7 +72,7 @@ def _rand(seed, n, d, neurons, scale=0.3):
 # ----------------------------------------------------------------------------- structure
 def test_readout_matrix_binary_by_hand():
     cfg = TwoLayerNet(kind="binary", width=2, bucket=4)
-    A = np.asarray(readout_matrix(cfg, 2))
+    A = np.asarray(_readout(cfg, 2))
     np.testing.assert_array_equal(A, [[0.5, 0.5, 0, 0, -0.5, -0.5, 0, 0]])
     np.testing.assert_array_equal(np.asarray(neuron_mask(cfg, 2)), [1, 1, 0, 0, 1, 1, 0, 0])
     np.testing.assert_array_equal(np.asarray(neuron_group(cfg, 2)), [0, 0, 0, 0, 1, 1, 1, 1])
@@ -78,7 +80,7 @@ def test_readout_matrix_binary_by_hand():
 
 def test_readout_matrix_multiclass_by_hand():
     cfg = TwoLayerNet(kind="multiclass", width=2, bucket=3)
-    A = np.asarray(readout_matrix(cfg, 3))
+    A = np.asarray(_readout(cfg, 3))
     expect = np.zeros((3, 9))
     for j in range(3):
         expect[j, 3 * j:3 * j + 2] = 0.5
@@ -125,10 +127,8 @@ def test_init_shapes_scale_and_bucket_independence(kind, c):
 
 # ----------------------------------------------------------------------------- loss + grad vs numpy
 def _jax_binary_loss(cfg):
-    A = readout_matrix(cfg, 2)
-
     def loss(p, x, y):
-        return jnp.mean(logistic(apply_two_layer(p, x, A), y))
+        return jnp.mean(logistic(apply_two_layer(p, x, readout_matrix(cfg, 2)), y))
     return loss
 
 
@@ -139,13 +139,13 @@ def test_binary_logistic_loss_and_grad_vs_numpy(x64, m):
     y = np.where(np.random.default_rng(2).random(n) < 0.5, 1.0, -1.0)
     cfg = TwoLayerNet(kind="binary", width=m)
     loss = _jax_binary_loss(cfg)
-    p = {"w": jnp.asarray(W), "b": jnp.asarray(b)}
-    val, g = jax.value_and_grad(loss)(p, jnp.asarray(x), jnp.asarray(y))
+    p = {"w": W, "b": b}
+    (val, g), out = jax.jit(lambda p, x, y: (jax.value_and_grad(loss)(p, x, y),
+                                             apply_two_layer(p, x, readout_matrix(cfg, 2))))(p, x, y)
     ref, gW, gb = np_logistic_loss_grad(W, b, x, y, m)
     f_ref, z, _ = np_binary_forward(W, b, x, m)
     assert 0.1 < np.mean(z > 0) < 0.9  # ReLUs genuinely mixed
-    np.testing.assert_allclose(np.asarray(apply_two_layer(p, jnp.asarray(x), readout_matrix(cfg, 2)))[:, 0], f_ref,
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(np.asarray(out)[:, 0], f_ref, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(float(val), ref, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g["w"]), gW, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(np.asarray(g["b"]), gb, rtol=1e-10, atol=1e-14)
@@ -157,13 +157,11 @@ def test_multiclass_ce_loss_and_grad_vs_numpy(x64, h):
     W, b, x = _rand(3, n, d, c * h, scale=0.8)
     lab = np.random.default_rng(4).integers(0, c, n)
     cfg = TwoLayerNet(kind="multiclass", width=h)
-    A = readout_matrix(cfg, c)
 
     def loss(p, x, lab):
-        return jnp.mean(cross_entropy(apply_two_layer(p, x, A), lab))
+        return jnp.mean(cross_entropy(apply_two_layer(p, x, readout_matrix(cfg, c)), lab))
 
-    p = {"w": jnp.asarray(W), "b": jnp.asarray(b)}
-    val, g = jax.value_and_grad(loss)(p, jnp.asarray(x), jnp.asarray(lab))
+    val, g = jax.jit(jax.value_and_grad(loss))({"w": W, "b": b}, x, lab)
     ref, gW, gb = np_ce_loss_grad(W, b, x, lab, c, h)
     np.testing.assert_allclose(float(val), ref, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g["w"]), gW, rtol=1e-10, atol=1e-14)
@@ -171,11 +169,12 @@ def test_multiclass_ce_loss_and_grad_vs_numpy(x64, h):
 
 
 def test_ce_large_logits_finite(x64):
-    logits = jnp.array([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 0.0]])
-    lab = jnp.array([0, 0])
-    val = np.asarray(cross_entropy(logits, lab))
+    logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 1000.0, 0.0]])
+    lab = np.array([0, 0])
+    val, g = jax.jit(lambda l, lab: (cross_entropy(l, lab), jax.grad(lambda l: jnp.sum(cross_entropy(l, lab)))(l)))(
+        logits, lab)
+    val, g = np.asarray(val), np.asarray(g)
     np.testing.assert_allclose(val, [0.0, 1000.0], atol=1e-12)
-    g = np.asarray(jax.grad(lambda l: jnp.sum(cross_entropy(l, lab)))(logits))
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, [[0, 0, 0], [-1, 1, 0]], atol=1e-12)
 
@@ -186,9 +185,13 @@ def test_logistic_large_margins_finite(x64, dtype):
     dt = jnp.dtype(dtype)
     q = jnp.asarray([200.0, -200.0, 50.0, 0.0, -50.0], dt)
     y = jnp.asarray([1.0, 1.0, -1.0, 1.0, -1.0], dt)
-    f = q * y
-    val = np.asarray(logistic(f, y), np.float64)
-    g = np.asarray(jax.grad(lambda f: jnp.sum(logistic(f, y)))(f), np.float64)
+
+    @jax.jit
+    def loss_and_grad(q, y):
+        f = q * y
+        return logistic(f, y), jax.grad(lambda f: jnp.sum(logistic(f, y)))(f)
+
+    val, g = (np.asarray(a, np.float64) for a in loss_and_grad(q, y))
     assert np.all(np.isfinite(val)) and np.all(np.isfinite(g))
     qn = np.asarray(q, np.float64)
     ref = np.logaddexp(0.0, -qn)
@@ -228,18 +231,20 @@ def test_masked_neurons_zero_gradient_and_no_effect(x64):
     d, n = 7, 11
     p = _init(jax.random.PRNGKey(1), cfg, d, 2, jnp.float64)
     rng = np.random.default_rng(6)
-    x, y = jnp.asarray(rng.standard_normal((n, d))), jnp.asarray(np.sign(rng.standard_normal(n)))
-    loss = _jax_binary_loss(cfg)
-    g = jax.grad(loss)(p, x, y)
+    x, y = rng.standard_normal((n, d)), np.sign(rng.standard_normal(n))
+    loss = jax.jit(_jax_binary_loss(cfg))
+    g = jax.jit(jax.grad(_jax_binary_loss(cfg)))(p, x, y)
     pad = np.asarray(neuron_mask(cfg, 2)) == 0
     assert np.all(np.asarray(g["w"])[pad] == 0) and np.all(np.asarray(g["b"])[pad] == 0)
     assert np.any(np.asarray(g["w"])[~pad] != 0)
-    p2 = {"w": p["w"].at[pad].set(123.0), "b": p["b"].at[pad].set(-7.0)}
+    p = {k: np.asarray(v) for k, v in p.items()}
+    p2 = {k: v.copy() for k, v in p.items()}
+    p2["w"][pad], p2["b"][pad] = 123.0, -7.0
     np.testing.assert_array_equal(np.asarray(loss(p, x, y)), np.asarray(loss(p2, x, y)))
     # ... and the real neurons alone equal an unpadded net with those weights (numpy reference)
-    W = np.asarray(p["w"])[~pad]
-    b = np.asarray(p["b"])[~pad]
-    ref, _, _ = np_logistic_loss_grad(W, b, np.asarray(x), np.asarray(y), 2)
+    W = p["w"][~pad]
+    b = p["b"][~pad]
+    ref, _, _ = np_logistic_loss_grad(W, b, x, y, 2)
     np.testing.assert_allclose(float(loss(p, x, y)), ref, rtol=1e-12)
 
 
@@ -263,7 +268,7 @@ def _gd_numpy(kind, W, b, x, y, lr, steps, m_or_h, c=None):
 
 def _gd_jax(kind, W, b, x, y, lr, steps, width, c, dtype):
     cfg = TwoLayerNet(kind=kind, width=width)
-    A = readout_matrix(cfg, c).astype(dtype)
+    A = _readout(cfg, c).astype(dtype)
     if kind == "binary":
         def loss_fn(p, xb, yb):
             return logistic(apply_two_layer(p, xb, A), yb)

@@ -4,7 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fa_jax.models.mlp import MLP, apply_mlp, end_to_end, init_mlp, input_gradients, per_sample_grad_sq_norm
+from fa_jax.models import mlp as M
+from fa_jax.models.mlp import MLP, apply_mlp
+
+# jitted: one program per call site and shape (eager, every primitive would compile its own tiny XLA program)
+init_mlp = jax.jit(M.init_mlp, static_argnums=(1, 2, 3))
+normal = jax.jit(jax.random.normal, static_argnums=1)
 
 
 def numpy_backprop(ks, x, y, relu=False):
@@ -30,9 +35,9 @@ def numpy_backprop(ks, x, y, relu=False):
 def test_gradients_match_numpy_backprop(x64, relu):
     cfg = MLP(widths=(4, 3), activation="relu" if relu else "identity").validate()
     ks = init_mlp(jax.random.PRNGKey(0), cfg, 5)
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (9, 5)))
-    y = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (9,)))
-    g = jax.grad(lambda p: jnp.mean((apply_mlp(p, x, cfg.activation)[:, 0] - y) ** 2))(ks)
+    x = np.asarray(normal(jax.random.PRNGKey(1), (9, 5)))
+    y = np.asarray(normal(jax.random.PRNGKey(2), (9,)))
+    g = jax.jit(jax.grad(lambda p: jnp.mean((apply_mlp(p, x, cfg.activation)[:, 0] - y) ** 2)))(ks)
     ref = numpy_backprop([np.asarray(k) for k in ks], x, y, relu)
     for a, b in zip(g, ref):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-12, atol=1e-14)
@@ -41,14 +46,17 @@ def test_gradients_match_numpy_backprop(x64, relu):
 def test_per_sample_grad_norms_and_input_gradients(x64):
     cfg = MLP(widths=(4, 3), activation="relu").validate()
     ks = init_mlp(jax.random.PRNGKey(3), cfg, 5)
-    x = jax.random.normal(jax.random.PRNGKey(4), (6, 5))
-    ref = [sum(float(jnp.sum(g ** 2)) for g in jax.grad(lambda p, xi=xi: apply_mlp(p, xi[None], "relu")[0, 0])(ks))
-           for xi in x]
-    np.testing.assert_allclose(np.asarray(per_sample_grad_sq_norm(ks, x, "relu")), ref, rtol=1e-12)
+    x = np.asarray(normal(jax.random.PRNGKey(4), (6, 5)))
+    grad_one = jax.jit(jax.grad(lambda p, xi: apply_mlp(p, xi[None], "relu")[0, 0]))  # one sample's gradient
+    ref = [sum(float(np.sum(np.asarray(g) ** 2)) for g in grad_one(ks, xi)) for xi in x]
+    np.testing.assert_allclose(np.asarray(jax.jit(M.per_sample_grad_sq_norm, static_argnums=2)(ks, x, "relu")), ref,
+                               rtol=1e-12)
     lin = init_mlp(jax.random.PRNGKey(5), MLP(widths=(4, 3)), 5)
-    e2e = np.asarray(end_to_end(lin))[:, 0]
-    np.testing.assert_allclose(np.asarray(input_gradients(lin, x)), np.tile(e2e, (6, 1)), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(apply_mlp(lin, x))[:, 0], np.asarray(x) @ e2e, rtol=1e-12)
+    e2e, in_grads, out = jax.jit(lambda lin, x: (M.end_to_end(lin), M.input_gradients(lin, x), apply_mlp(lin, x)))(
+        lin, x)
+    e2e = np.asarray(e2e)[:, 0]
+    np.testing.assert_allclose(np.asarray(in_grads), np.tile(e2e, (6, 1)), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(out)[:, 0], x @ e2e, rtol=1e-12)
 
 
 def test_he_normal_plain_init():

@@ -9,10 +9,14 @@ import pytest
 
 from fa_jax.data.support import SupportData
 from fa_jax.experiments.sgd_support import SupportRun, squared_error
-from fa_jax.models.mlp import MLP, apply_mlp, init_mlp, per_sample_grad_sq_norm
+from fa_jax.models.mlp import MLP, apply_mlp, per_sample_grad_sq_norm
+from fa_jax.models.mlp import init_mlp as _init_mlp
 from fa_jax.optim import OptimConfig, make_optimizer
 from fa_jax.theory import sgd_support as T
 from fa_jax.trainer import TrainConfig, train
+
+# jitted: one program per call site and shape (eager, every primitive would compile its own tiny XLA program)
+init_mlp = jax.jit(_init_mlp, static_argnums=(1, 2, 3))
 
 
 def test_noise_scale_and_wd_closed_forms():
@@ -28,13 +32,13 @@ def test_t3_operator_matches_autodiff(x64):
     """u = <W, grad_W G>/||W||^2 by autodiff equals 2 <W, M W>/||W||^2 (M from t3_operator) for white inputs."""
     s, d, n = 2, 5, 40
     ks = init_mlp(jax.random.PRNGKey(0), MLP(widths=(4, 3, 3)).validate(), d)
-    q, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.PRNGKey(1), (n, d))))
+    q, _ = np.linalg.qr(np.asarray(jax.jit(jax.random.normal, static_argnums=1)(jax.random.PRNGKey(1), (n, d))))
     x = jnp.asarray(q * np.sqrt(n))  # x^T x / n = I exactly
 
     def G(k1):
         return jnp.mean(per_sample_grad_sq_norm([k1, *ks[1:]], x))
 
-    g = np.asarray(jax.grad(G)(ks[0]))[s:]
+    g = np.asarray(jax.jit(jax.grad(G))(ks[0]))[s:]
     w = np.asarray(ks[0])[s:]
     u_auto = np.sum(w * g) / np.sum(w ** 2)
     np.testing.assert_allclose(u_auto, T.t3_u_linear([np.asarray(k) for k in ks], s), rtol=1e-10)
