@@ -271,13 +271,16 @@ def _adaptive_nets() -> Experiment:
     return Experiment(
         name="adaptive-nets", config=AdaptiveNetRun, run=run_adaptive_net, seeds=("seed",),
         dims=(*_STEP, ("l2_acc", ("l2_eps",)), ("linf_acc", ("linf_eps",)), ("noise_acc", ("noise",)),
-              ("band_noise_acc/*", ("band_std",)), ("lip/layers_*", ("layer",)), ("lip_init/layers_*", ("layer",))),
+              ("band_noise_acc/*", ("band_std",)), ("band_noise_radial", ("radial_band",)), ("lip/layers_*", ("layer",)),
+              ("lip_init/layers_*", ("layer",))),
         coords=(*_STEP_COORD, ("l2_eps", "config:attack.l2_eps"), ("linf_eps", "config:attack.linf_eps"),
                 ("noise", "config:attack.noise_std"), ("band_std", "config:attack.band_std")),
         labels=(("clean_acc", "clean test accuracy"), ("l2_acc", "l2 PGD robust accuracy"),
                 ("linf_acc", "l-inf PGD robust accuracy"), ("noise_acc", "accuracy under Gaussian noise"),
                 ("band_noise_acc/relevant", "accuracy under Gaussian noise on the relevant DCT band"),
                 ("band_noise_acc/irrelevant", "accuracy under Gaussian noise on the irrelevant DCT band"),
+                ("band_noise_radial", "accuracy under Gaussian noise on each radial DCT band (0 = lowest)"),
+                ("removal_change", "relative change of the training set by its frequency removal"),
                 ("lip/bound_op", "product of layer operator norms")),
         description="image net trained by SGD / Adam / RMSProp on natural-signal images (arXiv 2308.06703)",
     )
