@@ -276,13 +276,14 @@ def _with_labels(ds, man: dict):
     return ds
 
 
-def _is_grid(cols: list) -> bool:
-    """Label columns (one list per label key, one entry per run) form a full Cartesian grid: each combination of
-    values exactly once."""
+def _is_grid(cols: list, full: bool = True) -> bool:
+    """Label columns (one list per label key, one entry per run) form a grid: each combination of values at most
+    once (``full``: exactly once, a full Cartesian grid; else a sparse one, missing cells allowed)."""
     import math
 
     n = len(cols[0]) if cols else 0
-    return bool(cols) and len(set(zip(*cols, strict=True))) == n and math.prod(len(set(c)) for c in cols) == n
+    unique = bool(cols) and len(set(zip(*cols, strict=True))) == n
+    return unique and (not full or math.prod(len(set(c)) for c in cols) == n)
 
 
 def _run_labels(ds) -> dict:
@@ -296,16 +297,17 @@ def _run_labels(ds) -> dict:
     return info
 
 
-def grid_parts(ds) -> list[str]:
-    """The parts of a simulation's Dataset whose runs' labels form a full grid (:func:`select_runs` can unstack
-    them into one dim per label key), decided on the labels alone (no data is copied)."""
+def grid_parts(ds, full: bool = True) -> list[str]:
+    """The parts of a simulation's Dataset whose runs' labels form a full grid (``full=False``: a full or sparse
+    grid, each label combination at most once), i.e. that :func:`select_runs` unstacks into one dim per label key
+    (``unstack="auto"``; ``unstack=True``), decided on the labels alone (no data is copied)."""
     info = _run_labels(ds)
     parts, names, labels = info["parts"], info["names"], info["labels"]
     of_part = ds[info["part_coord"]].values
     out = []
     for p, keys in parts.items():
         mine = [lab for lab, q in zip(labels, of_part, strict=True) if q == p]
-        if _is_grid([_label_column([lab[k] for lab in mine]).tolist() for k, c in names.items() if c in keys]):
+        if _is_grid([_label_column([lab[k] for lab in mine]).tolist() for k, c in names.items() if c in keys], full):
             out.append(p)
     return out
 
@@ -344,8 +346,12 @@ def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
 
     ``unstack``: ``"auto"`` (default) replaces the ``run`` dim by one dim per label key when the part's labels
     form a full Cartesian grid (each combination exactly once; e.g. sgd-support's ``sgd`` part -> dims ``(b,
-    seed, traj, <output axes>)``; :func:`grid_parts` lists them), else keeps ``run``; ``True`` requires the grid
-    (ValueError otherwise); ``False`` keeps ``run`` (then ``sub.set_index(run=[...]).unstack("run")`` by hand).
+    seed, traj, <output axes>)``; :func:`grid_parts` lists them), else keeps ``run``; ``True`` unstacks a full or
+    a sparse grid (each combination at most once, e.g. sgd-support's ``phase`` part, whose b = N column has one
+    seed): a missing combination's outputs are NaN (False for a boolean output; integer outputs become float),
+    its ``complete`` True (no chunk of the sweep is missing there: there is no run), so a reduction over the
+    sparse axis (``median`` skips NaN) uses the runs that exist; repeated labels are a ValueError; ``False`` keeps ``run`` (then
+    ``sub.set_index(run=[...]).unstack("run")`` by hand).
     """
     info = _run_labels(ds)
     parts, part_coord, names, labels = info["parts"], info["part_coord"], info["names"], info["labels"]
@@ -362,15 +368,19 @@ def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
     if unstack is False:
         return sub
     n = sub.sizes["run"]
-    if not _is_grid([v.tolist() for v in cols.values()]):
+    values = [v.tolist() for v in cols.values()]
+    if not _is_grid(values, full=unstack == "auto"):
         if unstack is True:
-            raise ValueError(f"invalid unstack=True: the labels {keys} of part {part!r} do not form a full grid "
-                             f"({n} runs); use unstack='auto' or False")
+            raise ValueError(f"invalid unstack=True: the labels {keys} of part {part!r} repeat a combination "
+                             f"({n} runs), so they cannot be axes; use unstack=False")
         return sub
     sub = sub.drop_vars(part_coord)  # one value: the part asked for
     if len(keys) == 1:
         return sub.swap_dims(run=keys[0]).drop_vars("run")
-    return sub.set_index(run=keys).unstack("run").transpose(*keys, ...)
+    # a sparse grid's missing cells: NaN, False for boolean outputs (not diverged), and complete: no chunk is missing
+    # where there is no run (else every reduction over the sparse axis would read as an incomplete sweep)
+    fill = {k: k == "complete" for k, v in sub.data_vars.items() if v.dtype == bool}
+    return sub.set_index(run=keys).unstack("run", fill_value=fill).transpose(*keys, ...)
 
 
 def merge(dest: str | os.PathLike, *sources: str | os.PathLike) -> dict:

@@ -288,8 +288,8 @@ TOY_LRS, TOY_WIDTHS = (0.1, 0.5, 1.5), (1.0, 2.0)
 def sim_dir(tmp_path_factory):
     """A simulation-like ``--out`` folder: two run_labelled calls in ``cache/`` (as sgd-vs-adaptive makes).
     ``toy-a``: part ``grid`` (lr x width x seed, 4 records), part ``long`` (seed; 6 records: the grid part's
-    records are NaN-padded to 6 in the loaded Dataset), part ``ragged`` (labels not a full grid); ``toy-b``: one
-    part. 3 small programs."""
+    records are NaN-padded to 6 in the loaded Dataset), part ``ragged`` (a sparse grid: lr x seed with (0.5, 1)
+    missing), part ``dup`` (a label repeated: no grid); ``toy-b``: one part. 3 small programs."""
     import fa_jax.experiments as E
     from fa_jax.sweep import run_labelled
 
@@ -297,7 +297,8 @@ def sim_dir(tmp_path_factory):
     grid = [({"lr": lr, "width": w, "seed": s}, ToyPhase(lr=lr, width=w, seed=s))
             for lr in TOY_LRS for w in TOY_WIDTHS for s in (0, 1)]
     runs = {"grid": grid, "long": [({"seed": s}, ToyPhase(steps=6, seed=s)) for s in (0, 1)],
-            "ragged": [({"lr": lr, "seed": s}, ToyPhase(lr=lr, seed=s)) for lr, s in ((0.1, 0), (0.1, 1), (0.5, 0))]}
+            "ragged": [({"lr": lr, "seed": s}, ToyPhase(lr=lr, seed=s)) for lr, s in ((0.1, 0), (0.1, 1), (0.5, 0))],
+            "dup": [({"lr": 0.1, "seed": 0}, ToyPhase(lr=0.1, seed=s)) for s in (0, 1)]}
     saved = dict(E._REGISTERED)
     E.register_experiment(E.Experiment(
         name="toy-phase", config=ToyPhase, run=run_toy_phase, seeds=("seed",),
@@ -350,13 +351,15 @@ def test_sim_folder_part_labels_become_axes(sim_dir, tmp_path, capsys):
 
 def test_select_runs_gives_each_part_its_own_steps(sim_dir):
     """fa_jax.select_runs (what the plots use): each part's own record steps become its ``step`` coordinate (no
-    NaN padding up to the longer part's 6 records), full grids unstack, a ragged part keeps ``run``; grid_parts
-    lists the plottable parts."""
+    NaN padding up to the longer part's 6 records); full grids unstack; a sparse grid keeps ``run`` unless asked
+    (unstack=True: the missing cell's outputs NaN, nothing missing from the sweep there); repeated labels never
+    unstack; grid_parts lists them."""
     from fa_jax.results import grid_parts
 
     out, res = sim_dir
     ds = fa_jax.load_results(out, sweep="toy-a")
     assert ds.sizes["step"] == 6 and grid_parts(ds) == ["grid", "long"]
+    assert grid_parts(ds, full=False) == ["grid", "long", "ragged"]
     grid, long = fa_jax.select_runs(ds, "grid"), fa_jax.select_runs(ds, "long")
     np.testing.assert_array_equal(grid["step"].values, np.asarray(res["grid"][0][1]["plan"]))
     np.testing.assert_array_equal(long["step"].values, np.asarray(res["long"][0][1]["plan"]))
@@ -365,6 +368,37 @@ def test_select_runs_gives_each_part_its_own_steps(sim_dir):
     assert not np.isnan(grid["records/loss"].sel(lr=TOY_LRS[0]).isel(step=-1).values).any()
     ragged = fa_jax.select_runs(ds, "ragged")
     assert "run" in ragged.dims and ragged.sizes["step"] == 4
+    sparse = fa_jax.select_runs(ds, "ragged", unstack=True)
+    assert sparse["final"].dims == ("lr", "seed") and sparse["complete"].dtype == bool
+    assert np.isnan(float(sparse["final"].sel(lr=0.5, seed=1))) and bool(sparse["complete"].sel(lr=0.5, seed=1))
+    assert not bool(sparse["diverged"].sel(lr=0.5, seed=1))
+    by_hand = {(lab["lr"], lab["seed"]): float(np.asarray(r["final"])) for lab, r in res["ragged"]}
+    for (lr, sd), v in by_hand.items():
+        assert float(sparse["final"].sel(lr=lr, seed=sd)) == pytest.approx(v, rel=1e-6)
+        assert bool(sparse["complete"].sel(lr=lr, seed=sd))
+    with pytest.raises(ValueError, match=r"invalid unstack=True: the labels \['lr', 'seed'\] of part 'dup' repeat"):
+        fa_jax.select_runs(ds, "dup", unstack=True)
+    assert "run" in fa_jax.select_runs(ds, "dup").dims
+
+
+def test_sparse_part_plots_with_its_missing_cell_empty(sim_dir, tmp_path, capsys):
+    """A part whose labels form a sparse grid (each combination at most once, e.g. sgd-support's phase part, whose
+    b = N column has one seed) plots: its cells are the runs, the missing combination is an empty (masked) cell."""
+    out, res = sim_dir
+    png = tmp_path / "sparse.png"
+    assert main(["plot", out, "--sweep", "toy-a", "--part", "ragged", "--x", "lr", "--y", "seed", "--metric",
+                 "final", "-o", str(png)]) == 0, capsys.readouterr().err
+    assert_readable_png(png)
+    ax = fa_jax.plot_phase(out, sweep="toy-a", part="ragged", x="lr", y="seed", metric="final")
+    img = np.ma.filled(ax.collections[0].get_array().astype(float), np.nan)  # (seed, lr)
+    want = {(lab["lr"], lab["seed"]): float(np.asarray(r["final"])) for lab, r in res["ragged"]}
+    for (lr, sd), v in want.items():
+        assert img[sd, [0.1, 0.5].index(lr)] == pytest.approx(v, rel=1e-6)
+    assert np.isnan(img[1, 1])  # (lr 0.5, seed 1): no run
+    # reduced over the sparse axis: lr 0.5's one seed is its value, and the sweep is complete there
+    sub = fa_jax.select_runs(fa_jax.load_results(out, sweep="toy-a"), "ragged", unstack=True)
+    assert float(sub["final"].median("seed").sel(lr=0.5)) == pytest.approx(want[(0.5, 0)], rel=1e-6)
+    assert bool(sub["complete"].all())
 
 
 SIM_BASE = ["--sweep", "toy-a", "--part", "grid", "--x", "lr", "--y", "width", "--metric", "final",
@@ -374,10 +408,10 @@ SIM_BASE = ["--sweep", "toy-a", "--part", "grid", "--x", "lr", "--y", "width", "
 @pytest.mark.parametrize("flag,value,named", [
     ("--sweep", None, ["sweep=None", "2 sweeps", "'toy-a' (experiment 'toy-phase')", "'toy-b'", "--sweep TAG"]),
     ("--sweep", "toy-c", ["sweep='toy-c'", "'toy-a'", "'toy-b'", "is not one of them"]),
-    ("--part", None, ["part=None", "3 parts", "'grid' (lr, width, seed; 12 runs)", "'long' (seed; 2 runs)",
-                      "not a full grid", "'ragged' (lr, seed; 3 runs)"]),
-    ("--part", "nope", ["part='nope'", "no such part", "'grid'", "'long'"]),
-    ("--part", "ragged", ["part='ragged'", "(lr, seed) do not form a full grid", "allowed one of 'grid'"]),
+    ("--part", None, ["part=None", "4 parts", "'grid' (lr, width, seed; 12 runs)", "'long' (seed; 2 runs)",
+                      "'ragged' (lr, seed; 3 runs)", "repeat a combination", "'dup' (lr, seed; 2 runs)"]),
+    ("--part", "nope", ["part='nope'", "no such part", "'grid'", "'long'", "'ragged'"]),
+    ("--part", "dup", ["part='dup'", "(lr, seed) repeat a combination", "allowed one of 'grid'"]),
     ("--x", "step", ["x='step'", "lr, width, seed"]),  # final has no step dim; the label keys are listed
 ])
 def test_sim_folder_bad_input_exits_2_naming_the_parameter(sim_dir, tmp_path, capsys, flag, value, named):

@@ -178,20 +178,19 @@ def _pick_part(ds, part: str | None, where: str):
         return ", ".join(f"{p!r} ({', '.join(parts[p]) or 'no label keys'}; {int((of_part == p).sum())} runs)"
                          for p in ps)
 
-    grids = grid_parts(ds)
+    grids = grid_parts(ds, full=False)  # full or sparse grids: a missing cell is drawn empty
     if part is None and len(parts) == 1:
         part = next(iter(parts))
     elif part is None or part not in parts:
         why = (f"{where} holds the runs of {len(parts)} parts" if part is None else "no such part")
         raise ValueError(f"invalid part={part!r}: {why}; allowed one of {listing(grids) or '(none)'} (--part "
                          "PART / part=PART; its label keys become dims)"
-                         + (f"; labels not a full grid, so not plottable: "
+                         + (f"; labels repeat a combination, so not plottable: "
                             f"{listing(p for p in parts if p not in grids)}" if len(grids) < len(parts) else ""))
     if part not in grids:
         raise ValueError(f"invalid part={part!r}: the labels of its {int((of_part == part).sum())} runs "
-                         f"({', '.join(parts[part]) or 'no label keys'}) do not form a full grid (each combination "
-                         f"of label values exactly once), so they cannot be axes; allowed one of "
-                         f"{listing(grids) or '(none)'}")
+                         f"({', '.join(parts[part]) or 'no label keys'}) repeat a combination of label values, so "
+                         f"they cannot be axes; allowed one of {listing(grids) or '(none)'}")
     return select_runs(ds, part, unstack=True).assign_attrs(part=part)
 
 
