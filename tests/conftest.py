@@ -119,6 +119,19 @@ def write_spec(tmp_path, text: str, name: str = "spec.toml") -> str:
     return str(path)
 
 
+def np_lowpass_keep(n: int, keep_pct: float) -> np.ndarray:
+    """Phi_freq's ``(n, n)`` kept mask written from the spec's scan (an independent reference for
+    ``fa_jax.frequency.lowpass_mask``): r from n sqrt2 down in steps of n sqrt2 / 2000, stop at the first r whose
+    kept fraction #{radius < r} / n^2 falls below keep_pct %; keep radius < r."""
+    rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
+    r_max = n * np.sqrt(2.0)
+    for i in range(2001):
+        r = r_max - i * r_max / 2000
+        if np.mean(rad < r) < keep_pct / 100:
+            return rad < r
+    return np.zeros((n, n), bool)
+
+
 def assert_check_contract(doc: dict, required=()) -> None:
     """The end-to-end contract of a sim's ``summary.json`` (must-pass by provenance, never by outcome).
 

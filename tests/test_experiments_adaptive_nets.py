@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import np_lowpass_keep
 
 from fa_jax.config import traced_values, with_values
 from fa_jax.data.natural import ImageSignal
@@ -217,18 +218,6 @@ def _np_radial_bands(n: int, nb: int) -> np.ndarray:
     return (rank * nb // (n * n)).reshape(n, n)
 
 
-def _np_lowpass_keep(n: int, keep_pct: float) -> np.ndarray:
-    """Phi_freq's mask by the spec's scan: r from n sqrt2 down in steps of n sqrt2 / 2000, stop at the first r whose
-    kept fraction #{radius < r} / n^2 falls below keep_pct %; keep radius < r."""
-    rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-    r_max = n * np.sqrt(2.0)
-    for i in range(2001):
-        r = r_max - i * r_max / 2000
-        if np.mean(rad < r) < keep_pct / 100:
-            return rad < r
-    return np.zeros((n, n), bool)
-
-
 def test_radial_band_noise_and_removal_training_match_numpy():
     """The paper's Fig. 4 read-out and the frequency-removed training (spec 2.3 / P10 / S6), on the tiny case of
     test_whole_run_matches_numpy_reference (the same static config, so the same compiled program): SGD trained on
@@ -274,7 +263,7 @@ def test_radial_band_noise_and_removal_training_match_numpy():
     plan = record_plan(train.steps, train.n_records, train.plan)
     for (opt, lr, method, pct), r in zip(runs, results, strict=True):
         if method == "freq":
-            keep = np.broadcast_to(_np_lowpass_keep(4, 100 - pct), xt.shape)
+            keep = np.broadcast_to(np_lowpass_keep(4, 100 - pct), xt.shape)
         else:  # per image: the top (100 - p) % coefficients by |DCT| (numpy's linear quantile)
             mag = np.abs(xt).reshape(n_train, -1)
             keep = (mag >= np.quantile(mag, pct / 100, axis=1, keepdims=True)).reshape(xt.shape)

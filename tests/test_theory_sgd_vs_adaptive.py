@@ -241,20 +241,13 @@ def test_band_noise_threshold_is_one_test_image():
 
 
 def test_freq_removal_relevant_count_matches_the_spec_scan():
-    """theory.freq_removal_keeps_relevant against the spec's Phi_freq scan and the data's rank rule, written here:
-    r from N sqrt2 down in steps of N sqrt2 / 2000 until #{radius < r} / N^2 < keep %; relevant = the
+    """theory.freq_removal_keeps_relevant against the spec's Phi_freq scan (conftest.np_lowpass_keep) and the
+    data's rank rule, written here: relevant = the
     N^2 - round(frac N^2) lowest ranks by radius (ties by flat index). Shell ties make p = 50 remove relevant
     coefficients at N = 8, frac 0.5 (the default's P11 boundary case)."""
-    from fa_jax.theory.sgd_vs_adaptive import freq_removal_keeps_relevant, freq_removal_relevant_removed
+    from conftest import np_lowpass_keep
 
-    def keep_mask(n, keep_pct):
-        rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij"))
-        r_max = n * np.sqrt(2.0)
-        for i in range(2001):
-            r = r_max - i * r_max / 2000
-            if np.mean(rad < r) < keep_pct / 100:
-                return rad < r
-        return np.zeros((n, n), bool)
+    from fa_jax.theory.sgd_vs_adaptive import freq_removal_keeps_relevant, freq_removal_relevant_removed
 
     for n in (4, 8, 16):
         rad = np.hypot(*np.meshgrid(np.arange(n), np.arange(n), indexing="ij")).ravel()
@@ -263,7 +256,7 @@ def test_freq_removal_relevant_count_matches_the_spec_scan():
         for frac in (0.25, 0.5, 0.75):
             relevant = (rank < n * n - round(frac * n * n)).reshape(n, n)
             for p in (10.0, 30.0, 50.0, 70.0, 90.0):
-                removed = int(np.sum(relevant & ~keep_mask(n, 100 - p)))
+                removed = int(np.sum(relevant & ~np_lowpass_keep(n, 100 - p)))
                 assert freq_removal_relevant_removed(n, frac, p) == removed, (n, frac, p)
                 assert freq_removal_keeps_relevant(n, frac, p) == (removed == 0), (n, frac, p)
     assert freq_removal_keeps_relevant(8, 0.5, 30.0) and freq_removal_relevant_removed(8, 0.5, 50.0) == 1
