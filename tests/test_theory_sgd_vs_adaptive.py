@@ -241,10 +241,10 @@ def test_band_noise_threshold_is_one_test_image():
 
 
 def test_freq_removal_relevant_count_matches_the_spec_scan():
-    """theory.freq_removal_keeps_relevant against the spec's Phi_freq scan (conftest.np_lowpass_keep) and the
-    data's rank rule, written here: relevant = the
-    N^2 - round(frac N^2) lowest ranks by radius (ties by flat index). Shell ties make p = 50 remove relevant
-    coefficients at N = 8, frac 0.5 (the default's P11 boundary case)."""
+    """theory.freq_removal_relevant_removed / _keeps_relevant against the spec's Phi_freq scan
+    (conftest.np_lowpass_keep) and the data's rank rule, written here: relevant = the N^2 - round(frac N^2) lowest
+    ranks by radius (ties by flat index). Shell ties make p = 50 remove a relevant coefficient at N = 8, frac 0.5
+    (the default's P11 boundary case)."""
     from conftest import np_lowpass_keep
 
     from fa_jax.theory.sgd_vs_adaptive import freq_removal_keeps_relevant, freq_removal_relevant_removed
