@@ -634,17 +634,6 @@ def _p10_checks(s: AdaptiveSim, held: dict, picks: dict, eligible: dict, ho: str
     return checks, metrics, skipped
 
 
-def _irr_gap(sgd: list, adaptive: list) -> np.ndarray:
-    """Per seed (of ``sgd``'s cells): SGD's minus each adaptive (opt, lr)'s accuracy under noise on the
-    zero-variance band (mean over the band stds), averaged over the adaptive (opt, lr) cell lists ``adaptive``."""
-    ref = {v["seed"]: v for v in sgd}
-    per = []
-    for vals in adaptive:
-        by = {v["seed"]: v for v in vals}
-        per.append([float(np.mean(ref[sd]["band_irr"] - by[sd]["band_irr"])) for sd in sorted(ref)])
-    return np.mean(per, axis=0)
-
-
 def _removal_checks(s: AdaptiveSim, runs: list, cells: dict, picks: dict, eligible: dict, ho: str):
     """Spec 2.3 removal runs / P11 / S6 (MLP at ``net_removal_init_scales``): clean accuracy vs % removed, the data
     change of each removal, and the SGD - adaptive gap under noise on the zero-variance band after Phi_freq
@@ -715,9 +704,11 @@ def _removal_checks(s: AdaptiveSim, runs: list, cells: dict, picks: dict, eligib
             continue
         p_star = max(pin)
         n_rel = T.freq_removal_relevant_removed(s.net_size, s.net_frac_irrelevant, p_star)
-        g0 = _irr_gap(held(cells[(*net, "sgd", lr)]), [held(cells[(*net, o, x)]) for o, x in elig])
-        g1 = _irr_gap(held(rc[(*net, "sgd", lr, "freq", p_star)]),
-                      [held(rc[(*net, o, x, "freq", p_star)]) for o, x in elig])
+        # the paired SGD - adaptive gaps of the band-noise comparison (_band_comparison), on the unfiltered runs and
+        # on the runs trained on Phi_freq data at p_star
+        removed = {(*net, o, x): rc[(*net, o, x, "freq", p_star)] for o, x in [("sgd", lr), *elig]}
+        g0 = np.asarray(_band_comparison(s, cells, net, lr, elig)["band_irr"]["values"])
+        g1 = np.asarray(_band_comparison(s, removed, net, lr, elig)["band_irr"]["values"])
         ci = paired_ci(g0 - g1)
         metrics[nm]["gap_closure"] = {"p": p_star, "gap_unfiltered": g0.tolist(), "gap_removed": g1.tolist(), **ci}
         checks.append(Check(
