@@ -114,6 +114,7 @@ __all__ = [
     "group_configs",
     "memory_budget",
     "plan_chunks",
+    "plan_json",
     "read_chunk",
     "run_labelled",
     "run_sweep",
@@ -536,7 +537,7 @@ class ChunkQueue:
         if self.pi == 0:
             plans = make()
             self.client.key_value_set(key, json.dumps({"fingerprint": self.fingerprint,
-                                                       "plans": [dataclasses.asdict(p) for p in plans]}))
+                                                       "plans": plan_json(plans, precision=True)}))
             return plans
         doc = json.loads(self.client.blocking_key_value_get(key, self.timeout_ms))
         if doc["fingerprint"] != self.fingerprint:
@@ -565,6 +566,13 @@ def _distributed_client():
 def _configs_fingerprint(configs: Sequence) -> str:
     return hashlib.sha1(repr([dataclasses.astuple(c) if dataclasses.is_dataclass(c) else repr(c)
                               for c in configs]).encode()).hexdigest()[:16]
+
+
+def plan_json(plans: Sequence[ChunkPlan], precision: bool = False) -> list[dict]:
+    """The chunk plan as a manifest records it (``{"group", "key", "runs", "size", "file", "program"}`` per chunk;
+    ``precision`` too when asked: what another process needs to rebuild the :class:`ChunkPlan`)."""
+    fields = ("group", "key", "runs", "size", "file", "program") + (("precision",) if precision else ())
+    return [{f: list(p.runs) if f == "runs" else getattr(p, f) for f in fields} for p in plans]
 
 
 def _round_up(x: int, m: int) -> int:
@@ -964,8 +972,11 @@ def run_sweep(
                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision,
                            cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"))
 
-    if plans is None:
-        plans = make_plans() if queue is None else queue.plans(make_plans)
+    if queue is not None:  # every process runs process 0's plan, also one the caller made (run_labelled plans itself)
+        given = plans
+        plans = queue.plans(make_plans if given is None else lambda: given)
+    elif plans is None:
+        plans = make_plans()
     wrong = sorted({p.precision for p in plans} - {precision})
     if wrong:
         raise ValueError(f"invalid plans: made with precision {wrong}, this sweep runs with precision={precision!r}; "
@@ -1173,7 +1184,7 @@ def run_labelled(
             path = os.path.join(out_dir, run_manifest_name(tag))
             os.makedirs(out_dir, exist_ok=True)
             clean_stale_temps(out_dir, bases=(os.path.basename(path),))  # of a writer killed mid-write
-            if _json_or_none(path) != json.loads(json.dumps(doc, default=str)):
+            if _json_or_none(path) != _jsonable(doc):
                 _write_json_atomic(path, doc)
     results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision,
                         plans=plans)
@@ -1278,9 +1289,8 @@ def runs_manifest(run_fn: Callable, runs: dict[str, list[tuple[dict, Any]]], pla
         "base_config": _jsonable(dataclasses.asdict(base)) if dataclasses.is_dataclass(base) else {},
         "config_classes": list(dict.fromkeys(f"{type(c).__module__}:{type(c).__qualname__}" for c in flat)),
         "varying": varying,
-        "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file,
-                  "program": p.program} for p in plans],
-        "n_groups": len({p.key for p in plans}), "versions": versions(), "device": device(precision),
+        "plan": plan_json(plans), "n_groups": len({p.key for p in plans}), "versions": versions(),
+        "device": device(precision),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": jax.process_count(),
         "experiment": exp,
     }

@@ -717,8 +717,8 @@ def _run_spec(
         plans = S.plan_chunks(exp.run, configs, chunk_size=size, devices=devices, budget=budget,
                               max_chunk=eng.get("max_chunk"), tag=tag)
     # several processes after jax.distributed.initialize (and no explicit split): process 0's plan is every
-    # process's, and run_sweep hands out its chunks on demand (sweep.ChunkQueue: a host that finishes early
-    # takes the leftovers)
+    # process's already here, since the manifest below records it before any chunk runs (run_sweep then hands out
+    # the chunks on demand: sweep.ChunkQueue, a host that finishes early takes the leftovers)
     client = S._distributed_client() if pc > 1 and process_index is None and process_count is None else None
     if client is not None:
         _SPEC_CALLS[0] += 1
@@ -729,8 +729,7 @@ def _run_spec(
         "format": 1, "source": spec.source, "spec": spec.to_json(), "spec_hash": h, "n_runs": len(configs),
         "shape": list(spec.shape), "axes": [a.name for a in spec.axes],
         "base_config": dataclasses.asdict(base),
-        "plan": [{"group": p.group, "key": p.key, "runs": list(p.runs), "size": p.size, "file": p.file,
-                  "program": p.program} for p in plans],
+        "plan": S.plan_json(plans),
         "n_groups": len({p.key for p in plans}), "versions": versions(),
         "device": device(precisions_in([{"matmul_precision": p.precision} for p in plans])),
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": pc,

@@ -12,10 +12,9 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 from ..theory import feature_averaging as T
-from .common import THEORY
 from .common import band as _band
 from .common import save as _save
-from .style import DIVERGING, PANEL, centred_norm, ink, legend_cell, legend_outside, panels, styled
+from .style import DIVERGING, PANEL, THEORY, centred_norm, ink, legend_cell, legend_outside, panels, styled
 
 
 @styled

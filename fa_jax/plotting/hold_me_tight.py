@@ -116,14 +116,13 @@ def tiny_figure(out_dir, s, metrics):
             a1.axvspan(min(win), max(win), color=c, alpha=0.06)
     a1.plot([], [], "k--", lw=1, label="$1/\\epsilon_2$ law: $(\\epsilon/\\epsilon_2)$ $u$-margin($\\epsilon_2$ = 0)")
     a1.plot([], [], "k:", lw=1, label="$\\epsilon_2$ = 0 (no feature)")
-    if any(np.asarray(t["w_lower_bound"], bool)[1:, 0].any() for t in rows):
-        a1.plot([], [], "^", ms=7, mfc="none", color="0.3", label="censored median ($\\geq$)")
     a1.set_xscale("log")
     a1.set_yscale("log")
     a1.set_xlabel("tiny feature $\\epsilon_2/\\epsilon$ ($\\sigma_w$ = 0)")
     a1.set_ylabel("median $w$-margin")
     a1.set_title("P6/D5: $w$-margin vs $\\epsilon_2$\n(shaded: the law's domain)")
-    figure_legend(fig, [a1])
+    censored = any(np.asarray(t["w_lower_bound"], bool)[1:, 0].any() for t in rows)
+    figure_legend(fig, [a1], extra=(_CENSORED,) if censored else ())
     t = rows[0]
     e2, sw = np.asarray(t["eps2"]), np.asarray(t["sigma_w"])
     wm, lb = np.asarray(t["w_margin"], float), np.asarray(t["w_lower_bound"], bool)

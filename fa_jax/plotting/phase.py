@@ -161,16 +161,15 @@ def _pick_part(ds, part: str | None, where: str):
     the runs of ``part`` with one dim per label key (:func:`fa_jax.select_runs`, ``unstack=True``): the label
     keys become axes to plot, reduce or select. ``part`` may be left out when there is one part. A Dataset
     without a ``run`` dim (a sweep file's results, or runs already selected) is returned as it is."""
-    from ..results import grid_parts, select_runs
+    from ..results import _run_labels, grid_parts, select_runs
 
-    info = ds.attrs.get("run_labels")
-    if info is None or "run" not in ds.dims:
+    if ds.attrs.get("run_labels") is None or "run" not in ds.dims:
         if part is not None:
             raise ValueError(f"invalid part={part!r}: {where} holds no simulation runs to pick from (no 'run' dim: "
                              "a sweep file's results, or one part already selected); part= / --part picks the runs "
                              "of one part of a `fa-jax run` folder")
         return ds
-    info = json.loads(info)
+    info = _run_labels(ds)
     parts = info["parts"]  # part -> coordinate names of the label keys all its runs have
     of_part = ds[info["part_coord"]].values
 
@@ -483,6 +482,8 @@ def plot_phase(data, x: str, y: str, metric: str, *, reduce=None, select=None, t
     from matplotlib.patches import Patch, Rectangle
     from matplotlib.ticker import NullFormatter
 
+    from .style import DIVERGING
+
     if cscale not in CSCALES:
         raise ValueError(f"invalid cscale={cscale!r}: allowed one of {', '.join(CSCALES)}")
     ds = _open(data, sweep, part)
@@ -532,7 +533,7 @@ def plot_phase(data, x: str, y: str, metric: str, *, reduce=None, select=None, t
         lo = min(lo, centre - span) if lo >= centre else lo
         hi = max(hi, centre + span) if hi <= centre else hi
         norm = colors.TwoSlopeNorm(vcenter=centre, vmin=lo, vmax=hi)
-        cmap = cmap or "RdBu_r"
+        cmap = cmap or DIVERGING
     else:
         positive = finite.size == 0 or finite.min() > 0
         use_log = cscale == "log" or (cscale == "auto" and finite.size > 0 and positive
@@ -634,8 +635,7 @@ def main(args) -> int:
     try:  # drawn in the shared figure style (fonts, line widths) of every fa-jax figure
         ax = styled(plot_phase)(args.dir, args.x, args.y, args.metric, reduce=args.reduce, select=args.select,
                                 theory=args.theory, xscale=args.xscale, yscale=args.yscale, cscale=args.cscale,
-                                title=args.title, sweep=getattr(args, "sweep", None),
-                                part=getattr(args, "part", None))
+                                title=args.title, sweep=args.sweep, part=args.part)
     except (ValueError, FileNotFoundError) as e:
         return fail(str(e))
     folder = os.path.dirname(os.path.abspath(args.out))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.ticker import NullLocator
 
-from .common import THEORY, save
-from .style import DIVERGING, centred_norm, ink, legend_outside, panels, styled
+from .common import save
+from .style import DIVERGING, THEORY, centred_norm, ink, legend_outside, panels, styled
 
 
 @styled

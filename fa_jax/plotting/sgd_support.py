@@ -7,7 +7,7 @@ from matplotlib.colors import LogNorm
 
 from ..theory import sgd_support as T
 from .common import save as _save
-from .style import THEORY, geometric_band, panels, styled
+from .style import THEORY, geometric_band, legend_cell, panels, styled
 
 
 @styled
@@ -47,7 +47,6 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     ax.set_ylim(1e-3, 1.5)
     ax.set_ylabel("$\\|W_{1,\\mathrm{irr}}\\|_F$ / init")
     ax.set_title("irrelevant first-layer weights")
-    handles, labels = ax.get_legend_handles_labels()
     ax = axes[1]
     for lab, rs, c in [("GD", gd, "tab:red"), ("GD + wd", wd, "tab:orange")] + [
             (f"b={b}", [r for lb, r in res["sgd"] if lb["b"] == b], cc) for b, cc in zip(s.batch_sizes, colors)]:
@@ -69,8 +68,7 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     for ax in axes[:3]:
         ax.set_xscale("log")
         ax.set_xlabel("step")
-    axes[3].axis("off")
-    axes[3].legend(handles, labels, loc="center left", title="bands: geometric mean $\\times/\\div$ sd over seeds")
+    legend_cell(axes[3], axes[:1], title="bands: geometric mean $\\times/\\div$ sd over seeds")
     fig.suptitle(f"{s.target} target, $N$ = {N}, $\\eta$ = {s.lr:g}, clip {s.clip:g}")
     names.append(_save(fig, out_dir, "sgd_support_irrelevant_norm.png"))
 

@@ -9,7 +9,7 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 from ..data.natural import PAPER_W0_TILDE
 from ..theory import sgd_vs_adaptive as T
 from .common import save
-from .style import THEORY, legend_cell, legend_outside, panels, styled
+from .style import THEORY, figure_legend, legend_cell, legend_outside, panels, styled
 
 COLORS = {"gd": "C0", "signgd": "C3", "adam": "C1", "rmsprop": "C2"}
 
@@ -83,10 +83,10 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
         ax.set_xlabel("predicted $\\tilde w_2(\\infty)$ (T3)")
         ax.set_ylabel("measured $\\tilde w_2(T)$")
         ax.set_title(f"S1, {opt}, exact gradients")
-    fig.legend(handles=[Line2D([], [], ls="none", marker="o", color="0.4", label="$|A(0)| \\geq |B(0)|$ (formula "
-                                                                                  "valid)"),
-                        Line2D([], [], ls="none", marker="x", color="0.4", label="$|A(0)| < |B(0)|$"),
-                        Line2D([], [], **THEORY, label="T3 closed form")], loc="outside lower center", ncol=3)
+    figure_legend(fig, [], ncol=3, extra=(
+        Line2D([], [], ls="none", marker="o", color="0.4", label="$|A(0)| \\geq |B(0)|$ (formula valid)"),
+        Line2D([], [], ls="none", marker="x", color="0.4", label="$|A(0)| < |B(0)|$"),
+        Line2D([], [], **THEORY, label="T3 closed form")))
     names.append(save(fig, out_dir, "adaptive_s1_displacement.png"))
 
     # 3. S2: irrelevant-band norm, ||w|| and R_a vs the fraction of zero-variance frequencies; T1 from ||w||; 2 x 2,
@@ -291,7 +291,7 @@ def nets_bands_figure(out_dir, s, metrics: dict) -> list[str]:
                 Line2D([], [], color="0.3", ls="-", label="$\\Phi_{freq}$ (removal)"),
                 Line2D([], [], color="0.3", ls="--", label="$\\Phi_{nrg}$ (removal)"),
                 Line2D([], [], **{**THEORY, "ls": ":"}, label="P11: up to 50 % removed")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4)
+    figure_legend(fig, [], ncol=4, extra=handles)
     fig.suptitle("Band-limited noise per radial DCT band (paper Fig. 4) and frequency-removed training (S6 / P11);\n"
                  "held-out seeds, adaptive optimisers averaged over their matched lrs (removal: every lr)")
     return [save(fig, out_dir, "adaptive_nets_bands.png")]
