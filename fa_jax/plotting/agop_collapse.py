@@ -7,7 +7,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..theory import agop_collapse as T
 from .common import save
-from .style import DIVERGING, THEORY, centred_norm, legend_outside, panels, styled
+from .style import DIVERGING, THEORY, centred_norm, ink, legend_outside, outer_labels, panels, styled
 
 # one colour per Deep RFM variant across panels (dotted: its M = I control)
 _COLOURS = {"nonorth": "C1", "nonorth_control": "C1", "cos": "C4", "cos_control": "C4", "image": "C3",
@@ -112,19 +112,16 @@ def _fig_phase(out_dir, s, metrics):
     norm = centred_norm(img, 1.0)  # white at rho = 1 (no contraction), equal colours = equal distances from it
     im = ax.imshow(img, origin="lower", aspect="auto", cmap=_with_bad(DIVERGING), norm=norm)
     for i in range(len(ridges)):
-        for j in range(len(bws)):  # white text on the saturated ends of the map, black near its white centre
+        for j in range(len(bws)):  # text readable on its cell (style.ink); black on the grey of a missing value
             ok = np.isfinite(img[i, j])
             ax.text(j, i, f"{img[i, j]:.2f}" if ok else "n/a", ha="center", va="center", fontsize=7,
-                    color="w" if ok and abs(norm(img[i, j]) - 0.5) > 0.3 else "k")
+                    color=ink(im.cmap(norm(img[i, j]))) if ok else "k")
     fig.colorbar(im, ax=ax, label="fitted $\\rho$ (collapse where < 1)")
     ax.set_title("per-layer contraction $\\rho$")
-    for k, ax in enumerate(axes):
+    for ax in axes:
         ax.set_xticks(range(len(bws)), [f"{b:g}" for b in bws])
         ax.set_yticks(range(len(ridges)), [f"{r:g}" for r in ridges])
-        if k + 2 >= len(axes):  # the bottom panel of its column
-            ax.set_xlabel("bandwidth $L$")
-        if k % 2 == 0:
-            ax.set_ylabel("kernel ridge $\\lambda_k$")
+    outer_labels(axes, 2, "bandwidth $L$", "kernel ridge $\\lambda_k$")
     fig.suptitle(f"Deep RFM over (ridge, bandwidth), {depth} layers")
     return save(fig, out_dir, "deep_rfm_phase.png")
 

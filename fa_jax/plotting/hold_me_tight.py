@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from .common import save
-from .style import THEORY, figure_legend, legend_outside, panels, styled
+from .style import THEORY, figure_legend, geometric_stats, ink, legend_outside, outer_labels, panels, styled
 
 
 def _median_line(ax, x, prof, label, **kw):
@@ -84,11 +84,7 @@ def profile_figure(out_dir, s, res, metrics, image_sets):
             ax.plot(x, at, color="C4", label=f"adversarially trained, $\\epsilon$ = {s.at_eps[-1]}")
         ax.set_yscale("log")
         ax.set_title(f"{name}, {arch}")
-    for k, ax in enumerate(axes):
-        if k + 2 >= len(axes):  # the lowest panel of its column
-            ax.set_xlabel("diagonal DCT block index")
-        if k % 2 == 0:
-            ax.set_ylabel("median margin")
+    outer_labels(axes, 2, "diagonal DCT block index", "median margin")
     figure_legend(fig, axes, extra=(_CENSORED,) if censored else ())
     return save(fig, out_dir, "frequency_profiles.png")
 
@@ -130,10 +126,10 @@ def tiny_figure(out_dir, s, metrics):
     a2.set_xticks(range(len(e2)), [f"{v:g}" for v in e2])
     a2.set_yticks(range(len(sw)), [f"{v:g}" for v in sw])
     for i in range(len(e2)):
-        for j in range(len(sw)):  # dark text on the light (yellow) end of viridis, white elsewhere
+        for j in range(len(sw)):  # text readable on its cell (style.ink)
             v = wm[i, j]
             a2.text(i, j, ("$\\geq$" if lb[i, j] else "") + (f"{v:.2g}" if v < 100 else f"{v:.0f}"), ha="center",
-                    va="center", fontsize=7, color="k" if im.norm(np.log10(v)) > 0.6 else "w")
+                    va="center", fontsize=7, color=ink(im.cmap(im.norm(np.log10(v)))))
     a2.set_xlabel("tiny feature $\\epsilon_2/\\epsilon$")
     a2.set_ylabel("noise $\\sigma_w$ along $w$")
     a2.set_title(f"S2/D5: median $w$-margin\n(init scale {t['init_scale']:.3g})")
@@ -147,8 +143,7 @@ def at_figure(out_dir, s, metrics):
     fig, (ax,) = panels(1, panel=(5.0, 3.0))  # the axes ~3.8 in wide, the legend beside it
     for k in [k for k in a if k not in ("eps_adv", "test_acc", "profile")]:
         # geometric mean x/÷ geometric sd over seeds: the log axis's own band (an arithmetic -sd can reach 0)
-        lv = np.log(np.asarray(a[k], float))
-        gm, gsd = np.exp(lv.mean(0)), np.exp(lv.std(0))
+        gm, gsd = geometric_stats(a[k])
         ax.errorbar(e, gm, yerr=[gm - gm / gsd, gm * gsd - gm], marker="o", ms=4, label=f"along ${k}$" if k == "u" else f"along {k}",
                     capsize=2)
     ax.axhline(s.eps / 2, label="$\\epsilon/2$", **THEORY)

@@ -7,7 +7,7 @@ from matplotlib.colors import LogNorm
 
 from ..theory import sgd_support as T
 from .common import save as _save
-from .style import THEORY, geometric_band, legend_cell, panels, styled
+from .style import THEORY, geometric_band, ink, legend_cell, outer_labels, panels, styled
 
 
 @styled
@@ -99,9 +99,9 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
         im = ax.pcolormesh(np.arange(len(lrs) + 1), np.arange(len(bs) + 1), np.clip(g, 1e-3, None),
                            norm=norm, cmap="magma")
         for i in range(len(bs)):
-            for j in range(len(lrs)):  # dark text on the light cells, white on the dark ones
+            for j in range(len(lrs)):  # text readable on its cell (style.ink)
                 ax.text(j + 0.5, i + 0.5, f"{g[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="w" if norm(max(g[i, j], 1e-3)) < 0.45 else "k")
+                        color=ink(im.cmap(norm(max(g[i, j], 1e-3)))))
         # constant lr/b contours in index coordinates (log-linear interpolation between ticks)
         li, bi = np.log(lrs), np.log(bs)
         for c in np.geomspace(1e-5, 1.0, 11):
@@ -164,14 +164,11 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     ncols = len(cols) if len(cols) <= 4 else -(-len(cols) // 2)  # two balanced rows (7 -> 4 + 3)
     fig, axes = panels(len(cols), ncols=ncols, panel=(1.9, 2.1))
     vmax = float(np.max(np.abs(cols[0][1])))
-    for k, (ax, (title, w)) in enumerate(zip(axes, cols)):
+    for ax, (title, w) in zip(axes, cols):
         im = ax.imshow(np.abs(np.asarray(w)), vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
         ax.axhline(s.s - 0.5, color="w", lw=1)
         ax.set_title(title)
-        if k + ncols >= len(cols):  # the lowest panel of its column
-            ax.set_xlabel("hidden unit")
-        if k % ncols == 0:
-            ax.set_ylabel(f"input (first {s.s} relevant)")
+    outer_labels(axes, ncols, "hidden unit", f"input (first {s.s} relevant)")
     fig.colorbar(im, ax=list(axes), label="$|W_1|$", shrink=0.8)
     fig.suptitle("$|W_1|$ (rows: inputs); theory: SGD zeroes the rows below the line")
     names.append(_save(fig, out_dir, "sgd_support_first_layer.png"))

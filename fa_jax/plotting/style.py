@@ -108,19 +108,34 @@ def legend_cell(cell, axes, extra=(), loc: str = "center left", **kwargs):
     return cell.legend(*legend_entries(axes, extra), loc=loc, **kwargs)
 
 
-def geometric_band(ax, x, ys, label=None, color=None, ls="-", alpha=0.2):
-    """Geometric mean over the leading axis of positive ``ys[seeds, x]`` with a x/÷ exp(sd of log) band.
-
-    On a log axis this is the mean +- sd of log(y): symmetric, never below zero. Non-positive or non-finite
-    entries are left out of each column's statistics."""
+def geometric_stats(ys) -> tuple[np.ndarray, np.ndarray]:
+    """``(geometric mean, geometric sd)`` over the leading axis of positive ``ys[seeds, ...]``: exp of the mean and
+    of the sd of log(y). Non-positive or non-finite entries are left out of each column's statistics; an all-NaN
+    column gives NaN (drawn as a gap)."""
     ys = np.asarray(ys, float)
     logs = np.where(np.isfinite(ys) & (ys > 0), np.log(np.where(ys > 0, ys, 1.0)), np.nan)
     with warnings.catch_warnings():  # an all-NaN column (every seed diverged) is drawn as a gap
         warnings.simplefilter("ignore", RuntimeWarning)
-        m, sd = np.nanmean(logs, 0), np.nanstd(logs, 0)
-    line, = ax.plot(x, np.exp(m), label=label, color=color, ls=ls)
-    ax.fill_between(x, np.exp(m - sd), np.exp(m + sd), alpha=alpha, color=line.get_color(), lw=0)
+        return np.exp(np.nanmean(logs, 0)), np.exp(np.nanstd(logs, 0))
+
+
+def geometric_band(ax, x, ys, label=None, color=None, ls="-", alpha=0.2):
+    """Geometric mean over the leading axis of positive ``ys[seeds, x]`` with a x/÷ geometric-sd band
+    (:func:`geometric_stats`): on a log axis the mean +- sd of log(y), symmetric, never below zero."""
+    gm, gsd = geometric_stats(ys)
+    line, = ax.plot(x, gm, label=label, color=color, ls=ls)
+    ax.fill_between(x, gm / gsd, gm * gsd, alpha=alpha, color=line.get_color(), lw=0)
     return line
+
+
+def outer_labels(axes, ncols: int, xlabel: str, ylabel: str) -> None:
+    """Axis labels only where they are read: ``xlabel`` on the lowest panel of each column, ``ylabel`` on the
+    first column (``axes`` as :func:`panels` lays them out, ``ncols`` per row)."""
+    for k, ax in enumerate(axes):
+        if k + ncols >= len(axes):
+            ax.set_xlabel(xlabel)
+        if k % ncols == 0:
+            ax.set_ylabel(ylabel)
 
 
 def ink(rgba) -> str:
