@@ -33,7 +33,7 @@ import numpy as np
 
 from .manifest import MANIFEST, RUNS_DIR, find_run_manifests, read_manifest, read_manifest_file
 
-__all__ = ["load_results", "merge", "select_runs"]
+__all__ = ["load_results", "merge", "select_runs", "stacked"]
 
 
 def _dims_for(name: str, ndim: int, patterns) -> tuple[str, ...]:
@@ -381,6 +381,16 @@ def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
     # where there is no run (else every reduction over the sparse axis would read as an incomplete sweep)
     fill = {k: k == "complete" for k, v in sub.data_vars.items() if v.dtype == bool}
     return sub.set_index(run=keys).unstack("run", fill_value=fill).transpose(*keys, ...)
+
+
+def stacked(da, *dims: str) -> np.ndarray:
+    """The values of DataArray ``da`` with ``dims`` leading, as a C-ordered numpy array: what ``np.stack`` of the
+    per-run arrays gives, e.g. ``stacked(sub["records/loss"].sel(head="binary"), "seed") -> [seed, step]``.
+
+    Why not ``.values``: :func:`select_runs`' unstacked outputs are views whose label dims vary fastest in memory,
+    and numpy sums float32 along such an axis pairwise from 8 values on, so a seed mean of the view can differ
+    in the last bit from the same mean over the stacked runs."""
+    return np.ascontiguousarray(da.transpose(*dims, ...).values)
 
 
 def merge(dest: str | os.PathLike, *sources: str | os.PathLike) -> dict:

@@ -34,11 +34,13 @@ from fa_jax.experiments.feature_averaging_real import (
     RealAttack,
     RealData,
     load_real_data,
+    readout_head,
     run_feature_averaging_real,
 )
 from fa_jax.models.image_nets import ARCHS, ImageNet
 from fa_jax.optim import OPTIMIZERS, OptimConfig
 from fa_jax.plotting.feature_averaging_real import feature_averaging_real_figures
+from fa_jax.results import load_results, select_runs, stacked
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
@@ -200,11 +202,20 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
         data = load_data(s)  # clear error naming the files before anything compiles
         runs = build_runs(s)  # validates every run config
     os.makedirs(out_dir, exist_ok=True)
-    parts, engine = run_labelled(run_feature_averaging_real, {"all": runs}, out_dir=os.path.join(out_dir, "cache"),
-                                 tag=SIM, progress=progress, desc=SIM)
-    res = parts["all"]
-    rb = [r for lab, r in res if lab["head"] == "binary"]
-    rm = [r for lab, r in res if lab["head"] == "multiclass"]
+    _, engine = run_labelled(run_feature_averaging_real, {"all": runs}, out_dir=os.path.join(out_dir, "cache"),
+                             tag=SIM, progress=progress, desc=SIM)
+    # every number below comes from the labelled Dataset the sweep wrote: dims (head, seed, <output axes>)
+    ds = select_runs(load_results(os.path.join(out_dir, "cache"), sweep=SIM), "all", unstack=True)
+
+    def per_seed(var: str, head: str) -> np.ndarray:
+        """Output ``var`` of the runs of ``head``: ``[seed, ...]``."""
+        return stacked(ds[var].sel(head=head), "seed")
+
+    def readouts(prefix: str, suffix: str = "") -> list[str]:
+        """The read-outs r of the outputs ``<prefix>r<suffix>``, the binary net's first."""
+        names = [v[len(prefix):len(v) - len(suffix)] for v in ds.data_vars if v.startswith(prefix) and v.endswith(suffix)]
+        return sorted(names, key=lambda r: readout_head(r) != "binary")
+
     part = I.PARTITIONS[_partition(s)]
     metrics: dict = {**engine,
                      "data": {"dataset": s.dataset, "partition": part.name, "positive": list(part.positive),
@@ -223,26 +234,20 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
                                   "max": "10-class, variant: max_{J+} f_j - max_{J-} f_j"}}
 
     # ---- clean accuracy and robust accuracy curves
-    clean = {"binary": seed_stats([r["clean"]["binary"] for r in rb])}
-    for name in rm[0]["clean"]:
-        clean[name] = seed_stats([r["clean"][name] for r in rm])
+    clean = {name: seed_stats(per_seed(f"clean/{name}", readout_head(name))) for name in readouts("clean/")}
     metrics["clean_accuracy"] = clean
     # the learning floor of the tests: the training loss at the first and the last record (seed means)
-    metrics["train_loss"] = {label: {"initial": float(np.mean([r["records"]["loss"][0] for r in rs])),
-                                     "final": float(np.mean([r["records"]["loss"][-1] for r in rs]))}
-                             for label, rs in (("binary", rb), ("multiclass", rm))}
-    eps = np.asarray(rb[0]["eps"], float)
-    curves = {"binary": np.stack([r["robust"]["binary"]["acc"] for r in rb])}
-    for name in rm[0]["robust"]:
-        curves[name] = np.stack([r["robust"][name]["acc"] for r in rm])
+    metrics["train_loss"] = {}
+    for label in ("binary", "multiclass"):
+        loss = per_seed("records/loss", label)  # [seed, step]
+        metrics["train_loss"][label] = {"initial": float(np.mean(loss[:, 0])), "final": float(np.mean(loss[:, -1]))}
+    eps = np.asarray(ds["eps"].values, float)
+    curves = {name: per_seed(f"robust/{name}/acc", readout_head(name)) for name in readouts("robust/", "/acc")}
     metrics["eps"] = eps
     metrics["robust_accuracy_mean"] = {name: c.mean(0) for name, c in curves.items()}
-    metrics["r50"] = {"binary": seed_stats([r["robust"]["binary"]["r50"] for r in rb])}
-    for name in rm[0]["robust"]:
-        metrics["r50"][name] = seed_stats([r["robust"][name]["r50"] for r in rm])
+    metrics["r50"] = {name: seed_stats(per_seed(f"robust/{name}/r50", readout_head(name))) for name in curves}
     metrics["r50_censored_runs"] = {
-        name: int(sum(bool(r["robust"][name]["r50_censored"]) for r in (rb if name == "binary" else rm)))
-        for name in curves}
+        name: int(np.count_nonzero(per_seed(f"robust/{name}/r50_censored", readout_head(name)))) for name in curves}
     gaps = {}
     resolution = 1.0 / (s.n_points * s.seeds)  # one attacked point of one seed
     for name in ("lse", "sum", "max"):
@@ -255,10 +260,10 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
 
     # ---- penultimate-feature class means (Fig. 2c/2d analogue)
     feats = {}
-    for label, rs in (("binary", rb), ("multiclass", rm)):
-        feats[label] = {"within_side": seed_stats([r["features"]["within_side"] for r in rs]),
-                        "cross_side": seed_stats([r["features"]["cross_side"] for r in rs]),
-                        "cos_mean": np.mean([r["features"]["cos"] for r in rs], 0)}
+    for label in ("binary", "multiclass"):
+        feats[label] = {"within_side": seed_stats(per_seed("features/within_side", label)),
+                        "cross_side": seed_stats(per_seed("features/cross_side", label)),
+                        "cos_mean": np.mean(per_seed("features/cos", label), 0)}
     metrics["features"] = feats
 
     # ---- checks (P14 and the clean accuracies are paper claims: recorded results; no theory for real images)
@@ -284,6 +289,6 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
                             f"clean test accuracy of the {label} >= {floor:g}, below every radius-0 value of the "
                             "paper's Fig. 3 (the non-robustness is not a generalisation failure, cf. P11); "
                             "null 0.5: chance for the two balanced sides", null=0.5))
-    figs = feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves)
+    figs = feature_averaging_real_figures(out_dir, s, ds, metrics)
     metrics["figures"] = figs
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command)

@@ -219,3 +219,35 @@ def test_sim_rerun_loads_every_chunk_and_rewrites_an_identical_manifest(far):
     assert second["chunks_loaded_from_cache"] == len(man["plan"])
     assert texts[0] == texts[1]
     assert docs[0]["checks"] == docs[1]["checks"]
+
+
+def test_sim_metrics_are_computed_from_the_dataset(far):
+    """The summary's metrics are the seed reductions of the labelled Dataset that load_results opens (issue 18):
+    the same numbers, to the bit, from a fresh load of the sim's folder."""
+    from fa_jax.results import stacked
+
+    out, docs, _ = far
+    m = docs[0]["metrics"]
+    grid = select_runs(load_results(out), "all")
+    binary = grid["clean/binary"].sel(head="binary").values
+    assert m["clean_accuracy"]["binary"]["values"] == binary.astype(float).tolist()
+    assert m["clean_accuracy"]["binary"]["mean"] == float(np.mean(binary.astype(float)))
+    assert m["clean_accuracy"]["lse"]["mean"] == float(np.mean(grid["clean/lse"].sel(head="multiclass").values,
+                                                               dtype=float))
+    for name, head in (("binary", "binary"), ("lse", "multiclass"), ("sum_ce", "multiclass")):
+        acc = stacked(grid[f"robust/{name}/acc"].sel(head=head), "seed")  # [seed, eps]
+        np.testing.assert_array_equal(m["robust_accuracy_mean"][name], acc.mean(0))
+    np.testing.assert_array_equal(m["eps"], grid["eps"].values)
+    np.testing.assert_array_equal(m["features"]["multiclass"]["cos_mean"],
+                                  stacked(grid["features/cos"].sel(head="multiclass"), "seed").mean(0))
+
+
+def test_stacked_is_c_ordered_with_the_dims_first(far):
+    """results.stacked: select_runs' unstacked views as a C-ordered array, dims first, values unchanged."""
+    from fa_jax.results import stacked
+
+    grid = select_runs(load_results(far[0]), "all")
+    da = grid["records/loss"]  # (head, seed, step)
+    a = stacked(da, "seed")
+    assert a.flags["C_CONTIGUOUS"] and a.shape == (da.sizes["seed"], da.sizes["head"], da.sizes["step"])
+    np.testing.assert_array_equal(a, da.transpose("seed", "head", "step").values)

@@ -176,6 +176,13 @@ def readouts(cfg: FARealRun) -> tuple[str, ...]:
     return ("binary",) if cfg.model.head == "binary" else ("lse", "sum", "max")
 
 
+def readout_head(name: str) -> str:
+    """The head whose runs report read-out ``name`` (outputs ``clean/<name>``, ``robust/<name>/...``): ``binary``
+    (sgn f) is the binary net's, every other one (:func:`readouts`, their attacks ``<r>_margin`` / ``<r>_ce``,
+    ``argmax``) the 10-class net's; ``load_results`` NaN-pads each over the other head's runs."""
+    return "binary" if name == "binary" else "multiclass"
+
+
 def readout(logits, signs, kind: str):
     """``logits (samples, outputs)`` -> binary score ``(samples,)`` for ``kind`` in ``binary`` / ``lse`` / ``sum`` /
     ``max`` (``lse``: :func:`fa_jax.metrics.robustness.lse_readout`; the others:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..experiments.feature_averaging_real import readout_head
+from ..results import stacked
 from .common import band as _band
 from .common import save as _save
 from .style import DIVERGING, geometric_band, legend_outside, panels, styled
@@ -18,11 +20,13 @@ READOUTS = ("binary", "lse", "sum", "max")  # lse: the 10-class net's primary re
 
 
 @styled
-def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:
-    """``robust_accuracy.png``, ``cosine_heatmaps.png``, ``training.png`` of a real-data run (``res``: the
-    (labels, result) pairs; ``eps[n_eps]`` radii, ``curves[name][seeds, n_eps]`` robust accuracies)."""
-    rb = [r for lab, r in res if lab["head"] == "binary"]
-    rm = [r for lab, r in res if lab["head"] == "multiclass"]
+def feature_averaging_real_figures(out_dir, s, ds, metrics) -> list[str]:
+    """``robust_accuracy.png``, ``cosine_heatmaps.png``, ``training.png`` of a real-data run (``ds``: its runs,
+    ``select_runs(load_results(...), "all")``, dims ``(head, seed, <output axes>)``; ``metrics``: the sim's)."""
+    eps = np.asarray(ds["eps"].values, float)
+    curves = {name: stacked(ds[f"robust/{name}/acc"].sel(head=readout_head(name)), "seed")  # [seed, eps]
+              for name in LABELS if f"robust/{name}/acc" in ds}
+    n_seeds = ds.sizes["seed"]
     data = metrics["data"]
     task = f"{data['dataset']} {data['partition']} (+: {data['positive']}), {s.arch}"
     names = []
@@ -45,7 +49,7 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
     ax.set_ylim(-0.02, 1.02)
     legend_outside(ax)
     ax.set_title(f"{task}\nPGD {s.pgd_steps} steps $\\times$ {s.restarts} start(s), {s.n_points} test points; "
-                 f"mean $\\pm$ sd over {len(rb)} seeds")
+                 f"mean $\\pm$ sd over {n_seeds} seeds")
     names.append(_save(fig, out_dir, "robust_accuracy.png"))
 
     # 2. class-mean cosine heat-maps of penultimate features (paper Fig. 2c/2d analogue), seed means
@@ -58,9 +62,9 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
     fig, axes = panels(4, panel=(3.6, 3.4))
     axes = axes.reshape(2, 2)
     f = metrics["features"]
-    for col, (label, rs) in enumerate((("binary", rb), ("multiclass", rm))):
+    for col, label in enumerate(("binary", "multiclass")):
         ax = axes[0, col]
-        c = np.mean([r["features"]["cos"] for r in rs], 0)[np.ix_(order, order)]
+        c = f[label]["cos_mean"][np.ix_(order, order)]
         im = ax.imshow(c, vmin=-1, vmax=1, cmap=DIVERGING)
         n_pos = int((signs > 0).sum())
         ax.axhline(n_pos - 0.5, color="k", lw=1)
@@ -71,7 +75,9 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
         ax.set_title(f"{name} net: cos of centred class means\nwithin side {f[label]['within_side']['mean']:.2f}, "
                      f"across sides {f[label]['cross_side']['mean']:.2f}")
         ax = axes[1, col]
-        h = np.mean([r["features"]["head_cos"] for r in rs], 0)[order]
+        width = 1 if label == "binary" else len(classes)  # head outputs (load_results NaN-pads the binary net's one)
+        hc = ds["features/head_cos"].sel(head=label).isel(head_output=slice(0, width))  # [seed, class, output]
+        h = np.mean(stacked(hc, "seed"), 0)[order]
         if h.shape[1] == len(classes):
             h = h[:, order]
         im = ax.imshow(h, vmin=-1, vmax=1, cmap=DIVERGING, aspect="auto")
@@ -81,19 +87,19 @@ def feature_averaging_real_figures(out_dir, s, res, metrics, eps, curves) -> lis
         ax.set_xlabel("head weight (output)")
         ax.set_title(f"{name} net: cos(centred class mean,\nhead weight)")
     fig.colorbar(im, ax=list(axes.ravel()), shrink=0.6, label="cosine")  # one scale, [-1, 1], for all four
-    fig.suptitle(f"penultimate features on the test set, mean of {len(rb)} seeds; classes ordered + side | $-$ side"
+    fig.suptitle(f"penultimate features on the test set, mean of {n_seeds} seeds; classes ordered + side | $-$ side"
                  f"\n{task}")
     names.append(_save(fig, out_dir, "cosine_heatmaps.png"))
 
     # 3. training records
     fig, axes = panels(2)
-    for label, rs, c in (("binary", rb, COLORS["binary"]), ("10-class", rm, COLORS["lse"])):
-        st = np.maximum(np.asarray(rs[0]["plan"]), 1)
+    st = np.maximum(ds["step"].values, 1)
+    for label, head, c in (("binary", "binary", COLORS["binary"]), ("10-class", "multiclass", COLORS["lse"])):
+        rec = {name: stacked(ds[f"records/{name}"].sel(head=head), "seed") for name in ("loss", "test_acc", "train_acc")}
         # log axis: geometric mean x/÷ geometric sd (an arithmetic band dives to the floor where sd > mean)
-        geometric_band(axes[0], st, [r["records"]["loss"] for r in rs], f"{label} (train loss)", color=c)
-        _band(axes[1], st, [r["records"]["test_acc"] for r in rs],
-              f"{label} ({'sgn f' if label == 'binary' else '$F_{lse}$'}) test", color=c)
-        _band(axes[1], st, [r["records"]["train_acc"] for r in rs], f"{label} train", color=c, ls=":")
+        geometric_band(axes[0], st, rec["loss"], f"{label} (train loss)", color=c)
+        _band(axes[1], st, rec["test_acc"], f"{label} ({'sgn f' if label == 'binary' else '$F_{lse}$'}) test", color=c)
+        _band(axes[1], st, rec["train_acc"], f"{label} train", color=c, ls=":")
     for ax, yl in ((axes[0], "training loss (geometric mean)"), (axes[1], "binary accuracy")):
         ax.set_xscale("log")
         ax.set_xlabel("step")
