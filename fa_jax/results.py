@@ -25,6 +25,7 @@ and its network runs) gives ``{tag: Dataset}``, or the one named by ``sweep=``.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ import numpy as np
 
 from .manifest import MANIFEST, RUNS_DIR, find_run_manifests, read_manifest, read_manifest_file
 
-__all__ = ["load_results", "merge", "select_runs", "stacked"]
+__all__ = ["each_run", "labelled_runs", "load_results", "merge", "own_records", "runs_where", "select_runs", "stacked"]
 
 
 def _dims_for(name: str, ndim: int, patterns) -> tuple[str, ...]:
@@ -391,6 +392,49 @@ def stacked(da, *dims: str) -> np.ndarray:
     and numpy sums float32 along such an axis pairwise from 8 values on, so a seed mean of the view can differ
     in the last bit from the same mean over the stacked runs."""
     return np.ascontiguousarray(da.transpose(*dims, ...).values)
+
+
+def runs_where(ds, **labels):
+    """The runs of ``ds`` (a Dataset on its ``run`` dim: :func:`load_results` of a sim, or a part of it kept on its
+    ``run`` axis) whose label coordinates equal ``labels`` (``part="rfm", what="cos", gamma=0.05``), in the order
+    the sim listed them; a label that only some runs have selects among those."""
+    keep = np.ones(ds.sizes["run"], bool)
+    for key, value in labels.items():
+        keep &= ds[key].values == value
+    return ds.isel(run=np.flatnonzero(keep))
+
+
+def own_records(run):
+    """One run (label dims / ``run`` selected away) cut to its own records: dims ``(step, <output axes>)`` with its
+    record steps as the ``step`` coordinate.
+
+    Why: a part whose runs record on different plans (sgd-support's phase part: the b = N column trains fewer
+    steps) keeps ``plan`` as a variable, NaN-padded beyond each run's last record, and so are its ``records/*``:
+    ``isel(step=-1)`` would read padding. A part with one plan has ``step`` already and is returned as it is."""
+    if "plan" not in run.data_vars:
+        return run
+    plan = np.asarray(run["plan"].values, float)
+    n = int(np.isfinite(plan).sum())
+    return run.isel(step=slice(0, n)).drop_vars("plan").assign_coords(step=plan[:n].astype(np.int64))
+
+
+def each_run(sub, *dims: str):
+    """``(labels, run)`` for every run of a part unstacked into a full grid (``select_runs(..., unstack=True)``),
+    over its label ``dims`` in C order (:func:`select_runs` sorts each label dim's values): ``labels``
+    ``{dim: value}`` (Python scalars), ``run`` its :func:`own_records`."""
+    for idx in itertools.product(*(range(sub.sizes[d]) for d in dims)):
+        one = sub.isel(dict(zip(dims, idx, strict=True)))
+        yield {d: one[d].item() for d in dims}, own_records(one)
+
+
+def labelled_runs(sub):
+    """``(labels, run)`` for every run of a Dataset on its ``run`` axis (e.g. :func:`runs_where`; a sparse part has
+    no empty cells there), in the order the sim listed them: ``labels`` ``{name: value}`` of every coordinate along
+    ``run`` but ``run`` itself (Python scalars), ``run`` its :func:`own_records`."""
+    names = [c for c, v in sub.coords.items() if v.dims == ("run",) and c != "run"]
+    for i in range(sub.sizes["run"]):
+        one = sub.isel(run=i)
+        yield {c: one[c].item() for c in names}, own_records(one)
 
 
 def merge(dest: str | os.PathLike, *sources: str | os.PathLike) -> dict:

@@ -13,7 +13,11 @@ config -> ONE sweep (float64 metrics; the MLP trains in float32) through
 * the bias-free ReLU MLP (Xavier-uniform init, small gain, MSE on +-1 targets, Adam) at the small gain and at a
   large gain (P13), NFA / NC metrics recorded over training.
 Then P6 (one linear-kernel AGOP step, closed form) is computed directly in float64, the checks are evaluated,
-figures drawn and ``summary.json`` written.
+figures drawn and ``summary.json`` written. Every number of the sweep's runs (checks, metrics, figures) is read
+from the labelled Dataset it wrote, ``fa_jax.load_results(<out>/cache)``: dim ``run`` with the label coordinates ``part``,
+``what``, ``seed``, ``gamma`` (cosine runs), ``ridge``, ``bandwidth`` (grid), ``gain`` (MLP); Deep RFM outputs
+``layers/<stage>/<metric>`` on ``rfm_layer`` (NaN-padded beyond a run's depth: the image runs are shorter), MLP
+records ``records/...`` on ``(step, layer)``.
 
 Checks: every prediction, threshold and null comes from :mod:`fa_jax.theory.agop_collapse` with its provenance.
 ``derived`` checks (P6, P10) must pass on every preset; ``paper claim`` checks (the paper's empirical claims with
@@ -49,6 +53,7 @@ from fa_jax.metrics.collapse import nc1 as nc1_of
 from fa_jax.models.mlp import MLP
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.agop_collapse import agop_figures
+from fa_jax.results import load_results, runs_where, select_runs, stacked
 from fa_jax.summary import Check, finish
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import agop_collapse as T
@@ -321,8 +326,9 @@ def one_step_linear(s: AgopCollapseSim) -> dict:
             "nc1_closed_form": [float(v) for v in closed], "nc1_input": nc1_in, "n": int(x.shape[0]), "d": s.d}
 
 
-def _layers(r, stage, key="nc1"):
-    return np.asarray(r["layers"][stage][key], float)
+def _layers(runs, stage, key="nc1") -> np.ndarray:
+    """``layers/<stage>/<key>`` of Deep RFM ``runs`` (dims ``(run, rfm_layer)``): ``[run, layer]`` float64."""
+    return stacked(runs[f"layers/{stage}/{key}"], "run").astype(float)
 
 
 def _frac(mask) -> float:
@@ -332,20 +338,20 @@ def _frac(mask) -> float:
 
 
 def _deep_rfm_checks(s: AgopCollapseSim, rfm: dict, metrics: dict) -> list[Check]:
-    """P1-P4, P7, P14 on the mixture runs (geometric mean over feature seeds)."""
+    """P1-P4, P7, P14 on the mixture runs (geometric mean over feature seeds). ``rfm``: ``{what: runs}``, each on
+    its ``run`` dim (:func:`analyse`)."""
     main = rfm["main"]
     floor = T.nc1_float_floor()
-    gm = lambda rs, st, key="nc1": np.exp(np.mean([np.log(_layers(r, st, key)) for r in rs], axis=0))
+    gm = lambda rs, st, key="nc1": np.exp(np.mean(np.log(_layers(rs, st, key)), axis=0))
     x1, z1, p1 = gm(main, "x"), gm(main, "z"), gm(main, "phi")
     ctrl = gm(rfm["control_m_identity"], "x")
     fit = geometric_fit(x1)
     metrics["deep_rfm"] = {"nc1_x": x1, "nc1_z": z1, "nc1_phi": p1, "nc2_x": gm(main, "x", "nc2"),
                            "nc1_papyan_x": gm(main, "x", "nc1_papyan"), "control_nc1_x": ctrl, "fit": fit,
-                           "agop_topk_frac": np.mean([np.asarray(r["layers"]["agop_topk_frac"]) for r in main], 0),
-                           "agop_top1_frac": np.mean([np.asarray(r["layers"]["agop_top1_frac"]) for r in main], 0),
-                           "nc1_ratio_last_first_per_seed": [float(_layers(r, "x")[-1] / _layers(r, "x")[0])
-                                                             for r in main]}
-    one, seeds = T.no_collapse_ratio(), f"geometric mean over {len(main)} feature seed(s)"
+                           "agop_topk_frac": np.mean(stacked(main["layers/agop_topk_frac"], "run"), 0),
+                           "agop_top1_frac": np.mean(stacked(main["layers/agop_top1_frac"], "run"), 0),
+                           "nc1_ratio_last_first_per_seed": _last_first(main)}
+    one, seeds = T.no_collapse_ratio(), f"geometric mean over {main.sizes['run']} feature seed(s)"
     c = []
     # P1
     c.append(Check("agop.p1.deep_rfm_nc1_ratio_last_first", float(x1[-1] / x1[0]), T.p1_nc1_ratio_max(), 0.0,
@@ -394,39 +400,45 @@ def _deep_rfm_checks(s: AgopCollapseSim, rfm: dict, metrics: dict) -> list[Check
     return c
 
 
+def _last_first(runs, key="nc1") -> list[float]:
+    """Per run: ``<key>(X_L) / <key>(X_1)`` of Deep RFM ``runs`` (dims ``(run, rfm_layer)``, cut to their depth)."""
+    x = _layers(runs, "x", key)
+    return [float(v) for v in x[:, -1] / x[:, 0]]
+
+
 def _stage_curves(runs) -> dict:
     """NC curves of one Deep RFM variant (geometric mean over its runs, i.e. its feature seeds; X_1, the normalised
-    input, is the same in every run) and the per-seed last/first ratios."""
-    gm = lambda st, key="nc1": np.exp(np.mean([np.log(_layers(r, st, key)) for r in runs], axis=0))
+    input, is the same in every run) and the per-seed last/first ratios. ``runs``: dims ``(run, rfm_layer)``."""
+    gm = lambda st, key="nc1": np.exp(np.mean(np.log(_layers(runs, st, key)), axis=0))
     x = gm("x")
-    ratio = lambda r, key: float(_layers(r, "x", key)[-1] / _layers(r, "x", key)[0])
     return {"nc1_x": x, "nc1_z": gm("z"), "nc1_phi": gm("phi"), "nc2_x": gm("x", "nc2"), "fit": geometric_fit(x),
-            "nc1_ratio_last_first_per_seed": [ratio(r, "nc1") for r in runs],
-            "nc2_ratio_last_first_per_seed": [ratio(r, "nc2") for r in runs]}
+            "nc1_ratio_last_first_per_seed": _last_first(runs, "nc1"),
+            "nc2_ratio_last_first_per_seed": _last_first(runs, "nc2")}
 
 
-def _cos_sweep(s: AgopCollapseSim, runs: list) -> dict:
+def _cos_sweep(s: AgopCollapseSim, runs) -> dict:
     """The cosine-RFF gamma curve: per gamma the NC1(X_L)/NC1(X_1) of every feature seed, their median / min / max,
-    and the per-seed NC1(X_l) curves. ``runs``: ``[(label, result)]`` of the ``cos`` runs."""
+    and the per-seed NC1(X_l) curves. ``runs``: the ``cos`` runs, dims ``(run, rfm_layer)`` with coordinate
+    ``gamma``."""
     gammas = cos_gammas(s)
-    per = [[r for lab, r in runs if lab["gamma"] == g] for g in gammas]
-    ratios = [[float(_layers(r, "x")[-1] / _layers(r, "x")[0]) for r in rs] for rs in per]
+    per = [runs_where(runs, gamma=g) for g in gammas]
+    ratios = [_last_first(rs) for rs in per]
     return {"gammas": list(gammas), "checked_gamma": s.cos_gamma, "official_gamma": T.official_rff_gamma(),
             "seeds": s.cos_seeds, "nc1_ratio_per_seed": ratios,
             "nc1_ratio_median": [float(np.median(v)) for v in ratios],
             "nc1_ratio_min": [float(np.min(v)) for v in ratios], "nc1_ratio_max": [float(np.max(v)) for v in ratios],
-            "nc1_x_per_seed": [[_layers(r, "x") for r in rs] for rs in per]}
+            "nc1_x_per_seed": [_layers(rs, "x") for rs in per]}
 
 
-def _variant_checks(s: AgopCollapseSim, rfm: dict, labelled: dict, metrics: dict, skipped: dict) -> list[Check]:
+def _variant_checks(s: AgopCollapseSim, rfm: dict, metrics: dict, skipped: dict) -> list[Check]:
     """The cosine-RFF (gamma sweep; P1 and the P3 control at the official gamma) and real-image (P1, P3, P4 with its
-    M = I control) Deep RFM variants. ``labelled``: ``{what: [(label, result)]}``."""
+    M = I control) Deep RFM variants. ``rfm``: ``{what: runs}`` (:func:`analyse`)."""
     one = T.no_collapse_ratio()
     c = []
     cos_names = ("agop.p1.cos_rff_deep_rfm_nc1_ratio_last_first", "agop.p3.cos_rff_control_no_collapse")
     if "cos" in rfm:
-        sweep = _cos_sweep(s, labelled["cos"])
-        at = [r for lab, r in labelled["cos"] if lab["gamma"] == s.cos_gamma]
+        sweep = _cos_sweep(s, rfm["cos"])
+        at = runs_where(rfm["cos"], gamma=s.cos_gamma)
         metrics["deep_rfm"]["cos_gamma_sweep"] = sweep
         metrics["deep_rfm"]["cos"] = {**_stage_curves(at), "gamma": s.cos_gamma}
         metrics["deep_rfm"]["cos_control"] = {**_stage_curves(rfm["cos_control"]), "gamma": s.cos_gamma}
@@ -492,7 +504,7 @@ def _nonorth_checks(s: AgopCollapseSim, rfm: dict, metrics: dict, skipped: dict)
     metrics["deep_rfm"]["nonorth_control"] = ctrl
     n2, c2 = main["nc2_x"], ctrl["nc2_x"]
     where = (f"mixture with chained class means (cos = {s.nonorth_cosine}^|c - c'|; population NC2 of the means "
-             f"{pop:.3g}, orthonormal {pop0:.3g}), geometric mean over {len(rfm['nonorth'])} feature seed(s)")
+             f"{pop:.3g}, orthonormal {pop0:.3g}), geometric mean over {rfm['nonorth'].sizes['run']} feature seed(s)")
     return [Check(names[0], float(n2[-1] / n2[0]), T.p4_nc2_ratio_max(), 0.0, "at_most",
                   T.provenance("p4_nc2_ratio_max"),
                   f"{where}: NC2(X_L)/NC2(X_1), {n2[0]:.3g} -> {n2[-1]:.3g} (per seed "
@@ -523,10 +535,22 @@ def _p6_checks(p6: dict) -> list[Check]:
     return c
 
 
-def _mlp_checks(s: AgopCollapseSim, mlps: dict, metrics: dict, skipped: dict) -> list[Check]:
-    small = mlps[s.mlp_gain]
-    rec = {k: np.asarray(v) if not isinstance(v, dict) else {kk: np.asarray(vv) for kk, vv in v.items()}
-           for k, v in small["records"].items()}
+def _records(run) -> dict:
+    """The records of one MLP run (``run``: the ``mlp`` part at one gain, dims ``(step, ...)``): ``{name: [step,
+    ...]}`` per output ``records/<name>``, and ``nc1``: ``{factor: [step, layer]}`` per ``records/nc1/<factor>``."""
+    rec: dict = {"nc1": {}}
+    for var in run.data_vars:
+        if var.startswith("records/nc1/"):
+            rec["nc1"][var[len("records/nc1/"):]] = run[var].values
+        elif var.startswith("records/"):
+            rec[var[len("records/"):]] = run[var].values
+    return rec
+
+
+def _mlp_checks(s: AgopCollapseSim, mlp, metrics: dict, skipped: dict) -> list[Check]:
+    """P9-P13 on the MLP runs; ``mlp``: the ``mlp`` part, dims ``(gain, step, ...)`` (:func:`analyse`)."""
+    small = mlp.sel(gain=s.mlp_gain)
+    rec = _records(small)
     nc, fr = rec["nc1"], rec["frac_right"][-1]
     c = [Check("agop.p9.svt_reduces_nc1_every_layer", _frac(nc["svt"][-1] < nc["phi"][-1]), T.p9_svt_fraction(),
                0.0, "abs", T.provenance("p9_svt_fraction"),
@@ -588,10 +612,10 @@ def _mlp_checks(s: AgopCollapseSim, mlps: dict, metrics: dict, skipped: dict) ->
     mlp_metrics = {"small": _mlp_summary(small, s.k)}
     p13 = ("agop.p13.nfa_drop_at_large_init", "agop.p13.frac_right_drop_at_large_init")
     if s.mlp_gain_large > 0:
-        big = mlps[s.mlp_gain_large]
+        big = mlp.sel(gain=s.mlp_gain_large)
         mlp_metrics["large"] = _mlp_summary(big, s.k)
-        nb = np.asarray(big["records"]["nfa_half"])[-1]
-        fb = np.asarray(big["records"]["frac_right"])[-1]
+        nb = big["records/nfa_half"].values[-1]
+        fb = big["records/frac_right"].values[-1]
         for name, a, b, what, first in ((p13[0], h2[-1], nb[1:], "final rho_1/2", 2),
                                         (p13[1], fr, fb, "final frac_right", 1)):
             c.append(Check(name, _frac(a > b), T.p13_drop_fraction(), 0.0, "abs", T.provenance("p13_drop_fraction"),
@@ -605,44 +629,50 @@ def _mlp_checks(s: AgopCollapseSim, mlps: dict, metrics: dict, skipped: dict) ->
     return c
 
 
-def analyse(s: AgopCollapseSim, res: dict, p6: dict) -> tuple[list[Check], dict, dict]:
-    """``(checks, metrics, not_evaluated)``; every prediction and threshold from :mod:`fa_jax.theory.agop_collapse`."""
+def analyse(s: AgopCollapseSim, ds, p6: dict) -> tuple[list[Check], dict, dict]:
+    """``(checks, metrics, not_evaluated)`` from ``ds``, the sweep's labelled Dataset (``load_results`` of its
+    cache: dim ``run``, the module docstring); every prediction and threshold from
+    :mod:`fa_jax.theory.agop_collapse`."""
     metrics: dict = {"p6": p6}
     skipped: dict = {}
-    rfm, labelled = {}, {}
-    for lab, r in res["rfm"]:
-        rfm.setdefault(lab["what"], []).append(r)
-        labelled.setdefault(lab["what"], []).append((lab, r))
+    # Deep RFM variants: (what, seed) repeat over the cosine gammas, so the part stays on its run dim; each variant
+    # cut to its depth (the image runs are NaN-padded to the mixture runs' depth, or these to theirs)
+    rfm = {}
+    for what in dict.fromkeys(runs_where(ds, part="rfm")["what"].values.tolist()):
+        depth = s.image_depth if what in ("image", "image_control") else s.depth
+        rfm[what] = runs_where(ds, part="rfm", what=what).isel(rfm_layer=slice(0, depth))
     checks = _deep_rfm_checks(s, rfm, metrics)
     checks += _nonorth_checks(s, rfm, metrics, skipped)
     checks += _p6_checks(p6)
-    checks += _variant_checks(s, rfm, labelled, metrics, skipped)
-    # grid: phase diagram of NC1 per (ridge, bandwidth, depth)
+    checks += _variant_checks(s, rfm, metrics, skipped)
+    # grid: phase diagram of NC1 per (ridge, bandwidth, depth), in the sim's order of the runs
     grid = []
-    for lab, r in res.get("grid", []):
-        xx = _layers(r, "x")
+    runs = select_runs(ds, "grid", unstack=False).isel(rfm_layer=slice(0, s.depth))
+    xs = _layers(runs, "x")
+    for i in range(runs.sizes["run"]):
         # a ridgeless kernel solve can fail (Cholesky of a singular K) once the features collapse: such a grid
         # point is marked diverged (NaN), a result of the phase diagram, not an error
-        grid.append({**lab, "nc1_x": xx, "final_nc1": float(xx[-1]), "fit": geometric_fit(xx),
-                     "diverged": bool(np.asarray(r.get("diverged", False)).any())})
+        grid.append({"ridge": runs["ridge"].values[i].item(), "bandwidth": runs["bandwidth"].values[i].item(),
+                     "nc1_x": xs[i], "final_nc1": float(xs[i, -1]), "fit": geometric_fit(xs[i]),
+                     "diverged": bool(runs["diverged"].values[i].any())})
     metrics["grid"] = grid
-    checks += _mlp_checks(s, {lab["gain"]: r for lab, r in res["mlp"]}, metrics, skipped)
+    checks += _mlp_checks(s, select_runs(ds, "mlp", unstack=True), metrics, skipped)
     return checks, metrics, skipped
 
 
-def _mlp_summary(r, k: int) -> dict:
-    rec = r["records"]
-    return {"plan": np.asarray(r["plan"]), "loss": np.asarray(rec["loss"]), "train_acc": np.asarray(rec["acc"]),
-            "nc1_final": {k: np.asarray(v)[-1] for k, v in rec["nc1"].items()},
-            "frac_right_final": np.asarray(rec["frac_right"])[-1], "nfa_half": np.asarray(rec["nfa_half"]),
-            "nfa_one": np.asarray(rec["nfa_one"]), "sw_over_st": np.asarray(rec["sw_over_st"]),
-            "sb_over_st": np.asarray(rec["sb_over_st"]), "nc2_out_final": np.asarray(rec["nc2_out"])[-1],
+def _mlp_summary(run, k: int) -> dict:
+    """The summary of one MLP run (the ``mlp`` part at one gain, dims ``(step, ...)``)."""
+    rec = _records(run)
+    half, one = rec["nfa_half"], rec["nfa_one"]  # [step, layer]
+    return {"plan": run["step"].values, "loss": rec["loss"], "train_acc": rec["acc"],
+            "nc1_final": {f: v[-1] for f, v in rec["nc1"].items()}, "frac_right_final": rec["frac_right"][-1],
+            "nfa_half": half, "nfa_one": one, "sw_over_st": rec["sw_over_st"], "sb_over_st": rec["sb_over_st"],
+            "nc2_out_final": rec["nc2_out"][-1],
             # each layer's NFA correlation at init (its baseline) and at the end; the last layer's final value
-            "nfa_per_layer": {"init_half": np.asarray(rec["nfa_half"])[0], "final_half": np.asarray(rec["nfa_half"])[-1],
-                              "rise_half": np.asarray(rec["nfa_half"])[-1] - np.asarray(rec["nfa_half"])[0],
-                              "init_one": np.asarray(rec["nfa_one"])[0], "final_one": np.asarray(rec["nfa_one"])[-1]},
-            "nfa_half_final_last_layer": float(np.asarray(rec["nfa_half"])[-1, -1]),
-            "nc1_out_final_code_normalisation": np.asarray(rec["nc1"]["out"])[-1] / k}
+            "nfa_per_layer": {"init_half": half[0], "final_half": half[-1], "rise_half": half[-1] - half[0],
+                              "init_one": one[0], "final_one": one[-1]},
+            "nfa_half_final_last_layer": float(half[-1, -1]),
+            "nc1_out_final_code_normalisation": rec["nc1"]["out"][-1] / k}
 
 
 def run(s: AgopCollapseSim, out_dir: str, progress: bool = True, command: str = "") -> dict:
@@ -650,14 +680,16 @@ def run(s: AgopCollapseSim, out_dir: str, progress: bool = True, command: str = 
     os.makedirs(out_dir, exist_ok=True)
     with jax.enable_x64(True), lapack_single_threaded():  # spec 6: float64 metrics (NC1 falls toward 1e-10)
         runs = build_runs(s)
-        res, engine = run_labelled(run_agop_collapse, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                                   progress=progress, desc=SIM)
+        _, engine = run_labelled(run_agop_collapse, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
+                                 progress=progress, desc=SIM)
         p6 = one_step_linear(s)
-    checks, metrics, not_evaluated = analyse(s, res, p6)
+    # every number below comes from the labelled Dataset the sweep wrote (dim run; the module docstring)
+    ds = load_results(os.path.join(out_dir, "cache"), sweep=SIM)
+    checks, metrics, not_evaluated = analyse(s, ds, p6)
     metrics["image_runs"] = _images_available(s) or "ran"
     metrics["normalisation"] = ("NC1 = tr S_W / tr S_B, textbook (S_W over N samples, S_B over K classes); the paper "
                                 "code's NC1 is this / K for balanced classes")
     metrics.update(engine)
-    metrics["figures"] = agop_figures(out_dir, s, res, metrics)
+    metrics["figures"] = agop_figures(out_dir, s, ds, metrics)
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command,
                   not_evaluated=not_evaluated)

@@ -15,9 +15,15 @@ import numpy as np
 
 from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data.support import SupportData
-from fa_jax.experiments.sgd_support import SupportRun, converged_from, decay_window, run_sgd_support
+from fa_jax.experiments.sgd_support import (
+    SupportRun,
+    converged_from,
+    decay_window,
+    run_sgd_support,
+)
 from fa_jax.models.mlp import ACTIVATIONS, MLP
 from fa_jax.optim import SAMPLING, OptimConfig
+from fa_jax.results import each_run, labelled_runs, load_results, runs_where, select_runs, stacked
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_support as T
@@ -200,35 +206,46 @@ def paper_setting(s: SupportSim) -> bool:
             and s.gd_steps == 20_000 and s.sgd_steps == 200_000 and not s.decorrelate)
 
 
-def t3_prediction(s: SupportSim, r: dict, b: int, lr: float, t0: float | None = None) -> dict:
+def _steps(r) -> np.ndarray:
+    """The record steps of one run ``r`` (a Dataset with dim ``step``: :func:`each_run`), float64."""
+    return np.asarray(r["step"].values, float)
+
+
+def _rec(r, key: str) -> np.ndarray:
+    """Record ``key`` of one run ``r`` (output ``records/<key>``), float64 ``[step]``."""
+    return np.asarray(r[f"records/{key}"].values, float)
+
+
+def t3_prediction(s: SupportSim, r, b: int, lr: float, t0: float | None = None) -> dict:
     """T3 overlay of one run from the running means of its records (spec Sec. 2.4): on the segment (t_{k-1}, t_k]
     kappa_k = T.t3_decay_rate(lr, b, N, mean E[r^2], u at the segment's midpoint, mean squared clip scale); ln ratio
     integrated exactly over the blocks from t0 (default ``s.phase1_steps``): pred_ratio(t) = ratio(t0) exp(-int kappa).
-    u is a snapshot (a smooth function of the weights; it does not alternate), averaged over the segment's ends."""
-    rec, steps = r["records"], np.asarray(r["plan"], float)
-    u = np.asarray(rec["u"], float)
+    u is a snapshot (a smooth function of the weights; it does not alternate), averaged over the segment's ends.
+    ``r``: one run's Dataset, dims ``(step, ...)`` with its record steps as coordinate (:func:`each_run`)."""
+    steps = _steps(r)
+    u = _rec(r, "u")
     u_blk = np.concatenate([u[:1], 0.5 * (u[1:] + u[:-1])])
-    chi = np.asarray(rec["clip2_mean"], float)
-    loss = np.asarray(rec["loss_mean"], float)
+    chi = _rec(r, "clip2_mean")
+    loss = _rec(r, "loss_mean")
     kappa = T.t3_decay_rate(lr, b, s.n_train, loss, u_blk, chi)
     base = lr * loss * u_blk * chi  # kappa / c_b
     i0 = min(int(np.searchsorted(steps, s.phase1_steps if t0 is None else t0)), len(steps) - 1)
     logr = np.full(len(steps), np.nan)
-    logr[i0:] = T.integrate_block_rate(steps[i0:], kappa[i0:], math.log(float(rec["irr"][i0])))
+    logr[i0:] = T.integrate_block_rate(steps[i0:], kappa[i0:], math.log(float(r["records/irr"].values[i0])))
     return {"kappa": kappa, "base": base, "chi": chi, "i0": i0, "pred_ratio": np.exp(logr)}
 
 
-def t3_window(s: SupportSim, r: dict, b: int, lr: float, t0: float, noise: float) -> dict:
+def t3_window(s: SupportSim, r, b: int, lr: float, t0: float, noise: float) -> dict:
     """Measured Phase-2 decay exponent of one run on its window [t_a, t_b] (:func:`decay_window`: from t0 to its
     plateau) and T3's, sum over the window's segments of kappa_k (t_k - t_{k-1}) from the running means."""
-    steps = np.asarray(r["plan"], float)
-    w = decay_window(steps, r["records"]["irr"], t0, rise=T.plateau_rise(), min_drop=T.t3_min_drop())
+    steps = _steps(r)
+    w = decay_window(steps, r["records/irr"].values, t0, rise=T.plateau_rise(), min_drop=T.t3_min_drop())
     p = t3_prediction(s, r, b, lr, t0)
     ia, ib = int(np.searchsorted(steps, w["t_a"])), int(np.searchsorted(steps, w["t_b"]))
     dt = np.diff(steps[ia:ib + 1])
     t3 = T.window_exponent(steps, p["kappa"], ia, ib)
     base = T.window_exponent(steps, p["base"], ia, ib)  # int (kappa / c_b) dt
-    msr = float(np.sum(np.asarray(r["records"]["loss_mean"], float)[ia + 1:ib + 1] * dt) / np.sum(dt)) \
+    msr = float(np.sum(_rec(r, "loss_mean")[ia + 1:ib + 1] * dt) / np.sum(dt)) \
         if ib > ia else float("nan")
     noise_ok = bool(np.isfinite(msr) and msr <= T.t3_noise_dominance() * noise ** 2)
     return w | {"t3": t3, "base_integral": base, "steps": steps, "kappa": p["kappa"], "ia": ia, "ib": ib,
@@ -237,7 +254,7 @@ def t3_window(s: SupportSim, r: dict, b: int, lr: float, t0: float, noise: float
                 "noise_dominated": noise_ok}
 
 
-def collapse_point(s: SupportSim, r: dict, b: int, lr: float, t0: float, noise: float) -> dict:
+def collapse_point(s: SupportSim, r, b: int, lr: float, t0: float, noise: float) -> dict:
     """Measured Phase-2 decay of one run against T3: y = drop / int base dt, x = c_b (theory: y = x)."""
     w = t3_window(s, r, b, lr, t0, noise)
     x = float(T.sgd_noise_scale(lr, b, s.n_train))
@@ -252,6 +269,13 @@ def collapse_point(s: SupportSim, r: dict, b: int, lr: float, t0: float, noise: 
 _ms = functools.partial(seed_stats, ignore_nan=True)
 
 
+def _flat(da, *dims: str) -> np.ndarray:
+    """DataArray ``da`` of a part's runs as ``[run, <output axes>]``, the runs in C order of its label ``dims`` (what
+    ``np.stack`` of the per-run arrays in that order gives: :func:`fa_jax.results.stacked`, label dims merged)."""
+    a = stacked(da, *dims)
+    return a.reshape(-1, *a.shape[len(dims):])
+
+
 def _rule_converged(curves, steps) -> float | None:
     """The regime converges iff every run's full-batch loss converges (:func:`converged_from`); then the latest
     convergence step (the window start after which every run's loss is stationary), else None."""
@@ -259,12 +283,13 @@ def _rule_converged(curves, steps) -> float | None:
     return None if any(t is None for t in tc) else float(max(tc))
 
 
-def gd_freeze(r: dict) -> float | None:
-    """The step from which a GD run has converged (loss stationary within 1 %) AND its ||W1_irr|| is frozen (every
-    later record within ``T.gd_freeze_rel()`` of its final value); None if either never happens."""
-    steps = np.asarray(r["plan"], float)
-    a = converged_from(steps, r["records"]["loss"])
-    c = converged_from(steps, r["records"]["irr"], rel=T.gd_freeze_rel())
+def gd_freeze(r) -> float | None:
+    """The step from which a GD run ``r`` (one run's Dataset: :func:`each_run`) has converged (loss stationary within
+    1 %) AND its ||W1_irr|| is frozen (every later record within ``T.gd_freeze_rel()`` of its final value); None if
+    either never happens."""
+    steps = _steps(r)
+    a = converged_from(steps, r["records/loss"].values)
+    c = converged_from(steps, r["records/irr"].values, rel=T.gd_freeze_rel())
     return None if a is None or c is None else float(max(a, c))
 
 
@@ -283,29 +308,43 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
     os.makedirs(out_dir, exist_ok=True)
-    res, metrics = run_labelled(run_sgd_support, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                                progress=progress, desc=SIM)
+    cache = os.path.join(out_dir, "cache")
+    _, metrics = run_labelled(run_sgd_support, runs, out_dir=cache, tag=SIM, progress=progress, desc=SIM)
+    # every number below comes from the labelled Dataset the sweep wrote, one Dataset per part with dims (<label
+    # keys>, step, <output axes>), e.g. sgd: (b, seed, traj, step, input, hidden). The phase part is a sparse grid
+    # (its b = N column has phase_gd_seeds seeds): it keeps its run axis, labels b, lr, seed along it, and where
+    # its runs record on two plans (the default) `plan` is a variable, NaN-padded: each_run / runs_where cut a
+    # run to its own records.
+    ds = load_results(cache, sweep=SIM)
+    parts = {p: select_runs(ds, p, unstack=p != "phase") for p, items in runs.items() if items}
+    gd, sgd_runs, wd, ph = parts["gd"], parts["sgd"], parts["wd"], parts["phase"]
     N, h = s.n_train, int(s.widths[0]) if s.widths else 1
-    metrics.update({"n_train": N, "irr_norm_init": _ms([r["irr_norm0"] for _, r in res["gd"]]),
+    metrics.update({"n_train": N, "irr_norm_init": _ms(stacked(gd["irr_norm0"], "seed")),
                     "irr_norm_init_expected": T.expected_irr_norm(h, s.d - s.s, s.d)})
     P = T.PROVENANCE
     checks: list[Check] = []
     skipped: dict[str, str] = {}
 
-    def final(r, key="irr"):
-        return float(r["records"][key][-1])
+    def final(r, key="irr") -> float:
+        """The last record of output ``records/<key>`` of one run (:func:`each_run`: its own, never padding)."""
+        return float(r[f"records/{key}"].values[-1])
+
+    def finals(sub, *dims, key="irr") -> np.ndarray:
+        """The last record of output ``records/<key>`` of every run of part Dataset ``sub`` (one plan: no padding),
+        float64 ``[run]`` in C order of its label ``dims``."""
+        return _flat(sub[f"records/{key}"].isel(step=-1), *dims).astype(float)
 
     # ---- GD (T2 metric, P1: end-to-end coefficient) and the regime: does GD converge at this lr?
-    gd = [r for _, r in res["gd"]]
-    gsteps = np.asarray(gd[0]["plan"], float)
-    t_conv = _rule_converged([r["records"]["loss"] for r in gd], gsteps)
-    metrics["gd"] = {"final_ratio": _ms([final(r) for r in gd]),
-                     "e2e_irrelevant": _ms([final(r, "e2e_irr") for r in gd]),
-                     "e2e_irrelevant_init": _ms([float(r["records"]["e2e_irr"][0]) for r in gd]),
-                     "initial_loss": _ms([float(r["records"]["loss"][0]) for r in gd]),
-                     "final_loss": _ms([final(r, "loss") for r in gd]),
-                     "final_loss_running_mean": _ms([final(r, "loss_mean") for r in gd]),
-                     "converged_step": t_conv, "freeze_step": [gd_freeze(r) for r in gd],
+    gsteps = np.asarray(gd["step"].values, float)
+    gd_final = finals(gd, "seed")  # [seed]
+    t_conv = _rule_converged(stacked(gd["records/loss"], "seed"), gsteps)
+    metrics["gd"] = {"final_ratio": _ms(gd_final),
+                     "e2e_irrelevant": _ms(finals(gd, "seed", key="e2e_irr")),
+                     "e2e_irrelevant_init": _ms(stacked(gd["records/e2e_irr"].isel(step=0), "seed")),
+                     "initial_loss": _ms(stacked(gd["records/loss"].isel(step=0), "seed")),
+                     "final_loss": _ms(finals(gd, "seed", key="loss")),
+                     "final_loss_running_mean": _ms(finals(gd, "seed", key="loss_mean")),
+                     "converged_step": t_conv, "freeze_step": [gd_freeze(r) for _, r in each_run(gd, "seed")],
                      "p1_e2e_threshold": T.gd_e2e_threshold(), "t2_plateau": T.gd_plateau_ratio(h)}
     checks.append(Check("support.gd.e2e_irrelevant", metrics["gd"]["e2e_irrelevant"]["mean"], T.gd_e2e_threshold(),
                         0.0, "at_most", P["gd_e2e_threshold"],
@@ -316,35 +355,33 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
     # ---- SGD per batch size (P2, P3); T3's window on the figure runs as a metric where GD converges
     sgd: dict = {}
     for b in s.batch_sizes:
-        rs = [r for lab, r in res["sgd"] if lab["b"] == b]
-        preds = [t3_prediction(s, r, b, s.lr) for r in rs]
-        steps = np.asarray(rs[0]["plan"], float)
-        ratios = np.stack([r["records"]["irr"] for r in rs])
+        sb = sgd_runs.sel(b=b)  # (seed, traj, step, ...)
+        preds = [t3_prediction(s, r, b, s.lr) for _, r in each_run(sb, "seed", "traj")]
+        steps = np.asarray(sb["step"].values, float)
+        ratios = _flat(sb["records/irr"], "seed", "traj")  # [run, step]
         half = [float(steps[np.argmax(rr < 0.5)]) if np.any(rr < 0.5) else float("inf") for rr in ratios]
         sgd[b] = {"final_ratio": _ms(ratios[:, -1]), "t3_final_ratio": _ms([p["pred_ratio"][-1] for p in preds]),
-                  "t_half": _ms(half), "support_score": _ms([r["support_score"] for r in rs]),
-                  "e2e_irrelevant": _ms([final(r, "e2e_irr") for r in rs]),
-                  "final_loss": _ms([final(r, "loss") for r in rs]),
-                  "final_loss_running_mean": _ms([final(r, "loss_mean") for r in rs]),
+                  "t_half": _ms(half), "support_score": _ms(_flat(sb["support_score"], "seed", "traj")),
+                  "e2e_irrelevant": _ms(finals(sb, "seed", "traj", key="e2e_irr")),
+                  "final_loss": _ms(finals(sb, "seed", "traj", key="loss")),
+                  "final_loss_running_mean": _ms(finals(sb, "seed", "traj", key="loss_mean")),
                   "clip_factor_final": _ms([p["chi"][-1] for p in preds])}
     metrics["sgd"] = {str(b): v for b, v in sgd.items()}
 
     # ---- T3's primary test: the convergent label-noise family (spec S2/P8), window from its GD's freeze to the
     # run's plateau, inside T3's domain (fa_jax.theory.sgd_support module docstring)
     if s.ln_batch:
-        fam_gd = {lab["seed"]: r for lab, r in res["ln_gd"]}
-        fam = [(lab, r) for lab, r in res["ln_sgd"]]
+        fam_gd, fam = parts["ln_gd"], parts["ln_sgd"]
         fam_b, fam_lr, fam_noise, fam_where = s.ln_batch, s.ln_lr, s.ln_noise, "the label-noise family's runs"
     else:  # the figure runs are the family
-        fam_gd = {lab["seed"]: r for lab, r in res["gd"]}
-        fam = [(lab, r) for lab, r in res["sgd"]]
+        fam_gd, fam = gd, sgd_runs
         fam_b, fam_lr, fam_noise, fam_where = s.batch_sizes, s.lr, s.noise, "the figure runs (this preset's regime)"
-    freeze = {seed: gd_freeze(r) for seed, r in fam_gd.items()}
+    freeze = {lab["seed"]: gd_freeze(r) for lab, r in each_run(fam_gd, "seed")}
     family: dict = {"noise": fam_noise, "lr": fam_lr, "runs": fam_where, "gd_freeze_step": freeze,
-                    "gd_final_ratio": _ms([final(r) for r in fam_gd.values()]), "t3_max_batch": T.t3_max_batch()}
+                    "gd_final_ratio": _ms(finals(fam_gd, "seed")), "t3_max_batch": T.t3_max_batch()}
     for b in fam_b:
         name = f"support.t3.label_noise_b{b}"
-        rb = [(lab, r) for lab, r in fam if lab["b"] == b]
+        rb = list(each_run(fam.sel(b=b), "seed", "traj"))
         if any(freeze[lab["seed"]] is None for lab, _ in rb):
             skipped[name] = ("outside T3's domain (i): the same-lr GD run's loss never becomes stationary or its "
                              "W1_irr never freezes")
@@ -354,7 +391,7 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
               "plateau": [w["plateau"] for w in ws], "measured_exponent": _ms([w["drop"] for w in ws]),
               "t3_exponent": _ms([w["t3"] for w in ws]), "measured_over_t3": _ms([w["ratio"] for w in ws]),
               "mean_sq_residual": _ms([w["mean_sq_residual"] for w in ws]),
-              "final_ratio": _ms([final(r) for _, r in rb])}
+              "final_ratio": _ms(finals(fam.sel(b=b), "seed", "traj"))}
         family[str(b)] = fb
         ratio_txt = f"measured/T3 = {fb['measured_over_t3']['median']:.2f}"
         if b > T.t3_max_batch():
@@ -388,20 +425,19 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
                             "count as ordered); null 0"))
     below = []
     for seed in range(s.init_seeds):
-        g = final(gd[seed])
+        g = gd_final[seed]
         for b in s.batch_sizes:
-            below.append(np.median([final(r) for lab, r in res["sgd"] if lab["b"] == b and lab["seed"] == seed]) < g)
+            below.append(np.median(finals(sgd_runs.sel(b=b, seed=seed), "traj")) < g)
     checks.append(Check("support.sgd_below_gd", float(np.mean(below)), T.sgd_below_gd(), 0.0, "at_least",
                         P["sgd_below_gd"],
                         f"T0: fraction of (init seed, b) pairs whose SGD final ratio (median over trajectories) is "
                         f"below GD's from the same init ({len(below)} pairs); null 0 = no pair below"))
 
     # ---- GD + weight decay: (1 - lr wd)^t on a window after the loss has converged
-    wd = [r for _, r in res["wd"]]
-    wsteps = np.asarray(wd[0]["plan"], float)
-    wmed = np.median(np.stack([r["records"]["irr"] for r in wd]), 0)
-    t_wconv = _rule_converged([r["records"]["loss"] for r in wd], wsteps)
-    metrics["gd_wd"] = {"final_ratio": _ms([final(r) for r in wd]), "converged_step": t_wconv,
+    wsteps = np.asarray(wd["step"].values, float)
+    wmed = np.median(stacked(wd["records/irr"], "seed"), 0)
+    t_wconv = _rule_converged(stacked(wd["records/loss"], "seed"), wsteps)
+    metrics["gd_wd"] = {"final_ratio": _ms(finals(wd, "seed")), "converged_step": t_wconv,
                         "half_life_theory": T.wd_half_life(s.lr, s.wd), "rate_theory": float(T.wd_rate(s.lr, s.wd))}
     name = "support.gd_wd.irrelevant_ratio"
     if t_wconv is None:
@@ -430,12 +466,12 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
     ph_noise = s.noise if s.phase_noise is None else s.phase_noise
     gd_col = {}
     for lr in s.phase_lrs:
-        fr = [gd_freeze(r) for lab, r in res["phase"] if lab["b"] == N and lab["lr"] == float(lr)]
+        fr = [gd_freeze(r) for _, r in labelled_runs(runs_where(ph, b=N, lr=float(lr)))]
         gd_col[float(lr)] = None if not fr or any(f is None for f in fr) else float(max(fr))
     pts = []
-    for lab, r in res["phase"]:
+    for lab, r in labelled_runs(ph):  # in the order build_runs lists them
         p = {"b": lab["b"], "lr": lab["lr"], "seed": lab["seed"], "final_ratio": final(r),
-             "diverged": bool(r["diverged"]), "final_loss": final(r, "loss"),
+             "diverged": bool(r["diverged"].values), "final_loss": final(r, "loss"),
              "final_loss_running_mean": final(r, "loss_mean"), "gd_freeze": gd_col[lab["lr"]]}
         if lab["b"] < N:
             t0 = gd_col[lab["lr"]] if gd_col[lab["lr"]] is not None else s.phase1_steps
@@ -485,10 +521,9 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
             tol = T.paper_seed_rel_tolerance(which)
             for seed in range(s.init_seeds):
                 if which == "gd":
-                    v, nm, what = final(gd[seed]), f"support.paper.gd_ratio.seed{seed}", f"GD at T={s.gd_steps}"
+                    v, nm, what = float(gd_final[seed]), f"support.paper.gd_ratio.seed{seed}", f"GD at T={s.gd_steps}"
                 else:
-                    v = float(np.median([final(r) for lab, r in res["sgd"] if lab["b"] == which
-                                         and lab["seed"] == seed]))
+                    v = float(np.median(finals(sgd_runs.sel(b=which, seed=seed), "traj")))
                     nm, what = f"support.paper.sgd_b{which}_ratio.seed{seed}", f"SGD b={which} at T={s.sgd_steps}"
                 where = ("P1" if which == "gd" else "P2/P3")
                 if tol is None:
@@ -506,9 +541,9 @@ def run(s: SupportSim, out_dir: str, progress: bool = True, command: str = "") -
         skipped["support.paper.*"] = ("the official figures' ratios (P1-P3) describe the paper's setting only "
                                       "(linear, N = 1e4, lr 0.1, sigma 1e-3, 2e4 / 2e5 steps)")
 
-    figs = sgd_support_figures(out_dir, s, res, metrics, {b: [t3_prediction(s, r, b, s.lr, t_conv)
-                                                              for lab, r in res["sgd"] if lab["b"] == b]
-                                                          for b in s.batch_sizes})
+    t3 = {b: [t3_prediction(s, r, b, s.lr, t_conv) for _, r in each_run(sgd_runs.sel(b=b), "seed", "traj")]
+          for b in s.batch_sizes}  # the T3 overlays of figure 1, runs in (seed, traj) order
+    figs = sgd_support_figures(out_dir, s, parts, metrics, t3)
     metrics["figures"] = figs
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command,
                   not_evaluated=skipped)

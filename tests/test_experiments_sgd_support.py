@@ -108,7 +108,11 @@ def test_converged_from_detects_fixed_points_not_two_cycles():
 
 
 def _records(steps, loss, u, chi, irr):
-    return {"plan": steps, "records": {"loss_mean": loss, "u": u, "clip2_mean": chi, "irr": irr}}
+    """One run as the sim reads it from load_results: a Dataset with dim step (its record steps as coordinate)."""
+    import xarray as xr
+
+    return xr.Dataset({"records/loss_mean": ("step", loss), "records/u": ("step", u), "records/clip2_mean": ("step", chi),
+                       "records/irr": ("step", irr)}, coords={"step": steps})
 
 
 def test_t3_prediction_matches_closed_form():
@@ -202,3 +206,25 @@ def test_running_means_match_a_float64_replay(x64):
         np.testing.assert_allclose([rec["loss_mean"][k], rec["clip2_mean"][k], rec["gb2_mean"][k]], blk, rtol=1e-9)
     assert 0 < rec["clip2_mean"][1] < 1  # the clip is active in the first segment: the mean is not trivial
     np.testing.assert_allclose(np.asarray(out["w1"], float), W[0].T, rtol=1e-9)
+
+
+def test_runs_where_cuts_each_run_to_its_own_records():
+    """A part whose runs record on different plans keeps ``plan`` NaN-padded (load_results): runs_where / own_records
+    give each run its own steps as coordinate and its own last record, never padding."""
+    import xarray as xr
+
+    from fa_jax.results import labelled_runs, runs_where
+
+    nan = np.nan
+    plan = np.array([[0, 10, 100, 1000], [0, 10, 100, nan], [0, 10, 100, 1000]])
+    irr = np.array([[1.0, 0.9, 0.5, 0.2], [1.0, 0.95, 0.8, nan], [1.0, 0.8, 0.4, 0.1]], np.float32)
+    part = xr.Dataset({"plan": (("run", "step"), plan), "records/irr": (("run", "step"), irr)},
+                      coords={"run": [4, 5, 6], "part": ("run", ["phase"] * 3), "b": ("run", [8, 500, 8]),
+                              "seed": ("run", [0, 0, 1])})
+    got = list(labelled_runs(runs_where(part, b=500)))
+    assert len(got) == 1 and got[0][0] == {"part": "phase", "b": 500, "seed": 0}
+    r = got[0][1]
+    assert r["step"].values.tolist() == [0, 10, 100] and "plan" not in r
+    assert float(r["records/irr"].values[-1]) == np.float32(0.8)
+    assert [lab["seed"] for lab, _ in labelled_runs(runs_where(part, b=8))] == [0, 1]
+    assert [int(r["step"].values[-1]) for _, r in labelled_runs(part)] == [1000, 100, 1000]

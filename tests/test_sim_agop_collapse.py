@@ -145,7 +145,9 @@ def test_geometric_fit_exact_and_degenerate_cases():
 
 def test_cos_sweep_and_stage_curves_match_a_float64_reference():
     """``_cos_sweep`` (per-gamma seed ratios, median / min / max) and ``_stage_curves`` (geometric mean over seeds,
-    per-seed ratios) on synthetic per-layer results, against plain numpy written here."""
+    per-seed ratios) on synthetic per-layer results (a Dataset laid out as load_results lays out the sweep's: dim
+    run, coordinate gamma, outputs layers/<stage>/<metric> on rfm_layer), against plain numpy written here."""
+    import xarray as xr
     from fa_jax_sims.agop_collapse import PRESETS, _cos_sweep, _stage_curves
 
     rng = np.random.default_rng(3)
@@ -157,7 +159,13 @@ def test_cos_sweep_and_stage_curves_match_a_float64_reference():
         return {"layers": {"x": stage(), "z": stage(), "phi": stage()}}
 
     runs = [({"what": "cos", "gamma": g, "seed": k}, fake()) for g in gammas for k in range(s.cos_seeds)]
-    sweep = _cos_sweep(s, runs)
+
+    def dataset(rs):
+        out = {f"layers/{st}/{key}": (("run", "rfm_layer"), np.stack([r["layers"][st][key] for _, r in rs]))
+               for st in ("x", "z", "phi") for key in ("nc1", "nc2")}
+        return xr.Dataset(out, coords={"gamma": ("run", [lab["gamma"] for lab, _ in rs])})
+
+    sweep = _cos_sweep(s, dataset(runs))
     for i, g in enumerate(gammas):
         ratios = [r["layers"]["x"]["nc1"][-1] / r["layers"]["x"]["nc1"][0] for lab, r in runs if lab["gamma"] == g]
         assert sweep["nc1_ratio_per_seed"][i] == pytest.approx(ratios, rel=1e-14)
@@ -166,7 +174,7 @@ def test_cos_sweep_and_stage_curves_match_a_float64_reference():
         assert (sweep["nc1_ratio_median"][i], sweep["nc1_ratio_min"][i], sweep["nc1_ratio_max"][i]) == \
             pytest.approx((mid, srt[0], srt[-1]), rel=1e-14)
     rs = [r for _, r in runs[:3]]
-    cur = _stage_curves(rs)
+    cur = _stage_curves(dataset(runs[:3]))
     for stage, key, name in (("x", "nc1", "nc1_x"), ("z", "nc1", "nc1_z"), ("x", "nc2", "nc2_x")):
         prod = np.prod([r["layers"][stage][key] for r in rs], axis=0)
         np.testing.assert_allclose(cur[name], prod ** (1 / 3), rtol=1e-12)
@@ -181,3 +189,34 @@ def test_cos_sweep_and_stage_curves_match_a_float64_reference():
 def test_bad_settings_exit_2(tmp_path, setting, param, capsys):
     assert main(["run", "agop-collapse", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
     assert param in capsys.readouterr().err
+
+
+def test_sim_metrics_are_computed_from_the_dataset(quick):
+    """The summary's metrics are reductions of the labelled Dataset that load_results opens (issue 18): the same
+    numbers, to the bit, from a fresh load of the sim's folder (the image runs cut to their depth, the MLP part
+    unstacked by gain, the grid in the sim's order of its runs)."""
+    from fa_jax.results import load_results, select_runs, stacked
+
+    out, doc = quick
+    m, cfg = doc["metrics"], doc["config"]
+    ds = load_results(out)
+    rfm = ds.isel(run=np.flatnonzero(ds["part"].values == "rfm"))
+    x = stacked(rfm["layers/x/nc1"].isel(run=np.flatnonzero(rfm["what"].values == "main")), "run")  # [seed, layer]
+    assert x.shape == (cfg["rfm_seeds"], cfg["depth"])
+    assert m["deep_rfm"]["nc1_x"] == np.exp(np.mean(np.log(x), 0)).tolist()
+    assert m["deep_rfm"]["nc1_ratio_last_first_per_seed"] == (x[:, -1] / x[:, 0]).tolist()
+    img = rfm["layers/x/nc2"].values[rfm["what"].values == "image"]  # [1, rfm_layer]: NaN beyond image_depth
+    assert cfg["image_depth"] < cfg["depth"] and np.isnan(img[0, cfg["image_depth"]:]).all()
+    assert m["deep_rfm"]["image"]["nc2_x"] == np.exp(np.mean(np.log(img[:, :cfg["image_depth"]]), 0)).tolist()
+    mlp = select_runs(ds, "mlp")  # dims (gain, step, layer)
+    small = mlp.sel(gain=cfg["mlp_gain"])
+    assert m["mlp"]["small"]["plan"] == small["step"].values.tolist()
+    assert m["mlp"]["small"]["nfa_half"] == small["records/nfa_half"].values.tolist()
+    assert m["mlp"]["large"]["frac_right_final"] == \
+        mlp["records/frac_right"].sel(gain=cfg["mlp_gain_large"]).values[-1].tolist()
+    grid = select_runs(ds, "grid", unstack=False)
+    assert [(g["ridge"], g["bandwidth"]) for g in m["grid"]] == list(zip(grid["ridge"].values.tolist(),
+                                                                         grid["bandwidth"].values.tolist()))
+    final = grid["layers/x/nc1"].values[:, cfg["depth"] - 1]
+    assert [g["diverged"] for g in m["grid"]] == grid["diverged"].values.tolist()
+    assert [g["final_nc1"] for g in m["grid"] if not g["diverged"]] == final[~grid["diverged"].values].tolist()

@@ -81,3 +81,30 @@ def test_paper_figure_checks_only_in_the_paper_setting(quick_run):
     assert S.PRESETS["quick"].ln_batch == () and (S.PRESETS["quick"].noise, S.PRESETS["quick"].lr) == (0.1, 0.05)
     _, doc = quick_run
     assert not any(c["name"].startswith("support.paper.") for c in doc["checks"])
+
+
+def test_sim_metrics_are_computed_from_the_dataset(quick_run):
+    """The summary's metrics are reductions of the labelled Dataset that load_results opens (issue 18): the same
+    numbers, to the bit, from a fresh load of the sim's folder; the sparse phase part (its b = N column has one seed)
+    read on its run axis, each run's own last record."""
+    from fa_jax.results import load_results, select_runs, stacked
+
+    out, doc = quick_run
+    m = doc["metrics"]
+    ds = load_results(out)
+    gd = select_runs(ds, "gd")  # (seed, step, ...)
+    assert m["gd"]["final_ratio"]["values"] == stacked(gd["records/irr"].isel(step=-1), "seed").astype(float).tolist()
+    assert m["irr_norm_init"]["mean"] == float(np.mean(stacked(gd["irr_norm0"], "seed").astype(float)))
+    sgd = select_runs(ds, "sgd")  # (b, seed, traj, step, ...)
+    for b in map(int, sgd["b"].values):
+        score = stacked(sgd["support_score"].sel(b=b), "seed", "traj").ravel().astype(float)
+        assert m["sgd"][str(b)]["support_score"]["values"] == score.tolist(), b
+        assert m["sgd"][str(b)]["support_score"]["median"] == float(np.median(score)), b
+    ph = select_runs(ds, "phase", unstack=False)  # (run, step, ...): labels b, lr, seed along run
+    assert [(p["b"], p["lr"], p["seed"]) for p in m["phase"]] == list(
+        zip(ph["b"].values.tolist(), ph["lr"].values.tolist(), ph["seed"].values.tolist(), strict=True))
+    irr = ph["records/irr"].values
+    last = [float(row[np.isfinite(row)][-1]) for row in irr]
+    assert [p["final_ratio"] for p in m["phase"]] == last
+    n_gd = int((ph["b"].values == 2 * doc["config"]["n"]).sum())
+    assert 0 < n_gd < len(last)  # the b = N column is in the part, with fewer seeds

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from ..results import select_runs
 from ..theory import agop_collapse as T
 from .common import save
 from .style import DIVERGING, THEORY, centred_norm, ink, legend_outside, outer_labels, panels, styled
@@ -89,19 +90,18 @@ def _fig_deep_rfm(out_dir, s, metrics):
     return save(fig, out_dir, "deep_rfm_nc.png")
 
 
-def _fig_phase(out_dir, s, metrics):
+def _fig_phase(out_dir, s, ds, metrics):
     grid = metrics["grid"]
     if not grid:
         return None
-    ridges = sorted({g["ridge"] for g in grid})
-    bws = sorted({g["bandwidth"] for g in grid})
-    depth = len(grid[0]["nc1_x"])
+    # NC1(X_l) per (ridge, bandwidth) (ascending; a missing cell NaN), the grid runs cut to their depth
+    nc1 = select_runs(ds, "grid", unstack=True)["layers/x/nc1"].isel(rfm_layer=slice(0, s.depth))
+    ridges, bws = nc1["ridge"].values.tolist(), nc1["bandwidth"].values.tolist()
+    depth = s.depth
     show = sorted({min(2, depth), max(1, depth // 2), depth})  # X_1 is the (normalised) input: the same everywhere
     fig, axes = panels(len(show) + 1, panel=(3.6, 2.8))
     for ax, layer in zip(axes, show):
-        img = np.full((len(ridges), len(bws)), np.nan)
-        for g in grid:
-            img[ridges.index(g["ridge"]), bws.index(g["bandwidth"])] = np.log10(g["nc1_x"][layer - 1])
+        img = np.log10(nc1.isel(rfm_layer=layer - 1).transpose("ridge", "bandwidth").values)
         im = ax.imshow(img, origin="lower", aspect="auto", cmap=_with_bad("viridis"))
         fig.colorbar(im, ax=ax, label="$\\log_{10}$ NC1")
         ax.set_title(f"depth {layer}: $\\log_{{10}}$ NC1($X_l$)")
@@ -126,9 +126,11 @@ def _fig_phase(out_dir, s, metrics):
     return save(fig, out_dir, "deep_rfm_phase.png")
 
 
-def _fig_mlp(out_dir, s, metrics):
-    m = metrics["mlp"]["small"]
-    nc = m["nc1_final"]
+def _fig_mlp(out_dir, s, ds):
+    mlp = select_runs(ds, "mlp", unstack=True)  # dims (gain, step, ...)
+    m = mlp.sel(gain=s.mlp_gain)  # the small-init run
+    rec = lambda name: m[f"records/{name}"].values  # [step, ...]
+    nc = {f: rec(f"nc1/{f}")[-1] for f in ("phi", "svt", "pre", "out")}  # end of training, [layer]
     hidden = np.arange(1, len(nc["phi"]) + 1)
     fig, axes = panels(4, panel=(3.9, 3.0))
     ax = axes[0]
@@ -141,7 +143,7 @@ def _fig_mlp(out_dir, s, metrics):
     ax.set_title("NC1 through each layer's factors")
     legend_outside(ax, "below")
     ax = axes[1]
-    fr = np.asarray(m["frac_right_final"])
+    fr = rec("frac_right")[-1]
     ax.bar(hidden - 0.2, fr, 0.4, label="$SV^\\top$ (right singular structure)")
     ax.bar(hidden + 0.2, 1 - fr, 0.4, label="ReLU")
     ax.axhline(0, color="k", lw=0.8)
@@ -149,15 +151,16 @@ def _fig_mlp(out_dir, s, metrics):
     ax.set_xlabel("hidden layer")
     ax.set_ylabel("share of the log-NC1 reduction")
     ax.set_title("who reduces NC1 ($U$: exactly 0)")
-    if "large" in metrics["mlp"]:
-        ax.plot(hidden, metrics["mlp"]["large"]["frac_right_final"], "kx", label=f"$SV^\\top$ share, gain "
-                f"{s.mlp_gain_large}")
+    if s.mlp_gain_large > 0:
+        ax.plot(hidden, mlp["records/frac_right"].sel(gain=s.mlp_gain_large).values[-1], "kx",
+                label=f"$SV^\\top$ share, gain {s.mlp_gain_large}")
     legend_outside(ax, "below")
     ax = axes[2]
-    steps = np.asarray(m["plan"])
-    for j in range(m["nfa_half"].shape[1]):
-        line, = ax.plot(steps, m["nfa_half"][:, j], "-", label=f"layer {j + 1}")
-        ax.plot(steps, m["nfa_one"][:, j], ":", color=line.get_color())
+    steps = m["step"].values
+    half, one = rec("nfa_half"), rec("nfa_one")  # [step, layer]
+    for j in range(half.shape[1]):
+        line, = ax.plot(steps, half[:, j], "-", label=f"layer {j + 1}")
+        ax.plot(steps, one[:, j], ":", color=line.get_color())
     ax.plot([], [], "k-", label="$\\alpha$ = 1/2")
     ax.plot([], [], "k:", label="$\\alpha$ = 1")
     ax.set_xlabel("step")
@@ -165,11 +168,10 @@ def _fig_mlp(out_dir, s, metrics):
     ax.set_title("Neural Feature Ansatz over training")
     legend_outside(ax, "below", ncol=4)
     ax = axes[3]
-    ax.semilogy(steps, m["sw_over_st"], label="tr $S_W$ / tr $S_T$ (last hidden)")
-    ax.semilogy(steps, m["sb_over_st"], label="tr $S_B$ / tr $S_T$ (last hidden)")
-    ax.semilogy(steps, m["loss"], label="training loss (MSE)")
-    if "train_acc" in m:
-        ax.semilogy(steps, m["train_acc"], "--", label="training accuracy")
+    ax.semilogy(steps, rec("sw_over_st"), label="tr $S_W$ / tr $S_T$ (last hidden)")
+    ax.semilogy(steps, rec("sb_over_st"), label="tr $S_B$ / tr $S_T$ (last hidden)")
+    ax.semilogy(steps, rec("loss"), label="training loss (MSE)")
+    ax.semilogy(steps, rec("acc"), "--", label="training accuracy")
     ax.set_xlabel("step")
     ax.set_ylabel("ratio / loss / accuracy")
     ax.set_title("collapse and fit over training")
@@ -196,9 +198,11 @@ def _fig_one_step(out_dir, s, metrics):
 
 
 @styled
-def agop_figures(out_dir, s, res, metrics) -> list[str]:
+def agop_figures(out_dir, s, ds, metrics) -> list[str]:
     """The four AGOP-collapse figures (2 x 2 layouts, legends below their panels, a rho map centred on 1); returns
-    the file names written to ``out_dir``."""
-    names = [_fig_deep_rfm(out_dir, s, metrics), _fig_phase(out_dir, s, metrics), _fig_mlp(out_dir, s, metrics),
+    the file names written to ``out_dir``. ``ds``: the sweep's labelled Dataset (``load_results`` of the sim's
+    cache, dim ``run``), whose runs give the per-run curves (the grid's NC1, the MLP records); ``metrics``: the
+    sim's, for what is derived from them (seed geometric means, fits, the P6 closed form)."""
+    names = [_fig_deep_rfm(out_dir, s, metrics), _fig_phase(out_dir, s, ds, metrics), _fig_mlp(out_dir, s, ds),
              _fig_one_step(out_dir, s, metrics)]
     return [n for n in names if n]

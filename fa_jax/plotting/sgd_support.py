@@ -5,39 +5,43 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
 
+from ..results import labelled_runs, runs_where, stacked
 from ..theory import sgd_support as T
 from .common import save as _save
 from .style import THEORY, geometric_band, ink, legend_cell, outer_labels, panels, styled
 
 
 @styled
-def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
+def sgd_support_figures(out_dir, s, parts, metrics, t3) -> list[str]:
     """The four SGD-support figures (2 x 2 / 2-column layouts, legends beside the data, geometric bands on log
-    axes); returns the file names written to ``out_dir``."""
+    axes); returns the file names written to ``out_dir``.
+
+    ``parts``: the sim's runs, ``{part: select_runs(load_results(...), part)}``: ``gd`` / ``wd`` dims ``(seed, step,
+    ...)``, ``sgd`` ``(b, seed, traj, step, ...)``, ``phase`` on its ``run`` axis (labels b, lr, seed);
+    ``metrics``: the sim's; ``t3[b]``: the T3 overlays of the SGD runs of batch size b (``t3_prediction``)."""
     names = []
     N = s.n_train
     h = int(s.widths[0]) if s.widths else 1
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(s.batch_sizes)))
+    gd, sgd, wd = parts["gd"], parts["sgd"], parts["wd"]
+    # label -> (the runs of one optimiser, their label dims); the runs of a group share one plan (coordinate step)
+    groups = {"GD": (gd, ("seed",)), "GD + wd": (wd, ("seed",))}
+    groups |= {f"b={b}": (sgd.sel(b=b), ("seed", "traj")) for b in s.batch_sizes}
 
     # 1. ||W1_irr|| / init vs steps: GD, each b, GD + wd; T2 plateau, T3 overlays, wd line. Three log panels and a
     # fourth cell holding the legend every panel shares (same colours), so no legend covers a curve.
     fig, axes = panels(4)
     ax = axes[0]
-    gd = [r for _, r in res["gd"]]
-    geometric_band(ax, np.maximum(gd[0]["plan"], 1), [r["records"]["irr"] for r in gd], "GD", color="tab:red")
+    _runs_band(ax, *groups["GD"], "records/irr", "GD", "tab:red")
     for b, c in zip(s.batch_sizes, colors):
-        rs = [r for lab, r in res["sgd"] if lab["b"] == b]
-        x = np.maximum(rs[0]["plan"], 1)
-        geometric_band(ax, x, [r["records"]["irr"] for r in rs], f"SGD $b$ = {b}", color=c)
+        x = _runs_band(ax, *groups[f"b={b}"], "records/irr", f"SGD $b$ = {b}", c)
         i0 = t3[b][0]["i0"]
         pred = np.median(np.stack([p["pred_ratio"][i0:] for p in t3[b]]), 0)
         ax.plot(x[i0:], pred, color=c, ls="--", lw=1.2)
-    wd = [r for _, r in res["wd"]]
-    xw = np.maximum(wd[0]["plan"], 1)
-    geometric_band(ax, xw, [r["records"]["irr"] for r in wd], f"GD + wd {s.wd:g}", color="tab:orange")
+    xw = _runs_band(ax, *groups["GD + wd"], "records/irr", f"GD + wd {s.wd:g}", "tab:orange")
     m = metrics["gd_wd"]
     if "t_ref" in m:  # the law's window (after the loss has converged) exists
-        r_ref = np.median([r["records"]["irr"][int(np.argmin(np.abs(wd[0]["plan"] - m["t_ref"])))] for r in wd])
+        r_ref = np.median(stacked(wd["records/irr"], "seed")[:, int(np.argmin(np.abs(wd["step"].values - m["t_ref"])))])
         tt = xw[xw >= m["t_ref"]]
         ax.plot(tt, r_ref * T.wd_ratio(tt - m["t_ref"], s.lr, s.wd), color="tab:orange", ls=":", lw=1.5,
                 label="theory $(1-\\eta\\lambda)^t$ (from convergence)")
@@ -48,18 +52,17 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     ax.set_ylabel("$\\|W_{1,\\mathrm{irr}}\\|_F$ / init")
     ax.set_title("irrelevant first-layer weights")
     ax = axes[1]
-    for lab, rs, c in [("GD", gd, "tab:red"), ("GD + wd", wd, "tab:orange")] + [
-            (f"b={b}", [r for lb, r in res["sgd"] if lb["b"] == b], cc) for b, cc in zip(s.batch_sizes, colors)]:
-        geometric_band(ax, np.maximum(rs[0]["plan"], 1), [r["records"]["e2e_irr"] for r in rs], lab, color=c)
+    for lab, c in [("GD", "tab:red"), ("GD + wd", "tab:orange")] + [
+            (f"b={b}", cc) for b, cc in zip(s.batch_sizes, colors)]:
+        _runs_band(ax, *groups[lab], "records/e2e_irr", lab, c)
     ax.axhline(1e-2, **THEORY)
     _line_label(ax, 1e-2, "P1 threshold $10^{-2}$")
     ax.set_yscale("log")
     ax.set_ylabel("end-to-end irrelevant coefficient")
     ax.set_title("function learned (all) vs support (SGD)")
     ax = axes[2]
-    for lab, rs, c in [("GD", gd, "tab:red")] + [
-            (f"b={b}", [r for lb, r in res["sgd"] if lb["b"] == b], cc) for b, cc in zip(s.batch_sizes, colors)]:
-        geometric_band(ax, np.maximum(rs[0]["plan"], 1), [r["records"]["loss"] for r in rs], lab, color=c)
+    for lab, c in [("GD", "tab:red")] + [(f"b={b}", cc) for b, cc in zip(s.batch_sizes, colors)]:
+        _runs_band(ax, *groups[lab], "records/loss", lab, c)
     ax.axhline(s.noise ** 2, **THEORY)
     _line_label(ax, s.noise ** 2, "noise floor $\\sigma^2$")
     ax.set_yscale("log")
@@ -80,18 +83,13 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     for i, b in enumerate(bs):
         for j, lr in enumerate(lrs):
             grid[i, j] = np.median([p["final_ratio"] for p in pts if p["b"] == b and p["lr"] == lr])
-    ph = [r for _, r in res["phase"]]
-    labs = [lab for lab, _ in res["phase"]]
     S = min(lrs) * s.phase_steps
     grid2 = np.full_like(grid, np.nan)
     for i, b in enumerate(bs):
-        for j, lr in enumerate(lrs):
-            vals = []
-            for lab, r in zip(labs, ph):
-                if lab["b"] == b and lab["lr"] == lr:
-                    x = np.log(np.maximum(r["plan"], 1))
-                    vals.append(np.interp(np.log(S / lr), x, r["records"]["irr"]))
-            grid2[i, j] = np.median(vals)
+        for j, lr in enumerate(lrs):  # each run on its own records (the b = N column records fewer steps)
+            grid2[i, j] = np.median([np.interp(np.log(S / lr), np.log(np.maximum(r["step"].values, 1)),
+                                               r["records/irr"].values)
+                                     for _, r in labelled_runs(runs_where(parts["phase"], b=b, lr=lr))])
     norm = LogNorm(1e-2, 1.0)
     fig, axes = panels(2, panel=(3.6, 3.4), sharey=True)
     for ax, g, title in ((axes[0], grid, f"at fixed $T$ = {s.phase_steps} steps"),
@@ -156,11 +154,10 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     names.append(_save(fig, out_dir, "sgd_support_collapse.png"))
 
     # 4. |W1| at init and after each optimiser (seed 0), paper Fig. 1 analogue: two rows, one colour bar
-    cols = [("init", gd[0]["w1_init"]), ("GD", gd[0]["w1"])]
-    for b in s.batch_sizes:
-        r0 = next(r for lab, r in res["sgd"] if lab["b"] == b and lab["seed"] == 0)
-        cols.append((f"SGD $b$ = {b}", r0["w1"]))
-    cols.append(("GD + wd", wd[0]["w1"]))
+    cols = [("init", gd["w1_init"].sel(seed=0).values), ("GD", gd["w1"].sel(seed=0).values)]
+    for b in s.batch_sizes:  # its first trajectory
+        cols.append((f"SGD $b$ = {b}", sgd["w1"].sel(b=b, seed=0, traj=0).values))
+    cols.append(("GD + wd", wd["w1"].sel(seed=0).values))
     ncols = len(cols) if len(cols) <= 4 else -(-len(cols) // 2)  # two balanced rows (7 -> 4 + 3)
     fig, axes = panels(len(cols), ncols=ncols, panel=(1.9, 2.1))
     vmax = float(np.max(np.abs(cols[0][1])))
@@ -173,6 +170,15 @@ def sgd_support_figures(out_dir, s, res, metrics, t3) -> list[str]:
     fig.suptitle("$|W_1|$ (rows: inputs); theory: SGD zeroes the rows below the line")
     names.append(_save(fig, out_dir, "sgd_support_first_layer.png"))
     return names
+
+
+def _runs_band(ax, sub, dims, var, label, color):
+    """:func:`geometric_band` of output ``var`` over the runs of ``sub`` (label ``dims``, one plan: coordinate
+    ``step``, drawn from step 1 on the log axis); returns the steps drawn."""
+    x = np.maximum(sub["step"].values, 1)
+    ys = stacked(sub[var], *dims)
+    geometric_band(ax, x, ys.reshape(-1, ys.shape[-1]), label, color=color)  # [run, step]
+    return x
 
 
 def _line_label(ax, y, text):
