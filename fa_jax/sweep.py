@@ -48,6 +48,16 @@ matmuls in float32 whatever the setting, so on CPU the numbers are bitwise those
 chunk file (``_precision``), in :class:`ChunkPlan` and in :func:`run_labelled`'s metrics, from which
 ``summary.json``'s device block takes it (a sweep file's manifest takes it from its plan).
 
+Compile effort on CPU. Every chunk program compiled for CPU devices gets XLA's LLVM optimisation level
+:func:`cpu_opt_level` (``xla_backend_optimization_level``; 1 by default, ``FA_JAX_CPU_OPT_LEVEL`` = 0..3 to change
+it; XLA's own default is 2). Why 1: a sweep program's heavy kernels (dots, convolutions, decompositions) are
+library calls whatever the level, so level 2's extra LLVM passes buy no speed there and cost compile time
+(measured on one 2-core CPU: the feature-averaging quick preset's 7 programs 34.2 -> 26.5 s backend compile; the
+throughput benchmark's GD program 3.0 -> 1.8 s at 1 804 vs 1 782 run-steps/s, SGD 10 752 vs 11 006). Results
+differ from level 2 at float-rounding level, so the level is part of the program digest (chunk file names) and
+recorded with the precision (:func:`run_labelled`'s metrics, every sweep manifest). Other backends compile with
+their defaults.
+
 Float64 on TPU. A program lowered with 64-bit types on for a TPU gets a :class:`Float64OnTPUWarning`: TPUs
 emulate float64 in software (slow, and not IEEE float64 for every operation).
 
@@ -109,6 +119,8 @@ __all__ = [
     "check_precision",
     "clean_stale_temps",
     "compilation_cache_dir",
+    "compiler_options",
+    "cpu_opt_level",
     "enable_compilation_cache",
     "expand_grid",
     "group_configs",
@@ -123,6 +135,8 @@ __all__ = [
 
 DEFAULT_MEMORY_FRACTION = 0.5
 PRECISIONS = ("default", "high", "highest")  # jax.default_matmul_precision values the engine accepts
+CPU_OPT_LEVEL_ENV = "FA_JAX_CPU_OPT_LEVEL"  # XLA:CPU LLVM optimisation level of sweep programs (module docstring)
+DEFAULT_CPU_OPT_LEVEL = 1
 DEFAULT_PRECISION = "highest"  # float32 matmuls in float32 on every backend (no TF32 / bfloat16 passes)
 
 
@@ -147,6 +161,23 @@ _PIPELINE = True  # False: fetch and write each chunk before dispatching the nex
 
 
 COMPILATION_CACHE_ENV = "FA_JAX_COMPILATION_CACHE"  # a folder, or "off"
+
+
+def cpu_opt_level() -> int:
+    """XLA:CPU's LLVM optimisation level for sweep programs: ``$FA_JAX_CPU_OPT_LEVEL`` (0..3), else 1 (module
+    docstring, "Compile effort on CPU"). A bad value is an error naming the variable, before anything compiles."""
+    raw = os.environ.get(CPU_OPT_LEVEL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CPU_OPT_LEVEL
+    if raw not in ("0", "1", "2", "3"):
+        raise ConfigError(CPU_OPT_LEVEL_ENV, "0, 1, 2 or 3 (XLA's xla_backend_optimization_level; unset: 1)", raw)
+    return int(raw)
+
+
+def compiler_options(platform: str) -> dict[str, Any]:
+    """The XLA options every sweep program for ``platform`` is compiled with (``jax.stages.Lowered.compile``):
+    ``{"xla_backend_optimization_level": cpu_opt_level()}`` on CPU, none elsewhere."""
+    return {"xla_backend_optimization_level": cpu_opt_level()} if platform == "cpu" else {}
 
 
 def compilation_cache_dir() -> str | None:
@@ -422,12 +453,13 @@ def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
 def _program_digest(text: str, devices: tuple) -> str:
     """Hash of what a chunk runs: the lowered program text (StableHLO without debug locations: every operation of
     the run function and of each library function it calls, shapes, dtypes, the device count) plus what turns it
-    into machine code (platform, device kind, jax/jaxlib versions, XLA_FLAGS)."""
+    into machine code (platform, device kind, jax/jaxlib versions, XLA_FLAGS, :func:`compiler_options`)."""
     import jaxlib
 
     d = devices[0]
     extra = json.dumps([d.platform, getattr(d, "device_kind", ""), jax.__version__,
-                        getattr(jaxlib, "__version__", ""), os.environ.get("XLA_FLAGS", "")])
+                        getattr(jaxlib, "__version__", ""), os.environ.get("XLA_FLAGS", ""),
+                        compiler_options(d.platform)])
     h = hashlib.sha256(text.encode())
     h.update(extra.encode())
     return h.hexdigest()[:24]
@@ -474,7 +506,7 @@ def _compile(low: _Lowered, devices: tuple):
     if ck not in _COMPILED:
         t0 = time.perf_counter()
         STATS.traces += 1
-        _COMPILED[ck] = (low.lowered.compile(), low.sharding)
+        _COMPILED[ck] = (low.lowered.compile(compiler_options(devices[0].platform) or None), low.sharding)
         STATS.compile_seconds += time.perf_counter() - t0
         _LOWERED.pop(low.digest, None)  # compiled: the lowering is no longer needed
     return _COMPILED[ck]
@@ -612,6 +644,7 @@ def plan_chunks(
     finished sweep in a new process loads it without compiling a program it will not run).
     """
     check_precision(precision)
+    cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
     check_configs(configs)
     if max_chunk is not None and (isinstance(max_chunk, bool) or not isinstance(max_chunk, int) or max_chunk < 1):
         raise ValueError(f"invalid max_chunk={max_chunk!r}: allowed an integer >= 1 or None (no cap)")
@@ -957,6 +990,7 @@ def run_sweep(
         have been made with the same one.
     """
     check_precision(precision)
+    cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
     devices = tuple(devices or jax.local_devices())
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
@@ -1193,7 +1227,7 @@ def run_labelled(
     metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
                "chunks_loaded_from_cache": STATS.chunks_loaded - loaded0,
                "diverged_runs": int(sum(bool(r["diverged"]) for r in results if r is not None and "diverged" in r)),
-               "matmul_precision": precision}
+               "matmul_precision": precision, "compiler_options": compiler_options(jax.devices()[0].platform)}
     return res, metrics
 
 
@@ -1291,6 +1325,7 @@ def runs_manifest(run_fn: Callable, runs: dict[str, list[tuple[dict, Any]]], pla
         "varying": varying,
         "plan": plan_json(plans), "n_groups": len({p.key for p in plans}), "versions": versions(),
         "device": device(precision),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": jax.process_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "compiler_options": compiler_options(jax.devices()[0].platform),
+        "process_count": jax.process_count(),
         "experiment": exp,
     }

@@ -732,7 +732,8 @@ def _run_spec(
         "plan": S.plan_json(plans),
         "n_groups": len({p.key for p in plans}), "versions": versions(),
         "device": device(precisions_in([{"matmul_precision": p.precision} for p in plans])),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "process_count": pc,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "compiler_options": S.compiler_options(jax.devices()[0].platform),
+        "process_count": pc,
         "experiment": describe_experiment(exp),  # output dims, coordinates, labels: results load without the experiment's code
     }
     if pi == 0 or old is None:

@@ -180,12 +180,12 @@ def train(
         progress.report(bounds[1], plan[-1])  # one host callback per segment for the whole vmapped batch
         return carry, masked(record_fn(carry[0]), carry[2])
 
-    first = record_fn(params)
-    bounds = jnp.asarray(np.stack([plan[:-1], plan[1:]], axis=1), jnp.int32)
+    # A leading empty segment (0, 0) records the initial state inside the scan: record_fn is traced and compiled
+    # once, not a second time outside the loop (it can be the largest part of a program: attacks, radii).
+    bounds = jnp.asarray(np.stack([(plan[0],) + plan[:-1], plan], axis=1), jnp.int32)
     # The carried permutation is only read after a step with t % nb == 0 has set it; segments may start
     # mid-epoch, so it is carried across them (and re-drawn for the epoch of the first step if needed).
     perm0 = _epoch_perm(key, plan[0] // nb, n) if epochwise else jnp.zeros((1,), jnp.int32)
     init = (params, optimizer.init(params), jnp.asarray(-1, jnp.int32), perm0)
-    (params, _, bad_at, _), rest = lax.scan(segment, init, bounds)
-    records = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), first, rest)
+    (params, _, bad_at, _), records = lax.scan(segment, init, bounds)
     return TrainResult(params, records, bad_at)

@@ -22,7 +22,7 @@ CFGS = [LinearRun(data=LinearData(d=6, n_train=24, n_test=8), optim=OptimConfig(
 
 def _plain(run_fn, cfgs):
     """The chunk program as a user writes it, traced with NO precision context: what the engine compiled before
-    the setting existed."""
+    the setting existed (compiled with the engine's compiler options)."""
     base = cfgs[0]
     fn = jax.jit(lambda v: jax.vmap(lambda one: run_fn(with_values(base, one)))(v))
     vals = S._stack([traced_values(c) for c in cfgs])
@@ -36,7 +36,8 @@ def test_highest_is_bitwise_neutral_on_cpu(tmp_path):
     (HIGHEST on every dot of its text; none at "default")."""
     low, vals = _plain(run_linear, CFGS)
     assert "HIGHEST" not in low.as_text()
-    ref = S._flatten(jax.device_get(low.compile()(vals)))
+    # the engine's CPU compile options (sweep.compiler_options: the LLVM level) apply to both sides
+    ref = S._flatten(jax.device_get(low.compile(S.compiler_options("cpu"))(vals)))
     for kw in ({}, {"precision": "highest"}):  # one program: compiled once
         out = S.run_sweep(run_linear, CFGS, chunk_size=len(CFGS), out_dir=tmp_path / str(kw), **kw)
         for i, r in enumerate(out):
@@ -96,3 +97,22 @@ def test_float64_on_tpu_warns(monkeypatch):
         monkeypatch.setattr(S, "_platform", lambda devices: "gpu")
         with jax.enable_x64(True):
             S._warn_x64_on_tpu(tuple(jax.local_devices()))
+
+
+def test_cpu_opt_level_is_validated_part_of_the_program_and_recorded(tmp_path, monkeypatch):
+    """FA_JAX_CPU_OPT_LEVEL: a bad value names the variable before anything is traced; the level is in the
+    program digest (a chunk computed at another level is never reused) and in run_labelled's metrics."""
+    monkeypatch.setenv(S.CPU_OPT_LEVEL_ENV, "4")
+    with pytest.raises(ValueError, match="invalid FA_JAX_CPU_OPT_LEVEL='4': allowed 0, 1, 2 or 3"):
+        S.plan_chunks(run_linear, CFGS[:2], chunk_size=2)
+    monkeypatch.setenv(S.CPU_OPT_LEVEL_ENV, "2")
+    assert S.compiler_options("cpu") == {"xla_backend_optimization_level": 2}
+    assert S.compiler_options("gpu") == {}
+    at2 = S.plan_chunks(run_linear, CFGS[:2], chunk_size=2)[0].program
+    monkeypatch.delenv(S.CPU_OPT_LEVEL_ENV)
+    assert S.cpu_opt_level() == S.DEFAULT_CPU_OPT_LEVEL == 1
+    at1 = S.plan_chunks(run_linear, CFGS[:2], chunk_size=2)[0].program
+    assert (at1 != at2) == (jax.default_backend() == "cpu")
+    # the three runs' program test_highest_is_bitwise_neutral_on_cpu compiled (nothing new here)
+    _, metrics = S.run_labelled(run_linear, {"a": [({"s": i}, c) for i, c in enumerate(CFGS)]}, out_dir=tmp_path)
+    assert metrics["compiler_options"] == S.compiler_options(jax.default_backend())

@@ -370,8 +370,9 @@ def test_one_step_callback_per_segment_not_per_run():
     plan = cfgs[0].train
     from fa_jax.trainer import record_plan
 
-    steps = record_plan(plan.steps, plan.n_records, plan.plan)[1:]
-    assert len(steps) >= 3 and sorted(calls) == [(s, plan.steps) for s in steps]  # once per segment, all 6 runs
+    # the trainer's segments: an empty one (0, 0) that records the initial state, then one per later record
+    steps = record_plan(plan.steps, plan.n_records, plan.plan)
+    assert len(steps) >= 4 and sorted(calls) == [(s, plan.steps) for s in steps]  # once per segment, all 6 runs
 
 
 def test_progress_bar_runs_and_quiet_prints_nothing(tmp_path, capsys):

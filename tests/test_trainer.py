@@ -115,6 +115,23 @@ def test_records_length_equals_plan_and_memory_independent_of_steps():
         assert f"f32[{steps + 1},5]" not in hlo and f"f32[{steps},5]" not in hlo
 
 
+def test_record_fn_traced_once_initial_record_included():
+    """The initial record is taken inside the scan (an empty first segment), so ``record_fn`` -- often the largest
+    part of a program (attacks, radii) -- is traced, and compiled, once; its record at step 0 is the initial
+    state's."""
+    _, x, y = onehot_setup(3)
+    traces = []
+
+    def record_fn(p):
+        traces.append(1)
+        return {"th": p["th"]}
+
+    run = jax.jit(lambda p: train(lin_loss, p, x, y, optax.sgd(0.3), plan=(0, 2, 5), record_fn=record_fn))
+    _, rec, _ = run({"th": jnp.ones(3)})
+    assert len(traces) == 1
+    np.testing.assert_allclose(np.asarray(rec["th"])[:, 0], [1.0, 1 - 0.2, 1 - 0.5], rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- epoch sampling
 @pytest.mark.parametrize("n,b", [(10, 4), (7, 3), (9, 9), (5, 1), (6, 4)])
 def test_batch_indices_epoch_cover_each_sample_once(n, b):
