@@ -33,6 +33,7 @@ from fa_jax.experiments.adaptive_nets import NET_OPTS, REMOVALS, AdaptiveNetRun,
 from fa_jax.models.image_nets import ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.sgd_vs_adaptive import adaptive_figures, nets_bands_figure, nets_figure
+from fa_jax.results import each_run, labelled_runs, load_results, own_records, runs_where, select_runs, stacked
 from fa_jax.summary import Check, finish
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_vs_adaptive as T
@@ -312,10 +313,6 @@ def build_net_runs(s: AdaptiveSim) -> dict[str, list]:
     return {"nets": runs, "removal": removal}
 
 
-def _f(x) -> float:
-    return float(np.asarray(x))
-
-
 NET_CHECKS = ("nets.sgd_mlp_irrelevant_invariance", "nets.local_below_global_bound", "nets.clean_acc_spread",
               "nets.lipschitz_order", "nets.lipschitz_bound_order", "nets.lipschitz_proxy_order", "nets.robust_order",
               "nets.lipschitz_matches_robustness", "nets.local_lipschitz_matches_robustness")
@@ -337,13 +334,18 @@ def _net_name(arch: str, scale: float) -> str:
     return f"{arch}/init{scale:g}"
 
 
-def _seed_means(vals: list) -> dict:
-    m = {k: np.mean([v[k] for v in vals], axis=0) for k in vals[0] if k not in ("diverged", "seed")}
-    m["clean_sd"] = float(np.std([v["clean"] for v in vals]))
-    m["robust_mean_sd"] = float(np.std([v["robust_mean"] for v in vals]))
-    m["bound_op_sd"] = float(np.std([v["bound_op"] for v in vals]))
-    m["n"] = len(vals)
-    m["diverged"] = int(sum(v["diverged"] for v in vals))
+def _seed_means(cell: dict, keep=None) -> dict:
+    """Seed means of one cell's per-run quantities (:func:`_cell`), over the runs where the boolean ``keep [seed]``
+    holds (default: all): scalars -> float, per-budget arrays ``[k]``; plus the sds of clean accuracy, mean robust
+    accuracy and product bound, the run count ``n`` and the diverged runs."""
+    sel = slice(None) if keep is None else np.asarray(keep, bool)
+    vals = {k: v[sel] for k, v in cell.items()}
+    m = {k: np.mean(v, axis=0) for k, v in vals.items() if k not in ("diverged", "seed")}
+    m["clean_sd"] = float(np.std(vals["clean"]))
+    m["robust_mean_sd"] = float(np.std(vals["robust_mean"]))
+    m["bound_op_sd"] = float(np.std(vals["bound_op"]))
+    m["n"] = len(vals["seed"])
+    m["diverged"] = int(np.count_nonzero(vals["diverged"]))
     return m
 
 
@@ -370,62 +372,93 @@ def _decided_match(d_lip: float, d_rob: float) -> bool:
     return (d_lip > 0 and d_rob > 0) or (d_lip < 0 and d_rob < 0)
 
 
-def _cell(lab, r) -> dict:
-    rob = np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])
+CELL_KEYS = ("arch", "init", "opt", "lr")  # the labels of one nets cell (net x optimiser x lr); seed varies in it
+
+
+def _cells(sub, keys: tuple = CELL_KEYS) -> dict[tuple, dict]:
+    """The per-run quantities (:func:`_cell`) of every cell of a nets part ``sub`` (``select_runs(..., unstack=False)``:
+    dim ``run``, labels along it), the runs grouped by their label ``keys``: ``{label values: cell}``, the cells in
+    the order the sim listed their first run, each cell's runs in listed order (seeds ascending)."""
+    groups = dict.fromkeys(zip(*(sub[k].values.tolist() for k in keys), strict=True))
+    return {g: _cell(runs_where(sub, **dict(zip(keys, g, strict=True)))) for g in groups}
+
+
+def _cell(c) -> dict[str, np.ndarray]:
+    """Per-run quantities of one cell ``c`` (a nets part's runs on its ``run`` dim, :func:`_cells`): ``{name: [run]
+    or [run, k]}``, float64 (``seed`` int, ``diverged`` bool). ``robust_mean``: each run's mean over its l2 and
+    l-inf PGD budgets, in the outputs' float32; ``radial_drop``: clean - noisy accuracy per radial DCT band."""
+    def col(name: str) -> np.ndarray:
+        return stacked(c[name], "run").astype(float)
+
+    l2, linf = stacked(c["l2_acc"], "run"), stacked(c["linf_acc"], "run")  # float32 [run, eps]
+    clean = col("clean_acc")
+    loss = stacked(c["records/loss"], "run")  # [run, step]
     return {
-        "seed": lab["seed"],
-        "clean": _f(r["clean_acc"]), "l2": np.asarray(r["l2_acc"], float), "linf": np.asarray(r["linf_acc"], float),
-        "noise": np.asarray(r["noise_acc"], float), "robust_mean": float(np.mean(rob)),
-        "band_rel": np.asarray(r["band_noise_acc"]["relevant"], float),
-        "band_irr": np.asarray(r["band_noise_acc"]["irrelevant"], float),
-        "radial_drop": _f(r["clean_acc"]) - np.asarray(r["band_noise_radial"], float),
-        "removal_change": _f(r["removal_change"]),
-        "bound_op": _f(r["lip"]["bound_op"]), "bound_proxy": _f(r["lip"]["bound_proxy"]),
-        "bound_op_init": _f(r["lip_init"]["bound_op"]),
-        "grad_l2": _f(r["local"]["margin_grad_l2"]), "grad_l1": _f(r["local"]["margin_grad_l1"]),
-        "grad_l2_max": _f(r["local"]["margin_grad_l2_max"]),
-        "grad_irr": _f(r["local"]["grad_irrelevant_frac"]),
-        "irr_init": _f(r["first_layer_irr"]["init"]), "irr_final": _f(r["first_layer_irr"]["final"]),
-        "irr_frac_init": _f(r["first_layer_frac"]["init"]), "irr_frac_final": _f(r["first_layer_frac"]["final"]),
-        "delta_irr": _f(r["first_layer_delta"]["irr"]), "delta_total": _f(r["first_layer_delta"]["total"]),
-        "loss_init": _f(np.asarray(r["records"]["loss"])[0]),
-        "loss_final": _f(np.asarray(r["records"]["loss"])[-1]),
-        "diverged": bool(r["diverged"])}
+        "seed": c["seed"].values,
+        "clean": clean, "l2": l2.astype(float), "linf": linf.astype(float), "noise": col("noise_acc"),
+        "robust_mean": np.mean(np.concatenate([l2, linf], axis=1), axis=1).astype(float),
+        "band_rel": col("band_noise_acc/relevant"), "band_irr": col("band_noise_acc/irrelevant"),
+        "radial_drop": clean[:, None] - col("band_noise_radial"),
+        "removal_change": col("removal_change"),
+        "bound_op": col("lip/bound_op"), "bound_proxy": col("lip/bound_proxy"), "bound_op_init": col("lip_init/bound_op"),
+        "grad_l2": col("local/margin_grad_l2"), "grad_l1": col("local/margin_grad_l1"),
+        "grad_l2_max": col("local/margin_grad_l2_max"), "grad_irr": col("local/grad_irrelevant_frac"),
+        "irr_init": col("first_layer_irr/init"), "irr_final": col("first_layer_irr/final"),
+        "irr_frac_init": col("first_layer_frac/init"), "irr_frac_final": col("first_layer_frac/final"),
+        "delta_irr": col("first_layer_delta/irr"), "delta_total": col("first_layer_delta/total"),
+        "loss_init": loss[:, 0].astype(float), "loss_final": loss[:, -1].astype(float),
+        "diverged": stacked(c["diverged"], "run").astype(bool)}
+
+
+def _held_out(s: AdaptiveSim, cell: dict) -> dict:
+    """One cell's per-run quantities (:func:`_cell`) on its held-out seeds only (seed >= net_select_seeds)."""
+    keep = cell["seed"] >= s.net_select_seeds
+    return {k: v[keep] for k, v in cell.items()}
 
 
 def _band_comparison(s: AdaptiveSim, cells: dict, net: tuple, sgd_lr: float, eligible: list) -> dict:
     """SGD vs every eligible adaptive (opt, lr) of one net, paired by held-out seed: per seed the difference
     SGD - adaptive (accuracy under band noise: mean over the band stds; first-layer change: adaptive - SGD), averaged
-    over the eligible (opt, lr); mean and CI over the held-out seeds (:func:`paired_ci`); per (opt, lr) the same."""
-    by_seed = {k: {v["seed"]: v for v in vals if v["seed"] >= s.net_select_seeds} for k, vals in cells.items()}
-    ref = by_seed[(*net, "sgd", sgd_lr)]
-    seeds = sorted(ref)
+    over the eligible (opt, lr); mean and CI over the held-out seeds (:func:`paired_ci`); per (opt, lr) the same.
+    ``cells``: ``{(arch, init, opt, lr): cell}`` (:func:`_cells`)."""
+    ref = _held_out(s, cells[(*net, "sgd", sgd_lr)])
+    other = {(o, lr): _held_out(s, cells[(*net, o, lr)]) for o, lr in eligible}
+    for (o, lr), b in other.items():  # paired by seed: every cell holds the same held-out seeds, in the same order
+        require(np.array_equal(b["seed"], ref["seed"]), "cells", f"the held-out seeds {ref['seed'].tolist()} of SGD "
+                f"in every paired cell of {_net_name(*net)}", f"{o} lr {lr:g}: {b['seed'].tolist()}")
     out: dict = {"sgd_lr": sgd_lr, "eligible": [{"opt": o, "lr": lr} for o, lr in eligible], "per_lr": {}}
-    quantities = {"band_irr": lambda a, b: float(np.mean(a["band_irr"] - b["band_irr"])),
-                  "band_rel": lambda a, b: float(np.mean(a["band_rel"] - b["band_rel"])),
+    quantities = {"band_irr": lambda a, b: np.mean(a["band_irr"] - b["band_irr"], axis=1),  # [seed]
+                  "band_rel": lambda a, b: np.mean(a["band_rel"] - b["band_rel"], axis=1),
                   "clean": lambda a, b: a["clean"] - b["clean"],
                   "delta_irr": lambda a, b: b["delta_irr"] - a["delta_irr"]}
     for q, fn in quantities.items():
-        per = {f"{o}/lr{lr:g}": [fn(ref[sd], by_seed[(*net, o, lr)][sd]) for sd in seeds] for o, lr in eligible}
+        per = {f"{o}/lr{lr:g}": fn(ref, b) for (o, lr), b in other.items()}
         out["per_lr"][q] = {k: paired_ci(v) for k, v in per.items()}
         out[q] = paired_ci(np.mean(list(per.values()), axis=0))
-    out["band_irr_per_std"] = {f"{o}/lr{lr:g}": np.mean([ref[sd]["band_irr"] - by_seed[(*net, o, lr)][sd]["band_irr"]
-                                                         for sd in seeds], axis=0).tolist() for o, lr in eligible}
+    out["band_irr_per_std"] = {f"{o}/lr{lr:g}": np.mean(ref["band_irr"] - b["band_irr"], axis=0).tolist()
+                               for (o, lr), b in other.items()}
     return out
 
 
-def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
+def net_parts(ds) -> dict:
+    """The parts of the networks' Dataset ``ds`` (``load_results(out/cache, sweep="sgd-vs-adaptive-nets")``), each
+    on its ``run`` dim with its labels along it: ``nets`` (labels arch, init, opt, lr, seed: a sparse grid, the lr
+    grids differ between optimisers) and, where the config has removal runs, ``removal`` (+ removal, p)."""
+    return {p: select_runs(ds, p, unstack=False) for p in dict.fromkeys(ds["part"].values.tolist())}
+
+
+def analyse_nets(s: AdaptiveSim, ds) -> tuple[list[Check], dict, dict]:
     """Per net (arch, init scale) and (opt, lr): seed means. The lrs are chosen on the selection seeds
     (0 .. net_select_seeds-1): SGD's grid lr with the best clean accuracy; per adaptive optimiser the grid lr whose
     clean accuracy is closest to it (the P9 / T5 checks: the paper's 'similar standard generalisation'), and every
     adaptive lr within ``net_match_tol`` of it (the band-noise comparisons). Every comparison uses the held-out seeds
-    only, so no check measures what the selection tuned. Returns ``(checks, metrics, not_evaluated)``."""
-    cells: dict = {}
-    for lab, r in res["nets"]:
-        cells.setdefault((lab["arch"], lab["init"], lab["opt"], lab["lr"]), []).append(_cell(lab, r))
-    sel = {k: _seed_means([v for v in vals if v["seed"] < s.net_select_seeds]) for k, vals in cells.items()}
-    held = {k: _seed_means([v for v in vals if v["seed"] >= s.net_select_seeds]) for k, vals in cells.items()}
-    mean = {k: _seed_means(vals) for k, vals in cells.items()}
+    only, so no check measures what the selection tuned. ``ds``: the networks' Dataset (:func:`net_parts`).
+    Returns ``(checks, metrics, not_evaluated)``."""
+    parts = net_parts(ds)
+    cells = _cells(parts["nets"])  # {(arch, init, opt, lr): per-run quantities over its seeds}
+    sel = {k: _seed_means(c, c["seed"] < s.net_select_seeds) for k, c in cells.items()}
+    held = {k: _seed_means(c, c["seed"] >= s.net_select_seeds) for k, c in cells.items()}
+    mean = {k: _seed_means(c) for k, c in cells.items()}
     nets = net_grid(s)
     checks: list[Check] = []
     skipped: dict[str, str] = {}
@@ -436,10 +469,10 @@ def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
                      "held_out_seeds": list(range(s.net_select_seeds, s.net_seeds)),
                      "net_grid": [list(n) for n in nets]}
     # derived: SGD never changes the MLP's first-layer weight on zero-variance frequencies
-    sgd_mlp = [v for (a, _, o, _), vals in cells.items() if a == "mlp" and o == "sgd" for v in vals]
+    sgd_mlp = [c for (a, _, o, _), c in cells.items() if a == "mlp" and o == "sgd"]
     if sgd_mlp:
-        dev = max(abs(v["irr_final"] - v["irr_init"]) / v["irr_init"] for v in sgd_mlp)
-        moved = min(abs(v["loss_final"] - v["loss_init"]) / v["loss_init"] for v in sgd_mlp)
+        dev = float(max(np.max(np.abs(c["irr_final"] - c["irr_init"]) / c["irr_init"]) for c in sgd_mlp))
+        moved = float(min(np.min(np.abs(c["loss_final"] - c["loss_init"]) / c["loss_init"]) for c in sgd_mlp))
         checks.append(Check(
             "nets.sgd_mlp_irrelevant_invariance", dev, T.sgd_first_layer_irrelevant_change(), 1e-4, "at_most",
             "derived (SGD's first-layer gradient lies in the span of the data)",
@@ -450,7 +483,7 @@ def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
     else:
         skipped["nets.sgd_mlp_irrelevant_invariance"] = "no MLP in net_archs (the derivation needs a dense first layer)"
     # derived: local Lipschitz estimate <= global bound (||grad margin|| <= sqrt2 ||J|| <= sqrt2 prod ||A_l||)
-    ratio = max(v["grad_l2_max"] / (math.sqrt(2.0) * v["bound_op"]) for vals in cells.values() for v in vals)
+    ratio = float(max(np.max(c["grad_l2_max"] / (math.sqrt(2.0) * c["bound_op"])) for c in cells.values()))
     checks.append(Check("nets.local_below_global_bound", ratio, T.local_over_global_max(), 1e-3, "at_most",
                         "derived (margin gradient <= sqrt2 ||J|| <= sqrt2 prod_l ||A_l||)",
                         "max over runs and points of ||grad_x margin||_2 / (sqrt2 prod_l ||A_l||_2); tolerance: the "
@@ -526,7 +559,7 @@ def analyse_nets(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
     c_b, metrics["radial"], sk_b = _p10_checks(s, held, picks, eligible_all, ho)
     checks += c_b
     skipped.update(sk_b)
-    c_r, metrics["removal"], sk_r = _removal_checks(s, res.get("removal", []), cells, picks, eligible_all, ho)
+    c_r, metrics["removal"], sk_r = _removal_checks(s, parts.get("removal"), cells, picks, eligible_all, ho)
     checks += c_r
     skipped.update(sk_r)
     if "conv" in s.net_archs:
@@ -634,26 +667,26 @@ def _p10_checks(s: AdaptiveSim, held: dict, picks: dict, eligible: dict, ho: str
     return checks, metrics, skipped
 
 
-def _removal_checks(s: AdaptiveSim, runs: list, cells: dict, picks: dict, eligible: dict, ho: str):
+def _removal_checks(s: AdaptiveSim, runs, cells: dict, picks: dict, eligible: dict, ho: str):
     """Spec 2.3 removal runs / P11 / S6 (MLP at ``net_removal_init_scales``): clean accuracy vs % removed, the data
     change of each removal, and the SGD - adaptive gap under noise on the zero-variance band after Phi_freq
-    training. Returns ``(checks, metrics, skipped)``."""
+    training. ``runs``: the removal part (:func:`net_parts`; None: no removal runs); ``cells``: the unfiltered
+    runs' (:func:`_cells`). Returns ``(checks, metrics, skipped)``."""
     checks, metrics, skipped = [], {}, {}
     if "mlp" not in s.net_archs:
         return checks, metrics, skipped
-    rc: dict = {}
-    for lab, r in runs:
-        rc.setdefault((lab["arch"], lab["init"], lab["opt"], lab["lr"], lab["removal"], lab["p"]), []).append(
-            _cell(lab, r))
-    def held(vals):
-        return [v for v in vals if v["seed"] >= s.net_select_seeds]
+    # {(arch, init, opt, lr, removal, p): per-run quantities over its seeds}
+    rc = _cells(runs, (*CELL_KEYS, "removal", "p")) if runs is not None else {}
+
+    def held(c) -> dict:
+        return _held_out(s, c)
 
     # derived: where Phi_freq keeps every non-zero-variance coefficient it changes the data by rounding only
     dom = [p for p in s.net_removed if T.freq_removal_keeps_relevant(s.net_size, s.net_frac_irrelevant, float(p))]
     name = "nets.s6.freq_removal_of_empty_band_exact"
     if dom:
-        ch = max(v["removal_change"] for k, vals in rc.items() if k[4] == "freq" and k[5] in dom for v in vals)
-        outside = [v["removal_change"] for k, vals in rc.items() if k[4] == "freq" and k[5] not in dom for v in vals]
+        ch = float(max(np.max(c["removal_change"]) for k, c in rc.items() if k[4] == "freq" and k[5] in dom))
+        outside = [float(v) for k, c in rc.items() if k[4] == "freq" and k[5] not in dom for v in c["removal_change"]]
         checks.append(Check(
             name, ch, T.empty_band_removal_change(), 1e-5, "at_most", T.PROVENANCE["empty_band_removal_change"],
             f"max over Phi_freq runs with p in {dom} % (the percentages whose kept radial mask contains every "
@@ -672,12 +705,12 @@ def _removal_checks(s: AdaptiveSim, runs: list, cells: dict, picks: dict, eligib
         nm = _net_name(*net)
         lr = picks[nm]["sgd"]
         base = cells[(*net, "sgd", lr)]
-        base_clean = float(np.mean([v["clean"] for v in held(base)]))
+        base_clean = float(np.mean(held(base)["clean"]))
         curves: dict = {}  # (opt, lr, removal) -> {p: held-out mean clean accuracy}, p = 0 the unfiltered runs
-        for (a, i, o, x, m, p), vals in rc.items():
+        for (a, i, o, x, m, p), cell in rc.items():
             if (a, i) == net:
-                c = curves.setdefault((o, x, m), {0.0: float(np.mean([v["clean"] for v in held(cells[(*net, o, x)])]))})
-                c[p] = float(np.mean([v["clean"] for v in held(vals)]))
+                c = curves.setdefault((o, x, m), {0.0: float(np.mean(held(cells[(*net, o, x)])["clean"]))})
+                c[p] = float(np.mean(held(cell)["clean"]))
         metrics[nm] = {"sgd_lr": lr, "clean_vs_removed": {
             f"{o}/lr{x:g}/{m}": {"p": sorted(c), "clean": [c[p] for p in sorted(c)]} for (o, x, m), c in curves.items()}}
         for m in REMOVALS:
@@ -686,8 +719,7 @@ def _removal_checks(s: AdaptiveSim, runs: list, cells: dict, picks: dict, eligib
             if not pin:
                 skipped[cname] = f"no percentage in net_removed <= {p_max:g} (the claim's range)"
                 continue
-            drops = [base_clean - float(np.mean([v["clean"] for v in held(rc[(*net, "sgd", lr, m, p)])]))
-                     for p in pin]
+            drops = [base_clean - float(np.mean(held(rc[(*net, "sgd", lr, m, p)])["clean"])) for p in pin]
             checks.append(Check(
                 cname, max(drops), T.paper_removal_clean_drop_max(), 0.0, "at_most",
                 T.PROVENANCE["paper_removal_clean_drop_max"],
@@ -773,8 +805,29 @@ def _p9_checks(pairs: list, ho: str, match_tol: float) -> list[Check]:
     return checks
 
 
-def _final(r, name):
-    return np.asarray(r["records"][name])[-1]
+def _final(r, name: str) -> np.ndarray:
+    """The last record of output ``records/<name>`` of ``r``: one run cut to its own records (:func:`own_records`,
+    a scalar), or a part whose runs share one recording plan (no padding: ``[<label dims>]``)."""
+    require("plan" not in r.data_vars, "r", "one run cut to its own records, or a part recorded on one plan",
+            f"{dict(r.sizes)} with its plan as a variable (runs recorded on different plans)")
+    return r[f"records/{name}"].isel(step=-1).values
+
+
+def _own_run(r):
+    """One linear run (label dims selected away) cut to its own records (:func:`own_records`) and its own dimension:
+    the ``frequency`` axis, NaN-padded to the largest dimension of the sweep (S2's ``s2_d``; the 3-D runs have 3),
+    cut to the run's ``sigma_tilde``'s finite entries."""
+    r = own_records(r)
+    return r.isel(frequency=slice(0, int(np.isfinite(r["sigma_tilde"].values).sum())))
+
+
+def linear_parts(ds) -> dict:
+    """The parts of the linear half's Dataset ``ds`` (``load_results(out/cache, sweep="sgd-vs-adaptive")``), each
+    unstacked into its full label grid (:func:`select_runs`; every label dim's values sorted, one label key keeps
+    the listed order): ``sampled`` (opt, seed), ``exact`` (opt), ``control`` (what), ``s1`` (opt, alpha, w_scale),
+    ``s2`` (opt, p, seed), then the outputs' dims (``step``: the part's record steps where its runs share one plan;
+    ``frequency``: NaN-padded beyond each run's dimension)."""
+    return {p: select_runs(ds, p, unstack=True) for p in dict.fromkeys(ds["part"].values.tolist())}
 
 
 def _slope(steps, y, lo, hi):
@@ -784,8 +837,9 @@ def _slope(steps, y, lo, hi):
     return float(np.polyfit(steps[m], y[m], 1)[0])
 
 
-def _per_optimiser_checks(s: AdaptiveSim, samp: dict, w0, ws, st, e0) -> tuple[list[Check], dict]:
-    """``linear.<opt>.{std_risk,irrelevant,adv_risk}_final`` on the paper's runs (fresh batches, seed means) against
+def _per_optimiser_checks(s: AdaptiveSim, samp, w0, ws, st, e0) -> tuple[list[Check], dict]:
+    """``linear.<opt>.{std_risk,irrelevant,adv_risk}_final`` on the paper's runs (fresh batches, seed means; ``samp``:
+    the sampled part, dims ``(opt, seed, ...)``, :func:`linear_parts`) against
     the closed forms: GD follows T2 exactly (prediction at the same T); signGD ends at T3's end point (R_s -> 0, so
     R_a = T1 at R_s = 0); Adam / RMSProp have no closed form (T4: they act like signGD; P7 ranks their R_a above
     signGD's at equal R_s), so their checks are one-sided against signGD's T3 end point. Nulls: the values at the
@@ -802,11 +856,11 @@ def _per_optimiser_checks(s: AdaptiveSim, samp: dict, w0, ws, st, e0) -> tuple[l
     tol_ra_sign = float(((1.06 * w_sign[2]) ** 2 - w_sign[2] ** 2) / np.sum(w_sign ** 2))
     checks, final = [], {}
     for opt in OPTS:
-        runs = samp[opt]
-        rs = float(np.mean([_final(r, "std_risk") for r in runs]))
-        ra = float(np.mean([_final(r, "adv_risk") for r in runs]))
-        w2 = float(np.mean([np.asarray(r["w_tilde"])[2] for r in runs]))
-        final[opt] = {"std_risk": rs, "adv_risk": ra, "w_tilde_2": w2, "seeds": len(runs), "std_risk_init": rs0,
+        runs = samp.sel(opt=opt)  # (seed, ...)
+        rs = float(np.mean(stacked(runs["records/std_risk"].isel(step=-1), "seed")))
+        ra = float(np.mean(stacked(runs["records/adv_risk"].isel(step=-1), "seed")))
+        w2 = float(np.mean(stacked(runs["w_tilde"].isel(frequency=2), "seed")))
+        final[opt] = {"std_risk": rs, "adv_risk": ra, "w_tilde_2": w2, "seeds": runs.sizes["seed"], "std_risk_init": rs0,
                       "adv_risk_init": ra0}
         n = f"linear.{opt}"
         if opt == "gd":
@@ -853,8 +907,9 @@ LINEAR_CHECKS = tuple(f"linear.{o}.{q}_final" for o in OPTS for q in ("std_risk"
     "adaptive.s2.gd_irrelevant_band_invariance")
 
 
-def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
-    """The linear half's checks. Returns ``(checks, metrics, not_evaluated)``."""
+def analyse(s: AdaptiveSim, ds) -> tuple[list[Check], dict, dict]:
+    """The linear half's checks from its Dataset ``ds`` (:func:`linear_parts`). Returns ``(checks, metrics,
+    not_evaluated)``."""
     st = np.array(PAPER_SIGMA_TILDE, float)
     ws = np.array(PAPER_W_STAR_TILDE, float)
     w0 = np.array(PAPER_W0_TILDE, float)
@@ -864,27 +919,26 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
     checks: list[Check] = []
     skipped: dict[str, str] = {}
     metrics: dict = {"std_risk_init": rs0, "adv_risk_init": ra0}
-    samp = {lab["opt"]: [r for lb, r in res["sampled"] if lb["opt"] == lab["opt"]] for lab, _ in res["sampled"]}
-    exact = {lab["opt"]: r for lab, r in res["exact"]}
-    ctrl = {lab["what"]: r for lab, r in res["control"]}
+    parts = linear_parts(ds)
+    samp = parts["sampled"]  # (opt, seed, step, frequency)
+    exact = {o: _own_run(parts["exact"].sel(opt=o)) for o in OPTS}  # one run each: (step, frequency)
+    ctrl = {w: _own_run(parts["control"].sel(what=w)) for w in parts["control"]["what"].values.tolist()}
 
     # P1: GD never moves the irrelevant weight (fresh batches, float64), and follows T2's exact power elsewhere
-    gd_move = max(float(np.max(np.abs(np.asarray(r["records"]["e_tilde"])[:, 2] - e0[2]))) for r in samp["gd"])
+    gd_move = float(np.max(np.abs(stacked(samp["records/e_tilde"].sel(opt="gd").isel(frequency=2), "seed") - e0[2])))
     checks.append(Check("adaptive.p1.gd_irrelevant_invariance", gd_move, T.gd_irrelevant_shift(e0, st, s.lr, s.steps),
                         1e-6, "at_most", "derived (T2 / spec P1)",
                         "T2: max over records of |wt_2(t) - wt_2(0)|, GD with sampled batches; tolerance: spec P1's "
                         "1e-6. null=None: an invariance, a run that never moved also measures 0; adaptive.p1.gd_w1 "
                         "(null wt_1(0)) shows the same runs moved", null=None))
     t2_w1 = float(T.gd_error(e0, st, s.lr, s.steps)[1] + ws[1])
-    w1 = float(np.mean([r["w_tilde"][1] for r in samp["gd"]]))
+    w1 = float(np.mean(stacked(samp["w_tilde"].sel(opt="gd").isel(frequency=1), "seed")))
     checks.append(Check("adaptive.p1.gd_w1", w1, t2_w1, 0.01, "abs", "derived (T2 / spec P1)",
                         "T2: et_1(T) = (1 - lr st_1^2)^T et_1(0) (sampled batches, seed mean); tolerance: spec P1's "
                         "+-0.01 (wt_1 in [9.92, 9.94] at T = 200 000); null wt_1(0)", null=float(w0[1])))
     # P6: T1 vs the Monte-Carlo adversarial risk on fresh samples (every run of the 3-D problem and of S2)
-    zs = []
-    for group in ("sampled", "exact", "s2"):
-        for _, r in res[group]:
-            zs.append(float(T.mc_z(_final(r, "adv_risk_mc"), _final(r, "adv_risk"), _final(r, "adv_risk_mc_se"))))
+    zs = np.concatenate([np.ravel(T.mc_z(_final(parts[g], "adv_risk_mc"), _final(parts[g], "adv_risk"),
+                                         _final(parts[g], "adv_risk_mc_se"))) for g in ("sampled", "exact", "s2")])
     checks.append(Check("linear.t1_formula", float(np.max(zs)), T.mc_z_max(len(zs)), 0.0, "at_most",
                         "derived (T1 / spec P6)",
                         f"max over {len(zs)} runs (3-D and S2, final record) of |MC R_a - T1| in standard errors of "
@@ -895,9 +949,8 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
     metrics["t1_mc_z"] = {"max": float(np.max(zs)), "median": float(np.median(zs)), "n": len(zs)}
     # P2: signGD's Phase-2 drift of the irrelevant weight (exact gradients)
     t1, t2 = (float(v) for v in T.signgd_phase_times(e0, st, s.lr))
-    rec = exact["signgd"]["records"]
-    steps = np.asarray(exact["signgd"]["plan"], float)
-    w2 = np.asarray(rec["e_tilde"])[:, 2]
+    steps = np.asarray(exact["signgd"]["step"].values, float)
+    w2 = exact["signgd"]["records/e_tilde"].values[:, 2]
     slope = _slope(steps, w2, t1 + 0.1 * (t2 - t1), t2 - 0.1 * (t2 - t1))
     checks.append(Check("adaptive.p2.signgd_drift_rate", slope, float(T.signgd_drift_rate(e0, s.lr)), 1e-6, "rel",
                         "derived (T3 / spec P2)",
@@ -906,8 +959,8 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
                         "tolerance: float64 rounding allowance; null 0 (never moved)", null=0.0))
     # P3: signGD end point (exact within 2%, sampled batches within 6%)
     pred_w2 = float(T.signgd_final_tilde(w0, ws, st)[2])
-    checks.append(Check("linear.signgd_displacement", float(exact["signgd"]["w_tilde"][2]) - w0[2], pred_w2 - w0[2],
-                        0.02, "rel", "derived (T3 / spec P3)",
+    checks.append(Check("linear.signgd_displacement", float(exact["signgd"]["w_tilde"].values[2]) - w0[2],
+                        pred_w2 - w0[2], 0.02, "rel", "derived (T3 / spec P3)",
                         "T3/P3 (exact gradients): Delta wt_2 = sgn(et_0(0)) sqrt3 (st_1/st_0)^2 |et_1(0)|, the net "
                         "displacement of the irrelevant weight; tolerance: spec P3's 2 %; null 0 (never moved)",
                         null=0.0))
@@ -933,12 +986,12 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
                         f"T4: Adam with eps = {s.adam_large_eps} ends within a few % of GD's limiting R_a (T1 at "
                         f"wt = (wt*_0, wt*_1, wt_2(0))); after {s.control_steps} steps; tolerance: spec P7's 'a few "
                         "percent' read as 3 %; null R_a(wt(0))", null=ra0))
-    metrics["adam_large_eps"] = {"w2_shift": abs(float(big["w_tilde"][2]) - w0[2]),
-                                 "adam_w2_shift": abs(float(exact["adam"]["w_tilde"][2]) - w0[2]),
+    metrics["adam_large_eps"] = {"w2_shift": abs(float(big["w_tilde"].values[2]) - w0[2]),
+                                 "adam_w2_shift": abs(float(exact["adam"]["w_tilde"].values[2]) - w0[2]),
                                  "std_risk": float(_final(big, "std_risk"))}
     # P14: signs in the DCT basis leave the irrelevant weight untouched (and the run still converges)
     dct = ctrl["signgd_dct"]
-    dct_move = float(np.max(np.abs(np.asarray(dct["records"]["e_tilde"])[:, 2] - e0[2])))
+    dct_move = float(np.max(np.abs(dct["records/e_tilde"].values[:, 2] - e0[2])))
     checks.append(Check("adaptive.p14.dct_basis_signgd_invariance", dct_move,
                         T.signgd_irrelevant_shift(w0, ws, st, s.lr, s.steps, "dct"), 1e-12, "at_most",
                         "derived (spec P14)",
@@ -952,12 +1005,14 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
                         "to within lr of its target by t ~ 1000): R_s < 1e-5; null R_s(wt(0))", null=rs0))
     # S1: the closed form on its side of |A(0)| = |B(0)| (signGD, exact gradients)
     s1 = []
-    for lab, r in res["s1"]:
-        stt, wst = np.asarray(r["sigma_tilde"]), np.asarray(r["w_star_tilde"])
+    for lab, r in labelled_runs(select_runs(ds, "s1", unstack=False)):  # the cells in the order build_runs lists them
+        r = _own_run(r)
+        stt, wst = r["sigma_tilde"].values, r["w_star_tilde"].values
         e = w0 - wst
         valid = bool(T.signgd_formula_valid(e, stt))
         pred = float(T.signgd_final_tilde(w0, wst, stt)[2])
-        s1.append({**lab, "valid": valid, "measured": float(r["w_tilde"][2]), "predicted": pred,
+        s1.append({"opt": lab["opt"], "alpha": lab["alpha"], "w_scale": lab["w_scale"], "valid": valid,
+                   "measured": float(r["w_tilde"].values[2]), "predicted": pred,
                    "ratio": float(stt[1] ** 2 / stt[0] ** 2), "e1": float(abs(e[1]))})
     val = [abs(x["measured"] - x["predicted"]) / abs(x["predicted"] - w0[2]) for x in s1
            if x["opt"] == "signgd" and x["valid"]]
@@ -973,27 +1028,34 @@ def analyse(s: AdaptiveSim, res: dict) -> tuple[list[Check], dict, dict]:
     metrics["s1"] = {"cells": s1, "n_valid": len(val), "invalid_side_formula_overestimates": int(np.sum(over)),
                      "invalid_side_cells": len(over)}
     # S2: GD keeps the irrelevant band exactly; what the adaptive methods put there
-    s2 = {}
-    gd_irr, gd_irr_pred, gd_rs_drop = 0.0, 0.0, []
-    for lab, r in res["s2"]:
-        irr = np.asarray(r["records"]["irr_norm"])
-        if lab["opt"] == "gd":
-            gd_irr = max(gd_irr, float(abs(irr[-1] - irr[0])))
-            e0r = np.asarray(r["w0_tilde"]) - np.asarray(r["w_star_tilde"])
-            gd_irr_pred = max(gd_irr_pred, T.gd_irrelevant_shift(e0r, np.asarray(r["sigma_tilde"]), s.lr, s.s2_steps))
-            srs = np.asarray(r["records"]["std_risk"])
-            gd_rs_drop.append(float(srs[-1] / srs[0]))
-        key = f"{lab['opt']}/p{lab['p']:g}"
-        s2.setdefault(key, []).append({"irr_norm": float(irr[-1]), "irr_norm0": float(irr[0]),
-                                       "w_norm": float(_final(r, "w_norm")), "adv_risk": float(_final(r, "adv_risk")),
-                                       "adv_risk_mc": float(_final(r, "adv_risk_mc")),
-                                       "std_risk": float(_final(r, "std_risk"))})
+    s2_runs = parts["s2"]  # (opt, p, seed, step, frequency)
+    gd = s2_runs.sel(opt="gd")
+    irr = stacked(gd["records/irr_norm"], "p", "seed")  # [p, seed, step]
+    gd_irr = float(np.max(np.abs(irr[..., -1] - irr[..., 0])))
+    gd_irr_pred = 0.0
+    for _, r in each_run(gd, "p", "seed"):
+        r = _own_run(r)
+        e0r = r["w0_tilde"].values - r["w_star_tilde"].values
+        gd_irr_pred = max(gd_irr_pred, T.gd_irrelevant_shift(e0r, r["sigma_tilde"].values, s.lr, s.s2_steps))
+    srs = stacked(gd["records/std_risk"], "p", "seed")  # [p, seed, step]
+    gd_rs_drop = (srs[..., -1] / srs[..., 0]).ravel().tolist()
+    s2 = {}  # "<opt>/p<p>": seed means, keys in the order build_runs lists the (opt, p) cells
+    s2_listed = select_runs(ds, "s2", unstack=False)
+    for opt, p in dict.fromkeys(zip(s2_listed["opt"].values.tolist(), s2_listed["p"].values.tolist(), strict=True)):
+        cell = s2_runs.sel(opt=opt, p=p)  # (seed, step, ...)
+
+        def seed_mean(name: str, i: int = -1, cell=cell) -> float:
+            return float(np.mean(stacked(cell[f"records/{name}"].isel(step=i), "seed")))
+
+        s2[f"{opt}/p{p:g}"] = {"irr_norm": seed_mean("irr_norm"), "irr_norm0": seed_mean("irr_norm", 0),
+                               "w_norm": seed_mean("w_norm"), "adv_risk": seed_mean("adv_risk"),
+                               "adv_risk_mc": seed_mean("adv_risk_mc"), "std_risk": seed_mean("std_risk")}
     checks.append(Check("adaptive.s2.gd_irrelevant_band_invariance", gd_irr, gd_irr_pred, 1e-9, "at_most",
                         "derived (T2 in d dimensions)",
                         "max over S2 GD runs of | ||wt on zero-variance frequencies||(T) - (0) |; tolerance: float64 "
                         "rounding. null=None: an invariance, a run that never moved also measures 0; the same runs' "
                         f"R_s fell to <= {max(gd_rs_drop):.2g} of its initial value (metrics.s2)", null=None))
-    metrics["s2"] = {k: {m: float(np.mean([v[m] for v in vals])) for m in vals[0]} for k, vals in s2.items()}
+    metrics["s2"] = s2
     metrics["s2_gd_std_risk_ratio_max"] = max(gd_rs_drop)
     metrics["p7"] = {"adv_risk": ra, "std_risk": rs, "adam_large_eps_adv_risk": float(_final(big, "adv_risk"))}
     per_opt, metrics["final"] = _per_optimiser_checks(s, samp, w0, ws, st, e0)
@@ -1016,23 +1078,29 @@ def run(s: AdaptiveSim, out_dir: str, progress: bool = True, command: str = "") 
     s = s.validate()
     os.makedirs(out_dir, exist_ok=True)
     checks, metrics, engines, figures, skipped = [], {}, {}, [], {}
+    cache = os.path.join(out_dir, "cache")
     if s.linear:
         with jax.enable_x64(True):  # spec 6: float64 (GD invariance to 1e-6, R_s down to 1e-6)
             runs = build_runs(s)
-            res, engines["linear"] = run_labelled(run_adaptive_linear, runs, out_dir=os.path.join(out_dir, "cache"),
-                                                  tag=SIM, progress=progress, desc=SIM)
-        checks, metrics, skipped = analyse(s, res)
-        figures += adaptive_figures(out_dir, s, res, metrics)
+            _, engines["linear"] = run_labelled(run_adaptive_linear, runs, out_dir=cache, tag=SIM, progress=progress,
+                                                desc=SIM)
+        # every number below comes from the labelled Dataset this sweep wrote: dim run, labels opt, seed, what, alpha,
+        # w_scale, p along it (linear_parts)
+        ds_l = load_results(cache, sweep=SIM)
+        checks, metrics, skipped = analyse(s, ds_l)
+        figures += adaptive_figures(out_dir, s, ds_l, metrics)
     else:
         skipped.update({n: "linear=false (the linear half is switched off)" for n in LINEAR_CHECKS})
     if s.nets:  # float32, like the paper's nets
-        res_n, engines["nets"] = run_labelled(run_adaptive_net, build_net_runs(s),
-                                              out_dir=os.path.join(out_dir, "cache"), tag=SIM + "-nets",
-                                              progress=progress, desc=SIM + " nets")
-        c_n, metrics["nets"], sk_n = analyse_nets(s, res_n)
+        _, engines["nets"] = run_labelled(run_adaptive_net, build_net_runs(s), out_dir=cache, tag=SIM + "-nets",
+                                          progress=progress, desc=SIM + " nets")
+        # every number below comes from the labelled Dataset this sweep wrote: dim run, labels arch, init, opt, lr,
+        # seed (+ removal, p on the removal runs) along it (net_parts)
+        ds_n = load_results(cache, sweep=SIM + "-nets")
+        c_n, metrics["nets"], sk_n = analyse_nets(s, ds_n)
         checks += c_n
         skipped.update(sk_n)
-        figures += nets_figure(out_dir, s, res_n, metrics["nets"])
+        figures += nets_figure(out_dir, s, ds_n, metrics["nets"])
         figures += nets_bands_figure(out_dir, s, metrics["nets"])
     else:
         skipped.update({n: "nets=false (the networks half is switched off)" for n in NET_CHECKS

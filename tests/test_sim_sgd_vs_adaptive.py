@@ -8,6 +8,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 from conftest import assert_check_contract, assert_readable_png
 from fa_jax_sims.sgd_vs_adaptive import (
@@ -21,6 +22,7 @@ from fa_jax_sims.sgd_vs_adaptive import (
 )
 
 from fa_jax.cli import main
+from fa_jax.results import load_results, own_records, runs_where, select_runs, stacked
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +117,28 @@ def test_paired_ci_matches_hand_computation():
     assert ci["mean"] - ci["lo"] == pytest.approx(ci["hi"] - ci["mean"], rel=1e-12)
     with pytest.raises(ValueError, match="diffs"):
         paired_ci([0.1])
+
+
+def test_metrics_are_computed_from_the_datasets(quick):
+    """The summary's metrics are reductions of the labelled Datasets the sim's two sweeps wrote (issue 18): the same
+    numbers, to the bit, from a fresh load_results of the sim's folder (its linear and its network runs)."""
+    out, doc = quick
+    m = doc["metrics"]
+    both = load_results(out)  # {tag: Dataset}: one per run_labelled call
+    assert set(both) == {"sgd-vs-adaptive", "sgd-vs-adaptive-nets"}
+    linear = both["sgd-vs-adaptive"]
+    samp = select_runs(linear, "sampled")  # a full grid: (opt, seed, step, frequency)
+    for opt in ("gd", "signgd", "adam", "rmsprop"):
+        rs = stacked(samp["records/std_risk"].sel(opt=opt).isel(step=-1), "seed")
+        assert m["final"][opt]["std_risk"] == float(np.mean(rs)), opt
+    # the quick control runs record on two plans (control_steps != steps): each run cut to its own records
+    ctrl = select_runs(linear, "control")
+    assert "plan" in ctrl.data_vars
+    big = own_records(ctrl.sel(what="adam_large_eps"))
+    assert m["p7"]["adam_large_eps_adv_risk"] == float(big["records/adv_risk"].values[-1])
+    assert m["t1_mc_z"]["n"] == sum(int((linear["part"] == g).sum()) for g in ("sampled", "exact", "s2"))
+    nets = select_runs(both["sgd-vs-adaptive-nets"], "nets", unstack=False)  # sparse (lr grids differ): run axis
+    cell = runs_where(nets, arch="mlp", init=1.0, opt="sgd", lr=0.1)
+    clean = cell["clean_acc"].values.astype(float)
+    assert m["nets"]["cells"]["mlp/init1/sgd/lr0.1"]["clean"] == float(np.mean(clean))
+    assert m["nets"]["cells"]["mlp/init1/sgd/lr0.1"]["clean_sd"] == float(np.std(clean))

@@ -7,6 +7,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
 from ..data.natural import PAPER_W0_TILDE
+from ..results import labelled_runs, runs_where, select_runs, stacked
 from ..theory import sgd_vs_adaptive as T
 from .common import save
 from .style import THEORY, figure_legend, legend_cell, legend_outside, panels, styled
@@ -15,8 +16,10 @@ COLORS = {"gd": "C0", "signgd": "C3", "adam": "C1", "rmsprop": "C2"}
 
 
 @styled
-def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
-    """The linear-half figures (Fig. 5 analogue, S1, S2, risk scatter); returns the file names written."""
+def adaptive_figures(out_dir, s, ds, metrics: dict) -> list[str]:
+    """The linear-half figures (Fig. 5 analogue, S1, S2, risk scatter) from the linear half's Dataset ``ds``
+    (``load_results(out/cache, sweep="sgd-vs-adaptive")``: dim ``run``, the parts and labels along it); returns the
+    file names written."""
     st, ws, w0 = np.array([0.1, 0.05, 0.0]), np.array([5.0, 10.0, 0.0]), np.array(PAPER_W0_TILDE)
     e0 = w0 - ws
     t1, t2 = metrics["signgd_phase_times"]["t1"], metrics["signgd_phase_times"]["t2"]
@@ -25,13 +28,13 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
     # 1. Fig. 5 analogue: |et_k(t)| per optimiser (sampled batches, seed 0) + R_s, R_a with T1-T3 asymptotes; 3 x 2,
     # the sixth cell holds the legend of all five panels
     fig, axes = panels(6, panel=(3.6, 2.6))
-    runs = {lab["opt"]: r for lab, r in res["sampled"] if lab["seed"] == 0}
+    sampled = select_runs(ds, "sampled", unstack=False)
+    runs = {lab["opt"]: r for lab, r in labelled_runs(runs_where(sampled, seed=0))}  # listed order, own records
     for k in range(3):
         ax = axes[k]
         for opt, r in runs.items():
-            steps = np.asarray(r["plan"], float)
-            ax.plot(np.maximum(steps, 1), np.abs(np.asarray(r["records"]["e_tilde"])[:, k]), color=COLORS[opt],
-                    label=opt)
+            steps = np.asarray(r["step"].values, float)
+            ax.plot(np.maximum(steps, 1), np.abs(r["records/e_tilde"].values[:, k]), color=COLORS[opt], label=opt)
         if k < 2:
             tt = np.geomspace(1, s.steps, 200)
             ax.plot(tt, np.abs([T.gd_error(e0, st, s.lr, t)[k] for t in tt]), **THEORY, label="GD theory (T2)")
@@ -46,11 +49,10 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
     for j, (name, label) in enumerate((("std_risk", "standard risk $R_s$"), ("adv_risk", "adversarial risk $R_a$"))):
         ax = axes[3 + j]
         for opt, r in runs.items():
-            steps = np.asarray(r["plan"], float)
-            ax.plot(np.maximum(steps, 1), np.asarray(r["records"][name]), color=COLORS[opt], label=opt)
+            steps = np.asarray(r["step"].values, float)
+            ax.plot(np.maximum(steps, 1), r[f"records/{name}"].values, color=COLORS[opt], label=opt)
             if name == "adv_risk":
-                ax.plot(np.maximum(steps, 1), np.asarray(r["records"]["adv_risk_mc"]), color=COLORS[opt], ls=":",
-                        lw=1)
+                ax.plot(np.maximum(steps, 1), r["records/adv_risk_mc"].values, color=COLORS[opt], ls=":", lw=1)
         if name == "adv_risk":
             eps = s.eps_adv
             gd_lim = float(T.adv_risk_zero_std(np.linalg.norm(T.gd_limit_tilde(w0, ws, st)), eps))
@@ -92,22 +94,22 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
     # 3. S2: irrelevant-band norm, ||w|| and R_a vs the fraction of zero-variance frequencies; T1 from ||w||; 2 x 2,
     # the fourth cell holds the legend
     fig, axes = panels(4, panel=(3.6, 2.7))
-    fracs = sorted({lab["p"] for lab, _ in res["s2"]})
-    for opt in sorted({lab["opt"] for lab, _ in res["s2"]}, key=list(COLORS).index):
-        rows = [[r for lab, r in res["s2"] if lab["opt"] == opt and lab["p"] == p] for p in fracs]
-        irr = [[float(np.asarray(r["records"]["irr_norm"])[-1]) for r in rr] for rr in rows]
-        wn = [[float(np.asarray(r["records"]["w_norm"])[-1]) for r in rr] for rr in rows]
-        mc = [[float(np.asarray(r["records"]["adv_risk_mc"])[-1]) for r in rr] for rr in rows]
-        t1v = [[float(T.adv_risk(np.asarray(r["records"]["std_risk"])[-1], np.asarray(r["records"]["w_norm"])[-1],
-                                 s.eps_adv)) for r in rr] for rr in rows]
+    s2 = select_runs(ds, "s2", unstack=True)  # (opt, p, seed, step, ...): one recording plan
+
+    def final(opt, name, i=-1):  # [p, seed]
+        return stacked(s2[f"records/{name}"].sel(opt=opt).isel(step=i), "p", "seed")
+
+    fracs = s2["p"].values.tolist()
+    for opt in sorted(s2["opt"].values.tolist(), key=list(COLORS).index):
+        irr, wn, mc = final(opt, "irr_norm"), final(opt, "w_norm"), final(opt, "adv_risk_mc")
+        t1v = T.adv_risk(final(opt, "std_risk"), wn, s.eps_adv)  # T1 from each run's measured R_s and ||w||
         for ax, vals in zip(axes[:2], (irr, wn), strict=True):
             ax.errorbar(fracs, [np.mean(v) for v in vals], yerr=[np.std(v) for v in vals], marker="o",
                         color=COLORS[opt], label=opt, capsize=2)
         axes[2].plot(fracs, [np.mean(v) for v in mc], "o", color=COLORS[opt])
         axes[2].plot(fracs, [np.mean(v) for v in t1v], color=COLORS[opt], **{k: v for k, v in THEORY.items()
                                                                            if k != "color"})
-    init_irr = [np.mean([float(np.asarray(r["records"]["irr_norm"])[0]) for lab, r in res["s2"]
-                         if lab["opt"] == "gd" and lab["p"] == p]) for p in fracs]
+    init_irr = [np.mean(v) for v in final("gd", "irr_norm", 0)]
     axes[0].plot(fracs, init_irr, **THEORY, zorder=3, label="$\\|w_{\\mathrm{irr}}\\|$ at init (GD keeps it, T2)")
     axes[0].set_ylabel("$\\|w_{\\mathrm{irr}}\\|$")
     axes[0].set_title("$w$ on the zero-variance frequencies")
@@ -127,19 +129,19 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
 
     # 4. end of training: R_a vs R_s, every 3-D run (equal R_s, different R_a); colour = optimiser, marker = group
     fig, (ax,) = panels(1, panel=(5.2, 3.2))  # the axes ~3.6 in wide, the legend beside it
+    drawn = []
     for group, marker in (("sampled", "o"), ("exact", "s")):
-        for lab, r in res[group]:
-            ax.scatter(float(np.asarray(r["records"]["std_risk"])[-1]) + 1e-16,
-                       float(np.asarray(r["records"]["adv_risk"])[-1]), color=COLORS[lab["opt"]], marker=marker,
-                       alpha=0.8)
+        for lab, r in labelled_runs(select_runs(ds, group, unstack=False)):  # one point per run, listed order
+            ax.scatter(float(r["records/std_risk"].values[-1]) + 1e-16, float(r["records/adv_risk"].values[-1]),
+                       color=COLORS[lab["opt"]], marker=marker, alpha=0.8)
+            drawn.append(lab["opt"])
     gd_lim = float(T.adv_risk_zero_std(np.linalg.norm(T.gd_limit_tilde(w0, ws, st)), s.eps_adv))
     ax.axhline(gd_lim, **THEORY)
     ax.set_xscale("log")
     ax.set_xlabel("$R_s$ at the end ($+10^{-16}$)")
     ax.set_ylabel("$R_a$ at the end")
     ax.set_title("end of training, every 3-D run")
-    handles = [Line2D([], [], ls="none", marker="o", color=COLORS[o], label=o) for o in COLORS
-               if any(lab["opt"] == o for g in ("sampled", "exact") for lab, _ in res[g])]
+    handles = [Line2D([], [], ls="none", marker="o", color=COLORS[o], label=o) for o in COLORS if o in drawn]
     handles += [Line2D([], [], ls="none", marker="o", color="0.4", label="fresh batches"),
                 Line2D([], [], ls="none", marker="s", color="0.4", label="exact gradients"),
                 Line2D([], [], **THEORY, label="GD limit (T1)")]
@@ -151,9 +153,21 @@ def adaptive_figures(out_dir, s, res: dict, metrics: dict) -> list[str]:
 NET_COLORS = {"sgd": "C0", "adam": "C1", "rmsprop": "C2"}
 
 
+def _values(runs, name: str) -> np.ndarray:
+    """Output ``name`` of ``runs`` (a Dataset on its ``run`` dim): ``[run, ...]`` in its own dtype."""
+    return stacked(runs[name], "run")
+
+
+def _robust_mean(runs) -> np.ndarray:
+    """Each run's mean PGD robust accuracy over its l2 and l-inf budgets (in the outputs' float32): ``[run]``."""
+    return np.mean(np.concatenate([_values(runs, "l2_acc"), _values(runs, "linf_acc")], axis=1), axis=1)
+
+
 @styled
-def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
-    """Networks, one row per net (arch x init scale), in two figures.
+def nets_figure(out_dir, s, ds, metrics: dict) -> list[str]:
+    """Networks, one row per net (arch x init scale), in two figures, from the networks' Dataset ``ds``
+    (``load_results(out/cache, sweep="sgd-vs-adaptive-nets")``: dim ``run``; its ``nets`` part, the unfiltered
+    runs, has labels arch, init, opt, lr, seed along it).
 
     ``adaptive_nets.png``: accuracy vs l2 / l-inf PGD budget, Gaussian-noise level and band-limited noise std
     (relevant band dashed, zero-variance band solid; mean +- sd over seeds, matched lrs; clean accuracy at budget 0).
@@ -167,8 +181,10 @@ def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
              f"batch {s.net_batch}; PGD {s.net_attack_steps} steps x {s.net_restarts} restarts on {s.net_points} "
              f"test points; {s.net_seeds} seeds")
 
+    nets_ds = select_runs(ds, "nets", unstack=False)
+
     def runs_of(arch, sc, opt, lr):
-        return [r for lab, r in res["nets"] if (lab["arch"], lab["init"], lab["opt"], lab["lr"]) == (arch, sc, opt, lr)]
+        return runs_where(nets_ds, arch=arch, init=sc, opt=opt, lr=lr)  # its seeds, in listed order
 
     # 1. robustness curves: rows = nets, columns = perturbation; each row's legend names its matched lrs
     cols = (("l2_acc", s.net_l2_eps, "$\\ell_2$ PGD budget $\\epsilon$"),
@@ -181,15 +197,13 @@ def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
         name = f"{arch}/init{sc:g}"
         for opt, lr in picks[name].items():
             runs = runs_of(arch, sc, opt, lr)
-            clean = np.array([float(r["clean_acc"]) for r in runs])
+            clean = _values(runs, "clean_acc").astype(float)[:, None]  # [run, 1]: the accuracy at budget 0
             for ax, (key, grid, _) in zip(row[:3], cols[:3]):
-                a = np.array([np.concatenate([[c], np.asarray(r[key], float)]) for c, r in zip(clean, runs,
-                                                                                              strict=True)])
+                a = np.concatenate([clean, _values(runs, key).astype(float)], axis=1)  # [run, 1 + budgets]
                 ax.errorbar(np.concatenate([[0.0], grid]), a.mean(0), yerr=a.std(0), marker="o", ms=3, capsize=2,
                             color=NET_COLORS[opt], label=f"{opt} lr={lr:g}")
             for band, ls in (("relevant", "--"), ("irrelevant", "-")):
-                a = np.array([np.concatenate([[c], np.asarray(r["band_noise_acc"][band], float)])
-                              for c, r in zip(clean, runs, strict=True)])
+                a = np.concatenate([clean, _values(runs, f"band_noise_acc/{band}").astype(float)], axis=1)
                 row[3].errorbar(np.concatenate([[0.0], s.net_band_std]), a.mean(0), yerr=a.std(0), marker="o",
                                 ms=3, capsize=2, ls=ls, color=NET_COLORS[opt])
         row[0].set_ylabel(f"{name}\naccuracy")
@@ -210,13 +224,11 @@ def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
     for row, (arch, sc) in zip(axes, nets, strict=True):
         name = f"{arch}/init{sc:g}"
         ax = row[0]
-        for lab, r in res["nets"]:
-            if (lab["arch"], lab["init"]) != (arch, sc):
-                continue
-            rob = float(np.mean(np.concatenate([np.asarray(r["l2_acc"]), np.asarray(r["linf_acc"])])))
-            matched = picks[name][lab["opt"]] == lab["lr"]
-            ax.scatter(float(r["lip"]["bound_op"]), rob, color=NET_COLORS[lab["opt"]], marker="o" if matched else "x",
-                       s=18)
+        net_runs = runs_where(nets_ds, arch=arch, init=sc)  # one point per run, drawn in listed order
+        bound, rob = _values(net_runs, "lip/bound_op"), _robust_mean(net_runs)  # float32 [run]
+        for opt, lr, b, rb in zip(net_runs["opt"].values.tolist(), net_runs["lr"].values.tolist(), bound, rob,
+                                  strict=True):
+            ax.scatter(float(b), float(rb), color=NET_COLORS[opt], marker="o" if picks[name][opt] == lr else "x", s=18)
         ax.set_xscale("log")
         # a log axis spanning less than a decade: label the minor ticks 2, 3, 5, 7 (x 10^k) plainly, never overlapping
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
@@ -226,11 +238,11 @@ def nets_figure(out_dir, s, res: dict, metrics: dict) -> list[str]:
         opts = list(picks[name])
         for j, opt in enumerate(opts):
             runs = runs_of(arch, sc, opt, picks[name][opt])
-            f0 = np.mean([float(r["first_layer_frac"]["init"]) for r in runs])
-            f1 = np.mean([float(r["first_layer_frac"]["final"]) for r in runs])
+            f0 = np.mean(_values(runs, "first_layer_frac/init").astype(float))
+            f1 = np.mean(_values(runs, "first_layer_frac/final").astype(float))
             row[1].bar(j - 0.2, f0, 0.4, color="0.7")
             row[1].bar(j + 0.2, f1, 0.4, color=NET_COLORS[opt])
-            d = [float(r["first_layer_delta"]["irr"]) for r in runs]
+            d = _values(runs, "first_layer_delta/irr").astype(float)
             row[2].bar(j, np.mean(d), 0.6, yerr=np.std(d), capsize=3, color=NET_COLORS[opt])
         for ax in row[1:]:
             ax.set_xticks(range(len(opts)), opts)
