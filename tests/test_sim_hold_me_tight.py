@@ -131,3 +131,36 @@ def test_cifar10_conv_from_standard_files_end_to_end(quick, tmp_path, monkeypatc
 
     ok, missing = available_image_sets(dataclasses.replace(PRESETS["quick"], image_sets=("cifar10",)))
     assert ok == [] and missing["cifar10"]  # the reason (checksum mismatch) is kept for the summary
+
+
+def test_sim_metrics_are_computed_from_the_dataset(quick):
+    """The summary's metrics are read from the labelled Dataset that load_results opens (issue 18): the same
+    numbers, to the bit, from a fresh load of the sim's folder, each run cut to its own blocks / subspaces (the
+    synthetic runs' banks are NaN-padded to the image runs' larger ones)."""
+    import numpy as np
+
+    from fa_jax.metrics.margins import censored_median
+    from fa_jax.results import load_results, runs_where, select_runs
+
+    out, doc = quick
+    m, cfg = doc["metrics"], doc["config"]
+    ds = load_results(out)
+    syn = m["synthetic"]["mlp"][0]
+    r = select_runs(ds, "synth").sel(arch="mlp", seed=0, flip=0.0)  # dims (block | subspace, point, step)
+    n_blocks, names = len(syn["profile"]["median"]), list(syn["subspaces"])
+    assert n_blocks < r.sizes["block"] and np.isnan(r["block/margin"].values[n_blocks:]).all()  # padding
+    assert (syn["test_acc"], syn["loss_final"]) == (float(r["test_acc"]), float(r["records/loss"].values[-1]))
+    own = r.isel(subspace=slice(0, len(names)), point=slice(0, cfg["n_points"]))
+    med = censored_median(own["sub/margin"].values, own["sub/flipped"].values.astype(bool))["median"]
+    assert syn["u_margin"] == float(med[names.index("u")])
+    at = select_runs(ds, "at")  # dims (seed, eps_adv, ...)
+    assert m["at"]["test_acc"][0][1:] == at["test_acc"].sel(seed=0).values.astype(float).tolist()
+    tiny = select_runs(ds, "tiny", unstack=True).sel(init_scale=cfg["tiny_init_scales"][0])  # (eps2, sigma_w)
+    assert m["tiny"][0]["test_acc"] == tiny["test_acc"].transpose("eps2", "sigma_w").values.astype(float).tolist()
+    blocks = select_runs(ds, "blocks").sel(seed=0)
+    shrink = float(blocks["first_layer/E"]) / float(blocks["first_layer/E0"])
+    assert m["finding_E_vs_N"]["per_seed"][0]["E_shrink"] == shrink
+    img = select_runs(ds, "images", unstack=False)
+    lp = runs_where(img, dataset="mnist-5k", arch="mlp", cond="lowpass")
+    assert m["images"]["mnist-5k_mlp"]["test_acc"]["lowpass"] == float(lp["test_acc"].values[0])
+    assert m["images"]["mnist-5k_mlp"]["lowpass_growth"]["b"] == int(lp["lowpass"].values[0])

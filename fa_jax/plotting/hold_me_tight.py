@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.lines import Line2D
 
+from ..results import select_runs
 from .common import save
 from .style import THEORY, figure_legend, geometric_stats, ink, legend_outside, outer_labels, panels, styled
 
@@ -23,14 +24,19 @@ def _median_line(ax, x, prof, label, **kw):
 _CENSORED = Line2D([], [], ls="none", marker="^", mfc="none", color="0.3", ms=7, label="censored median ($\\geq$)")
 
 
-def synthetic_figure(out_dir, s, res, metrics):
+def synthetic_figure(out_dir, s, ds, metrics):
+    """Per-point margins along each subspace of the seed-0 standard synthetic run of every arch (``ds``: the
+    sweep's labelled Dataset), with the medians of ``metrics``."""
     archs = list(s.synth_archs)
+    synth = select_runs(ds, "synth", unstack=True)  # dims (arch, seed, flip, subspace, point, ...)
     fig, axes = panels(len(archs), ncols=1, panel=(6.4, 2.9))
     rng = np.random.default_rng(0)
     for ax, arch in zip(axes, archs):
-        r = next(r for lab, r in res["synth"] if lab["arch"] == arch and lab["seed"] == 0 and lab["flip"] == 0)
         names = list(metrics["synthetic"][arch][0]["subspaces"])  # the bank's order (experiments.bank_names)
-        m, f = np.asarray(r["sub"]["margin"], float), np.asarray(r["sub"]["flipped"], bool)
+        # the run's own subspaces and measured points: load_results NaN-pads both to the largest run of the sweep
+        # (and stores the padded boolean "flipped" as float)
+        r = synth.sel(arch=arch, seed=0, flip=0.0).isel(subspace=slice(0, len(names)), point=slice(0, s.n_points))
+        m, f = np.asarray(r["sub/margin"].values, float), np.asarray(r["sub/flipped"].values).astype(bool)
         cap = np.nanmax(np.where(np.isfinite(m), m, np.nan)) * 1.5
         for i in range(len(names)):
             x = i + rng.uniform(-0.25, 0.25, m.shape[1])
@@ -54,7 +60,7 @@ def synthetic_figure(out_dir, s, res, metrics):
     return save(fig, out_dir, "synthetic_margins.png")
 
 
-def profile_figure(out_dir, s, res, metrics, image_sets):
+def profile_figure(out_dir, s, metrics, image_sets):
     cells = []
     for arch in s.synth_archs:
         cells.append(("synthetic", arch))
@@ -156,7 +162,9 @@ def at_figure(out_dir, s, metrics):
 
 
 @styled
-def hmt_figures(out_dir, s, res, metrics, image_sets) -> list[str]:
-    """The four hold-me-tight figures; returns the file names written to ``out_dir``."""
-    return [synthetic_figure(out_dir, s, res, metrics), profile_figure(out_dir, s, res, metrics, image_sets),
+def hmt_figures(out_dir, s, ds, metrics, image_sets) -> list[str]:
+    """The four hold-me-tight figures; returns the file names written to ``out_dir``. ``ds``: the sweep's labelled
+    Dataset (``load_results`` of the sim's cache, dim ``run``), whose runs give the per-point margins; ``metrics``:
+    the sim's, for what is derived from them (censored medians, profiles, the tiny-feature and AT summaries)."""
+    return [synthetic_figure(out_dir, s, ds, metrics), profile_figure(out_dir, s, metrics, image_sets),
             tiny_figure(out_dir, s, metrics), at_figure(out_dir, s, metrics)]
