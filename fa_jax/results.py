@@ -175,12 +175,22 @@ def _load(man: dict, folder: str, allow_partial: bool, rerun: str, complete: str
     axes = spec["axes"]
     axis_names = [a["name"] for a in axes]
     data_vars = {}
+    shapes, longest = {}, {}  # per output its dims and largest shape; per dim its largest length over the outputs
     for name, col in per_run.items():
         got = [a for a in col if a is not None]
         nd = got[0].ndim
         if any(a.ndim != nd for a in got):
             continue  # outputs of different rank in different groups cannot share dims
-        top = tuple(max(a.shape[d] for a in got) for d in range(nd))
+        dims = _dims_for(name, nd, meta["dims"])
+        shapes[name] = dims
+        for i, dim in enumerate(dims):
+            longest[dim] = max(longest.get(dim, 0), max(a.shape[i] for a in got))
+    for name, dims in shapes.items():
+        col = per_run[name]
+        got = [a for a in col if a is not None]
+        # outputs sharing a dim are padded to one length: e.g. a robustness curve that only the runs with the
+        # shortest eps grid produce, beside the eps grid of every run
+        top = tuple(longest[d] for d in dims)
         ragged = any(a.shape != top for a in got) or len(got) < n
         dtype = got[0].dtype
         if ragged and not np.issubdtype(dtype, np.floating):
@@ -190,7 +200,6 @@ def _load(man: dict, folder: str, allow_partial: bool, rerun: str, complete: str
         for i, a in enumerate(col):
             if a is not None:
                 full[(i, *tuple(slice(0, s) for s in a.shape))] = a
-        dims = _dims_for(name, nd, meta["dims"])
         data_vars[name] = (tuple(axis_names) + dims, full.reshape(shape + top))
     coords = {a["name"]: list(a["coords"]) for a in axes}
     # Output-defined coordinates (record steps, eps grid) when every run agrees on them.

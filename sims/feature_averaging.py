@@ -2,6 +2,9 @@
 
 config -> one sweep (main runs, training dynamics, (k, d) phase diagram, granularity) -> metrics -> checks
 against ``fa_jax.theory.feature_averaging`` -> figures + ``summary.json``. Spec: ../shared/specs/feature_averaging.md.
+Every number of the sweep's runs (checks, metrics, figures) is read from the labelled Dataset it wrote,
+``fa_jax.load_results(<out>/cache)``, one part at a time unstacked into its labels: ``main`` (kind, seed), ``dyn``
+(lr, seed), ``phase`` (d, k, kind, seed), ``gran`` (g, seed); ``s3`` stays on its run axis (the sim's order).
 """
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ from fa_jax.data.clusters import ClusterData
 from fa_jax.experiments.feature_averaging import (
     AttackConfig,
     FARun,
+    readout_net,
     run_feature_averaging,
 )
 from fa_jax.models.two_layer import TwoLayerNet
 from fa_jax.optim import OPTIMIZERS, OptimConfig
+from fa_jax.results import labelled_runs, load_results, select_runs, stacked
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
@@ -197,81 +202,114 @@ def s3_scale_grid(s: FASim) -> list[float]:
     return sorted({*map(float, s.s3_scales), 1.0 / math.sqrt(s.d)})
 
 
+def _own_eps(sub):
+    """The runs ``sub`` (one part of the sim's Dataset) with ``eps`` their shared radius grid: a 1-D coordinate,
+    the ``eps`` dim cut to it.
+
+    Why: the grid's length grows with k (``experiments.feature_averaging.eps_grid``), so ``load_results`` NaN-pads
+    each run's ``eps`` to the longest grid of the sweep, and xarray turns an output named like its dim into a
+    coordinate, which ``select_runs`` leaves as it is (it cuts only variables to a part's own coordinate).
+    A diverged run's ``eps`` is NaN (the sweep NaNs its outputs): the grid is that of the others. (General: belongs
+    in ``fa_jax.results``' ``_own_coords``.)"""
+    rows = np.asarray(sub["eps"].values).reshape(-1, sub.sizes["eps"])
+    rows = rows[np.isfinite(rows).any(axis=1)]
+    if not len(rows) or not np.array_equal(rows, np.broadcast_to(rows[0], rows.shape), equal_nan=True):
+        raise ValueError("invalid runs: their eps grids differ or every run diverged (the runs of one part share "
+                         "d and k, so one grid)")
+    n = int(np.isfinite(rows[0]).sum())
+    return sub.drop_vars("eps").isel(eps=slice(0, n)).assign_coords(eps=rows[0, :n])
+
+
 def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dict:
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
     os.makedirs(out_dir, exist_ok=True)
-    res, metrics = run_labelled(run_feature_averaging, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                                progress=progress, desc=SIM)
-    main_b = [r for lab, r in res["main"] if lab["kind"] == "binary"]
-    main_m = [r for lab, r in res["main"] if lab["kind"] == "multiclass"]
+    _, metrics = run_labelled(run_feature_averaging, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
+                              progress=progress, desc=SIM)
+    # every number below comes from the labelled Dataset the sweep wrote: one part at a time, each unstacked into
+    # its label dims; per-point outputs cut to the points each part attacks (load_results pads to the longest)
+    ds = load_results(os.path.join(out_dir, "cache"), sweep=SIM)
+    main = _own_eps(select_runs(ds, "main", unstack=True).isel(point=slice(0, s.n_points)))  # (kind, seed, ...)
+
+    def per_seed(var: str, kind: str) -> np.ndarray:
+        """Output ``var`` of the main runs of net ``kind``: ``[seed, ...]``."""
+        return stacked(main[var].sel(kind=kind), "seed")
+
+    # the attacked read-outs (outputs robust/<name>/acc): the binary net's, then the multi-class net's by name
+    attacks = sorted((v[len("robust/"):-len("/acc")] for v in main.data_vars if v.startswith("robust/")
+                      and v.endswith("/acc")), key=lambda name: (readout_net(name) != "binary", name))
     d, k, n_pos = s.d, s.k, s.n_pos
     r_fa, r_fd = float(T.fa_radius(d, k)), float(T.fd_radius(d))
     # wall_seconds is this invocation's; chunks loaded from out_dir/cache were computed by an earlier one
 
     # ---- features
-    fb = {key: seed_stats([r["features"][key] for r in main_b]) for key in
+    fb = {key: seed_stats(per_seed(f"features/{key}", "binary")) for key in
           ("in_mean", "in_min", "in_max", "off_mean", "off_max", "class_sum_cos", "group_min_pair_cos")}
-    fm = {key: seed_stats([r["features"][key] for r in main_m]) for key in ("in_mean", "in_min", "off_absmax")}
+    fm = {key: seed_stats(per_seed(f"features/{key}", "multiclass")) for key in ("in_mean", "in_min", "off_absmax")}
     metrics["binary_features"], metrics["multiclass_features"] = fb, fm
     side_sizes = np.array([n_pos] * s.width + [k - n_pos] * s.width, float)
     pred_in = float(np.mean(T.inblock_cosine(side_sizes)))
 
     # ---- robustness
-    eps = main_b[0]["eps"]
-    curves = {"binary": np.stack([r["robust"]["binary"]["acc"] for r in main_b])}
-    for name in main_m[0]["robust"]:
-        curves[name] = np.stack([r["robust"][name]["acc"] for r in main_m])
-    r50 = {"binary": seed_stats([r["robust"]["binary"]["r50"] for r in main_b])}
-    for name in main_m[0]["robust"]:
-        r50[name] = seed_stats([r["robust"][name]["r50"] for r in main_m])
-        r50[name]["censored_runs"] = int(sum(bool(r["robust"][name]["r50_censored"]) for r in main_m))
+    eps = main["eps"].values
+    curves = {name: per_seed(f"robust/{name}/acc", readout_net(name)) for name in attacks}  # [seed, eps]
+    r50 = {name: seed_stats(per_seed(f"robust/{name}/r50", readout_net(name))) for name in attacks}
+    for name in attacks:
+        if readout_net(name) == "multiclass":
+            censored = per_seed(f"robust/{name}/r50_censored", "multiclass")
+            r50[name]["censored_runs"] = int(np.count_nonzero(censored))
     metrics["r50"] = r50
     # F_sum is reported, not checked: the spec's P7 window [0.9, 1] sqrt(d/2) and its own G4 analysis (bias-free
     # F_sum can fall to sqrt(d)/sqrt(1+p)) disagree, and P9 asks to report both.
     metrics["fsum_vs_theory"] = {"r50": r50["sum"]["mean"], "r50_over_sqrt_d_2": r50["sum"]["mean"] / r_fd,
                                  "p7_window": [float(v) for v in T.fd_r50_window(d)],
                                  "g4_lower_bound_tau0": float(T.g4_fsum_radius(0.0, d, k - n_pos))}
-    flips = np.concatenate([r["robust"]["binary"]["flip"] for r in main_b])
-    flip_ys = np.concatenate([r["test_y"] for r in main_b])
-    med_flip = [float(np.median(r["robust"]["binary"]["flip"])) for r in main_b]
+    flip = per_seed("robust/binary/flip", "binary")  # [seed, point]
+    flips, flip_ys = flip.ravel(), per_seed("test_y", "binary").ravel()
+    med_flip = [float(np.median(f)) for f in flip]
     metrics["flip_radius_binary"] = {"median_per_seed": seed_stats(med_flip),
                                      "median_pos": float(np.median(flips[flip_ys > 0])),
                                      "median_neg": float(np.median(flips[flip_ys < 0])),
                                      "std": float(np.std(flips[np.isfinite(flips)])),
                                      "censored": int(np.sum(~np.isfinite(flips)))}
-    clean = {"binary": seed_stats([r["robust"]["binary"]["clean_acc"] for r in main_b]),
-             "max": seed_stats([r["robust"]["max"]["clean_acc"] for r in main_m]),
-             "sum": seed_stats([r["robust"]["sum"]["clean_acc"] for r in main_m])}
+    clean = {"binary": seed_stats(per_seed("robust/binary/clean_acc", "binary")),
+             "max": seed_stats(per_seed("robust/max/clean_acc", "multiclass")),
+             "sum": seed_stats(per_seed("robust/sum/clean_acc", "multiclass"))}
     metrics["clean_accuracy"] = clean
-    dir_cos = np.concatenate([r["attack_direction"]["cos"][r["attack_direction"]["success"]] for r in main_b])
+    # the success mask is a 0/1 float in the Dataset (load_results pads the sweeps' shorter attacks with NaN)
+    dir_cos = per_seed("attack_direction/cos", "binary")[per_seed("attack_direction/success", "binary") == 1]
     metrics["attack_direction"] = {"median": float(np.median(dir_cos)) if dir_cos.size else float("nan"),
                                    "p10": float(np.percentile(dir_cos, 10)) if dir_cos.size else float("nan"),
                                    "n_success": int(dir_cos.size),
                                    "eps": 1.15 * r_fa}
-    grad_cos = np.concatenate([r["grad_cos"] for r in main_b])
+    grad_cos = per_seed("grad_cos", "binary").ravel()
     metrics["grad_cos"] = {"median": float(np.median(grad_cos))}
-    bias_b = [float(r.get("bias_mean_abs", np.nan)) for r in main_b]
+    bias_b = per_seed("bias_mean_abs", "binary") if "bias_mean_abs" in main else np.full(s.seeds, np.nan)
     metrics["binary_bias_mean_abs"] = seed_stats(bias_b)
 
-    # ---- dynamics (P12)
+    # ---- dynamics (P12): dims (lr, seed, step)
+    dyn_runs = select_runs(ds, "dyn", unstack=True)
     dyn = {}
     for lr in s.dyn_lrs:
-        rs = [r for lab, r in res["dyn"] if lab["lr"] == lr]
-        dyn[str(lr)] = {"steps": rs[0]["plan"].tolist(),
-                        **{key: np.mean([r["records"][key] for r in rs], 0).tolist()
+        rs = dyn_runs.sel(lr=lr)
+        dyn[str(lr)] = {"steps": rs["step"].values.tolist(),
+                        **{key: np.mean(stacked(rs[f"records/{key}"], "seed"), 0).tolist()
                            for key in ("loss", "cos_in", "flip_median", "test_acc")}}
     metrics["dynamics"] = dyn
 
-    # ---- phase diagram (S1) and k-scaling (P9)
+    # ---- phase diagram (S1) and k-scaling (P9): dims (d, k, kind, seed); the cells with k > d have no runs (NaN)
+    ph = select_runs(ds, "phase", unstack=True)
     phase = {}
-    for lab, r in res["phase"]:
-        key = (lab["d"], lab["k"], lab["kind"])
-        name = "binary" if lab["kind"] == "binary" else "max"
-        phase.setdefault(key, []).append(float(r["robust"][name]["r50"]))
+    for dd in sorted(ph["d"].values.tolist()):
+        for kk in sorted(ph["k"].values.tolist()):
+            if kk > dd:
+                continue
+            for kind in ("binary", "multiclass"):
+                r50_of = ph["robust/binary/r50" if kind == "binary" else "robust/max/r50"]
+                phase[(dd, kk, kind)] = stacked(r50_of.sel(d=dd, k=kk, kind=kind), "seed").astype(float)  # [seed]
     phase_tab = [{"d": dd, "k": kk, "kind": kind, "r50": float(np.mean(v)),
                   "normalised": float(np.mean(v) / (T.fa_radius(dd, kk) if kind == "binary" else T.fd_radius(dd)))}
-                 for (dd, kk, kind), v in sorted(phase.items())]
+                 for (dd, kk, kind), v in phase.items()]
     metrics["phase"] = phase_tab
     d_top = max(s.phase_d)
     ks = np.array(sorted(kk for kk in s.phase_k if kk <= d_top), float)
@@ -282,23 +320,23 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     metrics["k_scaling"] = {"d": d_top, "k": ks.tolist(), "fa_r50": fa_k.tolist(), "fd_r50": fd_k.tolist(),
                             "fa_slope": slope_fa, "fd_slope": slope_fd}
 
-    # ---- granularity (S2, P13)
-    gran = {}
-    for lab, r in res["gran"]:
-        gran.setdefault(lab["g"], []).append(float(r["robust"]["max"]["r50"]))
-    gs = sorted(gran)
-    gr = np.array([np.mean(gran[g]) for g in gs])
+    # ---- granularity (S2, P13): dims (g, seed)
+    gran = select_runs(ds, "gran", unstack=True)
+    gs = sorted(gran["g"].values.tolist())
+    gr = np.array([np.mean(stacked(gran["robust/max/r50"].sel(g=g), "seed").astype(float)) for g in gs])
     gpred = T.granularity_radius(np.array(gs), s.gran_d, s.gran_k)
     metrics["granularity"] = {"k": s.gran_k, "d": s.gran_d, "g": gs, "r50_max": gr.tolist(),
                               "predicted": gpred.tolist()}
 
-    # ---- S3: init scale x width (P3 width invariance at small init; FA vs lazy boundary)
+    # ---- S3: init scale x width (P3 width invariance at small init; FA vs lazy boundary), in the sim's order
+    runs3 = select_runs(ds, "s3", unstack=False).isel(point=slice(0, min(s.sweep_points, s.n_points)))
     s3 = []
-    for lab, r in res["s3"]:
-        s3.append({**lab, "cos_in": float(r["features"]["in_mean"]), "movement": float(r["movement"]),
-                   "flip_over_fa": float(np.median(r["robust"]["binary"]["flip"])) / r_fa,
-                   "clean_acc": float(r["robust"]["binary"]["clean_acc"]), "neuron_norm": float(r["neuron_norm"]),
-                   "group_min_pair_cos": float(r["features"]["group_min_pair_cos"])})
+    for lab, r in labelled_runs(runs3):
+        s3.append({**{key: lab[key] for key in ("width", "init_scale", "seed")},
+                   "cos_in": float(r["features/in_mean"]), "movement": float(r["movement"]),
+                   "flip_over_fa": float(np.median(r["robust/binary/flip"].values)) / r_fa,
+                   "clean_acc": float(r["robust/binary/clean_acc"]), "neuron_norm": float(r["neuron_norm"]),
+                   "group_min_pair_cos": float(r["features/group_min_pair_cos"])})
     small = min(s3_scale_grid(s))
     s3_small = [t for t in s3 if t["init_scale"] == small]
     # heuristic FA/lazy boundary: init norm sigma sqrt(d) equals the norm learned from small init
@@ -317,8 +355,8 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     checks, not_evaluated = _checks(s, metrics, fb, fm, r50, clean, flips, slope_fa, slope_fd, d_top,
                                     width_worst, width_pair, small, gs, gr, dyn, p6)
 
-        # ---- figures
-    figs = plotting.feature_averaging_figures(out_dir, s, res, metrics, eps, curves)
+    # ---- figures
+    figs = plotting.feature_averaging_figures(out_dir, s, main, metrics)
     metrics["figures"] = figs
     return finish(out_dir, sim=SIM, config=s, checks=checks, metrics=metrics, command=command,
                   not_evaluated=not_evaluated)

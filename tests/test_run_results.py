@@ -38,9 +38,12 @@ class ToyRun:
 
 
 def run_toy(cfg):
-    """x (item,) = scale * N(0, 1); records/loss (item,); count (item,) integers; total ()."""
+    """x (item,) = scale * N(0, 1); records/loss (item,); count (item,) integers; total (); n = 3 only: lead (2,)."""
     x = cfg.scale * jax.random.normal(jax.random.PRNGKey(cfg.seed), (cfg.n,))
-    return {"x": x, "total": jnp.sum(x), "records": {"loss": jnp.cumsum(x ** 2)}, "count": jnp.arange(cfg.n)}
+    out = {"x": x, "total": jnp.sum(x), "records": {"loss": jnp.cumsum(x ** 2)}, "count": jnp.arange(cfg.n)}
+    if cfg.n == 3:
+        out["lead"] = x[:2]
+    return out
 
 
 def run_unregistered(cfg):
@@ -48,7 +51,7 @@ def run_unregistered(cfg):
 
 
 TOY = Experiment(name="toy-runs", config=ToyRun, run=run_toy, seeds=("seed",),
-                 dims=(("x", ("item",)), ("records/*", ("item",)), ("count", ("item",))),
+                 dims=(("x", ("item",)), ("records/*", ("item",)), ("count", ("item",)), ("lead", ("item",))),
                  labels=(("total", "sum of x"),), units=(("x", "metres"),))
 '''
 
@@ -128,6 +131,19 @@ def test_toy_opens_in_a_process_that_cannot_import_it(toy_out, tmp_path):
             np.testing.assert_array_equal(got, v, err_msg=f"{k} run {i}")  # bitwise
     assert np.isnan(vals["x"][:6, 3:]).all() and np.isnan(vals["count"][:6, 3:]).all()  # padded to part b's 5
     assert vals["complete"].all()
+
+
+def test_outputs_on_one_dim_are_padded_to_one_length(toy_out):
+    """An output that only some runs have, shorter than another output on the same dim (feature-averaging: the CE
+    attacks' curves exist only in the main runs, on a shorter eps grid than the phase runs'), is NaN-padded to the
+    dim's longest length, not its own (the Dataset could not be built)."""
+    out, res = toy_out
+    ds = load_results(out)
+    lead = ds["lead"].values
+    assert ds["lead"].dims == ("run", "item") and lead.shape == (7, 5)
+    for i, (_, r) in enumerate(res["a"]):
+        np.testing.assert_array_equal(lead[i, :2], r["lead"])
+    assert np.isnan(lead[:6, 2:]).all() and np.isnan(lead[6]).all()
 
 
 def test_select_runs_unstacks_a_full_grid(toy_out):

@@ -102,6 +102,36 @@ def test_rerun_resumes_from_cache(quick_run):
     assert [c["measured"] for c in doc2["checks"]] == [c["measured"] for c in doc["checks"]]
 
 
+def test_sim_metrics_are_computed_from_the_dataset(quick_run):
+    """The summary's metrics are reductions of the labelled Dataset that load_results opens (issue 18): the same
+    numbers, to the bit, from a fresh load of the sim's folder (each part unstacked into its label dims, the s3
+    runs in the sim's order on their run axis)."""
+    from fa_jax.results import load_results, select_runs, stacked
+
+    out, doc = quick_run
+    m, cfg = doc["metrics"], doc["config"]
+    ds = load_results(out)
+    main = select_runs(ds, "main")  # dims (kind, seed, ...)
+    r50 = main["robust/binary/r50"].sel(kind="binary").values.astype(float)
+    assert len(r50) == cfg["seeds"] and m["r50"]["binary"]["values"] == r50.tolist()
+    assert m["r50"]["max_ce"]["mean"] == float(np.mean(main["robust/max_ce/r50"].sel(kind="multiclass").values,
+                                                       dtype=float))
+    flips = stacked(main["robust/binary/flip"].sel(kind="binary"), "seed")[:, :cfg["n_points"]]  # [seed, point]
+    assert m["flip_radius_binary"]["median_per_seed"]["values"] == [float(np.median(f)) for f in flips]
+    dyn = select_runs(ds, "dyn")  # (lr, seed, step)
+    for lr, dd in m["dynamics"].items():
+        rs = dyn.sel(lr=float(lr))
+        assert dd["steps"] == rs["step"].values.tolist()
+        assert dd["cos_in"] == np.mean(stacked(rs["records/cos_in"], "seed"), 0).tolist()
+    gran = select_runs(ds, "gran")  # (g, seed)
+    assert m["granularity"]["r50_max"] == [float(np.mean(gran["robust/max/r50"].sel(g=g).values, dtype=float))
+                                           for g in m["granularity"]["g"]]
+    s3 = select_runs(ds, "s3", unstack=False)
+    assert [(t["width"], t["init_scale"], t["seed"]) for t in m["s3"]["runs"]] == \
+        list(zip(*(s3[key].values.tolist() for key in ("width", "init_scale", "seed")), strict=True))
+    assert [t["movement"] for t in m["s3"]["runs"]] == s3["movement"].values.astype(float).tolist()
+
+
 def test_cli_errors(capsys, tmp_path):
     from fa_jax.cli import main
 
@@ -201,13 +231,16 @@ def test_robust_accuracy_legend_off_the_data(tmp_path, monkeypatch):
     close) and the legend lies right of the axes."""
     import types
 
+    import xarray as xr
+
     plot_fa, figs = _captured_figures(monkeypatch)
     s = types.SimpleNamespace(d=3072, k=10, n_pos=5, pgd_steps=20, restarts=2, n_points=300)
     eps = np.linspace(0, 60, 31)
-    curves = {"binary": np.clip(1 - eps / 20, 0, 1)[None].repeat(2, 0),
-              "max": np.clip(1 - eps / 40, 0, 1)[None].repeat(2, 0)}
-    res = {"main": [({"kind": "binary"}, None), ({"kind": "binary"}, None)]}
-    assert plot_fa._robust_accuracy(str(tmp_path), s, res, eps, curves) == "fa_robust_accuracy.png"
+    # the main runs as the sim hands them over: dims (kind, seed, eps), two seeds (each net reads its own kind)
+    curves = {"binary": np.clip(1 - eps / 20, 0, 1), "max": np.clip(1 - eps / 40, 0, 1)}
+    main = xr.Dataset({f"robust/{name}/acc": (("kind", "seed", "eps"), np.broadcast_to(c, (2, 2, eps.size)))
+                       for name, c in curves.items()}, coords={"kind": ["binary", "multiclass"], "eps": eps})
+    assert plot_fa._robust_accuracy(str(tmp_path), s, main) == "fa_robust_accuracy.png"
     assert_readable_png(tmp_path / "fa_robust_accuracy.png")
     fig, r = figs["fa_robust_accuracy.png"]
     (ax,) = fig.axes

@@ -74,6 +74,22 @@ def test_checks_recomputed_from_results(tiny):
         assert_readable_png(out / name)  # a PNG of a printable size: no wide strips (issue 20)
 
 
+def test_summary_cells_are_seed_means_of_the_dataset(tiny):
+    """The summary's per-cell metrics are seed reductions of the labelled Dataset that load_results opens (issue
+    18): the same numbers, to the bit, from a fresh load of the sweep's folder (dims supervision, optimizer,
+    lr_mult, seed)."""
+    out, _ = tiny
+    cells = json.loads((out / "summary.json").read_text())["metrics"]["cells"]
+    ds = load_results(out)
+    for sup, acc in (("binary", "robust/binary/clean_acc"), ("multiclass", "robust/max/clean_acc")):
+        for lr in (1.0, 3.0):
+            cell, runs = cells[f"{sup}/gd/lr_x{lr:g}"], ds.sel(supervision=sup, optimizer="gd", lr_mult=lr)
+            assert cell["inblock_cos"] == float(runs["features/in_mean"].mean("seed"))
+            assert cell["clean_acc"] == float(runs[acc].mean("seed"))
+            assert cell["final_loss"] == float(runs["records/loss"].isel(step=-1).mean("seed"))
+            assert cell["diverged"] == int(runs["diverged"].sum()) == 0
+
+
 def test_check_contract_and_learning_floor(tiny):
     """The summary's contract: the tiny sweep (sqrt(d/k) = 4) lies outside the theory's domain (theory.in_domain:
     sqrt(d/k) >= 10), so its derived checks are listed as not evaluated, with the reason, never failed or dropped;

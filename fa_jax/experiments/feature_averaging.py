@@ -113,6 +113,13 @@ def main_readout(cfg: FARun) -> str:
     return "binary" if cfg.model.kind == "binary" else "max"
 
 
+def readout_net(name: str) -> str:
+    """The net (``model.kind``) whose runs report read-out or attack ``name`` (outputs ``robust/<name>/...``):
+    ``binary`` (sgn f) the binary net's, every other one (:func:`readouts`, their CE attacks ``<r>_ce``) the
+    multi-class net's; ``load_results`` NaN-pads each over the other net's runs."""
+    return "binary" if name == "binary" else "multiclass"
+
+
 def run_feature_averaging(cfg: FARun) -> dict:
     """Train one net and measure it. Shapes below: k clusters, c outputs, N neurons (padded), E eps values."""
     dc, mc = cfg.data, cfg.model

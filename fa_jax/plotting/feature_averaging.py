@@ -1,9 +1,9 @@
 """Feature-averaging figures. Every panel draws the theory (from ``fa_jax.theory``) beside the measurement.
 
-:func:`feature_averaging_figures` draws all seven from a run's results; :func:`metric_figures` the four that need
-only ``summary.json``'s metrics (dynamics, scaling, (k, d) phase diagram, init scale x width), so a committed
-summary re-draws them without re-running anything. Style: :mod:`.style` (two-column layouts, legends off the data,
-diverging colour scales centred on the theory value)."""
+:func:`feature_averaging_figures` draws all seven from a run's main runs (its labelled Dataset) and metrics;
+:func:`metric_figures` the four that need only ``summary.json``'s metrics (dynamics, scaling, (k, d) phase
+diagram, init scale x width), so a committed summary re-draws them without re-running anything. Style: :mod:`.style`
+(two-column layouts, legends off the data, diverging colour scales centred on the theory value)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -11,18 +11,26 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
+from ..experiments.feature_averaging import readout_net
+from ..results import stacked
 from ..theory import feature_averaging as T
 from .common import band as _band
 from .common import save as _save
 from .style import DIVERGING, PANEL, THEORY, centred_norm, ink, legend_cell, legend_outside, panels, styled
 
+# the main runs' attacks (read-out, ``_ce``: the CE-loss attack) in the order drawn: the binary net's, then the
+# multi-class net's by name
+LABELS = {"binary": "binary net (FA)", "max": "multi-class, $F_{max}$", "max_ce": "multi-class, $F_{max}$ (CE attack)",
+          "sum": "multi-class, $F_{sum}$", "sum_ce": "multi-class, $F_{sum}$ (CE attack)"}
+
 
 @styled
-def feature_averaging_figures(out_dir, s, res, metrics, eps, curves) -> list[str]:
-    """All figures of a feature-averaging run (``s``: the sim's config; ``res``: its results by sweep part;
-    ``eps[n_eps]`` radii and ``curves[name][seeds, n_eps]`` robust accuracies); returns the file names."""
-    return [_cosine_heatmaps(out_dir, s, res), _robust_accuracy(out_dir, s, res, eps, curves),
-            _flip_histogram(out_dir, s, res), *metric_figures(out_dir, s, metrics)]
+def feature_averaging_figures(out_dir, s, main, metrics) -> list[str]:
+    """All figures of a feature-averaging run (``s``: the sim's config; ``main``: its main runs, the ``main`` part
+    of its labelled Dataset with dims ``(kind, seed, <output axes>)``, ``eps`` its radius grid and ``point`` cut to
+    the attacked points; ``metrics``: the sim's); returns the file names."""
+    return [_cosine_heatmaps(out_dir, s, main), _robust_accuracy(out_dir, s, main), _flip_histogram(out_dir, s, main),
+            *metric_figures(out_dir, s, metrics)]
 
 
 @styled
@@ -33,16 +41,21 @@ def metric_figures(out_dir, s, metrics) -> list[str]:
             _init_width(out_dir, s, metrics)]
 
 
-def _cosine_heatmaps(out_dir, s, res) -> str:
+def _cosine_heatmaps(out_dir, s, main) -> str:
     """Paper Fig. 2a,b: cos(centre mu_i, weight) of the binary net [k, 2m] and the multi-class net [k, k], seed
     means, on one colour scale."""
     d, k, n_pos = s.d, s.k, s.n_pos
-    main_b = [r for lab, r in res["main"] if lab["kind"] == "binary"]
-    main_m = [r for lab, r in res["main"] if lab["kind"] == "multiclass"]
-    cb = np.mean([r["features"]["cos"] for r in main_b], 0)
+
+    def seed_mean(kind):
+        """The seed mean of ``features/cos`` of the ``kind`` net, [centre, neuron or output]: rows and columns
+        that are NaN in every seed are load_results' padding (the nets' outputs have other shapes), not data."""
+        c = main["features/cos"].sel(kind=kind).dropna("cos_row", how="all").dropna("cos_col", how="all")
+        return np.mean(stacked(c, "seed"), 0)
+
+    cb = seed_mean("binary")
     bucket = cb.shape[1] // 2  # columns: [+ side | - side], each padded to the bucket; keep the real neurons
     cb = cb[:, np.r_[0:s.width, bucket:bucket + s.width]]
-    cm = np.mean([r["features"]["cos"] for r in main_m], 0)
+    cm = seed_mean("multiclass")
     fig, axes = plt.subplots(1, 2, figsize=(2 * PANEL[0], PANEL[1] + 0.3), constrained_layout=True,
                              gridspec_kw={"width_ratios": [2 * s.width, k]})
     for ax, c, title, xl in ((axes[0], cb, "binary net: feature averaging", "neuron $j$ (+ side | $-$ side)"),
@@ -56,20 +69,21 @@ def _cosine_heatmaps(out_dir, s, res) -> str:
     bar.set_label(r"$\cos(\mu_i, w_j)$; white: theory $1/\sqrt{|J_s|}$")
     for ns in (n_pos, k - n_pos):
         bar.ax.axhline(float(T.inblock_cosine(ns)), color="w", lw=2)
-    fig.suptitle(f"mean of {len(main_b)} seeds; d = {d}, k = {k}, {n_pos}/{k - n_pos} split")
+    fig.suptitle(f"mean of {main.sizes['seed']} seeds; d = {d}, k = {k}, {n_pos}/{k - n_pos} split")
     return _save(fig, out_dir, "fa_cosine_heatmaps.png")
 
 
-def _robust_accuracy(out_dir, s, res, eps, curves) -> str:
+def _robust_accuracy(out_dir, s, main) -> str:
     """Paper Fig. 3 left: PGD robust accuracy vs radius, seed mean +- sd, with the G1 / G4 theory curves; the
     theory radii are vertical lines named in the legend (labels at the top would overlap where radii are close)."""
     d, k, n_pos = s.d, s.k, s.n_pos
-    n_seeds = sum(lab["kind"] == "binary" for lab, _ in res["main"])
+    n_seeds = main.sizes["seed"]
+    eps = main["eps"].values
     fig, (ax,) = panels(1, panel=(7.2, 3.3))  # the width holds the legend beside the axes
-    labels = {"binary": "binary net (FA)", "sum": "multi-class, $F_{sum}$", "max": "multi-class, $F_{max}$",
-              "sum_ce": "multi-class, $F_{sum}$ (CE attack)", "max_ce": "multi-class, $F_{max}$ (CE attack)"}
-    for name, ys in curves.items():
-        _band(ax, eps, ys, labels.get(name, name), ls=":" if name.endswith("_ce") else "-")
+    for name, label in LABELS.items():
+        if f"robust/{name}/acc" in main:
+            ys = stacked(main[f"robust/{name}/acc"].sel(kind=readout_net(name)), "seed")
+            _band(ax, eps, ys, label, ls=":" if name.endswith("_ce") else "-")
     ax.plot(eps, T.acc_fa(eps, d, k), label=r"theory $\Phi(\sqrt{d/k}-\epsilon)$ (G1)", **THEORY)
     w_pos = n_pos / k
     acc_fd = w_pos * T.acc_fd(eps, d, k - n_pos) + (1 - w_pos) * T.acc_fd(eps, d, n_pos)
@@ -88,10 +102,10 @@ def _robust_accuracy(out_dir, s, res, eps, curves) -> str:
     return _save(fig, out_dir, "fa_robust_accuracy.png")
 
 
-def _flip_histogram(out_dir, s, res) -> str:
+def _flip_histogram(out_dir, s, main) -> str:
     """Exact flip radii along v(x) of the binary nets against N(sqrt(d/k), 1) (G1)."""
     r_fa = float(T.fa_radius(s.d, s.k))
-    flips = np.concatenate([r["robust"]["binary"]["flip"] for lab, r in res["main"] if lab["kind"] == "binary"])
+    flips = stacked(main["robust/binary/flip"].sel(kind="binary"), "seed").ravel()  # seed by seed
     flips = flips[np.isfinite(flips)]
     fig, (ax,) = panels(1, panel=(4.0, 2.8))
     ax.hist(flips, bins=50, density=True, alpha=0.6, label="measured (binary net)")
