@@ -20,6 +20,18 @@ the lowered object itself only if some chunk must run, once per distinct program
 loads finished chunks instead of recomputing them (after ``kill -9`` at any moment, the rerun gives the same
 results as an uninterrupted run); editing the run function or anything it calls recomputes.
 
+Shared inputs. ``shared=`` (an opt-in callable ``shared(cfg) -> {name: array}``, e.g. a dataset every run of a
+group trains on) hands the same arrays to every run of a group as an unbatched argument of the compiled program
+(``vmap`` ``in_axes=None``; on several devices replicated, ``PartitionSpec()`` in the ``shard_map``), never as a
+constant baked into it: the run function is called as ``run_fn(cfg, arrays)``. ``shared`` must depend only on
+the config's static fields; it is called once per group, on the group's first config, before anything is traced
+(a result that is not a mapping of numeric arrays is an error naming ``shared``). The arrays' bytes are an
+argument of the program, so the memory plan counts them once per program (per device), as a fixed cost beside
+the per-run ones when it shrinks a chunk. Since the data are no longer in the program text, every chunk file name
+also hashes their content (sha256 of each array's name, dtype, shape and bytes): other data recompute, the same
+data reload; a compiled program is reused across data of the same shapes and dtypes (no recompilation). Runs
+without ``shared`` lower to exactly the programs (and chunk names) they did before.
+
 Pipelining. The device computes chunk i+1 while the host fetches, converts and writes chunk i: the calling thread
 dispatches the programs (one at a time, as compiled: results are bitwise those of a chunk-at-a-time sweep, tested)
 and one writer thread fetches each chunk (``device_get``), marks its diverged runs and writes its file. A thread,
@@ -399,6 +411,76 @@ def _stack(values: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
+# ----------------------------------------------------------------------------- shared inputs
+@dataclasses.dataclass(frozen=True, eq=False)
+class _SharedInputs:
+    """A group's shared inputs (module docstring, "Shared inputs"): ``arrays`` ``{name: numpy array}`` in the
+    dtypes the program receives, ``digest`` the hash of their content (part of every chunk file name), ``nbytes``
+    their total size and ``signature`` ``((name, shape, dtype), ...)``, what the program's text depends on."""
+
+    arrays: dict[str, np.ndarray]
+    digest: str
+    nbytes: int
+    signature: tuple
+
+    def abstract(self, sharding) -> dict[str, jax.ShapeDtypeStruct]:
+        return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in self.arrays.items()}
+
+
+def _array_digest(a: np.ndarray, memo: dict | None) -> str:
+    """sha256 of one array's dtype, shape and bytes; ``memo`` ``{id: (array, digest)}`` hashes an array object
+    returned for several groups of one call once (the array is kept, so its id is not reused meanwhile)."""
+    if memo is not None and id(a) in memo:
+        return memo[id(a)][1]
+    h = hashlib.sha256(json.dumps([a.dtype.str, list(a.shape)]).encode())
+    h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    digest = h.hexdigest()
+    if memo is not None:
+        memo[id(a)] = (a, digest)
+    return digest
+
+
+def _shared_inputs(shared: Callable, cfg, memo: dict | None = None) -> _SharedInputs:
+    """Evaluate ``shared(cfg)`` and check it: a mapping of string names to numeric arrays (anything
+    ``np.asarray`` turns into a bool / integer / float / complex array), else a TypeError naming ``shared``.
+    Arrays are converted to the dtype JAX gives them (int64 -> int32 without ``jax_enable_x64``) before hashing."""
+    if not callable(shared):
+        raise TypeError(f"invalid shared={shared!r}: allowed a callable shared(cfg) -> {{name: array}}, or None")
+    got = shared(cfg)
+    what = f"shared={getattr(shared, '__qualname__', repr(shared))}"
+    if not isinstance(got, Mapping):
+        raise TypeError(f"invalid {what}: shared(cfg) returned {type(got).__name__}, allowed a mapping "
+                        "{name (str): array} of the inputs every run of the group receives")
+    arrays, parts = {}, []
+    for name in sorted(got, key=str):
+        if not isinstance(name, str):
+            raise TypeError(f"invalid {what}: key {name!r} of shared(cfg) is not a string; allowed a mapping "
+                            "{name (str): array}")
+        value = got[name]
+        try:
+            a = np.asarray(value)
+        except Exception as e:  # noqa: BLE001 - whatever cannot be an array is the user's error, named below
+            raise TypeError(f"invalid {what}: shared(cfg)[{name!r}] is not an array ({type(e).__name__}: {e})"
+                            ) from None
+        if a.dtype.kind not in "biufc":
+            raise TypeError(f"invalid {what}: shared(cfg)[{name!r}] is {type(value).__name__} of dtype {a.dtype}; "
+                            "allowed a numeric array (bool, integer, float or complex: numpy or jax)")
+        dt = jax.dtypes.canonicalize_dtype(a.dtype)
+        a = a.astype(dt) if a.dtype != dt else a
+        arrays[name] = a
+        parts.append([name, _array_digest(a, memo)])
+    digest = hashlib.sha256(json.dumps(["shared/1", parts]).encode()).hexdigest()[:24]
+    signature = tuple((k, tuple(v.shape), v.dtype.str) for k, v in arrays.items())
+    return _SharedInputs(arrays, digest, int(sum(v.nbytes for v in arrays.values())), signature)
+
+
+def _replicated(devices: tuple):
+    """Where a shared input lives: on the one device, or a full copy on each device of the mesh."""
+    if len(devices) > 1:
+        return jax.sharding.NamedSharding(_mesh(devices), jax.sharding.PartitionSpec())
+    return jax.sharding.SingleDeviceSharding(devices[0])
+
+
 @dataclasses.dataclass(frozen=True)
 class _Lowered:
     """One lowering of a group's chunk program: the ``jax.stages.Lowered`` object (compiled from, never re-traced),
@@ -409,36 +491,46 @@ class _Lowered:
     digest: str
 
 
-def _ident(run_fn, key: str, size: int, devices: tuple, precision: str = DEFAULT_PRECISION) -> tuple:
-    return (run_fn, key, size, tuple(d.id for d in devices), _x64(), precision)
+def _ident(run_fn, key: str, size: int, devices: tuple, precision: str = DEFAULT_PRECISION,
+           shared: _SharedInputs | None = None) -> tuple:
+    return (run_fn, key, size, tuple(d.id for d in devices), _x64(), precision,
+            None if shared is None else shared.signature)
 
 
 def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
-           precision: str = DEFAULT_PRECISION) -> _Lowered:
+           precision: str = DEFAULT_PRECISION, shared: _SharedInputs | None = None) -> _Lowered:
     """Trace and lower the group's ``jit(vmap(run_fn))`` program at chunk ``size`` on ``devices`` (always afresh:
     the digest must see the code as it is now, including every library function the run calls), with matmul
-    ``precision`` (module docstring)."""
+    ``precision`` (module docstring). With ``shared`` inputs the program takes them as a second, unbatched
+    argument (replicated on several devices) and calls ``run_fn(cfg, arrays)``; only their shapes and dtypes are
+    in the program."""
     check_precision(precision)
     _warn_x64_on_tpu(devices)
     t0 = time.perf_counter()
 
-    def batched(values):
-        return jax.vmap(lambda v: run_fn(with_values(base, v)))(values)
+    if shared is None:  # exactly the program of a sweep without shared inputs (committed chunk names depend on it)
+        def batched(values):
+            return jax.vmap(lambda v: run_fn(with_values(base, v)))(values)
+    else:
+        def batched(values, arrays):
+            return jax.vmap(lambda v, a: run_fn(with_values(base, v), a), in_axes=(0, None))(values, arrays)
 
     example = _stack([traced_values(base)] * size)
     if len(devices) > 1:
         mesh = _mesh(devices)
         spec = jax.sharding.PartitionSpec("runs")
         sharding = jax.sharding.NamedSharding(mesh, spec)
+        in_specs = spec if shared is None else (spec, jax.sharding.PartitionSpec())
         # check_vma off: runs are independent and never communicate, so device-variance typing buys nothing here
-        fn = jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+        fn = jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False))
     else:
         sharding = jax.sharding.SingleDeviceSharding(devices[0])
         fn = jax.jit(batched)
     abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding) for k, v in example.items()}
+    args = (abstract,) if shared is None else (abstract, shared.abstract(_replicated(devices)))
     # the precision is read when each dot is traced (it becomes the dot's precision_config): tracing is enough
     with jax.default_matmul_precision(precision):
-        lowered = fn.lower(abstract)
+        lowered = fn.lower(*args)
     text = lowered.as_text()
     _check_batched_lapack(text, devices)
     low = _Lowered(lowered, sharding, _program_digest(text, devices))
@@ -513,26 +605,28 @@ def _compile(low: _Lowered, devices: tuple):
 
 
 def _program(run_fn: Callable, key: str, base, size: int, devices: tuple, fresh: dict | None = None,
-             precision: str = DEFAULT_PRECISION):
-    """``(compiled, sharding)`` of one group at chunk ``size`` on ``devices``.
+             precision: str = DEFAULT_PRECISION, shared: _SharedInputs | None = None):
+    """``(compiled, sharding)`` of one group at chunk ``size`` on ``devices`` (with ``shared`` inputs: a program
+    that takes arrays of their shapes and dtypes).
 
     ``fresh`` None: the in-memory path, cached by the run function's identity (no re-tracing; like ``jax.jit``, a
     library function edited inside this process is not seen). A dict: lowered afresh once per dict (one sweep
     call) and compiled by digest, so a cached result is always keyed by the code as it is now.
     """
-    ident = _ident(run_fn, key, size, devices, precision)
+    ident = _ident(run_fn, key, size, devices, precision, shared)
     if fresh is None:
         if ident not in _PROGRAMS:
-            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices, precision), devices)
+            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices, precision, shared), devices)
         return _PROGRAMS[ident]
-    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh, precision), devices)
+    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh, precision, shared), devices)
     return _PROGRAMS[ident]
 
 
-def _fresh_lowering(run_fn, key, base, size, devices, fresh: dict, precision: str = DEFAULT_PRECISION) -> _Lowered:
-    ident = _ident(run_fn, key, size, devices, precision)
+def _fresh_lowering(run_fn, key, base, size, devices, fresh: dict, precision: str = DEFAULT_PRECISION,
+                    shared: _SharedInputs | None = None) -> _Lowered:
+    ident = _ident(run_fn, key, size, devices, precision, shared)
     if ident not in fresh:
-        fresh[ident] = _lower(run_fn, key, base, size, devices, precision)
+        fresh[ident] = _lower(run_fn, key, base, size, devices, precision, shared)
     return fresh[ident]
 
 
@@ -547,6 +641,7 @@ class ChunkPlan:
     file: str | None = None  # the chunk's cache file name (when a cache directory is used)
     program: str | None = None  # digest of the chunk's lowered program (part of ``file``)
     precision: str = DEFAULT_PRECISION  # matmul precision the program is traced with (module docstring)
+    shared: str | None = None  # content digest of the group's shared inputs (part of ``file``); None: none
 
 
 class ChunkQueue:
@@ -601,10 +696,12 @@ def _configs_fingerprint(configs: Sequence) -> str:
 
 
 def plan_json(plans: Sequence[ChunkPlan], precision: bool = False) -> list[dict]:
-    """The chunk plan as a manifest records it (``{"group", "key", "runs", "size", "file", "program"}`` per chunk;
-    ``precision`` too when asked: what another process needs to rebuild the :class:`ChunkPlan`)."""
+    """The chunk plan as a manifest records it (``{"group", "key", "runs", "size", "file", "program"}`` per chunk,
+    and ``"shared"``, the content digest of its shared inputs, for a chunk that has them; ``precision`` too when
+    asked: what another process needs to rebuild the :class:`ChunkPlan`)."""
     fields = ("group", "key", "runs", "size", "file", "program") + (("precision",) if precision else ())
-    return [{f: list(p.runs) if f == "runs" else getattr(p, f) for f in fields} for p in plans]
+    return [{**{f: list(p.runs) if f == "runs" else getattr(p, f) for f in fields},
+             **({} if p.shared is None else {"shared": p.shared})} for p in plans]
 
 
 def _round_up(x: int, m: int) -> int:
@@ -624,6 +721,7 @@ def plan_chunks(
     files: bool = True,
     precision: str = DEFAULT_PRECISION,
     cache_dir: str | os.PathLike | None = None,
+    shared: Callable | None = None,
 ) -> list[ChunkPlan]:
     """Split every group into chunks.
 
@@ -642,6 +740,11 @@ def plan_chunks(
     ``cache_dir``: where chunk files live (with ``files``). An automatic size needs the group's compiled footprint,
     unless every chunk file at the whole-group size is already there: then nothing is compiled (re-opening a
     finished sweep in a new process loads it without compiling a program it will not run).
+
+    ``shared``: ``shared(cfg) -> {name: array}``, inputs every run of a group receives as an unbatched argument
+    (``run_fn(cfg, arrays)``; module docstring, "Shared inputs"), evaluated once per group on its first config,
+    for every group before anything is traced. Each chunk's file name hashes their content too
+    (:attr:`ChunkPlan.shared`), and the memory plan counts their bytes once per program.
     """
     check_precision(precision)
     cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
@@ -653,8 +756,10 @@ def plan_chunks(
     nd = len(devices)
     sizes = dict(sizes or {})
     groups = group_configs(configs)
+    inputs = _group_inputs(shared, configs, groups)  # a bad shared(cfg) fails here, before anything is traced
     plans: list[ChunkPlan] = []
     for gi, (key, idx) in enumerate(groups.items()):
+        sh = inputs.get(key)
         if key in sizes:
             size = sizes[key]
         elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool):
@@ -664,69 +769,89 @@ def plan_chunks(
         elif chunk_size in (None, "auto"):
             size = _round_up(min(len(idx), len(idx) if max_chunk is None else max_chunk), nd)
             if not (files and cache_dir is not None
-                    and _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir)):
-                size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision)
+                    and _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
+                                     sh)):
+                size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision, sh)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
         sizes[key] = size
-        digest = (_fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision).digest
+        digest = (_fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, sh).digest
                   if files else None)
         for s in range(0, len(idx), size):
             runs = tuple(idx[s : s + size])
             values = [traced_values(configs[i]) for i in runs]
-            file = _chunk_hash(digest, key, values, tag) + ".npz" if files else None
-            plans.append(ChunkPlan(gi, key, runs, size, file, digest, precision))
+            file = _chunk_hash(digest, key, values, tag, sh) + ".npz" if files else None
+            plans.append(ChunkPlan(gi, key, runs, size, file, digest, precision, None if sh is None else sh.digest))
     return plans
+
+
+def _group_inputs(shared: Callable | None, configs: Sequence, groups: Mapping[str, list[int]]
+                  ) -> dict[str, _SharedInputs]:
+    """``{static key: shared inputs}``: ``shared`` evaluated on each group's first config (empty without it)."""
+    if shared is None:
+        return {}
+    memo: dict = {}  # the same array object returned for several groups is hashed once
+    return {key: _shared_inputs(shared, configs[idx[0]], memo) for key, idx in groups.items()}
 
 
 class RunTooLargeError(ValueError):
     """One run's compiled footprint exceeds what a device may hold (raised while planning, before anything runs)."""
 
-    def __init__(self, key: str, per_run: float, limit: float, explicit: bool):
+    def __init__(self, key: str, per_run: float, limit: float, explicit: bool, shared: int = 0):
         what = "the memory budget passed" if explicit else "the device's capacity"
         short = key if len(key) <= 160 else key[:157] + "..."
+        of = f" (of which {shared / 2**30:.3g} GiB shared inputs)" if shared else ""
         super().__init__(
-            f"invalid run size: one run needs {per_run / 2**30:.3g} GiB per device, more than {limit / 2**30:.3g} "
-            f"GiB ({what}); allowed runs that fit: shrink the shape-changing settings (e.g. d, n_train, width, "
-            f"batch, n_points) or use a device with more memory. Program: {short}")
-        self.key, self.per_run, self.limit = key, per_run, limit
+            f"invalid run size: one run needs {per_run / 2**30:.3g} GiB per device{of}, more than "
+            f"{limit / 2**30:.3g} GiB ({what}); allowed runs that fit: shrink the shape-changing settings (e.g. d, "
+            f"n_train, width, batch, n_points{', the shared inputs' if shared else ''}) or use a device with more "
+            f"memory. Program: {short}")
+        self.key, self.per_run, self.limit, self.shared = key, per_run, limit, shared
 
 
-def _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir) -> bool:
+def _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
+                 shared: _SharedInputs | None = None) -> bool:
     """Whether every chunk of the group at chunk ``size`` has its file in ``cache_dir`` (lowered, not compiled)."""
-    digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision).digest
+    digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, shared).digest
     return all(os.path.exists(os.path.join(os.fspath(cache_dir), _chunk_hash(
-        digest, key, [traced_values(configs[i]) for i in idx[s: s + size]], tag) + ".npz"))
+        digest, key, [traced_values(configs[i]) for i in idx[s: s + size]], tag, shared) + ".npz"))
         for s in range(0, len(idx), size))
 
 
-def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION) -> int:
-    """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device)."""
+def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION,
+         shared: _SharedInputs | None = None) -> int:
+    """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device). The footprint holds
+    the ``shared`` inputs once (an argument of the program, a full copy per device): they are a fixed cost, the
+    rest is shared out per run."""
     nd = len(devices)
     explicit = budget is not None
     budget = budget if explicit else memory_budget(devices)
-    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision)
+    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision, shared)
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
-    per_run = foot / (size // nd)  # per run and device; counting fixed costs as per-run errs on the safe side
+    fixed = 0 if shared is None else shared.nbytes
+    # per run and device; counting the other fixed costs as per-run errs on the safe side
+    per_run = max(foot - fixed, 1) / (size // nd)
     # one run per device is the floor: refuse a run that cannot fit, with a message, before it runs (XLA would
     # fail at allocation with a raw RESOURCE_EXHAUSTED traceback). The default budget is half the capacity, so a
     # run between the two still goes (alone); an explicit budget is honoured as given.
     limit = budget if explicit else memory_budget(devices, 1.0)
-    if per_run > limit:
-        raise RunTooLargeError(key, per_run, limit, explicit)
-    fitted = max(nd, (int(budget // per_run)) * nd)
+    if fixed + per_run > limit:
+        raise RunTooLargeError(key, fixed + per_run, limit, explicit, fixed)
+    fitted = max(nd, (int((budget - fixed) // per_run)) * nd)
     STATS.resized_groups += 1
     if fitted >= size:
         return size
     return fitted
 
 
-def _chunk_hash(program: str, key: str, values: list[dict], tag: str) -> str:
+def _chunk_hash(program: str, key: str, values: list[dict], tag: str, shared: _SharedInputs | None = None) -> str:
     """A chunk's cache key: the digest of its lowered program (the code that runs, float64 or not, the chunk size
-    and device count; see :func:`_program_digest`), the static key, the tag and every run's traced values."""
-    blob = json.dumps(["chunk/2", tag, program, key, values], sort_keys=True, default=float)
+    and device count; see :func:`_program_digest`), the static key, the tag and every run's traced values; with
+    shared inputs, their content digest too (the program holds only their shapes)."""
+    what = ["chunk/2", tag, program, key, values] + ([] if shared is None else [shared.digest])
+    blob = json.dumps(what, sort_keys=True, default=float)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
 
@@ -963,6 +1088,7 @@ def run_sweep(
     process_count: int | None = None,
     plans: list[ChunkPlan] | None = None,
     precision: str = DEFAULT_PRECISION,
+    shared: Callable | None = None,
 ) -> list[dict | None]:
     """Run every config; return one result dict (numpy leaves) per config, in order.
 
@@ -971,7 +1097,8 @@ def run_sweep(
     written, the one computing), and each chunk is on disk before the chunk after next is dispatched.
 
     Args:
-      run_fn: pure ``run_fn(cfg) -> dict`` of arrays for ONE run; traced fields of ``cfg`` arrive as tracers.
+      run_fn: pure ``run_fn(cfg) -> dict`` of arrays for ONE run (``run_fn(cfg, arrays)`` with ``shared``);
+        traced fields of ``cfg`` arrive as tracers.
         Must be a stable (module-level) function: compiled programs are cached per ``(run_fn, static key)``.
       configs: validated concrete configs (frozen dataclasses using :func:`fa_jax.config.traced` fields).
       chunk_size: runs per compiled call: an int, or ``"auto"`` (whole group within the memory budget).
@@ -988,6 +1115,10 @@ def run_sweep(
       plans: a precomputed :func:`plan_chunks` result (the sweep-file runner passes the one it recorded).
       precision: matmul precision of every program, one of :data:`PRECISIONS` (module docstring); ``plans`` must
         have been made with the same one.
+      shared: ``shared(cfg) -> {name: array}`` of the config's static fields: inputs every run of a group gets as
+        an unbatched program argument, ``run_fn(cfg, arrays)`` (module docstring, "Shared inputs"); ``plans`` must
+        have been made with the same one. Evaluated once per group while planning and again, checked against the
+        planned content digest, before the group's first chunk that runs (not for chunks loaded from ``out_dir``).
     """
     check_precision(precision)
     cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
@@ -1004,7 +1135,8 @@ def run_sweep(
     def make_plans():
         return plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision,
-                           cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"))
+                           cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"),
+                           shared=shared)
 
     if queue is not None:  # every process runs process 0's plan, also one the caller made (run_labelled plans itself)
         given = plans
@@ -1015,6 +1147,10 @@ def run_sweep(
     if wrong:
         raise ValueError(f"invalid plans: made with precision {wrong}, this sweep runs with precision={precision!r}; "
                          "pass the same precision to plan_chunks and run_sweep")
+    if any((p.shared is None) != (shared is None) for p in plans):
+        raise ValueError(f"invalid plans: made {'without' if shared is not None else 'with'} shared inputs, this sweep "
+                         f"runs with shared={shared!r}; pass the same shared to plan_chunks and run_sweep")
+    inputs = _ChunkInputs(shared, configs, plans, devices) if shared is not None else None
     # this process's chunks: a static share, or claimed one at a time (the generator asks the queue when the loop
     # below is ready for the next chunk)
     mine = [p for j, p in enumerate(plans) if j % pc == pi] if queue is None else queue.claim(plans)
@@ -1070,7 +1206,9 @@ def run_sweep(
                     continue
                 if bar is not None:
                     bar.dispatched(len(p.runs))
-                out = _launch_chunk(run_fn, configs, p, devices)  # chunk i+1 computes (or is queued) ...
+                # chunk i+1 computes (or is queued) ...
+                out = (_launch_chunk(run_fn, configs, p, devices) if inputs is None
+                       else _launch_chunk(run_fn, configs, p, devices, inputs))
                 if pending is not None:
                     job, pending = pending, None  # ... while chunk i is fetched and written
                     collect(job)
@@ -1096,17 +1234,17 @@ def run_sweep(
     return results
 
 
-def _chunk_program(run_fn, base, p: ChunkPlan, devices):
+def _chunk_program(run_fn, base, p: ChunkPlan, devices, shared: _SharedInputs | None = None):
     """``(compiled, sharding)`` for a chunk: by its planned program digest (compiled at most once), else (a plan
     without digest: in-memory sweeps) by the run function's identity."""
     if p.program is None:
-        return _program(run_fn, p.key, base, p.size, devices, precision=p.precision)
+        return _program(run_fn, p.key, base, p.size, devices, precision=p.precision, shared=shared)
     ck = (p.program, tuple(d.id for d in devices))
     if ck in _COMPILED:
         return _COMPILED[ck]
     low = _LOWERED.get(p.program)
     if low is None:
-        low = _lower(run_fn, p.key, base, p.size, devices, p.precision)
+        low = _lower(run_fn, p.key, base, p.size, devices, p.precision, shared)
         if low.digest != p.program:
             raise RuntimeError(
                 f"the program of chunk {p.file} changed since the sweep was planned (digest {low.digest}, planned "
@@ -1114,15 +1252,45 @@ def _chunk_program(run_fn, base, p: ChunkPlan, devices):
     return _compile(low, devices)
 
 
-def _launch_chunk(run_fn, configs, p: ChunkPlan, devices):
+class _ChunkInputs:
+    """A sweep's shared inputs at run time: each group's arrays evaluated (on the group's first config, as
+    planned) when its first chunk runs, checked against the plan's content digest, and put on the devices once
+    per group (only the current group's arrays are held)."""
+
+    def __init__(self, shared: Callable, configs: Sequence, plans: Sequence[ChunkPlan], devices: tuple):
+        self.shared, self.configs, self.devices = shared, configs, devices
+        self.first: dict[str, int] = {}
+        for p in plans:  # the group's first config: its smallest index (plan_chunks evaluated shared on it)
+            self.first[p.key] = min(self.first.get(p.key, p.runs[0]), *p.runs)
+        self.key: str | None = None
+        self.host: _SharedInputs | None = None
+        self.device: dict | None = None
+
+    def get(self, p: ChunkPlan) -> tuple[_SharedInputs, dict]:
+        """``(host inputs, device arrays)`` of chunk ``p``'s group."""
+        if self.key != p.key:
+            self.key, self.host, self.device = None, None, None  # the previous group's arrays are released
+            host = _shared_inputs(self.shared, self.configs[self.first[p.key]])
+            if host.digest != p.shared:
+                raise RuntimeError(
+                    f"the shared inputs of chunk {p.file or list(p.runs)} changed since the sweep was planned (content "
+                    f"{host.digest}, planned {p.shared}): shared(cfg) must depend only on the config's static fields "
+                    "and return the same data every time; plan again (plan_chunks) after changing the data")
+            self.device = jax.device_put(host.arrays, _replicated(self.devices))
+            self.key, self.host = p.key, host
+        return self.host, self.device
+
+
+def _launch_chunk(run_fn, configs, p: ChunkPlan, devices, inputs: _ChunkInputs | None = None):
     """Dispatch one chunk; its outputs (device arrays, padded to ``p.size`` runs). On an accelerator they may
     still be computing; on CPU the call waits for them, so that two chunk programs never run at once."""
     base = configs[p.runs[0]]
     values = [traced_values(configs[i]) for i in p.runs]
     padded = values + [values[-1]] * (p.size - len(values))
-    compiled, sharding = _chunk_program(run_fn, base, p, devices)
+    host, arrays = inputs.get(p) if inputs is not None else (None, None)
+    compiled, sharding = _chunk_program(run_fn, base, p, devices, host)
     args = jax.device_put(_stack(padded), sharding)
-    out = compiled(args)
+    out = compiled(args) if inputs is None else compiled(args, arrays)
     if devices[0].platform == "cpu":
         jax.block_until_ready(out)
     return out
@@ -1187,6 +1355,7 @@ def run_labelled(
     progress: bool = False,
     desc: str = "sweep",
     precision: str = DEFAULT_PRECISION,
+    shared: Callable | None = None,
 ) -> tuple[dict[str, list[tuple[dict, dict]]], dict]:
     """A simulation's labelled runs (``{part: [(label, config), ...]}``) as ONE :func:`run_sweep` call.
 
@@ -1200,6 +1369,9 @@ def run_labelled(
     ``(run, <output axes>)``, the part and every label key as coordinates along ``run`` -- in a process that
     cannot import ``run_fn`` (:func:`runs_manifest`). The chunks and their names are those :func:`run_sweep`
     plans by itself: the manifest only records them.
+
+    ``shared``: inputs every run of a group receives unbatched, ``run_fn(cfg, arrays)`` (:func:`run_sweep`; module
+    docstring, "Shared inputs").
     """
     _check_runs(runs)
     flat = [cfg for part in runs.values() for _, cfg in part]
@@ -1212,7 +1384,7 @@ def run_labelled(
         check_precision(precision)
         # the plan run_sweep would make (same arguments), made here so that the manifest can record it
         plans = plan_chunks(run_fn, flat, devices=tuple(jax.local_devices()), tag=tag, precision=precision,
-                            cache_dir=os.path.join(out_dir, "chunks"))
+                            cache_dir=os.path.join(out_dir, "chunks"), shared=shared)
         if jax.process_index() == 0:
             doc = runs_manifest(run_fn, runs, plans, tag=tag, precision=precision)
             path = os.path.join(out_dir, run_manifest_name(tag))
@@ -1221,7 +1393,7 @@ def run_labelled(
             if _json_or_none(path) != _jsonable(doc):
                 _write_json_atomic(path, doc)
     results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision,
-                        plans=plans)
+                        plans=plans, shared=shared)
     it = iter(results)
     res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
     metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),
@@ -1284,7 +1456,7 @@ def _experiment_description(run_fn: Callable) -> dict:
             return describe(exp)
     return {"name": getattr(run_fn, "__name__", "run"), "run": "{}:{}".format(*ident(run_fn)), "config": None,
             "seeds": [], "width": None, "bucket": None, "dims": [], "coords": [], "labels": [], "units": [],
-            "description": "", "context": None}
+            "description": "", "context": None, "shared": None}
 
 
 def runs_manifest(run_fn: Callable, runs: dict[str, list[tuple[dict, Any]]], plans: Sequence[ChunkPlan], *,

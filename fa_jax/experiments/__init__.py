@@ -11,6 +11,11 @@ behind the paper simulations, plus whatever :func:`register_experiment` added in
 ``"package.module:attribute"`` to an :class:`Experiment`, or to a zero-argument callable returning one
 (:func:`get_experiment`). A sweep writes :func:`describe` of its experiment into its manifest, so its results
 load in a process that cannot import the experiment's module.
+
+An experiment whose runs all read the same large arrays (a dataset) gives ``shared``: ``shared(cfg) -> {name:
+array}`` of the config's static fields; the engine passes them to each group's compiled program as unbatched
+arguments (counted by the memory plan, their content hashed into the chunk file names) and calls
+``run(cfg, arrays)`` (:mod:`fa_jax.sweep`, "Shared inputs").
 """
 from __future__ import annotations
 
@@ -42,6 +47,10 @@ class Experiment:
     # () -> a context manager the engine enters while it lowers, compiles and runs the sweep's programs, for
     # experiments that need a process setting (e.g. float64: ``jax.enable_x64(True)``); None: nothing
     context: Callable | None = None
+    # cfg -> {name: array}: inputs that depend only on the config's static fields (a dataset), handed to every run
+    # of a compiled group as unbatched program arguments, never baked in as constants; the engine then calls
+    # ``run(cfg, arrays)`` (fa_jax.sweep, "Shared inputs"). None: ``run(cfg)``
+    shared: Callable | None = None
 
     def __post_init__(self):
         if not (isinstance(self.name, str) and self.name and ":" not in self.name):
@@ -49,6 +58,9 @@ class Experiment:
         for f in ("config", "run"):
             if not callable(getattr(self, f)):
                 raise TypeError(f"invalid Experiment {f}={getattr(self, f)!r}: allowed a callable")
+        if self.shared is not None and not callable(self.shared):
+            raise TypeError(f"invalid Experiment shared={self.shared!r}: allowed a callable shared(cfg) -> "
+                            "{name: array}, or None")
         # tuples (not lists) so experiments compare and hash by value; accept lists from users
         object.__setattr__(self, "seeds", tuple(self.seeds))
         for f in ("dims", "coords", "labels", "units"):
@@ -65,7 +77,8 @@ def describe(exp: Experiment) -> dict:
             "width": exp.width, "bucket": exp.bucket, "dims": [[p, list(d)] for p, d in exp.dims],
             "coords": [list(c) for c in exp.coords], "labels": [list(x) for x in exp.labels],
             "units": [list(x) for x in exp.units], "description": exp.description,
-            "context": None if exp.context is None else qualname(exp.context)}
+            "context": None if exp.context is None else qualname(exp.context),
+            "shared": None if exp.shared is None else qualname(exp.shared)}
 
 
 # ----------------------------------------------------------------------------- references "package.module:attr"
