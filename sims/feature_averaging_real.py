@@ -36,6 +36,7 @@ from fa_jax.experiments.feature_averaging_real import (
     load_real_data,
     readout_head,
     run_feature_averaging_real,
+    shared_real_data,
 )
 from fa_jax.models.image_nets import ARCHS, ImageNet
 from fa_jax.optim import OPTIMIZERS, OptimConfig
@@ -52,7 +53,7 @@ DEFAULT_PARTITION = {"cifar10": "0-4_vs_5-9"}  # every other set: "odd_even"
 
 @dataclasses.dataclass(frozen=True)
 class FARealSim:
-    # data (static: loaded with numpy, constants of the compiled programs)
+    # data (static: loaded with numpy once; the programs receive the arrays as shared inputs, not constants)
     dataset: str = "mnist-5k"  # one of fa_jax.data.images.DATASETS; mnist / fashion-mnist / cifar10 need files
     partition: str = "auto"  # binary classes: a PARTITIONS name, or "auto" (0-4_vs_5-9 on cifar10, else odd_even)
     data_dir: str | None = None  # folder of the dataset files (None: $FA_JAX_DATA)
@@ -202,8 +203,9 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
         data = load_data(s)  # clear error naming the files before anything compiles
         runs = build_runs(s)  # validates every run config
     os.makedirs(out_dir, exist_ok=True)
+    # the images are shared inputs of the programs (one unbatched argument, inside the memory plan), not constants
     _, engine = run_labelled(run_feature_averaging_real, {"all": runs}, out_dir=os.path.join(out_dir, "cache"),
-                             tag=SIM, progress=progress, desc=SIM)
+                             tag=SIM, progress=progress, desc=SIM, shared=shared_real_data)
     # every number below comes from the labelled Dataset the sweep wrote: dims (head, seed, <output axes>)
     ds = select_runs(load_results(os.path.join(out_dir, "cache"), sweep=SIM), "all", unstack=True)
 

@@ -251,3 +251,24 @@ def test_stacked_is_c_ordered_with_the_dims_first(far):
     a = stacked(da, "seed")
     assert a.flags["C_CONTIGUOUS"] and a.shape == (da.sizes["seed"], da.sizes["head"], da.sizes["step"])
     np.testing.assert_array_equal(a, da.transpose("seed", "head", "step").values)
+
+
+def test_images_are_shared_inputs_not_program_constants():
+    """The quick preset's program takes the images as an unbatched argument (issue 18 item 4: the sweep engine's
+    shared inputs), never as a constant in its text; the training set is one argument of the lowered program."""
+    import jax
+    from fa_jax_sims import feature_averaging_real as sim
+
+    from fa_jax import sweep as S
+    from fa_jax.config import static_key
+    from fa_jax.experiments.feature_averaging_real import run_feature_averaging_real, shared_real_data
+
+    cfg = sim.build_runs(sim.PRESETS["quick"].validate())[0][1]
+    arrays = shared_real_data(cfg)
+    low = S._lower(run_feature_averaging_real, static_key(cfg), cfg, 1, tuple(jax.local_devices()[:1]),
+                   shared=S._shared_inputs(shared_real_data, cfg))
+    text = low.lowered.as_text()
+    x_type = "tensor<" + "x".join(map(str, arrays["x_train"].shape)) + "xf32>"
+    main = next(line for line in text.splitlines() if "func.func public @main" in line)
+    assert x_type in main  # an argument of the program
+    assert not any("constant" in line and x_type in line for line in text.splitlines())

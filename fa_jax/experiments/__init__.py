@@ -230,10 +230,11 @@ def _linear() -> Experiment:
 
 
 def _feature_averaging_real() -> Experiment:
-    from .feature_averaging_real import FARealRun, run_feature_averaging_real
+    from .feature_averaging_real import FARealRun, run_feature_averaging_real, shared_real_data
 
     return Experiment(
         name="feature-averaging-real", config=FARealRun, run=run_feature_averaging_real, seeds=("model_seed",),
+        shared=shared_real_data,
         dims=(*_STEP, ("eps", ("eps",)), ("robust/*/acc", ("eps",)),
               ("features/cos", ("class_i", "class_j")), ("features/cos_raw", ("class_i", "class_j")),
               ("features/head_cos", ("class_i", "head_output"))),

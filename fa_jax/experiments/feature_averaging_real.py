@@ -23,8 +23,11 @@ or *10-class* supervision (softmax CE on the digit), then measures:
   the m_c); ``head_cos[c, j] = cos(m_c - m, head weight j)``; summaries ``within_side`` (mean centred cosine of
   two different classes of the same side) and ``cross_side`` (different sides).
 
-The data are numpy arrays loaded once per static :class:`RealData` (module-level cache, never traced) and enter
-the compiled program as constants; the model seed is traced, so the sweep engine vmaps seeds.
+The data are numpy arrays loaded once per static :class:`RealData` (module-level cache, never traced). Through the
+sweep engine they are the group's shared inputs (:func:`shared_real_data`, the ``Experiment``'s ``shared``): one
+unbatched argument of the compiled program, counted by its memory plan, never a constant baked into it (the
+CIFAR-10 training set alone is 614 MB). Called directly without ``arrays`` the run loads them itself. The model
+seed is traced, so the sweep engine vmaps seeds.
 Keys: init / mini-batches / attack starts from ``fold_in(PRNGKey(model_seed), 0 / 1 / 2)``.
 """
 from __future__ import annotations
@@ -46,7 +49,7 @@ from ..optim import OptimConfig, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 __all__ = ["STANDARDIZE", "FARealRun", "RealAttack", "RealData", "attacks_of", "eps_grid", "load_real_data",
-           "readout", "readouts", "run_feature_averaging_real"]
+           "readout", "readout_head", "readouts", "run_feature_averaging_real", "shared_real_data"]
 
 STANDARDIZE = ("none", "global", "channel", "feature")
 OBJECTIVES = ("margin", "ce")
@@ -218,12 +221,24 @@ def feature_summary(feats, labels, signs, head_kernel):
             "within_side": F.masked_mean(cos, same), "cross_side": F.masked_mean(cos, cross)}
 
 
-def run_feature_averaging_real(cfg: FARealRun) -> dict:
-    """Train one image net and measure it (module docstring). Shapes: n attacked points, D pixels, E radii."""
+SHARED = ("x_train", "x_test", "y_train", "y_test", "fine_train", "fine_test", "mean", "std", "signs")
+
+
+def shared_real_data(cfg: FARealRun) -> dict[str, np.ndarray]:
+    """The arrays of :func:`load_real_data` every run of a sweep group trains and is measured on (they depend only on
+    the static ``cfg.data``): the sweep engine's shared inputs, ``{name: array}`` for the names in :data:`SHARED`."""
     data = load_real_data(cfg.data)
+    return {k: data[k] for k in SHARED}
+
+
+def run_feature_averaging_real(cfg: FARealRun, arrays: dict | None = None) -> dict:
+    """Train one image net and measure it (module docstring). ``arrays``: :func:`shared_real_data` (the sweep
+    engine passes them as unbatched program arguments; None: loaded here). Shapes: n attacked points, D pixels,
+    E radii."""
+    data = shared_real_data(cfg) if arrays is None else arrays
     mc = cfg.model
     binary = mc.head == "binary"
-    shape = data["image_shape"]
+    shape = load_real_data(cfg.data)["image_shape"]
     signs = jnp.asarray(data["signs"])
     mean, std = jnp.asarray(data["mean"]), jnp.asarray(data["std"])
     key = jax.random.PRNGKey(cfg.model_seed)
