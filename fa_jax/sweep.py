@@ -30,7 +30,10 @@ argument of the program, so the memory plan counts them once per program (per de
 the per-run ones when it shrinks a chunk. Since the data are no longer in the program text, every chunk file name
 also hashes their content (sha256 of each array's name, dtype, shape and bytes): other data recompute, the same
 data reload; a compiled program is reused across data of the same shapes and dtypes (no recompilation). Runs
-without ``shared`` lower to exactly the programs (and chunk names) they did before.
+without ``shared`` lower to exactly the programs (and chunk names) they did before. A group whose ``shared(cfg)``
+is an empty mapping (runs that generate their data inside the program, beside runs on a dataset in one sweep) has
+no shared inputs: it runs exactly as without ``shared``, ``run_fn(cfg)`` (so ``run_fn``'s ``arrays`` needs a
+default), with the same program, memory plan and chunk names.
 
 Pipelining. The device computes chunk i+1 while the host fetches, converts and writes chunk i: the calling thread
 dispatches the programs (one at a time, as compiled: results are bitwise those of a chunk-at-a-time sweep, tested)
@@ -440,10 +443,11 @@ def _array_digest(a: np.ndarray, memo: dict | None) -> str:
     return digest
 
 
-def _shared_inputs(shared: Callable, cfg, memo: dict | None = None) -> _SharedInputs:
+def _shared_inputs(shared: Callable, cfg, memo: dict | None = None) -> _SharedInputs | None:
     """Evaluate ``shared(cfg)`` and check it: a mapping of string names to numeric arrays (anything
     ``np.asarray`` turns into a bool / integer / float / complex array), else a TypeError naming ``shared``.
-    Arrays are converted to the dtype JAX gives them (int64 -> int32 without ``jax_enable_x64``) before hashing."""
+    Arrays are converted to the dtype JAX gives them (int64 -> int32 without ``jax_enable_x64``) before hashing.
+    An empty mapping is None: the group has no shared inputs (module docstring, "Shared inputs")."""
     if not callable(shared):
         raise TypeError(f"invalid shared={shared!r}: allowed a callable shared(cfg) -> {{name: array}}, or None")
     got = shared(cfg)
@@ -451,6 +455,8 @@ def _shared_inputs(shared: Callable, cfg, memo: dict | None = None) -> _SharedIn
     if not isinstance(got, Mapping):
         raise TypeError(f"invalid {what}: shared(cfg) returned {type(got).__name__}, allowed a mapping "
                         "{name (str): array} of the inputs every run of the group receives")
+    if not got:  # no data for this group (e.g. drawn inside the program): exactly the program without shared
+        return None
     arrays, parts = {}, []
     for name in sorted(got, key=str):
         if not isinstance(name, str):
@@ -744,7 +750,8 @@ def plan_chunks(
     ``shared``: ``shared(cfg) -> {name: array}``, inputs every run of a group receives as an unbatched argument
     (``run_fn(cfg, arrays)``; module docstring, "Shared inputs"), evaluated once per group on its first config,
     for every group before anything is traced. Each chunk's file name hashes their content too
-    (:attr:`ChunkPlan.shared`), and the memory plan counts their bytes once per program.
+    (:attr:`ChunkPlan.shared`), and the memory plan counts their bytes once per program. A group whose
+    ``shared(cfg)`` is empty is planned exactly as without ``shared`` (``ChunkPlan.shared`` None).
     """
     check_precision(precision)
     cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
@@ -786,8 +793,9 @@ def plan_chunks(
 
 
 def _group_inputs(shared: Callable | None, configs: Sequence, groups: Mapping[str, list[int]]
-                  ) -> dict[str, _SharedInputs]:
-    """``{static key: shared inputs}``: ``shared`` evaluated on each group's first config (empty without it)."""
+                  ) -> dict[str, _SharedInputs | None]:
+    """``{static key: shared inputs}``: ``shared`` evaluated on each group's first config (empty without it; None
+    for a group whose ``shared(cfg)`` is empty)."""
     if shared is None:
         return {}
     memo: dict = {}  # the same array object returned for several groups is hashed once
@@ -1116,9 +1124,10 @@ def run_sweep(
       precision: matmul precision of every program, one of :data:`PRECISIONS` (module docstring); ``plans`` must
         have been made with the same one.
       shared: ``shared(cfg) -> {name: array}`` of the config's static fields: inputs every run of a group gets as
-        an unbatched program argument, ``run_fn(cfg, arrays)`` (module docstring, "Shared inputs"); ``plans`` must
-        have been made with the same one. Evaluated once per group while planning and again, checked against the
-        planned content digest, before the group's first chunk that runs (not for chunks loaded from ``out_dir``).
+        an unbatched program argument, ``run_fn(cfg, arrays)`` (module docstring, "Shared inputs"; a group whose
+        mapping is empty runs as without ``shared``, ``run_fn(cfg)``); ``plans`` must have been made with the same
+        one. Evaluated once per group while planning and again, checked against the planned content digest, before
+        the group's first chunk that runs (not for chunks loaded from ``out_dir``).
     """
     check_precision(precision)
     cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
@@ -1147,9 +1156,10 @@ def run_sweep(
     if wrong:
         raise ValueError(f"invalid plans: made with precision {wrong}, this sweep runs with precision={precision!r}; "
                          "pass the same precision to plan_chunks and run_sweep")
-    if any((p.shared is None) != (shared is None) for p in plans):
-        raise ValueError(f"invalid plans: made {'without' if shared is not None else 'with'} shared inputs, this sweep "
-                         f"runs with shared={shared!r}; pass the same shared to plan_chunks and run_sweep")
+    # (plans made without shared for a sweep with shared: _ChunkInputs.get refuses each group that has inputs)
+    if shared is None and any(p.shared is not None for p in plans):
+        raise ValueError(f"invalid plans: made with shared inputs, this sweep runs with shared={shared!r}; pass the "
+                         "same shared to plan_chunks and run_sweep")
     inputs = _ChunkInputs(shared, configs, plans, devices) if shared is not None else None
     # this process's chunks: a static share, or claimed one at a time (the generator asks the queue when the loop
     # below is ready for the next chunk)
@@ -1266,17 +1276,23 @@ class _ChunkInputs:
         self.host: _SharedInputs | None = None
         self.device: dict | None = None
 
-    def get(self, p: ChunkPlan) -> tuple[_SharedInputs, dict]:
-        """``(host inputs, device arrays)`` of chunk ``p``'s group."""
+    def get(self, p: ChunkPlan) -> tuple[_SharedInputs | None, dict | None]:
+        """``(host inputs, device arrays)`` of chunk ``p``'s group; ``(None, None)`` for a group without inputs
+        (its ``shared(cfg)`` is empty: the program and call of a sweep without ``shared``)."""
         if self.key != p.key:
             self.key, self.host, self.device = None, None, None  # the previous group's arrays are released
             host = _shared_inputs(self.shared, self.configs[self.first[p.key]])
-            if host.digest != p.shared:
+            digest = None if host is None else host.digest
+            if p.shared is None and host is not None:
+                raise ValueError(f"invalid plans: chunk {p.file or list(p.runs)} was planned without shared inputs, "
+                                 f"this sweep runs with shared={self.shared!r}; pass the same shared to plan_chunks "
+                                 "and run_sweep")
+            if digest != p.shared:
                 raise RuntimeError(
                     f"the shared inputs of chunk {p.file or list(p.runs)} changed since the sweep was planned (content "
-                    f"{host.digest}, planned {p.shared}): shared(cfg) must depend only on the config's static fields "
+                    f"{digest}, planned {p.shared}): shared(cfg) must depend only on the config's static fields "
                     "and return the same data every time; plan again (plan_chunks) after changing the data")
-            self.device = jax.device_put(host.arrays, _replicated(self.devices))
+            self.device = None if host is None else jax.device_put(host.arrays, _replicated(self.devices))
             self.key, self.host = p.key, host
         return self.host, self.device
 
@@ -1290,7 +1306,7 @@ def _launch_chunk(run_fn, configs, p: ChunkPlan, devices, inputs: _ChunkInputs |
     host, arrays = inputs.get(p) if inputs is not None else (None, None)
     compiled, sharding = _chunk_program(run_fn, base, p, devices, host)
     args = jax.device_put(_stack(padded), sharding)
-    out = compiled(args) if inputs is None else compiled(args, arrays)
+    out = compiled(args) if arrays is None else compiled(args, arrays)
     if devices[0].platform == "cpu":
         jax.block_until_ready(out)
     return out

@@ -46,6 +46,7 @@ from fa_jax.experiments.agop_collapse import (
     lapack_single_threaded,
     load_collapse_data,
     run_agop_collapse,
+    shared_collapse_data,
 )
 from fa_jax.kernels import rfm as R
 from fa_jax.metrics.agop import psd_power
@@ -680,8 +681,10 @@ def run(s: AgopCollapseSim, out_dir: str, progress: bool = True, command: str = 
     os.makedirs(out_dir, exist_ok=True)
     with jax.enable_x64(True), lapack_single_threaded():  # spec 6: float64 metrics (NC1 falls toward 1e-10)
         runs = build_runs(s)
+        # the image source's arrays are shared inputs of their programs (unbatched arguments, in the memory plan),
+        # not constants; the mixture runs have none ({}), so their programs and chunk names are those without them
         _, engine = run_labelled(run_agop_collapse, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
-                                 progress=progress, desc=SIM)
+                                 progress=progress, desc=SIM, shared=shared_collapse_data)
         p6 = one_step_linear(s)
     # every number below comes from the labelled Dataset the sweep wrote (dim run; the module docstring)
     ds = load_results(os.path.join(out_dir, "cache"), sweep=SIM)

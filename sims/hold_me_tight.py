@@ -51,6 +51,7 @@ from fa_jax.experiments.hold_me_tight import (
     exceeds_fraction,
     mirror_error,
     run_hold_me_tight,
+    shared_image_data,
     spearman,
 )
 from fa_jax.metrics.margins import censored_median
@@ -844,7 +845,10 @@ def run(s: HMTSim, out_dir: str, progress: bool = True, command: str = "") -> di
         runs = build_runs(s, image_sets)
     cache = os.path.join(out_dir, "cache")
     with jax.enable_x64(bool(s.x64)):
-        _, engine = run_labelled(run_hold_me_tight, runs, out_dir=cache, tag=SIM, progress=progress, desc=SIM)
+        # the images are shared inputs of their programs (unbatched arguments, in the memory plan), not constants;
+        # the synthetic runs have none ({}), so their programs and chunk names are those without shared inputs
+        _, engine = run_labelled(run_hold_me_tight, runs, out_dir=cache, tag=SIM, progress=progress, desc=SIM,
+                                 shared=shared_image_data)
     # every number below comes from the labelled Dataset the sweep wrote (dim run; analyse selects its parts)
     ds = load_results(cache, sweep=SIM)
     checks, metrics, skipped = analyse(s, ds, image_sets, missing)

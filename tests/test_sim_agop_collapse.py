@@ -220,3 +220,30 @@ def test_sim_metrics_are_computed_from_the_dataset(quick):
     final = grid["layers/x/nc1"].values[:, cfg["depth"] - 1]
     assert [g["diverged"] for g in m["grid"]] == grid["diverged"].values.tolist()
     assert [g["final_nc1"] for g in m["grid"] if not g["diverged"]] == final[~grid["diverged"].values].tolist()
+
+
+def test_images_are_shared_inputs_not_program_constants():
+    """The quick preset's image Deep RFM program takes the standardised images as an unbatched argument (issue 18
+    item 4: the sweep engine's shared inputs), never as a constant in its text; the mixture runs have no shared
+    inputs (``{}``), so their programs are those of a sweep without ``shared``. Lowering only."""
+    import jax
+    from fa_jax_sims import agop_collapse as sim
+
+    from fa_jax import sweep as S
+    from fa_jax.config import static_key
+    from fa_jax.experiments.agop_collapse import run_agop_collapse, shared_collapse_data
+
+    runs = sim.build_runs(sim.PRESETS["quick"].validate())
+    cfg = next(c for _, c in runs["rfm"] if c.data.source != "mixture")
+    assert S._shared_inputs(shared_collapse_data, runs["rfm"][0][1]) is None
+    assert S._shared_inputs(shared_collapse_data, runs["mlp"][0][1]) is None
+    arrays = shared_collapse_data(cfg)
+    with jax.enable_x64(True):  # as the sim runs
+        low = S._lower(run_agop_collapse, static_key(cfg), cfg, 1, tuple(jax.local_devices()[:1]),
+                       shared=S._shared_inputs(shared_collapse_data, cfg))
+    text = low.lowered.as_text()
+    main_line = next(line for line in text.splitlines() if "func.func public @main" in line)
+    x_type = "tensor<" + "x".join(map(str, arrays["x"].shape)) + "xf64>"
+    assert x_type in main_line  # an argument of the program
+    assert not any("constant" in line and x_type in line for line in text.splitlines())
+    assert "optimization_barrier" not in text  # only constant data needed it

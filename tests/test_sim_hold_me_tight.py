@@ -164,3 +164,32 @@ def test_sim_metrics_are_computed_from_the_dataset(quick):
     lp = runs_where(img, dataset="mnist-5k", arch="mlp", cond="lowpass")
     assert m["images"]["mnist-5k_mlp"]["test_acc"]["lowpass"] == float(lp["test_acc"].values[0])
     assert m["images"]["mnist-5k_mlp"]["lowpass_growth"]["b"] == int(lp["lowpass"].values[0])
+
+
+def test_images_are_shared_inputs_not_program_constants():
+    """The quick preset's image program takes the images as unbatched arguments (issue 18 item 4: the sweep
+    engine's shared inputs), never as constants in its text; the synthetic runs have no shared inputs (``{}``), so
+    their programs are those of a sweep without ``shared``. Lowering only."""
+    import jax
+    from fa_jax_sims import hold_me_tight as sim
+
+    from fa_jax import sweep as S
+    from fa_jax.config import static_key
+    from fa_jax.experiments.hold_me_tight import run_hold_me_tight, shared_image_data
+
+    s = sim.PRESETS["quick"].validate()
+    runs = sim.build_runs(s, ["mnist-5k"])
+    cfg = runs["images"][0][1]
+    assert S._shared_inputs(shared_image_data, runs["synth"][0][1]) is None
+    arrays = shared_image_data(cfg)
+    with jax.enable_x64(bool(s.x64)):
+        low = S._lower(run_hold_me_tight, static_key(cfg), cfg, 1, tuple(jax.local_devices()[:1]),
+                       shared=S._shared_inputs(shared_image_data, cfg))
+    text = low.lowered.as_text()
+    main = next(line for line in text.splitlines() if "func.func public @main" in line)
+    for name in ("x_train", "x_test"):
+        x_type = "tensor<" + "x".join(map(str, arrays[name].shape)) + "xf32>"
+        assert x_type in main  # an argument of the program
+        # no constant of the images' shape, in float32 or converted to float64
+        assert not any("constant" in line and (x_type in line or x_type.replace("f32", "f64") in line)
+                       for line in text.splitlines())

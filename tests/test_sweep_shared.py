@@ -312,3 +312,41 @@ def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
             w = w - lr * x.T @ (x @ w - y) / len(x)
         np.testing.assert_allclose(r["w"], w, rtol=1e-4, atol=1e-5)
     assert len(list((tmp_path / "runs" / "fit" / "chunks").glob("*.npz"))) == 1
+
+
+def shared_or_none(cfg: LstSq) -> dict[str, np.ndarray]:
+    """The dataset for runs of ``steps = 6``; none (``{}``) for the others, whose data the program draws itself."""
+    return DATA if cfg.steps == 6 else {}
+
+
+def run_maybe_shared(cfg: LstSq, arrays=None) -> dict:
+    if arrays is None:  # no shared inputs: data computed inside the program (no constant of the dataset's shape)
+        x = jnp.sin(jnp.arange(N * D, dtype=jnp.float32).reshape(N, D))
+        return gd(cfg, x, x @ jnp.linspace(-1.0, 1.0, D, dtype=jnp.float32))
+    return run_shared(cfg, arrays)
+
+
+def test_an_empty_mapping_runs_the_group_exactly_as_without_shared(tmp_path, both):
+    """A group whose ``shared(cfg)`` is ``{}`` has no shared inputs: the same program digest, chunk file name and
+    call ``run_fn(cfg)`` as a sweep without ``shared``, so its cached chunk reloads once ``shared=`` is added; the
+    other group of the same sweep takes its data as an argument. Plans made without ``shared`` are refused for a
+    group that has inputs."""
+    free = [dataclasses.replace(c, steps=3) for c in CFGS]  # another static key: another group
+    mixed = CFGS + free
+    plans = S.plan_chunks(run_maybe_shared, mixed, chunk_size=len(CFGS), devices=DEVICES, shared=shared_or_none)
+    alone = S.plan_chunks(run_maybe_shared, free, chunk_size=len(CFGS), devices=DEVICES)
+    by_key = {p.key: p for p in plans}
+    assert by_key[static_key(free[0])].shared is None and by_key[KEY].shared is not None
+    assert (by_key[static_key(free[0])].program, by_key[static_key(free[0])].file) == (alone[0].program, alone[0].file)
+    assert ["shared" in p for p in S.plan_json(plans)] == [p.key == KEY for p in plans]
+    S.run_sweep(run_maybe_shared, free, out_dir=tmp_path, devices=DEVICES)  # the data-free runs, without shared
+    before = _stats()
+    res = S.run_sweep(run_maybe_shared, mixed, shared=shared_or_none, out_dir=tmp_path, devices=DEVICES)
+    d = _delta(before)
+    assert d.get("chunks_loaded") == 1 and d.get("chunks_run") == 1  # the data-free chunk reloaded
+    np.testing.assert_array_equal(_stack(res[: len(CFGS)], "w"), _stack(both[0], "w"))
+    ref = S.run_sweep(run_maybe_shared, free, devices=DEVICES)
+    np.testing.assert_array_equal(_stack(res[len(CFGS):], "w"), _stack(ref, "w"))
+    without = S.plan_chunks(run_maybe_shared, mixed, chunk_size=len(CFGS), devices=DEVICES, files=False)
+    with pytest.raises(ValueError, match="planned without shared inputs"):
+        S.run_sweep(run_maybe_shared, mixed, shared=shared_or_none, plans=without, devices=DEVICES)

@@ -301,10 +301,11 @@ def _adaptive_nets() -> Experiment:
 
 
 def _hold_me_tight() -> Experiment:
-    from .hold_me_tight import HMTRun, run_hold_me_tight
+    from .hold_me_tight import HMTRun, run_hold_me_tight, shared_image_data
 
     return Experiment(
         name="hold-me-tight", config=HMTRun, run=run_hold_me_tight, seeds=("model_seed", "synth.seed"),
+        shared=shared_image_data,
         dims=(*_STEP, ("block/*", ("block", "point")), ("sub/*", ("subspace", "point")), ("correct", ("point",))),
         coords=_STEP_COORD,
         labels=(("block/margin", "margin along a DCT block subspace"), ("sub/margin", "margin along a subspace"),
@@ -315,10 +316,10 @@ def _hold_me_tight() -> Experiment:
 
 
 def _agop_collapse() -> Experiment:
-    from .agop_collapse import AgopCollapseRun, run_agop_collapse
+    from .agop_collapse import AgopCollapseRun, run_agop_collapse, shared_collapse_data
 
     return Experiment(
-        name="agop-collapse", config=AgopCollapseRun, run=run_agop_collapse,
+        name="agop-collapse", config=AgopCollapseRun, run=run_agop_collapse, shared=shared_collapse_data,
         seeds=("data.mixture.seed", "rfm.feature_seed", "mlp.seed"),
         # Deep RFM layers and MLP hidden layers are different axes (their lengths differ in one sweep of both)
         dims=(("layers/*", ("rfm_layer",)), ("records/*", ("step", "layer")), *_STEP),

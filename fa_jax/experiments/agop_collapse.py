@@ -22,8 +22,11 @@ its MLP runs go through one :func:`fa_jax.sweep.run_labelled` call (one compiled
 Data (``data``): ``source="mixture"`` draws :class:`fa_jax.data.mixture.GaussianMixture` inside the program (its
 seed, separation and noise are traced); ``source="mnist-5k"`` (or another :data:`fa_jax.data.images.DATASETS`
 name whose files are present) loads the train split once, takes ``n_per_class`` per class (stratified, seeded),
-flattens, standardises each pixel with the training mean and std (constant pixels -> 0), sorts by class; the arrays
-enter the program as constants. Targets are +-1 one-hot (y = 2 e_c - 1).
+flattens, standardises each pixel with the training mean and std (constant pixels -> 0), sorts by class. Through
+the sweep engine those arrays are the group's shared inputs (:func:`shared_collapse_data`, the ``Experiment``'s
+``shared``): unbatched arguments of the compiled program, never constants baked into it; the mixture has none
+(``{}``: its programs are those without shared inputs). Called directly without ``arrays``
+(``run_agop_collapse(cfg)``) a run loads them itself, as constants. Targets are +-1 one-hot (y = 2 e_c - 1).
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ from ..optim import OptimConfig, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 __all__ = ["AgopCollapseRun", "CollapseData", "DeepRFMSpec", "MLPSpec", "lapack_single_threaded",
-           "load_collapse_data", "make_data", "run_agop_collapse"]
+           "load_collapse_data", "make_data", "run_agop_collapse", "shared_collapse_data"]
 
 KINDS = ("deep_rfm", "mlp")
 _OPT_TRACED = ("lr", "momentum", "b1", "b2", "eps", "decay", "weight_decay", "clip_norm")
@@ -58,7 +61,7 @@ class CollapseData:
     source: str = "mixture"
     mixture: GaussianMixture = dataclasses.field(default_factory=GaussianMixture)
     n_per_class: int = 100  # image sources: samples per class (static: a shape)
-    subset_seed: int = 0  # image sources: which samples (static: the arrays are constants)
+    subset_seed: int = 0  # image sources: which samples (static: the arrays are the program's shared inputs)
 
     @property
     def k(self) -> int:
@@ -194,16 +197,31 @@ def load_collapse_data(source: str, n_per_class: int, subset_seed: int):
     return x[order], ds.y[order].astype(np.int32)
 
 
-def make_data(cfg: CollapseData, dtype=None):
-    """``(x (samples, d), labels (samples,), y (samples, K) +-1 one-hot)``."""
+def shared_collapse_data(cfg: AgopCollapseRun) -> dict[str, np.ndarray]:
+    """An image source's arrays, ``{"x" (samples, d) float64, "labels" (samples,) int32}`` of
+    :func:`load_collapse_data` (they depend only on the static ``cfg.data``): the sweep engine's shared inputs.
+    The mixture is drawn inside the program: ``{}`` (no shared inputs)."""
+    d = cfg.data
+    if d.source == "mixture":
+        return {}
+    x, labels = load_collapse_data(d.source, d.n_per_class, d.subset_seed)
+    return {"x": x, "labels": labels}
+
+
+def make_data(cfg: CollapseData, dtype=None, arrays: dict | None = None):
+    """``(x (samples, d), labels (samples,), y (samples, K) +-1 one-hot)``. ``arrays``: an image source's
+    :func:`shared_collapse_data` (program arguments); None: loaded here (constants of the program)."""
     dtype = dtype or jnp.result_type(float)
     if cfg.source == "mixture":
         return sample_mixture(cfg.mixture, dtype=dtype)
-    x, labels = load_collapse_data(cfg.source, cfg.n_per_class, cfg.subset_seed)
+    if arrays is None:
+        x, labels = load_collapse_data(cfg.source, cfg.n_per_class, cfg.subset_seed)
+        # constant data: the barrier keeps XLA from constant-folding products of them at compile time (minutes for
+        # a 1000 x 784 set: x x^T etc. would be evaluated by the compiler)
+        x = jax.lax.optimization_barrier(jnp.asarray(x, dtype))
+    else:  # program arguments: nothing to fold, no barrier
+        x, labels = jnp.asarray(arrays["x"], dtype), arrays["labels"]
     labels = jnp.asarray(labels)
-    # the barrier keeps XLA from constant-folding products of the (constant) data at compile time (minutes for
-    # a 1000 x 784 set: x x^T etc. would be evaluated by the compiler)
-    x = jax.lax.optimization_barrier(jnp.asarray(x, dtype))
     return x, labels, pm_one_hot(labels, 10, dtype)
 
 
@@ -266,9 +284,11 @@ def _run_mlp(cfg: AgopCollapseRun, x, labels, y) -> dict:
             "diverged": res.diverged_step >= 0}
 
 
-def run_agop_collapse(cfg: AgopCollapseRun) -> dict:
-    """One run (see the module docstring); traced config fields may be tracers."""
-    x, labels, y = make_data(cfg.data)
+def run_agop_collapse(cfg: AgopCollapseRun, arrays: dict | None = None) -> dict:
+    """One run (see the module docstring); traced config fields may be tracers. ``arrays``: an image source's
+    :func:`shared_collapse_data` (the sweep engine passes them as unbatched program arguments; None: loaded here;
+    the mixture ignores them)."""
+    x, labels, y = make_data(cfg.data, arrays=arrays)
     if cfg.kind == "deep_rfm":
         return _run_deep_rfm(cfg, x, labels, y)
     return _run_mlp(cfg, x, labels, y)

@@ -1,11 +1,14 @@
 """One run of "Hold me tight!" (arXiv 2002.06349, spec ``hold_me_tight.md``): train a net, then measure its margins
 along subspaces with subspace DeepFool (:mod:`fa_jax.metrics.margins`).
 
-``run_hold_me_tight(cfg)``:
+``run_hold_me_tight(cfg, arrays=None)``:
 
 1. Data: the synthetic discriminative generator (:mod:`fa_jax.data.discriminative`, drawn inside the program from
-   the traced ``data.seed``) or real images (``mnist-5k`` / ``mnist`` / ``cifar10``, constants of the program), in
-   [0, 1] pixel units, NHWC.
+   the traced ``data.seed``) or real images (``mnist-5k`` / ``mnist`` / ``cifar10``), in [0, 1] pixel units, NHWC.
+   The images are numpy arrays loaded once per static (dataset, :class:`ImageData`); through the sweep engine they
+   are the group's shared inputs (:func:`shared_image_data`, the ``Experiment``'s ``shared``): unbatched arguments
+   of the compiled program, counted by its memory plan, never constants baked into it. Synthetic runs have none
+   (``{}``: their program is the one without shared inputs). Called directly without ``arrays`` a run loads them.
 2. Interventions on train AND test images (linear maps through the orthonormal DCT, spec 2.3), both traced:
    ``lowpass = b > 0`` keeps the top-left b x b DCT coefficients of every channel (the intended 2-D low-pass,
    not the released CIFAR script's one-axis slice); ``flip = 1`` applies the frequency flip Q (after the low-pass).
@@ -51,7 +54,7 @@ from ..trainer import TrainConfig, record_plan, train
 
 __all__ = ["DATASETS", "HMTRun", "ImageData", "MarginConfig", "adversarial_loss", "bank_names", "block_starts_of",
            "exceeds_fraction", "image_shape_of", "load_image_data", "mirror_error", "optimizer_of",
-           "run_hold_me_tight", "spearman", "triangular"]
+           "run_hold_me_tight", "shared_image_data", "spearman", "triangular"]
 
 DATASETS = ("synthetic", "mnist-5k", "mnist", "cifar10")
 SCHEDULES = ("triangular", "constant")
@@ -59,7 +62,7 @@ SCHEDULES = ("triangular", "constant")
 
 @dataclasses.dataclass(frozen=True)
 class ImageData:
-    """Real images (all static: the arrays are constants of the program)."""
+    """Real images (all static: the arrays are the program's shared inputs, :func:`shared_image_data`)."""
 
     n_train_per_class: int | None = None  # stratified subset of the train split (None: all)
     n_test_per_class: int | None = None
@@ -99,6 +102,19 @@ def load_image_data(name: str, ic: ImageData) -> dict:
     out["mean"], out["std"] = st.mean.ravel()[0], st.std.ravel()[0]  # float32 scalars
     _IMAGE_CACHE[key] = out
     return out
+
+
+SHARED = ("x_train", "y_train", "x_test", "y_test", "mean", "std")
+
+
+def shared_image_data(cfg: HMTRun) -> dict[str, np.ndarray]:
+    """The arrays of :func:`load_image_data` a real-image run trains and is measured on (they depend only on the
+    static ``cfg.dataset`` and ``cfg.image``), ``{name: array}`` for the names in :data:`SHARED`: the sweep
+    engine's shared inputs. Synthetic runs draw their data inside the program: ``{}`` (no shared inputs)."""
+    if cfg.dataset == "synthetic":
+        return {}
+    data = load_image_data(cfg.dataset, cfg.image)
+    return {k: data[k] for k in SHARED}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,10 +325,11 @@ def first_layer_rms(params0, params, cfg: HMTRun) -> dict:
     return out
 
 
-def run_hold_me_tight(cfg: HMTRun) -> dict:
-    """Train and measure one net (module docstring). Outputs: ``records`` (loss, test_acc), ``test_acc``,
-    ``train_acc``, ``block`` / ``sub``: ``{"margin", "flipped", "iters"}`` of shape ``(subspaces, points)``,
-    ``correct (points,)``, ``diverged_step``."""
+def run_hold_me_tight(cfg: HMTRun, arrays: dict | None = None) -> dict:
+    """Train and measure one net (module docstring). ``arrays``: :func:`shared_image_data` of a real-image run (the
+    sweep engine passes them as unbatched program arguments; None: loaded here; synthetic runs ignore them).
+    Outputs: ``records`` (loss, test_acc), ``test_acc``, ``train_acc``, ``block`` / ``sub``: ``{"margin",
+    "flipped", "iters"}`` of shape ``(subspaces, points)``, ``correct (points,)``, ``diverged_step``."""
     mc, shape = cfg.model, image_shape_of(cfg)
     dt = jnp.result_type(float)
     key = jax.random.PRNGKey(cfg.model_seed)
@@ -323,7 +340,7 @@ def run_hold_me_tight(cfg: HMTRun) -> dict:
         x_te, y_te = sample(jax.random.fold_in(kd, 1), cfg.synth, cfg.synth.n_test, dt)
         mean, std = jnp.zeros((), dt), jnp.ones((), dt)
     else:
-        data = load_image_data(cfg.dataset, cfg.image)
+        data = shared_image_data(cfg) if arrays is None else arrays
         x_tr, y_tr = jnp.asarray(data["x_train"], dt), jnp.asarray(data["y_train"])
         x_te, y_te = jnp.asarray(data["x_test"], dt), jnp.asarray(data["y_test"])
         mean, std = jnp.asarray(data["mean"], dt), jnp.asarray(data["std"], dt)
@@ -335,7 +352,9 @@ def run_hold_me_tight(cfg: HMTRun) -> dict:
         x = jnp.where(cfg.lowpass > 0, apply_mask(x, keep, "HWC"), x)
         return jnp.where(on_flip, flip_frequency(x, "HWC"), x)
 
-    # the barrier keeps XLA from constant-folding the DCT transforms of constant (real-image) data at compile time
+    # the barrier kept XLA from constant-folding the DCT transforms of constant (real-image) data at compile time;
+    # the images are now arguments (shared inputs), but it stays: removing it would change the synthetic runs'
+    # programs (and so their chunk names) for nothing, and direct calls under jit still close over the images
     x_tr, x_te = jax.lax.optimization_barrier((x_tr, x_te))
     x_tr, x_te = transform(x_tr), transform(x_te)
     mu = jnp.broadcast_to(mean, shape)
