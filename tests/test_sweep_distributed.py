@@ -62,9 +62,20 @@ seed = { range = [0, 8] }
 """
 
 
+def _env(env_extra=None) -> dict:
+    """This process's environment for a CLI subprocess: one device unless ``env_extra`` asks otherwise. The other
+    XLA flags (the suite's LLVM level, tests/conftest.py) are kept: XLA_FLAGS is part of every chunk's program
+    digest, so a chunk a subprocess writes must be found by this process under the same name."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    flags += (env_extra or {}).get("XLA_FLAGS", "").split()
+    env.update({k: v for k, v in (env_extra or {}).items() if k != "XLA_FLAGS"})
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
 def _cli(args, env_extra=None, **kw):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device unless asked otherwise
-    env.update(env_extra or {})
+    env = _env(env_extra)
     return subprocess.Popen([sys.executable, "-m", "fa_jax.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
 
@@ -77,8 +88,7 @@ _MAIN_MANY = "import json, sys; from fa_jax.cli import main; sys.exit(max([main(
 def _run_cli_many(calls, env_extra=None, timeout=600):
     """``fa-jax`` commands (argument lists) one after another in ONE fresh process with its own JAX (so a program
     compiled by one command is reused by the next, as in a long-lived process)."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(env_extra or {})
+    env = _env(env_extra)
     p = subprocess.Popen([sys.executable, "-c", _MAIN_MANY, json.dumps(calls)], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
