@@ -277,6 +277,19 @@ def pytest_sessionfinish(session):
             json.dump(_PROFILE, f)
 
 
+def run_doc_block(doc: str, heading: str) -> dict:
+    """Execute, verbatim, the first ```python block after ``heading`` in ``docs/<doc>`` (in the current folder: a
+    test chdirs to its tmp_path first); returns its namespace, for the test to check what the block computed."""
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / doc).read_text()
+    code = re.search(r"```python\n(.*?)```", text[text.index(heading):], re.DOTALL).group(1)
+    ns: dict = {}
+    exec(compile(code, f"docs/{doc}", "exec"), ns)  # noqa: S102  (the documented code)
+    return ns
+
+
 def assert_readable_png(path) -> None:
     """A written figure is a real PNG of a size a paper would print (issue 20): at most 2 000 px wide and no long
     strip (width / height <= 2.6), so 4-5-panel strips and 6-pt legends cannot come back unnoticed."""

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
-import re
 import shutil
 import warnings
 
@@ -18,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import assert_readable_png
+from conftest import assert_readable_png, run_doc_block
 
 import fa_jax
 from fa_jax.cli import main
@@ -251,12 +249,8 @@ def test_bad_dir_and_python_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     """docs/sweeps.md's phase-diagram block, verbatim: the theory's stability edge over a least-squares sweep."""
-    text = (pathlib.Path(__file__).parents[1] / "docs" / "sweeps.md").read_text()
-    section = text[text.index("## Phase diagrams"):]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
-    ns: dict = {}
-    exec(compile(code, "docs/sweeps.md", "exec"), ns)  # noqa: S102  (the documented code)
+    ns = run_doc_block("sweeps.md", "## Phase diagrams")
     ax, ds = ns["ax"], ns["ds"]
     assert "theory boundary" in [t.get_text() for t in ax.get_legend().get_texts()]
     div = ds["diverged"].all("seed").transpose("data.d", "optim.lr").values

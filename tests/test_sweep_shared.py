@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import write_spec
+from conftest import run_doc_block, write_spec
 
 from fa_jax import sweep as S
 from fa_jax.config import static_key, traced, traced_values, with_values
@@ -297,14 +297,8 @@ def test_two_devices_replicate_the_shared_inputs(both):
 
 def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     """docs/sweeps.md's shared-inputs block, verbatim (against a float64 numpy reference)."""
-    import pathlib
-
-    text = (pathlib.Path(__file__).parents[1] / "docs" / "sweeps.md").read_text()
-    section = text[text.index("### Shared inputs"):]
-    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
     monkeypatch.chdir(tmp_path)
-    ns: dict = {}
-    exec(compile(code, "docs/sweeps.md", "exec"), ns)  # noqa: S102  (the documented code)
+    ns = run_doc_block("sweeps.md", "### Shared inputs")
     x, y = ns["X"].astype(np.float64), ns["Y"].astype(np.float64)
     for lr, r in zip([0.01, 0.1, 0.5], ns["results"], strict=True):
         w = np.zeros(8)
