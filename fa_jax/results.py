@@ -34,7 +34,8 @@ import numpy as np
 
 from .manifest import MANIFEST, RUNS_DIR, find_run_manifests, read_manifest, read_manifest_file
 
-__all__ = ["each_run", "labelled_runs", "load_results", "merge", "own_records", "runs_where", "select_runs", "stacked"]
+__all__ = ["each_run", "labelled_runs", "load_results", "merge", "one_run", "own_records", "runs_where", "select_runs",
+           "stacked"]
 
 
 def _dims_for(name: str, ndim: int, patterns) -> tuple[str, ...]:
@@ -435,6 +436,17 @@ def each_run(sub, *dims: str):
         one = sub.isel(dict(zip(dims, idx, strict=True)))
         yield {d: one[d].item() for d in dims}, own_records(one)
 
+
+def one_run(part, **labels):
+    """The one run of ``part`` (a part of a sim's Dataset, unstacked into its label dims or kept on its ``run``
+    axis) with these labels, cut to its own records (:func:`own_records`); on the ``run`` axis anything but
+    exactly one match is a ValueError."""
+    if "run" in part.dims:
+        part = runs_where(part, **labels)
+        if part.sizes["run"] != 1:
+            raise ValueError(f"{part.sizes['run']} runs have the labels {labels}; expected exactly one")
+        return own_records(part.isel(run=0))
+    return own_records(part.sel(labels))
 
 def labelled_runs(sub):
     """``(labels, run)`` for every run of a Dataset on its ``run`` axis (e.g. :func:`runs_where`; a sparse part has

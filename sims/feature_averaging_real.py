@@ -28,13 +28,13 @@ import numpy as np
 
 from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data import images as I
+from fa_jax.experiments.feature_averaging import readout_net
 from fa_jax.experiments.feature_averaging_real import (
     STANDARDIZE,
     FARealRun,
     RealAttack,
     RealData,
     load_real_data,
-    readout_head,
     run_feature_averaging_real,
     shared_real_data,
 )
@@ -216,7 +216,7 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
     def readouts(prefix: str, suffix: str = "") -> list[str]:
         """The read-outs r of the outputs ``<prefix>r<suffix>``, the binary net's first."""
         names = [v[len(prefix):len(v) - len(suffix)] for v in ds.data_vars if v.startswith(prefix) and v.endswith(suffix)]
-        return sorted(names, key=lambda r: readout_head(r) != "binary")
+        return sorted(names, key=lambda r: readout_net(r) != "binary")
 
     part = I.PARTITIONS[_partition(s)]
     metrics: dict = {**engine,
@@ -236,7 +236,7 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
                                   "max": "10-class, variant: max_{J+} f_j - max_{J-} f_j"}}
 
     # ---- clean accuracy and robust accuracy curves
-    clean = {name: seed_stats(per_seed(f"clean/{name}", readout_head(name))) for name in readouts("clean/")}
+    clean = {name: seed_stats(per_seed(f"clean/{name}", readout_net(name))) for name in readouts("clean/")}
     metrics["clean_accuracy"] = clean
     # the learning floor of the tests: the training loss at the first and the last record (seed means)
     metrics["train_loss"] = {}
@@ -244,12 +244,12 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
         loss = per_seed("records/loss", label)  # [seed, step]
         metrics["train_loss"][label] = {"initial": float(np.mean(loss[:, 0])), "final": float(np.mean(loss[:, -1]))}
     eps = np.asarray(ds["eps"].values, float)
-    curves = {name: per_seed(f"robust/{name}/acc", readout_head(name)) for name in readouts("robust/", "/acc")}
+    curves = {name: per_seed(f"robust/{name}/acc", readout_net(name)) for name in readouts("robust/", "/acc")}
     metrics["eps"] = eps
     metrics["robust_accuracy_mean"] = {name: c.mean(0) for name, c in curves.items()}
-    metrics["r50"] = {name: seed_stats(per_seed(f"robust/{name}/r50", readout_head(name))) for name in curves}
+    metrics["r50"] = {name: seed_stats(per_seed(f"robust/{name}/r50", readout_net(name))) for name in curves}
     metrics["r50_censored_runs"] = {
-        name: int(np.count_nonzero(per_seed(f"robust/{name}/r50_censored", readout_head(name)))) for name in curves}
+        name: int(np.count_nonzero(per_seed(f"robust/{name}/r50_censored", readout_net(name)))) for name in curves}
     gaps = {}
     resolution = 1.0 / (s.n_points * s.seeds)  # one attacked point of one seed
     for name in ("lse", "sum", "max"):

@@ -58,7 +58,7 @@ from fa_jax.metrics.margins import censored_median
 from fa_jax.models.image_nets import ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.hold_me_tight import hmt_figures
-from fa_jax.results import load_results, own_records, runs_where, select_runs, stacked
+from fa_jax.results import load_results, one_run, select_runs, stacked
 from fa_jax.subspaces import mirror_block
 from fa_jax.summary import Check, finish
 from fa_jax.sweep import run_labelled
@@ -404,17 +404,6 @@ def _bank(run, kind: str, n: int, points: int) -> dict:
             "flipped": stacked(run[f"{kind}/flipped"].isel(cut)).astype(bool)}
 
 
-def _one(part, **labels):
-    """The one run of ``part`` (a part of the sweep's Dataset: unstacked into label dims, or on its ``run`` axis)
-    with these labels, cut to its own records (:func:`fa_jax.results.own_records`)."""
-    if "run" in part.dims:
-        part = runs_where(part, **labels)
-        if part.sizes["run"] != 1:
-            raise ValueError(f"{part.sizes['run']} runs have the labels {labels}; expected exactly one")
-        return own_records(part.isel(run=0))
-    return own_records(part.sel(labels))
-
-
 def _med(bank: dict) -> dict:
     """Censored medians over points of a bank of margins (:func:`_bank`)."""
     return censored_median(bank["margin"], bank["flipped"])
@@ -423,7 +412,7 @@ def _med(bank: dict) -> dict:
 def _loss_drift(a, b) -> float:
     """Max over records of |L_a - L_b| / |L_a| of two runs' recorded training losses (a measurement of the nets, not
     of their margins): ~1e-15 when the flipped run is the original composed with Q up to rounding. ``a``, ``b``:
-    runs of the sweep's Dataset (:func:`_one`)."""
+    runs of the sweep's Dataset (:func:`fa_jax.results.one_run`)."""
     la, lb = np.asarray(a["records/loss"].values, np.float64), np.asarray(b["records/loss"].values, np.float64)
     return float(np.max(np.abs(la - lb) / np.maximum(np.abs(la), 1e-300)))
 
@@ -504,7 +493,7 @@ def analyse(s: HMTSim, ds, image_sets: list[str], missing: dict) -> tuple[list[C
     mirror = [int(np.flatnonzero(starts == mirror_block(st, s.side, s.synth_block))[0]) for st in starts]
 
     def synth(arch, seed, flip):
-        return _one(parts["synth"], arch=arch, seed=seed, flip=flip)
+        return one_run(parts["synth"], arch=arch, seed=seed, flip=flip)
 
     def bank(r, kind):  # a synthetic run's block / subspace margins
         return _bank(r, kind, len(starts) if kind == "block" else len(names), base_cfg.margin.n_points)
@@ -617,7 +606,7 @@ def analyse(s: HMTSim, ds, image_sets: list[str], missing: dict) -> tuple[list[C
         g["w_lower_bound"] = np.zeros(shape, bool)
         for i, eps2 in enumerate(s.tiny_eps2):
             for j, sw in enumerate(sws):
-                r = _one(parts["tiny"], eps2=eps2, sigma_w=sw, init_scale=sc)
+                r = one_run(parts["tiny"], eps2=eps2, sigma_w=sw, init_scale=sc)
                 sm = _med(bank(r, "sub"))
                 g["w_margin"][i, j], g["w_lower_bound"][i, j] = sm["median"][ix["w"]], sm["lower_bound"][ix["w"]]
                 g["u_margin"][i, j] = sm["median"][ix["u"]]
@@ -700,7 +689,7 @@ def analyse(s: HMTSim, ds, image_sets: list[str], missing: dict) -> tuple[list[C
                              "sensitivity along w dominates the one the tiny feature teaches) with sigma_w >= 5 eps2")
 
     # ---- the E < N finding on the N/E block generator (an extension: not the paper's claim)
-    blocks = {seed: _one(parts["blocks"], seed=seed) for seed in range(s.seeds)} if "blocks" in parts else {}
+    blocks = {seed: one_run(parts["blocks"], seed=seed) for seed in range(s.seeds)} if "blocks" in parts else {}
     if s.synth_data == "blocks":
         blocks = {seed: synth("mlp", seed, 0.0) for seed in range(s.seeds)}
     name = "hmt.d6.blocks_empty_rows_shrink_by_weight_decay"
@@ -749,7 +738,7 @@ def analyse(s: HMTSim, ds, image_sets: list[str], missing: dict) -> tuple[list[C
         skipped[name] = "this preset runs no N/E block generator (blocks_finding = false)"
 
     # ---- adversarial training (MLP)
-    at = {(seed, e): _one(parts["at"], seed=seed, eps_adv=e) if e > 0 else synth("mlp", seed, 0.0)
+    at = {(seed, e): one_run(parts["at"], seed=seed, eps_adv=e) if e > 0 else synth("mlp", seed, 0.0)
           for seed in range(s.seeds) for e in s.at_eps}  # eps_adv = 0: the standard runs
     at_m: dict = {"eps_adv": list(s.at_eps)}
     kinds = {"u": [ix["u"]], f"N{s.random_dim}": nd, f"E{s.random_dim}": ed,
@@ -798,7 +787,7 @@ def analyse(s: HMTSim, ds, image_sets: list[str], missing: dict) -> tuple[list[C
         st = np.arange(0, side - k + 1, step)
         mir = [int(np.flatnonzero(st == mirror_block(a, side, k))[0]) for a in st]
         for arch in s.image_archs:
-            runs = {c: _one(parts["images"], dataset=name, arch=arch, cond=c)
+            runs = {c: one_run(parts["images"], dataset=name, arch=arch, cond=c)
                     for c in ("standard", "flipped", "lowpass")}
             std, flp, lp = (_bank(r, "block", len(st), s.image_points) for r in runs.values())
             key = f"{name}_{arch}"

@@ -114,9 +114,11 @@ def main_readout(cfg: FARun) -> str:
 
 
 def readout_net(name: str) -> str:
-    """The net (``model.kind``) whose runs report read-out or attack ``name`` (outputs ``robust/<name>/...``):
+    """The net whose runs report read-out or attack ``name`` (outputs ``robust/<name>/...``, ``clean/<name>``):
     ``binary`` (sgn f) the binary net's, every other one (:func:`readouts`, their CE attacks ``<r>_ce``) the
-    multi-class net's; ``load_results`` NaN-pads each over the other net's runs."""
+    multi-class net's; ``load_results`` NaN-pads each over the other net's runs. The same rule labels the
+    real-image runs (:mod:`fa_jax.experiments.feature_averaging_real`: its ``head`` label, values ``binary`` /
+    ``multiclass``; read-outs ``lse``, ``sum``, ``max``, ``argmax`` and their attacks)."""
     return "binary" if name == "binary" else "multiclass"
 
 

@@ -49,7 +49,7 @@ from ..optim import OptimConfig, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 __all__ = ["STANDARDIZE", "FARealRun", "RealAttack", "RealData", "attacks_of", "eps_grid", "load_real_data",
-           "readout", "readout_head", "readouts", "run_feature_averaging_real", "shared_real_data"]
+           "readout", "readouts", "run_feature_averaging_real", "shared_real_data"]
 
 STANDARDIZE = ("none", "global", "channel", "feature")
 OBJECTIVES = ("margin", "ce")
@@ -177,13 +177,6 @@ def eps_grid(cfg: FARealRun) -> np.ndarray:
 def readouts(cfg: FARealRun) -> tuple[str, ...]:
     """Binary read-outs of this net; the first is the primary one (F_lse for the 10-class net)."""
     return ("binary",) if cfg.model.head == "binary" else ("lse", "sum", "max")
-
-
-def readout_head(name: str) -> str:
-    """The head whose runs report read-out ``name`` (outputs ``clean/<name>``, ``robust/<name>/...``): ``binary``
-    (sgn f) is the binary net's, every other one (:func:`readouts`, their attacks ``<r>_margin`` / ``<r>_ce``,
-    ``argmax``) the 10-class net's; ``load_results`` NaN-pads each over the other head's runs."""
-    return "binary" if name == "binary" else "multiclass"
 
 
 def readout(logits, signs, kind: str):

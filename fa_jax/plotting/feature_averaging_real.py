@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..experiments.feature_averaging_real import readout_head
+from ..experiments.feature_averaging import readout_net
 from ..results import stacked
 from .common import band as _band
 from .common import save as _save
@@ -24,7 +24,7 @@ def feature_averaging_real_figures(out_dir, s, ds, metrics) -> list[str]:
     """``robust_accuracy.png``, ``cosine_heatmaps.png``, ``training.png`` of a real-data run (``ds``: its runs,
     ``select_runs(load_results(...), "all")``, dims ``(head, seed, <output axes>)``; ``metrics``: the sim's)."""
     eps = np.asarray(ds["eps"].values, float)
-    curves = {name: stacked(ds[f"robust/{name}/acc"].sel(head=readout_head(name)), "seed")  # [seed, eps]
+    curves = {name: stacked(ds[f"robust/{name}/acc"].sel(head=readout_net(name)), "seed")  # [seed, eps]
               for name in LABELS if f"robust/{name}/acc" in ds}
     n_seeds = ds.sizes["seed"]
     data = metrics["data"]
