@@ -35,6 +35,19 @@ is an empty mapping (runs that generate their data inside the program, beside ru
 no shared inputs: it runs exactly as without ``shared``, ``run_fn(cfg)`` (so ``run_fn``'s ``arrays`` needs a
 default), with the same program, memory plan and chunk names.
 
+Generated data shared by runs. ``data=`` (an opt-in callable ``data(cfg) -> pytree of arrays``: the data a run
+draws from its config, e.g. a synthetic training set from a data seed) splits each run into a data stage and the
+run proper, ``run_fn(cfg, data)`` (``run_fn(cfg, arrays, data)`` beside shared inputs). Runs of a group that agree
+on every traced field ``data`` reads (:func:`data_fields`, read off its traced program: every learning rate, init
+seed, width or optimiser swept on one data seed) share one draw: a group's runs are laid out in blocks of runs with
+one data key (``ChunkPlan.block`` runs, at most one device's share; a block's spare slots repeat one of its runs),
+each block draws the data once from its first run's values and vmaps the runs over it unbatched, so XLA sees one
+``(samples, d) x (d, block * neurons)`` matmul where a per-run program has ``block`` small ones, and the chunk
+holds one copy of the data per block instead of one per run. A run's result equals ``run_fn(cfg, data(cfg))`` up
+to float reassociation (tested); its randomness never depends on its block (the data come from its own fields).
+The slot layout is part of the program (the block size) and of each chunk file name; without ``data`` nothing
+changes.
+
 Pipelining. The device computes chunk i+1 while the host fetches, converts and writes chunk i: the calling thread
 dispatches the programs (one at a time, as compiled: results are bitwise those of a chunk-at-a-time sweep, tested)
 and one writer thread fetches each chunk (``device_get``), marks its diverged runs and writes its file. A thread,
@@ -136,6 +149,7 @@ __all__ = [
     "compilation_cache_dir",
     "compiler_options",
     "cpu_opt_level",
+    "data_fields",
     "enable_compilation_cache",
     "expand_grid",
     "group_configs",
@@ -480,6 +494,96 @@ def _shared_inputs(shared: Callable, cfg, memo: dict | None = None) -> _SharedIn
     return _SharedInputs(arrays, digest, int(sum(v.nbytes for v in arrays.values())), signature)
 
 
+# ----------------------------------------------------------------------------- generated data shared by runs
+@dataclasses.dataclass(frozen=True)
+class _DataStage:
+    """A group's data stage: ``fn(cfg) -> pytree of arrays`` and ``block``, the runs of a block (one draw)."""
+
+    fn: Callable
+    block: int
+
+
+def _data_name(data) -> str:
+    return f"data={getattr(data, '__qualname__', repr(data))}"
+
+
+def data_fields(data: Callable, cfg) -> tuple[str, ...]:
+    """The traced fields of ``cfg`` (sorted dotted paths) that ``data(cfg)`` depends on: the fields whose equal
+    values make two runs of a group share one data draw (module docstring, "Generated data shared by runs").
+
+    Read off the traced program: ``data`` is traced with every traced field an input, and a field counts if any
+    operation leading to an output reads it (an operation with a sub-program, e.g. a loop, counts every input it
+    takes: over-approximating only shares less). A TypeError names ``data`` if it is not callable or cannot be
+    traced on ``cfg``."""
+    if not callable(data):
+        raise TypeError(f"invalid data={data!r}: allowed a callable data(cfg) -> pytree of arrays, or None")
+    from jax.extend.core import Var
+
+    values = traced_values(cfg)
+    names = sorted(values)
+    example = _stack([values])
+
+    def fn(*xs):
+        return data(with_values(cfg, dict(zip(names, xs))))
+
+    try:
+        jaxpr = jax.make_jaxpr(fn)(*[example[n][0] for n in names]).jaxpr
+    except Exception as e:  # whatever fails in the user's function is reported with its name
+        raise TypeError(f"invalid {_data_name(data)}: data(cfg) cannot be traced on the group's config "
+                        f"({type(e).__name__}: {e}); allowed a jittable function of the config") from e
+    used = {v for v in jaxpr.outvars if isinstance(v, Var)}
+    for eqn in reversed(jaxpr.eqns):
+        if any(isinstance(o, Var) and o in used for o in eqn.outvars):
+            used.update(v for v in eqn.invars if isinstance(v, Var))
+    return tuple(n for n, v in zip(names, jaxpr.invars) if v in used)
+
+
+def _data_blocks(data: Callable, configs: Sequence, idx: Sequence[int]) -> list[list[int]]:
+    """A group's runs split by data key (first-seen order): runs with equal values of :func:`data_fields`."""
+    fields = data_fields(data, configs[idx[0]])
+    keys: dict[str, list[int]] = {}
+    for i in idx:
+        v = traced_values(configs[i])
+        keys.setdefault(json.dumps([v[f] for f in fields], default=float), []).append(i)
+    return list(keys.values())
+
+
+def _block_of(size: int, nd: int, most: int) -> int:
+    """Runs per block of a data program of ``size`` slots on ``nd`` devices when a data key has at most ``most``
+    runs: as many as share a draw, at most one device's share (``size`` is a multiple of ``nd * block``)."""
+    return max(1, min(most, size // nd))
+
+
+def _blocked_size(size: int, nd: int, most: int) -> int:
+    """``size`` (a multiple of ``nd``) rounded down to whole blocks on every device (at least one each)."""
+    g = _block_of(size, nd, most)
+    return max(nd * g, size // (nd * g) * (nd * g))
+
+
+def _layout(idx: Sequence[int], blocks: list[list[int]] | None, size: int, nd: int
+            ) -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
+    """The chunks of a group at ``size``: ``(runs, slots)`` each. Without ``blocks``: consecutive runs, no slots.
+    With ``blocks`` (:func:`_data_blocks`): each data key's runs in pieces of one block, ``size // block`` pieces
+    per chunk; a piece's spare slots repeat its last run, a chunk's missing pieces repeat its last piece."""
+    if blocks is None:
+        return [(tuple(idx[s: s + size]), None) for s in range(0, len(idx), size)]
+    g = _block_of(size, nd, max(len(b) for b in blocks))
+    u = size // g
+    pieces = [b[i: i + g] for b in blocks for i in range(0, len(b), g)]
+    out = []
+    for c in range(0, len(pieces), u):
+        chunk = pieces[c: c + u]
+        slots: list[int] = []
+        pos = 0
+        for piece in chunk:
+            own = list(range(pos, pos + len(piece)))
+            slots += own + [own[-1]] * (g - len(piece))
+            pos += len(piece)
+        slots += slots[-g:] * (u - len(chunk))
+        out.append((tuple(i for piece in chunk for i in piece), tuple(slots)))
+    return out
+
+
 def _replicated(devices: tuple):
     """Where a shared input lives: on the one device, or a full copy on each device of the mesh."""
     if len(devices) > 1:
@@ -498,23 +602,38 @@ class _Lowered:
 
 
 def _ident(run_fn, key: str, size: int, devices: tuple, precision: str = DEFAULT_PRECISION,
-           shared: _SharedInputs | None = None) -> tuple:
+           shared: _SharedInputs | None = None, data: _DataStage | None = None) -> tuple:
     return (run_fn, key, size, tuple(d.id for d in devices), _x64(), precision,
-            None if shared is None else shared.signature)
+            None if shared is None else shared.signature, data)
 
 
 def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
-           precision: str = DEFAULT_PRECISION, shared: _SharedInputs | None = None) -> _Lowered:
+           precision: str = DEFAULT_PRECISION, shared: _SharedInputs | None = None,
+           data: _DataStage | None = None) -> _Lowered:
     """Trace and lower the group's ``jit(vmap(run_fn))`` program at chunk ``size`` on ``devices`` (always afresh:
     the digest must see the code as it is now, including every library function the run calls), with matmul
     ``precision`` (module docstring). With ``shared`` inputs the program takes them as a second, unbatched
     argument (replicated on several devices) and calls ``run_fn(cfg, arrays)``; only their shapes and dtypes are
-    in the program."""
+    in the program. With a ``data`` stage the runs are ``size // data.block`` blocks of ``data.block``: each block
+    draws ``data.fn(cfg)`` once, from its first run's values, and vmaps ``run_fn(cfg, data)`` (``run_fn(cfg,
+    arrays, data)`` with shared inputs) over its runs with the data unbatched (module docstring, "Generated data
+    shared by runs"); inputs and outputs keep the flat ``runs`` axis."""
     check_precision(precision)
     _warn_x64_on_tpu(devices)
     t0 = time.perf_counter()
 
-    if shared is None:  # exactly the program of a sweep without shared inputs (committed chunk names depend on it)
+    if data is not None:
+        def batched(values, *arrays):
+            g = data.block
+
+            def block(vals):  # one block: (block,) values -> one data draw, then every run on it, data unbatched
+                d = data.fn(with_values(base, jax.tree.map(lambda a: a[0], vals)))
+                return jax.vmap(lambda v: run_fn(with_values(base, v), *arrays, d))(vals)
+
+            blocks = jax.tree.map(lambda a: a.reshape((a.shape[0] // g, g) + a.shape[1:]), values)
+            out = jax.vmap(block)(blocks)
+            return jax.tree.map(lambda a: a.reshape((a.shape[0] * g,) + a.shape[2:]), out)
+    elif shared is None:  # exactly the program of a sweep without shared inputs (committed chunk names depend on it)
         def batched(values):
             return jax.vmap(lambda v: run_fn(with_values(base, v)))(values)
     else:
@@ -611,7 +730,8 @@ def _compile(low: _Lowered, devices: tuple):
 
 
 def _program(run_fn: Callable, key: str, base, size: int, devices: tuple, fresh: dict | None = None,
-             precision: str = DEFAULT_PRECISION, shared: _SharedInputs | None = None):
+             precision: str = DEFAULT_PRECISION, shared: _SharedInputs | None = None,
+             data: _DataStage | None = None):
     """``(compiled, sharding)`` of one group at chunk ``size`` on ``devices`` (with ``shared`` inputs: a program
     that takes arrays of their shapes and dtypes).
 
@@ -619,20 +739,21 @@ def _program(run_fn: Callable, key: str, base, size: int, devices: tuple, fresh:
     library function edited inside this process is not seen). A dict: lowered afresh once per dict (one sweep
     call) and compiled by digest, so a cached result is always keyed by the code as it is now.
     """
-    ident = _ident(run_fn, key, size, devices, precision, shared)
+    ident = _ident(run_fn, key, size, devices, precision, shared, data)
     if fresh is None:
         if ident not in _PROGRAMS:
-            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices, precision, shared), devices)
+            _PROGRAMS[ident] = _compile(_lower(run_fn, key, base, size, devices, precision, shared, data), devices)
         return _PROGRAMS[ident]
-    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh, precision, shared), devices)
+    _PROGRAMS[ident] = _compile(_fresh_lowering(run_fn, key, base, size, devices, fresh, precision, shared, data),
+                                devices)
     return _PROGRAMS[ident]
 
 
 def _fresh_lowering(run_fn, key, base, size, devices, fresh: dict, precision: str = DEFAULT_PRECISION,
-                    shared: _SharedInputs | None = None) -> _Lowered:
-    ident = _ident(run_fn, key, size, devices, precision, shared)
+                    shared: _SharedInputs | None = None, data: _DataStage | None = None) -> _Lowered:
+    ident = _ident(run_fn, key, size, devices, precision, shared, data)
     if ident not in fresh:
-        fresh[ident] = _lower(run_fn, key, base, size, devices, precision, shared)
+        fresh[ident] = _lower(run_fn, key, base, size, devices, precision, shared, data)
     return fresh[ident]
 
 
@@ -648,6 +769,11 @@ class ChunkPlan:
     program: str | None = None  # digest of the chunk's lowered program (part of ``file``)
     precision: str = DEFAULT_PRECISION  # matmul precision the program is traced with (module docstring)
     shared: str | None = None  # content digest of the group's shared inputs (part of ``file``); None: none
+    # generated data shared by runs (``data=``; module docstring, "Generated data shared by runs"): the program's
+    # ``size`` slots are ``size // block`` blocks of ``block`` runs that share one data draw; ``slots[s]`` is the
+    # position in ``runs`` that slot ``s`` computes (a block's spare slots repeat one of its runs). None: no data stage
+    block: int | None = None
+    slots: tuple[int, ...] | None = None
 
 
 class ChunkQueue:
@@ -676,7 +802,9 @@ class ChunkQueue:
         if doc["fingerprint"] != self.fingerprint:
             raise ValueError(f"process {self.pi} reached sweep call {self.prefix!r} with other configs than process "
                              "0 (every process must make the same sequence of run_sweep calls)")
-        return [ChunkPlan(**{**p, "runs": tuple(p["runs"])}) for p in doc["plans"]]
+        return [ChunkPlan(**{**p, "runs": tuple(p["runs"]),
+                             **({"slots": tuple(p["slots"])} if p.get("slots") is not None else {})})
+                for p in doc["plans"]]
 
     def claim(self, plans: Sequence):
         while True:
@@ -703,11 +831,13 @@ def _configs_fingerprint(configs: Sequence) -> str:
 
 def plan_json(plans: Sequence[ChunkPlan], precision: bool = False) -> list[dict]:
     """The chunk plan as a manifest records it (``{"group", "key", "runs", "size", "file", "program"}`` per chunk,
-    and ``"shared"``, the content digest of its shared inputs, for a chunk that has them; ``precision`` too when
+    ``"shared"``, the content digest of its shared inputs, for a chunk that has them, ``"block"`` and ``"slots"``
+    for a chunk with a data stage; ``precision`` too when
     asked: what another process needs to rebuild the :class:`ChunkPlan`)."""
     fields = ("group", "key", "runs", "size", "file", "program") + (("precision",) if precision else ())
     return [{**{f: list(p.runs) if f == "runs" else getattr(p, f) for f in fields},
-             **({} if p.shared is None else {"shared": p.shared})} for p in plans]
+             **({} if p.shared is None else {"shared": p.shared}),
+             **({} if p.block is None else {"block": p.block, "slots": list(p.slots)})} for p in plans]
 
 
 def _round_up(x: int, m: int) -> int:
@@ -728,6 +858,7 @@ def plan_chunks(
     precision: str = DEFAULT_PRECISION,
     cache_dir: str | os.PathLike | None = None,
     shared: Callable | None = None,
+    data: Callable | None = None,
 ) -> list[ChunkPlan]:
     """Split every group into chunks.
 
@@ -752,6 +883,11 @@ def plan_chunks(
     for every group before anything is traced. Each chunk's file name hashes their content too
     (:attr:`ChunkPlan.shared`), and the memory plan counts their bytes once per program. A group whose
     ``shared(cfg)`` is empty is planned exactly as without ``shared`` (``ChunkPlan.shared`` None).
+
+    ``data``: ``data(cfg) -> pytree``, the data a run generates from its config (module docstring, "Generated data
+    shared by runs"): runs of a group with equal values of the fields it reads (:func:`data_fields`) share one
+    draw. Each group's runs are laid out in blocks (``ChunkPlan.block``, ``ChunkPlan.slots``); a chunk size is
+    then a whole number of blocks per device.
     """
     check_precision(precision)
     cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
@@ -764,31 +900,44 @@ def plan_chunks(
     sizes = dict(sizes or {})
     groups = group_configs(configs)
     inputs = _group_inputs(shared, configs, groups)  # a bad shared(cfg) fails here, before anything is traced
+    # each group's runs by data key (a bad data fails here, before any program is traced)
+    blocks = {key: _data_blocks(data, configs, idx) for key, idx in groups.items()} if data is not None else {}
     plans: list[ChunkPlan] = []
     for gi, (key, idx) in enumerate(groups.items()):
         sh = inputs.get(key)
+        bl = blocks.get(key)
+        most = max(map(len, bl)) if bl is not None else 1
         if key in sizes:
             size = sizes[key]
         elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool):
             if chunk_size < 1:
                 raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
             size = _round_up(min(chunk_size, len(idx)), nd)
+            if bl is not None:
+                size = _blocked_size(size, nd, most)
         elif chunk_size in (None, "auto"):
             size = _round_up(min(len(idx), len(idx) if max_chunk is None else max_chunk), nd)
+            if bl is not None:  # every block of the group in one chunk, within the cap
+                g = _block_of(size, nd, most)
+                size = _round_up(sum(-(-len(b) // g) for b in bl), nd) * g
+                if max_chunk is not None and size > max_chunk:
+                    size = _blocked_size(max(nd, max_chunk // nd * nd), nd, most)
             if not (files and cache_dir is not None
                     and _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
-                                     sh)):
-                size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision, sh)
+                                     sh, data, bl)):
+                size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision, sh, data, most)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
         sizes[key] = size
-        digest = (_fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, sh).digest
+        g = None if bl is None else _block_of(size, nd, most)
+        stage = None if bl is None else _DataStage(data, g)
+        digest = (_fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, sh, stage).digest
                   if files else None)
-        for s in range(0, len(idx), size):
-            runs = tuple(idx[s : s + size])
+        for runs, slots in _layout(idx, bl, size, nd):
             values = [traced_values(configs[i]) for i in runs]
-            file = _chunk_hash(digest, key, values, tag, sh) + ".npz" if files else None
-            plans.append(ChunkPlan(gi, key, runs, size, file, digest, precision, None if sh is None else sh.digest))
+            file = _chunk_hash(digest, key, values, tag, sh, slots) + ".npz" if files else None
+            plans.append(ChunkPlan(gi, key, runs, size, file, digest, precision, None if sh is None else sh.digest,
+                                   g, slots))
     return plans
 
 
@@ -818,23 +967,27 @@ class RunTooLargeError(ValueError):
 
 
 def _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
-                 shared: _SharedInputs | None = None) -> bool:
+                 shared: _SharedInputs | None = None, data: Callable | None = None,
+                 blocks: list[list[int]] | None = None) -> bool:
     """Whether every chunk of the group at chunk ``size`` has its file in ``cache_dir`` (lowered, not compiled)."""
-    digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, shared).digest
+    stage = None if data is None else _DataStage(data, _block_of(size, len(devices), max(map(len, blocks))))
+    digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, shared, stage).digest
     return all(os.path.exists(os.path.join(os.fspath(cache_dir), _chunk_hash(
-        digest, key, [traced_values(configs[i]) for i in idx[s: s + size]], tag, shared) + ".npz"))
-        for s in range(0, len(idx), size))
+        digest, key, [traced_values(configs[i]) for i in runs], tag, shared, slots) + ".npz"))
+        for runs, slots in _layout(idx, blocks, size, len(devices)))
 
 
 def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION,
-         shared: _SharedInputs | None = None) -> int:
+         shared: _SharedInputs | None = None, data: Callable | None = None, most: int = 1) -> int:
     """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device). The footprint holds
     the ``shared`` inputs once (an argument of the program, a full copy per device): they are a fixed cost, the
-    rest is shared out per run."""
+    rest is shared out per run. With a ``data`` stage (data keys of at most ``most`` runs) the size found is
+    rounded down to whole blocks (:func:`_blocked_size`)."""
     nd = len(devices)
     explicit = budget is not None
     budget = budget if explicit else memory_budget(devices)
-    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision, shared)
+    stage = None if data is None else _DataStage(data, _block_of(size, nd, most))
+    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision, shared, stage)
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
@@ -851,14 +1004,17 @@ def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = 
     STATS.resized_groups += 1
     if fitted >= size:
         return size
-    return fitted
+    return fitted if data is None else _blocked_size(fitted, nd, most)
 
 
-def _chunk_hash(program: str, key: str, values: list[dict], tag: str, shared: _SharedInputs | None = None) -> str:
+def _chunk_hash(program: str, key: str, values: list[dict], tag: str, shared: _SharedInputs | None = None,
+                slots: Sequence[int] | None = None) -> str:
     """A chunk's cache key: the digest of its lowered program (the code that runs, float64 or not, the chunk size
     and device count; see :func:`_program_digest`), the static key, the tag and every run's traced values; with
-    shared inputs, their content digest too (the program holds only their shapes)."""
-    what = ["chunk/2", tag, program, key, values] + ([] if shared is None else [shared.digest])
+    shared inputs, their content digest too (the program holds only their shapes); with a data stage, the slot
+    layout (which runs share a block)."""
+    what = (["chunk/2", tag, program, key, values] + ([] if shared is None else [shared.digest])
+            + ([] if slots is None else [list(slots)]))
     blob = json.dumps(what, sort_keys=True, default=float)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
@@ -1097,6 +1253,7 @@ def run_sweep(
     plans: list[ChunkPlan] | None = None,
     precision: str = DEFAULT_PRECISION,
     shared: Callable | None = None,
+    data: Callable | None = None,
 ) -> list[dict | None]:
     """Run every config; return one result dict (numpy leaves) per config, in order.
 
@@ -1128,6 +1285,11 @@ def run_sweep(
         mapping is empty runs as without ``shared``, ``run_fn(cfg)``); ``plans`` must have been made with the same
         one. Evaluated once per group while planning and again, checked against the planned content digest, before
         the group's first chunk that runs (not for chunks loaded from ``out_dir``).
+      data: ``data(cfg) -> pytree of arrays``, the data a run generates from its config (module docstring,
+        "Generated data shared by runs"): ``run_fn`` is then called as ``run_fn(cfg, data)`` (``run_fn(cfg,
+        arrays, data)`` with ``shared``), and runs of a group that agree on every field ``data`` reads share one
+        draw, unbatched. Results equal ``run_fn(cfg, data(cfg))`` run by run up to float reassociation.
+        ``plans`` must have been made with the same one.
     """
     check_precision(precision)
     cpu_opt_level()  # a bad FA_JAX_CPU_OPT_LEVEL fails here, before anything is traced
@@ -1145,7 +1307,7 @@ def run_sweep(
         return plan_chunks(run_fn, configs, chunk_size=chunk_size, devices=devices, budget=memory_budget_bytes,
                            max_chunk=max_chunk, tag=tag, files=out_dir is not None, precision=precision,
                            cache_dir=None if out_dir is None else os.path.join(os.fspath(out_dir), "chunks"),
-                           shared=shared)
+                           shared=shared, data=data)
 
     if queue is not None:  # every process runs process 0's plan, also one the caller made (run_labelled plans itself)
         given = plans
@@ -1160,6 +1322,9 @@ def run_sweep(
     if shared is None and any(p.shared is not None for p in plans):
         raise ValueError(f"invalid plans: made with shared inputs, this sweep runs with shared={shared!r}; pass the "
                          "same shared to plan_chunks and run_sweep")
+    if (data is None) != all(p.block is None for p in plans):
+        raise ValueError(f"invalid plans: made {'without' if data is not None else 'with'} a data stage, this sweep "
+                         f"runs with data={data!r}; pass the same data to plan_chunks and run_sweep")
     inputs = _ChunkInputs(shared, configs, plans, devices) if shared is not None else None
     # this process's chunks: a static share, or claimed one at a time (the generator asks the queue when the loop
     # below is ready for the next chunk)
@@ -1217,8 +1382,8 @@ def run_sweep(
                 if bar is not None:
                     bar.dispatched(len(p.runs))
                 # chunk i+1 computes (or is queued) ...
-                out = (_launch_chunk(run_fn, configs, p, devices) if inputs is None
-                       else _launch_chunk(run_fn, configs, p, devices, inputs))
+                out = (_launch_chunk(run_fn, configs, p, devices) if inputs is None and data is None
+                       else _launch_chunk(run_fn, configs, p, devices, inputs, data))
                 if pending is not None:
                     job, pending = pending, None  # ... while chunk i is fetched and written
                     collect(job)
@@ -1244,17 +1409,19 @@ def run_sweep(
     return results
 
 
-def _chunk_program(run_fn, base, p: ChunkPlan, devices, shared: _SharedInputs | None = None):
+def _chunk_program(run_fn, base, p: ChunkPlan, devices, shared: _SharedInputs | None = None,
+                   data: Callable | None = None):
     """``(compiled, sharding)`` for a chunk: by its planned program digest (compiled at most once), else (a plan
     without digest: in-memory sweeps) by the run function's identity."""
+    stage = None if p.block is None else _DataStage(data, p.block)
     if p.program is None:
-        return _program(run_fn, p.key, base, p.size, devices, precision=p.precision, shared=shared)
+        return _program(run_fn, p.key, base, p.size, devices, precision=p.precision, shared=shared, data=stage)
     ck = (p.program, tuple(d.id for d in devices))
     if ck in _COMPILED:
         return _COMPILED[ck]
     low = _LOWERED.get(p.program)
     if low is None:
-        low = _lower(run_fn, p.key, base, p.size, devices, p.precision, shared)
+        low = _lower(run_fn, p.key, base, p.size, devices, p.precision, shared, stage)
         if low.digest != p.program:
             raise RuntimeError(
                 f"the program of chunk {p.file} changed since the sweep was planned (digest {low.digest}, planned "
@@ -1297,14 +1464,17 @@ class _ChunkInputs:
         return self.host, self.device
 
 
-def _launch_chunk(run_fn, configs, p: ChunkPlan, devices, inputs: _ChunkInputs | None = None):
-    """Dispatch one chunk; its outputs (device arrays, padded to ``p.size`` runs). On an accelerator they may
-    still be computing; on CPU the call waits for them, so that two chunk programs never run at once."""
+def _launch_chunk(run_fn, configs, p: ChunkPlan, devices, inputs: _ChunkInputs | None = None,
+                  data: Callable | None = None):
+    """Dispatch one chunk; its outputs (device arrays, padded to ``p.size`` runs; with a data stage, one per slot
+    of ``p.slots``). On an accelerator they may still be computing; on CPU the call waits for them, so that two
+    chunk programs never run at once."""
     base = configs[p.runs[0]]
     values = [traced_values(configs[i]) for i in p.runs]
-    padded = values + [values[-1]] * (p.size - len(values))
+    padded = (values + [values[-1]] * (p.size - len(values)) if p.slots is None
+              else [values[j] for j in p.slots])
     host, arrays = inputs.get(p) if inputs is not None else (None, None)
-    compiled, sharding = _chunk_program(run_fn, base, p, devices, host)
+    compiled, sharding = _chunk_program(run_fn, base, p, devices, host, data)
     args = jax.device_put(_stack(padded), sharding)
     out = compiled(args) if arrays is None else compiled(args, arrays)
     if devices[0].platform == "cpu":
@@ -1312,17 +1482,27 @@ def _launch_chunk(run_fn, configs, p: ChunkPlan, devices, inputs: _ChunkInputs |
     return out
 
 
-def _fetch_chunk(out, n: int) -> dict[str, np.ndarray]:
+def _fetch_chunk(out, n: int, slots: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """A dispatched chunk's outputs on the host (``{output path: array[runs, ...]}``, the first ``n`` runs: the
-    rest is padding), diverged runs marked. Waits for the chunk; its step callbacks ran before its outputs were
-    ready (they are operations of the program)."""
-    flat = {k: np.asarray(v)[:n] for k, v in _flatten(jax.device_get(out)).items()}
+    rest is padding; with ``slots``, run j is read from the first slot that computed it), diverged runs marked.
+    Waits for the chunk; its step callbacks ran before its outputs were ready (they are operations of the
+    program)."""
+    rows = slice(0, n) if slots is None else _slot_rows(slots, n)
+    flat = {k: np.asarray(v)[rows] for k, v in _flatten(jax.device_get(out)).items()}
     return _mark_diverged(flat)
+
+
+def _slot_rows(slots: Sequence[int], n: int) -> np.ndarray:
+    """``(n,)`` the first slot computing each of a chunk's ``n`` runs."""
+    first: dict[int, int] = {}
+    for s, j in enumerate(slots):
+        first.setdefault(j, s)
+    return np.asarray([first[j] for j in range(n)], np.int64)
 
 
 def _finish_chunk(out, p: ChunkPlan, path: str | None, bar: _Bar | None) -> dict[str, np.ndarray]:
     """The writer thread's work for one chunk: fetch it, count it on the bar, write its file (atomically)."""
-    flat = _fetch_chunk(out, len(p.runs))
+    flat = _fetch_chunk(out, len(p.runs), p.slots)
     if bar is not None:
         bar.fetched()
     if path is not None:
@@ -1372,6 +1552,7 @@ def run_labelled(
     desc: str = "sweep",
     precision: str = DEFAULT_PRECISION,
     shared: Callable | None = None,
+    data: Callable | None = None,
 ) -> tuple[dict[str, list[tuple[dict, dict]]], dict]:
     """A simulation's labelled runs (``{part: [(label, config), ...]}``) as ONE :func:`run_sweep` call.
 
@@ -1387,7 +1568,8 @@ def run_labelled(
     plans by itself: the manifest only records them.
 
     ``shared``: inputs every run of a group receives unbatched, ``run_fn(cfg, arrays)`` (:func:`run_sweep`; module
-    docstring, "Shared inputs").
+    docstring, "Shared inputs"). ``data``: the runs' generated data, one draw per block of runs that share it,
+    ``run_fn(cfg, data)`` (:func:`run_sweep`; module docstring, "Generated data shared by runs").
     """
     _check_runs(runs)
     flat = [cfg for part in runs.values() for _, cfg in part]
@@ -1400,7 +1582,7 @@ def run_labelled(
         check_precision(precision)
         # the plan run_sweep would make (same arguments), made here so that the manifest can record it
         plans = plan_chunks(run_fn, flat, devices=tuple(jax.local_devices()), tag=tag, precision=precision,
-                            cache_dir=os.path.join(out_dir, "chunks"), shared=shared)
+                            cache_dir=os.path.join(out_dir, "chunks"), shared=shared, data=data)
         if jax.process_index() == 0:
             doc = runs_manifest(run_fn, runs, plans, tag=tag, precision=precision)
             path = os.path.join(out_dir, run_manifest_name(tag))
@@ -1409,7 +1591,7 @@ def run_labelled(
             if _json_or_none(path) != _jsonable(doc):
                 _write_json_atomic(path, doc)
     results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision,
-                        plans=plans, shared=shared)
+                        plans=plans, shared=shared, data=data)
     it = iter(results)
     res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
     metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),

@@ -702,7 +702,7 @@ def _run_spec(
         # the recorded chunk sizes give the same chunks; their file names are recomputed from the programs as they
         # are now, so chunks computed by code that has changed since are not reused (they are recomputed)
         plans = S.plan_chunks(exp.run, configs, devices=devices, tag=tag,
-                              sizes={c["key"]: c["size"] for c in old["plan"]}, shared=exp.shared)
+                              sizes={c["key"]: c["size"] for c in old["plan"]}, shared=exp.shared, data=exp.data)
         if [p.runs for p in plans] != [tuple(c["runs"]) for c in old["plan"]]:
             if not overwrite:  # other processes of this sweep may hold the recorded plan: never replan silently
                 raise SpecError(f"{man_path}: the recorded chunk plan does not match this sweep; pass --overwrite "
@@ -715,7 +715,7 @@ def _run_spec(
             budget = S.memory_budget(devices, eng.get("memory_fraction", S.DEFAULT_MEMORY_FRACTION))
         size = eng.get("chunk_size", "auto") if chunk_size is None else chunk_size  # an explicit 0 is refused
         plans = S.plan_chunks(exp.run, configs, chunk_size=size, devices=devices, budget=budget,
-                              max_chunk=eng.get("max_chunk"), tag=tag, shared=exp.shared)
+                              max_chunk=eng.get("max_chunk"), tag=tag, shared=exp.shared, data=exp.data)
     # several processes after jax.distributed.initialize (and no explicit split): process 0's plan is every
     # process's already here, since the manifest below records it before any chunk runs (run_sweep then hands out
     # the chunks on demand: sweep.ChunkQueue, a host that finishes early takes the leftovers)
@@ -740,7 +740,7 @@ def _run_spec(
         _write_json_atomic(man_path, manifest)
     S.run_sweep(exp.run, configs, out_dir=out_dir, tag=tag, progress=progress, desc=spec.name, devices=devices,
                 process_index=None if client is not None else pi, process_count=None if client is not None else pc,
-                plans=plans, shared=exp.shared)
+                plans=plans, shared=exp.shared, data=exp.data)
     stats = {"n_runs": len(configs), "n_groups": manifest["n_groups"], "n_chunks": len(plans),
              "programs_compiled": S.STATS.traces - traces0, "chunks_run": S.STATS.chunks_run - run0,
              "chunks_loaded": S.STATS.chunks_loaded - loaded0, "wall_seconds": round(time.time() - t0, 3),

@@ -15,7 +15,10 @@ load in a process that cannot import the experiment's module.
 An experiment whose runs all read the same large arrays (a dataset) gives ``shared``: ``shared(cfg) -> {name:
 array}`` of the config's static fields; the engine passes them to each group's compiled program as unbatched
 arguments (counted by the memory plan, their content hashed into the chunk file names) and calls
-``run(cfg, arrays)`` (:mod:`fa_jax.sweep`, "Shared inputs").
+``run(cfg, arrays)`` (:mod:`fa_jax.sweep`, "Shared inputs"). An experiment whose runs generate their data from a
+few config fields (a data seed) gives ``data``: ``data(cfg) -> pytree``; the engine calls ``run(cfg, data)`` and
+draws the data once for all runs of a compiled group that agree on those fields (:mod:`fa_jax.sweep`, "Generated
+data shared by runs").
 """
 from __future__ import annotations
 
@@ -51,6 +54,11 @@ class Experiment:
     # of a compiled group as unbatched program arguments, never baked in as constants; the engine then calls
     # ``run(cfg, arrays)`` (fa_jax.sweep, "Shared inputs"). None: ``run(cfg)``
     shared: Callable | None = None
+    # cfg -> pytree of arrays: the data a run generates from its config (e.g. a synthetic set from its data seed);
+    # the engine then calls ``run(cfg, data)`` (``run(cfg, arrays, data)`` with ``shared``) and draws the data once
+    # per block of runs that agree on every field it reads (fa_jax.sweep, "Generated data shared by runs"). None:
+    # the run draws its own
+    data: Callable | None = None
 
     def __post_init__(self):
         if not (isinstance(self.name, str) and self.name and ":" not in self.name):
@@ -58,6 +66,9 @@ class Experiment:
         for f in ("config", "run"):
             if not callable(getattr(self, f)):
                 raise TypeError(f"invalid Experiment {f}={getattr(self, f)!r}: allowed a callable")
+        if self.data is not None and not callable(self.data):
+            raise TypeError(f"invalid Experiment data={self.data!r}: allowed a callable data(cfg) -> pytree of "
+                            "arrays, or None")
         if self.shared is not None and not callable(self.shared):
             raise TypeError(f"invalid Experiment shared={self.shared!r}: allowed a callable shared(cfg) -> "
                             "{name: array}, or None")
@@ -78,7 +89,8 @@ def describe(exp: Experiment) -> dict:
             "coords": [list(c) for c in exp.coords], "labels": [list(x) for x in exp.labels],
             "units": [list(x) for x in exp.units], "description": exp.description,
             "context": None if exp.context is None else qualname(exp.context),
-            "shared": None if exp.shared is None else qualname(exp.shared)}
+            "shared": None if exp.shared is None else qualname(exp.shared),
+            "data": None if exp.data is None else qualname(exp.data)}
 
 
 # ----------------------------------------------------------------------------- references "package.module:attr"

@@ -1,0 +1,222 @@
+"""Generated data shared by runs (``data=``; fa_jax.sweep module docstring, "Generated data shared by runs").
+
+A tiny user experiment: a one-hidden-layer tanh net (d = 16 inputs, 8 neurons, fixed head) fitted by 20 GD steps
+to a random teacher, its training set drawn from ``data_seed``, its init from ``seed``, its learning rate traced.
+Split into a data stage ``toy_data(cfg)`` and the run proper ``toy_run(cfg, data)``, a sweep draws the data once
+per block of runs on one data seed: each run equals ``toy_run(cfg, toy_data(cfg))`` run alone (float64: to 1e-12
+relative; float32 on two devices: to 1e-6), in one compiled program whose text holds the data per block, never per
+run. The fields that decide sharing are read off the data stage's traced program; the block layout pads and
+splits as documented and is part of every chunk name (a rerun reloads, a sweep without ``data`` names its chunks
+as before); a bad ``data`` is an error naming it, before anything compiles.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import write_spec
+
+from fa_jax import sweep as S
+from fa_jax.config import traced
+from fa_jax.experiments import Experiment, describe
+
+N, D, H = 64, 16, 8  # 64x16: the data's shape in a program's text
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    n: int = N
+    d: int = D
+    steps: int = 20
+    data_seed: int = traced(0)
+    seed: int = traced(0)
+    lr: float = traced(0.1)
+
+    def validate(self):
+        return self
+
+
+def toy_data(cfg: Toy) -> dict:
+    """x (samples, d) ~ N(0, 1), y = tanh(x w*) for a teacher w* (d,): both from ``data_seed`` only."""
+    key = jax.random.PRNGKey(cfg.data_seed)
+    x = jax.random.normal(key, (cfg.n, cfg.d))
+    return {"x": x, "y": jnp.tanh(x @ jax.random.normal(jax.random.fold_in(key, 1), (cfg.d,)))}
+
+
+def toy_run(cfg: Toy, data) -> dict:
+    """``steps`` GD steps on mean (tanh(x W) a - y)^2, W (d, 8) ~ 0.1 N(0, 1) from ``seed``, a = 1/8."""
+    w = 0.1 * jax.random.normal(jax.random.PRNGKey(cfg.seed), (cfg.d, H), data["x"].dtype)
+    a = jnp.full((H,), 1.0 / H, data["x"].dtype)
+
+    def loss(w):
+        return jnp.mean((jnp.tanh(data["x"] @ w) @ a - data["y"]) ** 2)
+
+    def step(w, _):
+        return w - cfg.lr * jax.grad(loss)(w), loss(w)
+
+    w, losses = jax.lax.scan(step, w, None, length=cfg.steps)
+    return {"w": w, "loss": losses}
+
+
+def data_reading_lr(cfg: Toy) -> dict:
+    """A data stage that (oddly) scales its inputs by the learning rate: lr decides sharing too."""
+    return {"x": cfg.lr * toy_data(cfg)["x"], "y": toy_data(cfg)["y"]}
+
+
+# two data seeds x 3 init seeds x 2 learning rates, and one run alone on a third data seed
+CFGS = [Toy(data_seed=ds, seed=s, lr=lr) for ds in (0, 1) for s in range(3) for lr in (0.05, 0.1)] + [
+    Toy(data_seed=2, seed=0)]
+EXPERIMENT = Experiment(name="toy-data", config=Toy, run=toy_run, data=toy_data)
+
+
+def _alone(cfg: Toy) -> dict:
+    return {k: np.asarray(v) for k, v in toy_run(cfg, toy_data(cfg)).items()}
+
+
+def test_the_fields_that_decide_sharing_are_read_off_the_data_stage():
+    assert S.data_fields(toy_data, CFGS[0]) == ("data_seed",)
+    assert S.data_fields(data_reading_lr, CFGS[0]) == ("data_seed", "lr")
+    assert S.data_fields(lambda cfg: {"x": jnp.ones((cfg.n, cfg.d))}, CFGS[0]) == ()  # one draw for the group
+
+
+def test_blocks_pad_and_split_as_documented():
+    (p,) = S.plan_chunks(toy_run, CFGS, data=toy_data, files=False)
+    # 3 data keys (6, 6, 1 runs): blocks of 6, the lone run's block padded with itself
+    assert (p.block, p.size, p.runs) == (6, 18, tuple(range(13)))
+    assert p.slots == tuple(range(13)) + (12,) * 5
+    # chunk_size 4: blocks of 4, each key's runs in pieces (4 + 2); a piece's spare slots repeat its last run
+    plans = S.plan_chunks(toy_run, CFGS, data=toy_data, files=False, chunk_size=4)
+    assert [(p.runs, p.slots) for p in plans] == [
+        ((0, 1, 2, 3), (0, 1, 2, 3)), ((4, 5), (0, 1, 1, 1)), ((6, 7, 8, 9), (0, 1, 2, 3)),
+        ((10, 11), (0, 1, 1, 1)), ((12,), (0, 0, 0, 0))]
+    # a data stage that reads lr: 4 keys (data seed, lr) of 3 runs (the init seeds) and one of 1
+    (q,) = S.plan_chunks(toy_run, CFGS, data=data_reading_lr, files=False)
+    assert (q.block, q.size) == (3, 15)
+    # the smallest chunk is one block per device (chunk_size 1 -> blocks of one run)
+    assert {p.block for p in S.plan_chunks(toy_run, CFGS, data=toy_data, files=False, chunk_size=1)} == {1}
+
+
+def test_every_run_equals_its_own_draw_float64(x64):
+    before = S.STATS.traces
+    res = S.run_sweep(toy_run, CFGS, data=toy_data)
+    assert S.STATS.traces - before == 1  # one program for the group
+    for cfg, r in zip(CFGS, res, strict=True):
+        ref = _alone(cfg)
+        assert ref["w"].dtype == np.float64
+        np.testing.assert_allclose(r["w"], ref["w"], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(r["loss"], ref["loss"], rtol=1e-12)
+    # a run's numbers do not depend on its block or chunk: the same runs, chunked by 4
+    again = S.run_sweep(toy_run, CFGS, data=toy_data, chunk_size=4)
+    for r, q in zip(res, again, strict=True):
+        np.testing.assert_allclose(q["w"], r["w"], rtol=1e-12, atol=1e-14)
+    # and the training learned: the loss fell on every run
+    assert all(r["loss"][-1] < 0.9 * r["loss"][0] for r in res)
+
+
+def test_the_program_holds_one_draw_per_block_never_one_per_run():
+    (p,) = S.plan_chunks(toy_run, CFGS, data=toy_data, files=False)
+    low = S._lower(toy_run, p.key, CFGS[0], p.size, tuple(jax.local_devices()), data=S._DataStage(toy_data, 6))
+    text = low.lowered.as_text()
+    assert f"tensor<3x{N}x{D}xf32>" in text  # the data: one (n, d) draw per block (3 blocks)
+    assert f"tensor<18x{N}x{D}xf32>" not in text and f"tensor<3x6x{N}x{D}xf32>" not in text  # never per run
+    # without data the per-run program batches the draw over all 18 slots
+    per_run = S._lower(lambda cfg: toy_run(cfg, toy_data(cfg)), p.key, CFGS[0], 18, tuple(jax.local_devices()))
+    assert f"tensor<18x{N}x{D}xf32>" in per_run.lowered.as_text()
+
+
+def test_resume_reloads_and_the_layout_names_the_chunks(tmp_path):
+    first = S.run_sweep(toy_run, CFGS, data=toy_data, out_dir=tmp_path, chunk_size=4)
+    loaded0, run0 = S.STATS.chunks_loaded, S.STATS.chunks_run
+    again = S.run_sweep(toy_run, CFGS, data=toy_data, out_dir=tmp_path, chunk_size=4)
+    assert (S.STATS.chunks_loaded - loaded0, S.STATS.chunks_run - run0) == (5, 0)
+    for r, q in zip(first, again, strict=True):
+        np.testing.assert_array_equal(q["w"], r["w"])
+    with_data = {p.file for p in S.plan_chunks(toy_run, CFGS, data=toy_data, chunk_size=4)}
+    # the same runs without a data stage: other programs, other names
+    without = {p.file for p in S.plan_chunks(lambda cfg: toy_run(cfg, toy_data(cfg)), CFGS, chunk_size=4)}
+    assert not with_data & without
+    # the manifest records the layout; another process rebuilds the same plans from it
+    plans = S.plan_chunks(toy_run, CFGS, data=toy_data, chunk_size=4)
+    doc = S.plan_json(plans, precision=True)
+    assert doc[1]["block"] == 4 and doc[1]["slots"] == [0, 1, 1, 1]
+    rebuilt = [S.ChunkPlan(**{**d, "runs": tuple(d["runs"]), "slots": tuple(d["slots"])}) for d in doc]
+    assert rebuilt == plans
+
+
+def test_bad_data_is_named_before_anything_compiles():
+    before = S.STATS.traces
+    with pytest.raises(TypeError, match=r"invalid data=3: allowed a callable data\(cfg\)"):
+        S.plan_chunks(toy_run, CFGS, data=3)
+
+    def broken(cfg):
+        raise KeyError("x")
+
+    with pytest.raises(TypeError, match=r"invalid data=.*broken: data\(cfg\) cannot be traced"):
+        S.run_sweep(toy_run, CFGS, data=broken)
+    with pytest.raises(TypeError, match="invalid Experiment data=1"):
+        Experiment(name="t", config=Toy, run=toy_run, data=1)
+    plans = S.plan_chunks(lambda cfg: toy_run(cfg, toy_data(cfg)), CFGS, files=False, chunk_size=13)
+    with pytest.raises(ValueError, match="invalid plans: made without a data stage"):
+        S.run_sweep(toy_run, CFGS, data=toy_data, plans=plans)
+    assert S.STATS.traces == before
+
+
+def test_a_sweep_file_experiment_with_a_data_stage(tmp_path):
+    from fa_jax.results import load_results
+    from fa_jax.sweepfile import run_spec
+
+    assert describe(EXPERIMENT)["data"] == f"{__name__}:toy_data"
+    spec = write_spec(tmp_path, f"""
+        experiment = "{__name__}:EXPERIMENT"
+        name = "toy"
+        [axes]
+        data_seed = [0, 1]
+        lr = [0.05, 0.1, 0.2]
+        """)
+    out = run_spec(spec, tmp_path / "out", progress=False)
+    assert out["complete"] and out["manifest"]["experiment"]["data"] == f"{__name__}:toy_data"
+    assert [p["block"] for p in out["manifest"]["plan"]] == [3]
+    ds = load_results(tmp_path / "out")
+    ref = np.stack([[_alone(Toy(data_seed=s, lr=lr))["w"] for lr in (0.05, 0.1, 0.2)] for s in (0, 1)])
+    np.testing.assert_allclose(ds["w"].values, ref, rtol=1e-5, atol=1e-6)
+
+
+_TWO_DEVICES = """
+import json
+import jax
+import numpy as np
+import test_sweep_data as T
+from fa_jax import sweep as S
+
+devices = tuple(jax.local_devices())
+assert len(devices) == 2
+plans = S.plan_chunks(T.toy_run, T.CFGS, data=T.toy_data, devices=devices, files=False)
+res = S.run_sweep(T.toy_run, T.CFGS, data=T.toy_data, devices=devices)
+print(json.dumps({"w": np.stack([r["w"] for r in res]).tolist(), "blocks": [p.block for p in plans],
+                  "sizes": [p.size for p in plans]}))
+"""
+
+
+def test_two_devices_split_the_blocks():
+    """On a 2-device mesh each device holds whole blocks (block <= a device's share): the same numbers as one
+    device, to float reassociation (float32)."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    here = str(pathlib.Path(__file__).parent)
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    env = {**os.environ, "XLA_FLAGS": flags.strip(),
+           "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], check=False, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["blocks"] == [6] and doc["sizes"] == [24]  # 3 blocks rounded up to 2 per device
+    ref = np.stack([_alone(c)["w"] for c in CFGS])
+    np.testing.assert_allclose(np.asarray(doc["w"]), ref, rtol=1e-5, atol=1e-6)
