@@ -50,9 +50,9 @@ ORDER = ("device", "gd", "sgd", "presets", "cpu", "width", "conv")
 MIN_PART_S = 5.0  # a part left less than this is skipped (recorded as such)
 
 FULL = {"steps": "50", "rs": "1,16,256,4096,65536", "rs_cpu": "1,16,256", "chunks": "4096", "reps": "2",
-        "min_time": "1", "width_runs": "1,16,256", "widths": "16,64,256"}
+        "min_time": "1", "width_runs": "1,16,256", "widths": "16,64,256", "shared_rs": "256,4096"}
 TINY = {"steps": "3", "rs": "2", "rs_cpu": "2", "chunks": "2", "reps": "1", "min_time": "0.01", "width_runs": "1",
-        "widths": "4,8", "peak_n": "256"}
+        "widths": "4,8", "peak_n": "256", "shared_rs": "2"}
 
 
 def slug(text: str) -> str:
@@ -157,12 +157,15 @@ def merge_throughput(parts: dict[str, dict | None]) -> dict | None:
     docs = [d for d in parts.values() if d]
     if not docs:
         return None
-    merged = {k: v for k, v in docs[0].items() if k not in ("gd", "sgd", "width", "targets")}
+    merged = {k: v for k, v in docs[0].items() if k not in ("gd", "sgd", "width", "targets", "shared_data")}
     merged["command"] = " ; ".join(d.get("command", "") for d in docs)
     for key in ("gd", "sgd", "width"):
         for d in docs:
             if key in d:
                 merged[key] = d[key]
+    for d in docs:  # the one-dataset comparison: each part's modes
+        for mode, per in (d.get("shared_data") or {}).items():
+            merged.setdefault("shared_data", {})[mode] = per
     merged["loadavg"] = {"start": docs[0]["loadavg"]["start"], "end": docs[-1]["loadavg"].get("end")
                          or docs[-1]["loadavg"]["start"]}
     merged["targets"] = targets(merged)
@@ -274,12 +277,14 @@ def main(argv=None) -> dict:
         return cmd + list(extra)
 
     commands = {
-        "gd": bench_cmd("throughput_gd.json", "--modes", "gd", "--rs", size["rs"], "--no-width"),
-        "sgd": bench_cmd("throughput_sgd.json", "--modes", "sgd", "--rs", size["rs"], "--no-width"),
+        "gd": bench_cmd("throughput_gd.json", "--modes", "gd", "--rs", size["rs"], "--no-width",
+                        "--shared-rs", size["shared_rs"]),
+        "sgd": bench_cmd("throughput_sgd.json", "--modes", "sgd", "--rs", size["rs"], "--no-width",
+                         "--shared-rs", size["shared_rs"]),
         "width": bench_cmd("throughput_width.json", "--modes", "", "--impls", "fa_jax", "--width-runs",
-                           size["width_runs"], "--widths", size["widths"]),
+                           size["width_runs"], "--widths", size["widths"], "--shared-rs", ""),
         "cpu": bench_cmd("throughput_cpu.json", "--modes", "gd,sgd", "--rs", size["rs_cpu"], "--impls", "fa_jax",
-                         "--no-width"),
+                         "--no-width", "--shared-rs", ""),
         "conv": [py, "-m", "benchmarks.conv_in_loop", "--impls", "patches,lax,auto",
                  "--json", os.path.join(out_dir, "conv_in_loop.json")]
         + (["--side", "6", "--batch", "4", "--runs", "2", "--steps", "2"] if args.tiny else []),

@@ -187,13 +187,23 @@ def handwritten_train(seed, *, mode: str, steps: int, width: int = WIDTH):
     """One run as a user writes it for ``jit(vmap(.))`` (PureJaxRL-style): its own data generator (orthogonal
     centres of norm sqrt d, labels by cluster, Gaussian noise), init N(0, 1e-3^2), plain GD / SGD-with-replacement
     in a ``fori_loop``; no records, no divergence guard. Returns the final full-batch loss (a scalar)."""
-    kc, kj, kn, kw, kb, ks = jax.random.split(jax.random.PRNGKey(seed), 6)
+    x, y = hand_data(seed)
+    return hand_fit(seed, x, y, mode=mode, steps=steps, width=width)
+
+
+def hand_data(seed):
+    """The hand-written data generator: ``x (samples, d)``, ``y (samples,)`` from ``seed``'s first three keys."""
+    kc, kj, kn = jax.random.split(jax.random.PRNGKey(seed), 6)[:3]
     q, r = jnp.linalg.qr(jax.random.normal(kc, (D, K)))
     centres = ((q * jnp.sign(jnp.diag(r))) * math.sqrt(D)).T  # (k, d)
     signs = jnp.where(jnp.arange(K) < N_POS, 1.0, -1.0)
     j = jax.random.randint(kj, (N_TRAIN,), 0, K)
-    x = centres[j] + SIGMA * jax.random.normal(kn, (N_TRAIN, D))
-    y = signs[j]
+    return centres[j] + SIGMA * jax.random.normal(kn, (N_TRAIN, D)), signs[j]
+
+
+def hand_fit(seed, x, y, *, mode: str, steps: int, width: int = WIDTH):
+    """The hand-written init (``seed``'s last three keys) and training loop on ``(x, y)``: the final loss."""
+    kw, kb, ks = jax.random.split(jax.random.PRNGKey(seed), 6)[3:]
     W = INIT_SCALE * jax.random.normal(kw, (2 * width, D))
     b = INIT_SCALE * jax.random.normal(kb, (2 * width,))
     a = jnp.asarray(head_vector(width))
@@ -613,6 +623,134 @@ def bench_width(steps: int, runs_per_width, reps: int, log, widths=WIDTHS, min_t
     return out
 
 
+# ----------------------------------------------------------------------------- runs on one dataset (issue 19 item 1)
+@dataclasses.dataclass(frozen=True)
+class SharedBenchRun(BenchRun):
+    """A benchmark run whose data come from ``data_seed`` and whose init and batches from ``seed``."""
+
+    data_seed: int = traced(0)
+
+
+def bench_data(cfg: SharedBenchRun) -> dict:
+    """The engine's data stage (``run_sweep(data=...)``): the training set of ``data_seed``."""
+    data = make_cluster_data(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1), cfg.data)
+    return {"x": data["train"]["x"], "y": data["train"]["y"]}
+
+
+def run_training_on(cfg: SharedBenchRun, data: dict) -> dict:
+    """:func:`run_training` on given data (init and batches from ``seed``)."""
+    key = jax.random.PRNGKey(cfg.seed)
+    params = init_two_layer(jax.random.fold_in(key, 2), cfg.model, cfg.data.d, 1)
+    loss_fn = _loss_fn(readout_matrix(cfg.model, 1))
+    x, y = data["x"], data["y"]
+    _, rec, bad = train(loss_fn, params, x, y, make_optimizer(cfg.optim), plan=(0, cfg.steps),
+                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y)), key=jax.random.fold_in(key, 3),
+                        batch_size=cfg.optim.batch_size, sampling=cfg.optim.sampling)
+    return {"loss": rec, "diverged_step": bad}
+
+
+def run_training_own_data(cfg: SharedBenchRun) -> dict:
+    """The same run drawing its own data (the engine without a data stage: one draw and one copy per run)."""
+    return run_training_on(cfg, bench_data(cfg))
+
+
+def shared_configs(mode: str, steps: int, R: int) -> list[SharedBenchRun]:
+    """R runs on data seed 0, init seeds 0..R-1."""
+    b = bench_config(mode, steps)
+    return [SharedBenchRun(data=b.data, model=b.model, optim=b.optim, steps=steps, seed=s, data_seed=0)
+            for s in range(R)]
+
+
+def _engine_shared_call(configs, data, precision: str) -> np.ndarray:
+    traces = _sweep.STATS.traces
+    fn = run_training_on if data is not None else run_training_own_data
+    res = _sweep.run_sweep(fn, configs, chunk_size=len(configs), progress=False, precision=precision,
+                           devices=jax.local_devices()[:1], data=data)
+    if _sweep.STATS.traces != traces:
+        raise RuntimeError("a timed fa-jax call compiled: the timing would include compilation")
+    if any(bool(r["diverged"]) for r in res):
+        raise RuntimeError("a benchmark run diverged")
+    return np.asarray([r["loss"][-1] for r in res])
+
+
+def hand_shared_program(mode: str, steps: int, size: int, precision: str = "highest"):
+    """The hand-written reference on one dataset as a careful user writes it: the data drawn once, outside, and
+    ``jit(vmap(hand_fit, in_axes=(0, None, None)))`` over the init seeds (cached; with its compile seconds)."""
+    key = ("shared", mode, steps, size, precision, jax.devices()[0].id)
+    if key not in _HAND:
+        fn = jax.jit(jax.vmap(functools.partial(hand_fit, mode=mode, steps=steps), in_axes=(0, None, None)))
+        x = jax.ShapeDtypeStruct((N_TRAIN, D), jnp.float32)
+        t = time.perf_counter()
+        with jax.default_matmul_precision(precision):
+            compiled = fn.lower(jax.ShapeDtypeStruct((size,), jnp.int32), x,
+                                jax.ShapeDtypeStruct((N_TRAIN,), jnp.float32)).compile()
+        _HAND[key] = (compiled, time.perf_counter() - t)
+    return _HAND[key]
+
+
+def _hand_shared_call(mode: str, steps: int, R: int, precision: str) -> np.ndarray:
+    prog, _ = hand_shared_program(mode, steps, R, precision)
+    x, y = jax.jit(hand_data)(0)
+    losses = np.asarray(jax.device_get(prog(jnp.arange(R, dtype=jnp.int32), x, y)))
+    if not np.all(np.isfinite(losses)):
+        raise RuntimeError("a hand-written benchmark run diverged")
+    return losses
+
+
+def bench_shared(modes, rs, steps: int, reps: int, peak: float, log, min_time: float = MIN_TIME,
+                 precision: str = "highest", save=None) -> dict:
+    """R runs on ONE dataset (data seed 0, init seeds 0..R-1), all R in one call, interleaved: the engine with a
+    data stage (``data=``: one draw, the runs' neurons side by side in one matmul), the engine with each run
+    drawing its own copy (the same results, no sharing), and the hand-written ``jit(vmap(.))`` with the data
+    unbatched (``in_axes=None``). Per mode and R: run-steps/s of each, ``sharing_speedup`` (data stage / own
+    copies), ``ratio_vs_handwritten`` (data stage / hand-written), ``pct_peak`` and compile seconds."""
+    out: dict = {}
+    for mode in modes:
+        fps = flops_per_step(N_TRAIN if mode == "gd" else BATCH)
+        out[mode] = {}
+        for R in rs:
+            configs = shared_configs(mode, steps, R)
+            compile_s = {}
+            for name, data in (("shared", bench_data), ("own", None)):
+                t = time.perf_counter()
+                traces = _sweep.STATS.traces
+                plans = _sweep.plan_chunks(run_training_on if data else run_training_own_data, configs,
+                                           chunk_size=R, devices=jax.local_devices()[:1], files=False,
+                                           precision=precision, data=data)
+                stage = None if data is None else _sweep._DataStage(data, plans[0].block)
+                _sweep._program(run_training_on if data else run_training_own_data, plans[0].key, configs[0],
+                                plans[0].size, tuple(jax.local_devices()[:1]), precision=precision, data=stage)
+                compile_s[name] = time.perf_counter() - t if _sweep.STATS.traces > traces else None
+            compile_s["handwritten"] = hand_shared_program(mode, steps, R, precision)[1]
+            calls = {"shared": functools.partial(_engine_shared_call, configs, bench_data, precision),
+                     "own": functools.partial(_engine_shared_call, configs, None, precision),
+                     "handwritten": functools.partial(_hand_shared_call, mode, steps, R, precision)}
+            finals = {k: f() for k, f in calls.items()}  # warm-up, untimed; the same runs' final losses
+            names = list(calls)
+            times: dict[str, list] = {k: [] for k in names}
+            load0 = _loadavg()
+            for rep in range(reps):
+                for name in names[rep % len(names):] + names[:rep % len(names)]:
+                    times[name].append(_timed(calls[name], min_time))
+            e = {"steps": steps, "flops_per_step": fps, "loadavg": {"start": load0, "end": _loadavg()},
+                 "compile_s": compile_s,
+                 "max_rel_diff_shared_vs_own": float(np.max(np.abs(finals["shared"] - finals["own"])
+                                                            / np.abs(finals["own"])))}
+            for name in names:
+                e[name] = _point(R * steps, times[name])
+            rate = {k: e[k]["run_steps_per_s"] for k in names}
+            e["sharing_speedup"] = rate["shared"] / rate["own"]
+            e["ratio_vs_handwritten"] = rate["shared"] / rate["handwritten"]
+            e["pct_peak"] = {k: 100 * v * fps / 1e9 / peak for k, v in rate.items()}
+            out[mode][str(R)] = e
+            if save is not None:
+                save("shared_data", out)
+            log(f"  one dataset, {mode} R={R}: data stage {rate['shared']:.0f}, own copies {rate['own']:.0f} "
+                f"(x{e['sharing_speedup']:.2f}), hand-written {rate['handwritten']:.0f} "
+                f"(x{e['ratio_vs_handwritten']:.2f}) run-steps/s; load {e['loadavg']}")
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def _width_points(w: dict) -> dict:
     """``{R: point}`` of a width-sweep record (earlier JSONs hold one point, at its top level)."""
@@ -651,6 +789,9 @@ def targets(res: dict) -> list[dict]:
         2.0)
     add("sgd R >= 64: engine / NumPy loop >= 5", {r: e.get("ratio_vs_numpy") for r, e in res.get("sgd", {}).items()
                                                   if int(r) >= 64}, 5.0)
+    for mode, per in res.get("shared_data", {}).items():
+        add(f"one dataset, {mode}: engine (data stage) / hand-written >= 1.0",
+            {r: e["ratio_vs_handwritten"] for r, e in per.items()}, 1.0)
     if "width" in res:
         per = _width_points(res["width"])
         add("width padding overhead <= 1.3x", {r: w["overhead"] for r, w in per.items()}, 1.3, at_least=False)
@@ -696,6 +837,14 @@ def print_table(res: dict) -> None:
                   f"{p['separate']['run_s']:.3f} s ({p['separate']['programs']} programs) -> overhead "
                   f"{p['overhead']:.2f}x run time ({p['overhead_with_compile']:.2f}x with compile)")
         print(f"  FLOP ratio of padding: {w['flop_ratio_padded_vs_separate']:.2f}x")
+    if res.get("shared_data"):
+        print("\nR runs on ONE dataset (run-steps/s): engine with a data stage / engine, own copies / hand-written")
+        for mode, per in res["shared_data"].items():
+            for R, e in sorted(per.items(), key=lambda kv: int(kv[0])):
+                print(f"  {mode:4s} R={R:>5s}: {e['shared']['run_steps_per_s']:9.0f} "
+                      f"({e['pct_peak']['shared']:.0f} % pk) / {e['own']['run_steps_per_s']:9.0f} / "
+                      f"{e['handwritten']['run_steps_per_s']:9.0f}  sharing x{e['sharing_speedup']:.2f}, "
+                      f"vs hand-written x{e['ratio_vs_handwritten']:.2f}")
     print(f"\nload average (1/5/15 min): start {res['loadavg']['start']}, end {res['loadavg'].get('end')}")
     print(f"torch: {res.get('torch', 'installed' if res['versions'].get('torch') != 'not installed' else 'absent')}")
     print("targets (reported, not asserted):")
@@ -731,6 +880,16 @@ def markdown_table(res: dict) -> str:
             f"{dev.get('cpu_count')} host cores; sgemm peak measured in the same run: "
             f"{res['peak_gflops']:.0f} GFLOP/s; "
             f"T = {first.get('steps', '?')}; load {res['loadavg']['start'][0]:.1f} → {end})"), ""] + rows
+    if res.get("shared_data"):
+        out += ["", "R runs on one dataset (data seed 0, init seeds 0..R-1; all R in one call):", "",
+                ("| mode | R | engine, data stage (% of peak) | engine, each run its own copy | × sharing | "
+                "hand-written jit(vmap), data unbatched | × hand-written |"), "|---|---|---|---|---|---|---|"]
+        for mode, per in res["shared_data"].items():
+            for R, e in sorted(per.items(), key=lambda kv: int(kv[0])):
+                out.append(f"| {'GD' if mode == 'gd' else f'SGD b = {BATCH}'} | {_n(int(R), ',d')} | "
+                           f"{_n(e['shared']['run_steps_per_s'])} ({_n(e['pct_peak']['shared'], '.0f')} %) | "
+                           f"{_n(e['own']['run_steps_per_s'])} | {_n(e['sharing_speedup'], '.2f')} | "
+                           f"{_n(e['handwritten']['run_steps_per_s'])} | {_n(e['ratio_vs_handwritten'], '.2f')} |")
     if "width" in res:
         w = res["width"]
         per = _width_points(w)
@@ -834,6 +993,8 @@ def main(argv=None) -> dict:
                     help="runs per width, a list: the padding overhead at each (default 4,16; quick 1,4)")
     ap.add_argument("--widths", default=None, help="width sweep widths (default 16,32,64,128,256; quick 16,64,256)")
     ap.add_argument("--no-width", action="store_true")
+    ap.add_argument("--shared-rs", default=None,
+                    help="R list of the one-dataset comparison (default 16,64,256; quick 16,64; '' for none)")
     ap.add_argument("--peak-n", type=int, default=None,
                     help="matmul size of the peak measurement (default 4096 on CPU, quick 3072; 8192 on accelerators)")
     ap.add_argument("--precision", default="highest", choices=_sweep.PRECISIONS,
@@ -850,6 +1011,8 @@ def main(argv=None) -> dict:
     reps = args.reps or (2 if q else 3)
     ref_runs = args.ref_runs or (2 if q else 4)
     width_runs = _ints(args.width_runs) if args.width_runs else ((1, 4) if q else (4, 16))
+    shared_rs = (_ints(args.shared_rs) if args.shared_rs else ()) if args.shared_rs is not None else \
+        ((16, 64) if q else (16, 64, 256))
     widths = _ints(args.widths) if args.widths else (WIDTHS_QUICK if q else WIDTHS)
     modes = [m for m in args.modes.split(",") if m]
     impls = [i for i in args.impls.split(",") if i]
@@ -880,6 +1043,7 @@ def main(argv=None) -> dict:
                  "settings": {"steps": steps, "rs": list(rs), "chunks": list(chunks), "all_in_one": all_in_one,
                               "reps": reps, "min_time_s": args.min_time, "ref_runs": ref_runs,
                               "width_runs": list(width_runs), "widths": list(widths), "impls": impls,
+                              "shared_rs": list(shared_rs),
                               "precision": args.precision, "quick": q, "d": D, "k": K, "n": N_TRAIN, "m": WIDTH,
                               "batch": BATCH, "lr": LR, "init_scale": INIT_SCALE}}
     res["device"]["matmul_precision"] = args.precision
@@ -911,6 +1075,9 @@ def main(argv=None) -> dict:
     for mode in modes:
         res[mode] = bench_mode(mode, rs, steps, chunks, all_in_one, reps, ref_runs, peak, log, impls=impls,
                                min_time=args.min_time, precision=args.precision, save=save)
+    if shared_rs:
+        res["shared_data"] = bench_shared(modes, shared_rs, steps, reps, peak, log, min_time=args.min_time,
+                                          precision=args.precision, save=save)
     if not args.no_width:
         res["width"] = bench_width(steps, width_runs, reps, log, widths, min_time=args.min_time,
                                    precision=args.precision, save=save)

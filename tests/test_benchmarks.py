@@ -146,3 +146,31 @@ def test_gpu_check_runs_end_to_end_tiny(tmp_path):
     assert doc["parts"]["device"]["status"] == "ok" and doc["parts"]["cpu"]["status"] == "ok", doc["parts"]
     cpu = json.loads((folder / "throughput_cpu.json").read_text())
     assert cpu["gd"]["2"]["fa_jax"] > 0 and cpu["gd"]["2"]["handwritten"] is None and cpu["torch"]
+
+
+def test_one_dataset_comparison_runs_and_agrees():
+    """The one-dataset part (issue 19 item 1): the engine with a data stage, the engine with each run's own copy
+    and the hand-written jit(vmap) with the data unbatched train the same runs (final losses equal to float
+    reassociation, below the initial log 2); the table and the target rows come from the record."""
+    from benchmarks.throughput import bench_shared, markdown_table, targets
+
+    per = bench_shared(["gd"], [3], steps=2, reps=1, peak=100.0, log=lambda m: None, min_time=0.0)["gd"]["3"]
+    assert per["max_rel_diff_shared_vs_own"] < 1e-5
+    assert {"shared", "own", "handwritten"} <= set(per) and per["sharing_speedup"] > 0
+    assert set(per["compile_s"]) == {"shared", "own", "handwritten"}
+    res = {"device": {"platform": "cpu"}, "shared_data": {"gd": {"3": per}}}
+    got = {t["name"]: t for t in targets(res)}
+    assert got["one dataset, gd: engine (data stage) / hand-written >= 1.0"]["measured"] == per["ratio_vs_handwritten"]
+    table = markdown_table({**res, "peak_gflops": 100.0, "loadavg": {"start": [0.0]}, "command": "x"})
+    assert "| GD | 3 |" in table and "× sharing" in table
+
+
+def test_hand_written_data_split_keeps_the_reference_run():
+    """hand_data + hand_fit are handwritten_train split in two (the same keys and operations)."""
+    import jax
+
+    from benchmarks.throughput import hand_data, hand_fit, handwritten_train
+
+    x, y = hand_data(3)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda s: handwritten_train(s, mode="sgd", steps=3))(3)),
+                                  np.asarray(jax.jit(lambda s: hand_fit(s, x, y, mode="sgd", steps=3))(3)))

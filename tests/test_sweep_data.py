@@ -220,3 +220,18 @@ def test_two_devices_split_the_blocks():
     assert doc["blocks"] == [6] and doc["sizes"] == [24]  # 3 blocks rounded up to 2 per device
     ref = np.stack([_alone(c)["w"] for c in CFGS])
     np.testing.assert_allclose(np.asarray(doc["w"]), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
+    """docs/sweeps.md's data-stage block, verbatim: two draws of 12 runs, every run equal to its own draw."""
+    from conftest import run_doc_block
+
+    monkeypatch.chdir(tmp_path)
+    ns = run_doc_block("sweeps.md", "### Generated data shared by runs")
+    assert ns["data_fields"](ns["draw"], ns["grid"][0]) == ("data_seed",)
+    for cfg, r in zip(ns["grid"], ns["results"], strict=True):
+        alone = float(ns["run"](cfg, ns["draw"](cfg))["loss"])
+        np.testing.assert_allclose(float(r["loss"]), alone, rtol=1e-5)
+    assert float(np.mean([r["loss"] for r in ns["results"]])) < np.log(2.0)  # trained: below the chance loss
+    plans = S.plan_chunks(ns["run"], ns["grid"], data=ns["draw"], files=False)
+    assert [(p.block, p.size) for p in plans] == [(12, 24)]

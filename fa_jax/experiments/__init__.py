@@ -200,12 +200,13 @@ def _float64_single_lapack():
 
 
 def _feature_averaging() -> Experiment:
-    from .feature_averaging import FARun, run_feature_averaging
+    from .feature_averaging import FARun, fa_data, run_feature_averaging
 
     return Experiment(
         name="feature-averaging",
         config=FARun,
         run=run_feature_averaging,
+        data=fa_data,  # runs on one data seed (every lr, optimiser, width of a seed) share one draw
         seeds=("data_seed", "model_seed"),
         width="model.width",
         bucket="model.bucket",

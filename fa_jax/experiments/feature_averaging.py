@@ -122,11 +122,20 @@ def readout_net(name: str) -> str:
     return "binary" if name == "binary" else "multiclass"
 
 
-def run_feature_averaging(cfg: FARun) -> dict:
-    """Train one net and measure it. Shapes below: k clusters, c outputs, N neurons (padded), E eps values."""
+def fa_data(cfg: FARun) -> dict:
+    """The run's data stage (``run_sweep(data=...)``; fa_jax.sweep, "Generated data shared by runs"): the
+    clusters, training and test sets of ``data_seed`` (:func:`fa_jax.data.clusters.make_cluster_data`)."""
+    return make_cluster_data(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1), cfg.data)
+
+
+def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
+    """Train one net and measure it. Shapes below: k clusters, c outputs, N neurons (padded), E eps values.
+
+    ``data``: :func:`fa_data` of this config, drawn once for the runs that share it (the sweep engine's data
+    stage); None: drawn here (the same operations: the program of a sweep without a data stage is unchanged)."""
     dc, mc = cfg.data, cfg.model
     c = dc.n_classes
-    data = make_cluster_data(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1), dc)
+    data = fa_data(cfg) if data is None else data
     mkey = jax.random.fold_in(jax.random.PRNGKey(cfg.model_seed), 2)
     k_init, k_batch, k_attack = (jax.random.fold_in(mkey, i) for i in range(3))
     centres, signs = data["centres"], data["signs"]
