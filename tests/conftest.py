@@ -290,6 +290,25 @@ def run_doc_block(doc: str, heading: str) -> dict:
     return ns
 
 
+def run_on_devices(code: str, n: int = 2) -> dict:
+    """Run python ``code`` in a subprocess with ``n`` forced host CPU devices (the suite's XLA flags kept, this
+    folder importable): the JSON object its last stdout line prints. A failing subprocess fails the test with its
+    stderr."""
+    import json
+    import pathlib
+    import subprocess
+    import sys
+
+    here = str(pathlib.Path(__file__).parent)
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
+    env = {**os.environ, "XLA_FLAGS": flags.strip(),
+           "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def assert_readable_png(path) -> None:
     """A written figure is a real PNG of a size a paper would print (issue 20): at most 2 000 px wide and no long
     strip (width / height <= 2.6), so 4-5-panel strips and 6-pt legends cannot come back unnoticed."""

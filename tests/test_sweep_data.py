@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import write_spec
+from conftest import run_doc_block, run_on_devices, write_spec
 
 from fa_jax import sweep as S
 from fa_jax.config import traced
@@ -203,20 +203,7 @@ print(json.dumps({"w": np.stack([r["w"] for r in res]).tolist(), "blocks": [p.bl
 def test_two_devices_split_the_blocks():
     """On a 2-device mesh each device holds whole blocks (block <= a device's share): the same numbers as one
     device, to float reassociation (float32)."""
-    import json
-    import os
-    import pathlib
-    import subprocess
-    import sys
-
-    here = str(pathlib.Path(__file__).parent)
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(),
-           "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], check=False, env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    doc = run_on_devices(_TWO_DEVICES, 2)
     assert doc["blocks"] == [6] and doc["sizes"] == [24]  # 3 blocks rounded up to 2 per device
     ref = np.stack([_alone(c)["w"] for c in CFGS])
     np.testing.assert_allclose(np.asarray(doc["w"]), ref, rtol=1e-5, atol=1e-6)
@@ -224,8 +211,6 @@ def test_two_devices_split_the_blocks():
 
 def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     """docs/sweeps.md's data-stage block, verbatim: two draws of 12 runs, every run equal to its own draw."""
-    from conftest import run_doc_block
-
     monkeypatch.chdir(tmp_path)
     ns = run_doc_block("sweeps.md", "### Generated data shared by runs")
     assert ns["data_fields"](ns["draw"], ns["grid"][0]) == ("data_seed",)

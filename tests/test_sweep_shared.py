@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_doc_block, write_spec
+from conftest import run_doc_block, run_on_devices, write_spec
 
 from fa_jax import sweep as S
 from fa_jax.config import static_key, traced, traced_values, with_values
@@ -273,20 +273,7 @@ print(json.dumps({"w": np.stack([r["w"] for r in res]).tolist(), "text": low.low
 def test_two_devices_replicate_the_shared_inputs(both):
     """On a 2-device mesh the runs are split, the data replicated (``PartitionSpec()``): results equal one
     device's to float reassociation, and the program still holds no copy of the data."""
-    import json
-    import os
-    import pathlib
-    import subprocess
-    import sys
-
-    here = str(pathlib.Path(__file__).parent)
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    env = {**os.environ, "XLA_FLAGS": flags.strip(),
-           "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], check=False, env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    doc = run_on_devices(_TWO_DEVICES, 2)
     np.testing.assert_allclose(np.asarray(doc["w"]), _stack(both[0], "w"), rtol=1e-6, atol=1e-6)
     assert not re.search(r"stablehlo\.constant dense<[^\n]*tensor<24x5xf32>", doc["text"])
     main = next(line for line in doc["text"].splitlines() if "func.func public @main" in line)
