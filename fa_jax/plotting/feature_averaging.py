@@ -108,8 +108,14 @@ def _flip_histogram(out_dir, s, main) -> str:
     flips = stacked(main["robust/binary/flip"].sel(kind="binary"), "seed").ravel()  # seed by seed
     flips = flips[np.isfinite(flips)]
     fig, (ax,) = panels(1, panel=(4.0, 2.8))
-    ax.hist(flips, bins=50, density=True, alpha=0.6, label="measured (binary net)")
-    xs = np.linspace(flips.min() - 1, flips.max() + 1, 300)
+    if flips.size:
+        ax.hist(flips, bins=50, density=True, alpha=0.6, label="measured (binary net)")
+        lo, hi = flips.min() - 1, flips.max() + 1
+    else:  # every binary run diverged (its radii are NaN) or no point flips: the theory alone, said so
+        ax.text(0.5, 0.92, "no finite measured radius (diverged or censored runs)", transform=ax.transAxes,
+                ha="center", va="top")
+        lo, hi = r_fa - 4, r_fa + 4
+    xs = np.linspace(lo, hi, 300)
     ax.plot(xs, np.exp(-0.5 * (xs - r_fa) ** 2) / np.sqrt(2 * np.pi),
             label=r"theory $\mathcal{N}(\sqrt{d/k}, 1)$ (G1)", **THEORY)
     ax.set_xlabel(r"exact flip radius along $v(x)$")
