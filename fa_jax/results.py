@@ -34,7 +34,7 @@ import numpy as np
 
 from .manifest import MANIFEST, RUNS_DIR, find_run_manifests, read_manifest, read_manifest_file
 
-__all__ = ["each_run", "labelled_runs", "load_results", "merge", "one_run", "own_records", "runs_where", "select_runs",
+__all__ = ["each_run", "labelled_runs", "load_results", "merge", "one_run", "own_coord", "own_records", "runs_where", "select_runs",
            "stacked"]
 
 
@@ -203,7 +203,8 @@ def _load(man: dict, folder: str, allow_partial: bool, rerun: str, complete: str
                 full[(i, *tuple(slice(0, s) for s in a.shape))] = a
         data_vars[name] = (tuple(axis_names) + dims, full.reshape(shape + top))
     coords = {a["name"]: list(a["coords"]) for a in axes}
-    # Output-defined coordinates (record steps, eps grid) when every run agrees on them.
+    # Output-defined coordinates (record steps, eps grid) when every run that did not diverge agrees on them (the
+    # sweep NaNs a diverged run's floating outputs: it carries no coordinate, and must not demote one to a variable)
     for dim, source in meta["coords"]:
         if source.startswith("config:"):
             val = _config_coord(man, source[len("config:"):])
@@ -212,8 +213,10 @@ def _load(man: dict, folder: str, allow_partial: bool, rerun: str, complete: str
             continue
         if source in per_run and all(a is not None for a in per_run[source]):
             vals = per_run[source]
-            if all(v.shape == vals[0].shape and np.array_equal(v, vals[0]) for v in vals):
-                coords[dim] = vals[0]
+            alive = [v for v in vals if not (np.issubdtype(v.dtype, np.floating) and np.isnan(v).all())]
+            if alive and all(v.shape == vals[0].shape for v in vals) and all(
+                    np.array_equal(v, alive[0]) for v in alive):
+                coords[dim] = alive[0]
                 data_vars.pop(source, None)  # the same numbers for every run: a coordinate, not a variable
     # Dims only some variables have must agree in length with their coordinate; drop coords that do not fit.
     lengths = {}
@@ -392,6 +395,25 @@ def select_runs(ds, part: str, *, unstack: bool | str = "auto"):
     # where there is no run (else every reduction over the sparse axis would read as an incomplete sweep)
     fill = {k: k == "complete" for k, v in sub.data_vars.items() if v.dtype == bool}
     return sub.set_index(run=keys).unstack("run", fill_value=fill).transpose(*keys, ...)
+
+
+def own_coord(part, dim: str, grid):
+    """``part`` (a part of a sim's Dataset) with ``dim``'s 1-D coordinate (an output of that name every run shares,
+    e.g. a radius grid) and the dim cut to it: the values the runs carry, or ``grid`` -- the part's own, computed
+    from its config -- when no run carries them (every run diverged: the sweep NaNs a diverged run's outputs).
+
+    Why: :func:`load_results` makes such an output a coordinate only when every run that did not diverge agrees on
+    it across the whole sweep; where parts have grids of different lengths (feature-averaging: the grid grows with
+    k) it stays a NaN-padded per-run coordinate. The runs' values must equal ``grid`` (relative 1e-6): else a
+    ValueError naming ``dim``."""
+    grid = np.asarray(grid, float)
+    rows = np.asarray(part[dim].values).reshape(-1, part.sizes[dim])
+    rows = rows[np.isfinite(rows).any(axis=1)]
+    n = len(grid)
+    if len(rows) and not ((np.isfinite(rows).sum(axis=1) == n).all() and np.allclose(rows[:, :n], grid, rtol=1e-6)):
+        raise ValueError(f"invalid runs: their {dim!r} values differ from the config's grid (the runs of one part "
+                         "share it)")
+    return part.drop_vars(dim).isel({dim: slice(0, n)}).assign_coords({dim: rows[0, :n] if len(rows) else grid})
 
 
 def stacked(da, *dims: str) -> np.ndarray:

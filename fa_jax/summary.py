@@ -116,6 +116,42 @@ class Check:
         return d
 
 
+@dataclasses.dataclass(frozen=True)
+class NotEvaluated:
+    """A check this setting cannot evaluate (:func:`check_or_skip`): its name and why."""
+
+    name: str
+    reason: str
+
+
+def check_or_skip(name: str, measured, predicted, *args, **kwargs) -> Check | NotEvaluated:
+    """``Check(name, measured, predicted, *args, **kwargs)``, or :class:`NotEvaluated` when the prediction is not
+    finite at this setting (the theory's value overflows: e.g. GD's exact power (1 - lr s^2)^T at a learning rate
+    where GD diverges, reachable with ``--set``): listed as not evaluated, with the value and the measurement,
+    instead of failing the run. Every other invalid check still raises (a defect of the check, not a setting)."""
+    p = float(predicted)
+    if not math.isfinite(p):
+        return NotEvaluated(name, f"the prediction is {p} at this setting (the theory's value is not finite here, "
+                                  "e.g. an exact power of a diverging iteration overflows); measured "
+                                  f"{float(measured):.6g}")
+    return Check(name, measured, predicted, *args, **kwargs)
+
+
+def split_checks(items) -> tuple[list[Check], dict[str, str]]:
+    """``(checks, not_evaluated)`` of a list of :func:`check_or_skip` results."""
+    checks = [c for c in items if isinstance(c, Check)]
+    return checks, {c.name: c.reason for c in items if isinstance(c, NotEvaluated)}
+
+
+def add_check(checks: list, skipped: dict, name: str, measured, predicted, *args, **kwargs) -> None:
+    """:func:`check_or_skip`, appended to ``checks`` or recorded in ``skipped`` (name -> why not evaluated)."""
+    c = check_or_skip(name, measured, predicted, *args, **kwargs)
+    if isinstance(c, NotEvaluated):
+        skipped[name] = c.reason
+    else:
+        checks.append(c)
+
+
 def _num(x):
     x = float(x)
     return x if math.isfinite(x) else str(x)

@@ -26,7 +26,7 @@ from fa_jax.experiments.feature_averaging import (
 )
 from fa_jax.models.two_layer import TwoLayerNet
 from fa_jax.optim import OPTIMIZERS, OptimConfig
-from fa_jax.results import labelled_runs, load_results, select_runs, stacked
+from fa_jax.results import labelled_runs, load_results, own_coord, select_runs, stacked
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
@@ -203,26 +203,6 @@ def s3_scale_grid(s: FASim) -> list[float]:
     return sorted({*map(float, s.s3_scales), 1.0 / math.sqrt(s.d)})
 
 
-def _own_eps(sub, grid):
-    """The runs ``sub`` (one part of the sim's Dataset) with ``eps`` their shared radius grid: a 1-D coordinate,
-    the ``eps`` dim cut to it. ``grid``: the part's grid from its config (``eps_grid``), what a part whose every run
-    diverged gets (the sweep NaNs a diverged run's outputs: its curves stay NaN, marked, never an error).
-
-    Why: the grid's length grows with k (``experiments.feature_averaging.eps_grid``), so ``load_results`` NaN-pads
-    each run's ``eps`` to the longest grid of the sweep, and xarray turns an output named like its dim into a
-    coordinate, which ``select_runs`` leaves as it is (it cuts only variables to a part's own coordinate).
-    A diverged run's ``eps`` is NaN (the sweep NaNs its outputs): the grid is that of the others. (General: belongs
-    in ``fa_jax.results``' ``_own_coords``.)"""
-    grid = np.asarray(grid, float)
-    rows = np.asarray(sub["eps"].values).reshape(-1, sub.sizes["eps"])
-    rows = rows[np.isfinite(rows).any(axis=1)]
-    n = len(grid)
-    if len(rows) and not ((np.isfinite(rows).sum(axis=1) == n).all() and np.allclose(rows[:, :n], grid, rtol=1e-6)):
-        raise ValueError("invalid runs: their eps grids differ from the config's (the runs of one part share d and "
-                         "k, so one grid)")
-    return sub.drop_vars("eps").isel(eps=slice(0, n)).assign_coords(eps=rows[0, :n] if len(rows) else grid)
-
-
 def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dict:
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
@@ -232,8 +212,9 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     # every number below comes from the labelled Dataset the sweep wrote: one part at a time, each unstacked into
     # its label dims; per-point outputs cut to the points each part attacks (load_results pads to the longest)
     ds = load_results(os.path.join(out_dir, "cache"), sweep=SIM)
-    main = _own_eps(select_runs(ds, "main", unstack=True).isel(point=slice(0, s.n_points)),
-                    eps_grid(runs["main"][0][1]))  # (kind, seed, ...)
+    # (kind, seed, ...); eps: the part's radius grid (own_coord: the config's where every run diverged)
+    main = own_coord(select_runs(ds, "main", unstack=True).isel(point=slice(0, s.n_points)), "eps",
+                     eps_grid(runs["main"][0][1]))
 
     def per_seed(var: str, kind: str) -> np.ndarray:
         """Output ``var`` of the main runs of net ``kind``: ``[seed, ...]``."""

@@ -34,6 +34,7 @@ from fa_jax.experiments.feature_averaging_real import (
     FARealRun,
     RealAttack,
     RealData,
+    eps_grid,
     load_real_data,
     run_feature_averaging_real,
     shared_real_data,
@@ -41,7 +42,7 @@ from fa_jax.experiments.feature_averaging_real import (
 from fa_jax.models.image_nets import ARCHS, ImageNet
 from fa_jax.optim import OPTIMIZERS, OptimConfig
 from fa_jax.plotting.feature_averaging_real import feature_averaging_real_figures
-from fa_jax.results import load_results, select_runs, stacked
+from fa_jax.results import load_results, own_coord, select_runs, stacked
 from fa_jax.summary import Check, finish, seed_stats
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import feature_averaging as T
@@ -207,7 +208,9 @@ def run(s: FARealSim, out_dir: str, progress: bool = True, command: str = "") ->
     _, engine = run_labelled(run_feature_averaging_real, {"all": runs}, out_dir=os.path.join(out_dir, "cache"),
                              tag=SIM, progress=progress, desc=SIM, shared=shared_real_data)
     # every number below comes from the labelled Dataset the sweep wrote: dims (head, seed, <output axes>)
-    ds = select_runs(load_results(os.path.join(out_dir, "cache"), sweep=SIM), "all", unstack=True)
+    # eps: the runs' radius grid (own_coord: the config's where every run diverged, so no run carries it)
+    ds = own_coord(select_runs(load_results(os.path.join(out_dir, "cache"), sweep=SIM), "all", unstack=True), "eps",
+                   eps_grid(runs[0][1]))
 
     def per_seed(var: str, head: str) -> np.ndarray:
         """Output ``var`` of the runs of ``head``: ``[seed, ...]``."""

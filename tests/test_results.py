@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from fa_jax.results import load_results
 from fa_jax.sweepfile import parse_spec, run_spec
@@ -38,3 +39,80 @@ def test_dims_coords_padding_and_metadata(tmp_path):
     assert set(summ) >= {"sim", "config", "versions", "device", "checks", "metrics"}
     assert summ["metrics"]["engine"]["programs_compiled"] == 2 and summ["metrics"]["n_runs"] == 8
     assert summ["device"]["matmul_precision"] == json.loads(ds.attrs["device"])["matmul_precision"] == "highest"
+
+
+GRID_TOY = '''
+import dataclasses
+
+import jax.numpy as jnp
+
+from fa_jax.config import traced
+from fa_jax.experiments import Experiment
+
+
+@dataclasses.dataclass(frozen=True)
+class GridRun:
+    n: int = 4  # static: the grid's length
+    scale: float = traced(1.0)
+
+
+def run_grid(cfg):
+    """grid (g,) the same in every run; acc (g,) = scale * grid; a run with scale > 10 reports itself diverged."""
+    grid = jnp.linspace(0.0, 1.0, cfg.n)
+    return {"grid": grid, "acc": cfg.scale * grid, "diverged_step": jnp.where(cfg.scale > 10, 3, -1)}
+
+
+GRID = Experiment(name="grid-toy", config=GridRun, run=run_grid, dims=(("grid", ("g",)), ("acc", ("g",))),
+                  coords=(("g", "grid"),))
+'''
+
+
+def test_a_diverged_run_carries_no_coordinate(tmp_path):
+    """The sweep NaNs a diverged run's floating outputs, its grid included: load_results keeps the grid the other
+    runs share as the coordinate (a diverged run used to demote it to a per-run variable, and the sims that read it
+    as one failed); own_coord gives a part whose every run diverged its grid from the config."""
+    import sys
+
+    import fa_jax.experiments as E
+    from fa_jax.results import load_results, own_coord, select_runs
+    from fa_jax.sweep import run_labelled
+
+    (tmp_path / "grid_toy_mod.py").write_text(GRID_TOY)
+    sys.path.insert(0, str(tmp_path))
+    saved = dict(E._REGISTERED)
+    try:
+        import grid_toy_mod as m
+
+        E.register_experiment(m.GRID)
+        runs = {"ok": [({"scale": sc}, m.GridRun(scale=sc)) for sc in (1.0, 2.0, 100.0)],
+                "dead": [({"scale": sc}, m.GridRun(scale=sc)) for sc in (50.0, 200.0)]}
+        run_labelled(m.run_grid, runs, out_dir=tmp_path / "out", tag="grid")
+        ds = load_results(tmp_path / "out", sweep="grid")
+    finally:
+        sys.path.remove(str(tmp_path))
+        E._REGISTERED.clear()
+        E._REGISTERED.update(saved)
+    grid = np.linspace(0.0, 1.0, 4)
+    assert ds["g"].dims == ("g",) and "grid" not in ds.data_vars
+    np.testing.assert_allclose(ds["g"].values, grid, rtol=1e-6)
+    assert ds["diverged"].values.tolist() == [False, False, True, True, True]
+    ok = select_runs(ds, "ok")
+    np.testing.assert_allclose(ok["acc"].values[:2], [grid, 2 * grid], rtol=1e-6)
+    assert np.isnan(ok["acc"].values[2]).all()  # the diverged run: marked, its outputs NaN
+
+    # own_coord: a part's grid from its runs, or from its config where no run carries it
+    import xarray as xr
+
+    def part(eps):
+        return xr.Dataset({"eps": (("seed", "eps"), eps), "acc": (("seed", "eps"), eps * 0)})
+
+    padded = np.full((3, 7), np.nan)  # load_results pads to the sweep's longest grid
+    dead = own_coord(part(padded), "eps", grid)
+    np.testing.assert_array_equal(dead["eps"].values, grid)
+    assert dead["acc"].shape == (3, 4) and np.isnan(dead["acc"].values).all()
+    alive = padded.copy()
+    alive[1, :4] = grid.astype(np.float32)
+    np.testing.assert_array_equal(own_coord(part(alive), "eps", grid)["eps"].values, grid.astype(np.float32))
+    alive[1, :4] *= 2
+    with pytest.raises(ValueError, match="'eps' values differ from the config"):
+        own_coord(part(alive), "eps", grid)

@@ -249,30 +249,6 @@ def test_robust_accuracy_legend_off_the_data(tmp_path, monkeypatch):
     assert any("sqrt{d/k}" in t.get_text() for t in ax.get_legend().get_texts())
 
 
-def test_a_part_whose_every_run_diverged_keeps_its_eps_grid():
-    """The sweep NaNs a diverged run's outputs, eps included: a part whose every run diverged takes its radius
-    grid from its config (its curves stay NaN, marked), where it used to be an error; a part with a finite run
-    keeps that run's grid; a grid that is not the config's is refused."""
-    import xarray as xr
-    from fa_jax_sims.feature_averaging import _own_eps
-
-    grid = np.linspace(0.0, 2.0, 5)
-    padded = np.full((2, 3, 7), np.nan)  # (kind, seed, eps): load_results pads to the sweep's longest grid
-
-    def part(eps):
-        return xr.Dataset({"eps": (("kind", "seed", "eps"), eps), "acc": (("kind", "seed", "eps"), eps * 0)})
-
-    dead = _own_eps(part(padded), grid)
-    np.testing.assert_array_equal(dead["eps"].values, grid)
-    assert dead["acc"].shape == (2, 3, 5) and np.isnan(dead["acc"].values).all()
-    alive = padded.copy()
-    alive[0, 1, :5] = grid.astype(np.float32)
-    np.testing.assert_array_equal(_own_eps(part(alive), grid)["eps"].values, grid.astype(np.float32))
-    alive[0, 1, :5] *= 2
-    with pytest.raises(ValueError, match="eps grids differ from the config"):
-        _own_eps(part(alive), grid)
-
-
 def test_flip_histogram_of_runs_that_all_diverged(tmp_path):
     """Every binary run diverged (NaN radii): the histogram figure says so beside the theory, never fails (a run
     with lr = 1e38 reaches it: `fa-jax run feature-averaging --preset quick --set lr=1e38` completes, 11 runs

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from fa_jax.summary import Check, seed_stats
+from fa_jax.summary import Check, add_check, seed_stats
 
 
 def test_seed_stats_hand_values_and_nan_policy():
@@ -93,3 +93,15 @@ def test_summary_lists_checks_not_evaluated_and_refuses_duplicates(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["checks"][0]["kind"] == "derived"
     with pytest.raises(ValueError, match="duplicate"):
         write_summary(tmp_path / "s2.json", sim="t", config={}, checks=[c, c], metrics={})
+
+
+def test_add_check_lists_a_non_finite_prediction_as_not_evaluated():
+    """A setting where the theory's value overflows (GD's exact power at a diverging learning rate) gives a check
+    listed as not evaluated, with the value and the measurement; every other invalid check still raises."""
+    checks, skipped = [], {}
+    add_check(checks, skipped, "t2.w1", 9.93, 9.93, 0.01, "abs", "derived (T2)", "", null=0.0)
+    assert [c.name for c in checks] == ["t2.w1"] and checks[0].passed
+    add_check(checks, skipped, "t2.w1_divergent", float("nan"), -math.inf, 0.01, "abs", "derived (T2)", "", null=0.0)
+    assert len(checks) == 1 and "prediction is -inf" in skipped["t2.w1_divergent"]
+    with pytest.raises(ValueError, match="abs tolerance"):  # a defect of the check: still an error
+        add_check(checks, skipped, "bad", 1.0, 0.001, 0.01, "abs", "derived (T2)", "", null=1.0)

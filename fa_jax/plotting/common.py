@@ -14,8 +14,26 @@ from .style import DPI, THEORY, geometric_band
 __all__ = ["THEORY", "band", "geometric_band", "save"]
 
 
+LOG_TOP = 1e100  # a log axis reaching beyond this holds a blowing-up run: clamped here (matplotlib cannot tick 1e300)
+
+
+def _clamp_log_axes(fig) -> None:
+    """A diverging run's records grow to 1e300 before they overflow, and matplotlib's log-axis ticks overflow at
+    such limits (OverflowError while saving): the axis is clamped to ``LOG_TOP`` and says what lies beyond."""
+    for ax in fig.axes:
+        for which, get, setter in (("y", ax.get_ylim, ax.set_ylim), ("x", ax.get_xlim, ax.set_xlim)):
+            scale = ax.get_yscale() if which == "y" else ax.get_xscale()
+            lo, hi = get()
+            if scale == "log" and np.isfinite(hi) and hi > LOG_TOP:
+                setter(min(lo, LOG_TOP / 10), LOG_TOP)
+                ax.text(0.5, 0.98, f"values beyond {LOG_TOP:.0e} (blowing up) off the scale", transform=ax.transAxes,
+                        ha="center", va="top", fontsize="small", color="0.3")
+
+
 def save(fig, out_dir, name):
-    """Save ``fig`` as ``out_dir/name`` at ``style.DPI`` (tight bounding box) and close it; returns ``name``."""
+    """Save ``fig`` as ``out_dir/name`` at ``style.DPI`` (tight bounding box) and close it; returns ``name``. A log
+    axis beyond ``LOG_TOP`` (a diverging run) is clamped to it first (:func:`_clamp_log_axes`)."""
+    _clamp_log_axes(fig)
     path = os.path.join(out_dir, name)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)

@@ -37,7 +37,9 @@ def adaptive_figures(out_dir, s, ds, metrics: dict) -> list[str]:
             ax.plot(np.maximum(steps, 1), np.abs(r["records/e_tilde"].values[:, k]), color=COLORS[opt], label=opt)
         if k < 2:
             tt = np.geomspace(1, s.steps, 200)
-            ax.plot(tt, np.abs([T.gd_error(e0, st, s.lr, t)[k] for t in tt]), **THEORY, label="GD theory (T2)")
+            th = np.abs([T.gd_error(e0, st, s.lr, t)[k] for t in tt])
+            ok = np.isfinite(th)  # where GD diverges (lr st^2 > 2) the exact power overflows: not drawn
+            ax.plot(tt[ok], th[ok], **THEORY, label="GD theory (T2)")
         else:
             ax.axhline(abs(float(T.signgd_final_tilde(w0, ws, st)[2])), color="k", ls="-.", lw=1.2,
                        label="signGD end point (T3)")

@@ -139,11 +139,12 @@ def adv_risk(r_s, w_norm, eps):
 
         R_a = R_s + eps sqrt(2/pi) sqrt(2 R_s) ||w||_* + (eps^2 / 2) ||w||_*^2.
 
-    ``w_norm`` is the dual norm of the spatial weights (||w||_2 for l2 attacks, ||w||_1 for linf). Broadcasts.
+    ``w_norm`` is the dual norm of the spatial weights (||w||_2 for l2 attacks, ||w||_1 for linf). Broadcasts; a
+    NaN risk (a diverged run's measurement) gives NaN.
     """
     eps = _check_eps(eps)
     r_s, n = _f(r_s), _f(w_norm)
-    require(bool(np.all(r_s >= 0)), "r_s", "standard risks >= 0", r_s)
+    require(bool(np.all((r_s >= 0) | np.isnan(r_s))), "r_s", "standard risks >= 0 (or NaN: a diverged run)", r_s)
     return r_s + eps * math.sqrt(2.0 / math.pi) * np.sqrt(2.0 * r_s) * n + 0.5 * eps ** 2 * n ** 2
 
 
