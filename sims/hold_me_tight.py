@@ -84,6 +84,10 @@ OFFICIAL = {
 }
 
 
+# fields of the "fa-jax" recipe only; under "official" the paper's values (OFFICIAL) are used and these are refused
+FA_JAX_RECIPE_FIELDS = ("lr", "epochs", "init_scale", "image_lr", "image_epochs")
+
+
 @dataclasses.dataclass(frozen=True)
 class HMTSim:
     # training recipe of every net: "official" (OFFICIAL above: the paper's code) or "fa-jax" (spec 2.4's derived
@@ -162,6 +166,12 @@ class HMTSim:
     def validate(self) -> HMTSim:
         check_fields(self, nonempty=True)  # types first (every comparison below is between numbers)
         require(self.recipe in RECIPES, "recipe", f"one of {RECIPES}", self.recipe)
+        if self.recipe == "official":  # these apply to the fa-jax recipe only: a changed value would be ignored
+            for f in FA_JAX_RECIPE_FIELDS:
+                default = HMTSim.__dataclass_fields__[f].default
+                require(getattr(self, f) == default, f,
+                        f"its default {default!r} under recipe='official' (the paper's code fixes it: OFFICIAL); "
+                        "set recipe='fa-jax' to change it", getattr(self, f))
         require(self.synth_data in ("nads", "blocks"), "synth_data", "'nads' or 'blocks'", self.synth_data)
         for f in ("side", "n_noise", "n_train", "n_test", "epochs", "batch", "seeds", "n_points", "max_iter",
                   "synth_block", "synth_step", "random_dim", "adv_steps", "image_epochs", "image_points",

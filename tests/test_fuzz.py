@@ -141,7 +141,9 @@ COUPLED = {"feature-averaging": {"n_pos", "n_points", "gran_k"},
            "agop-collapse": {"mean_spread", "nonorth_cosine", "n_agop"},
            "sgd-support": {"noise", "lr", "ln_noise", "ln_lr"},  # quick: the figure runs ARE the label-noise family
            "sgd-vs-adaptive": {"net_select_seeds", "net_frac_irrelevant"},
-           "hold-me-tight": {"init_scale"}, "feature-averaging-real": set()}
+           # hold-me-tight quick runs the official recipe: the fa-jax recipe's fields keep their defaults there
+           "hold-me-tight": {"init_scale", "lr", "epochs", "image_lr", "image_epochs"},
+           "feature-averaging-real": set()}
 
 
 def _perturbable(name):

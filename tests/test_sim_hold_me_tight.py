@@ -91,7 +91,9 @@ def test_quick_preset_censoring_is_reported(quick):
     assert len(prof["median"]) == 21 and len(prof["lower_bound"]) == 21  # MNIST: K = 8, stride 1
 
 
-@pytest.mark.parametrize("setting", ["eps=-1", "tiny_eps2=0.1,0.2,0.3", "at_eps=0,0.6", "synth_block=40"])
+# lr / image_epochs: fields of the fa-jax recipe, refused under the official one (they used to be ignored silently)
+@pytest.mark.parametrize("setting", ["eps=-1", "tiny_eps2=0.1,0.2,0.3", "at_eps=0,0.6", "synth_block=40", "lr=0.1",
+                                     "image_epochs=2"])
 def test_bad_settings_exit_2(tmp_path, setting, capsys):
     assert main(["run", "hold-me-tight", "--preset", "quick", "--set", setting, "--out", str(tmp_path)]) == 2
     assert "invalid" in capsys.readouterr().err
@@ -111,7 +113,7 @@ def test_cifar10_conv_from_standard_files_end_to_end(quick, tmp_path, monkeypatc
     write_cifar_dir(tmp_path / "data" / "cifar-10-batches-bin", n=20)  # 100 train / 20 test images
     monkeypatch.setenv("FA_JAX_DATA", str(tmp_path / "data"))
     small = ["--set", "image_archs=conv", "--set", "image_channels=4", "--set", "image_dense=8",
-             "--set", "image_epochs=2", "--set", "image_points=4", "--set", "image_max_iter=3",
+             "--set", "image_points=4", "--set", "image_max_iter=3",
              "--set", "image_train_per_class=none", "--set", "image_test_per_class=none"]
     out = tmp_path / "o"
     shutil.copytree(quick[0] / "cache", out / "cache")
