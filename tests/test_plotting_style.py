@@ -175,3 +175,27 @@ def test_styled_applies_the_shared_rc_only_inside():
 def test_common_reuses_the_style():
     assert common.THEORY is style.THEORY
     assert common.geometric_band is style.geometric_band
+
+
+def test_save_survives_the_log_axes_of_diverged_runs(tmp_path):
+    """A diverging run's records reach 1e300 before they overflow, and a run that diverged is NaN: matplotlib's
+    log axes fail to save either (OverflowError formatting ticks near 1e308; 'Data cannot be log-scaled').
+    plotting.common.save clamps the first to LOG_TOP and draws the second linear, each saying so on the axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fa_jax.plotting.common import LOG_TOP, save
+
+    fig, (big, dead, fine) = plt.subplots(1, 3)
+    big.plot([1, 10, 100], [1.0, 1e150, 1e304])
+    dead.plot([1, 2, 3], [np.nan, np.nan, np.nan])
+    fine.plot([1, 2, 3], [0.1, 1.0, 10.0])
+    for ax in (big, dead, fine):
+        ax.set_yscale("log")
+    name = save(fig, str(tmp_path), "diverged.png")
+    assert (tmp_path / name).stat().st_size > 0
+    assert big.get_ylim()[1] == LOG_TOP and "off the scale" in big.texts[0].get_text()
+    assert dead.get_yscale() == "linear" and "diverged" in dead.texts[0].get_text()
+    assert fine.get_yscale() == "log" and not fine.texts  # a normal axis is left alone

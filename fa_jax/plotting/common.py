@@ -18,13 +18,24 @@ LOG_TOP = 1e100  # a log axis reaching beyond this holds a blowing-up run: clamp
 
 
 def _clamp_log_axes(fig) -> None:
-    """A diverging run's records grow to 1e300 before they overflow, and matplotlib's log-axis ticks overflow at
-    such limits (OverflowError while saving): the axis is clamped to ``LOG_TOP`` and says what lies beyond."""
+    """Log axes that diverged runs would break while saving: a run's records grow to 1e300 before they overflow,
+    and matplotlib's log-axis ticks overflow at such limits (OverflowError): the axis is clamped to ``LOG_TOP`` and
+    says what lies beyond; an axis with no finite positive value at all (every run drawn on it diverged: NaN)
+    cannot be log-scaled (ValueError): it is drawn linear and says why."""
     for ax in fig.axes:
+        data = ax.dataLim
         for which, get, setter in (("y", ax.get_ylim, ax.set_ylim), ("x", ax.get_xlim, ax.set_xlim)):
             scale = ax.get_yscale() if which == "y" else ax.get_xscale()
-            lo, hi = get()
-            if scale == "log" and np.isfinite(hi) and hi > LOG_TOP:
+            if scale != "log":
+                continue
+            dmax = data.y1 if which == "y" else data.x1
+            if not (np.isfinite(dmax) and dmax > 0):
+                (ax.set_yscale if which == "y" else ax.set_xscale)("linear")
+                ax.text(0.5, 0.5, "no finite positive value (diverged runs)", transform=ax.transAxes,
+                        ha="center", va="center", fontsize="small", color="0.3")
+                continue
+            lo, hi = get()  # (autoscaling overflows near 1e308 and may return anything: the data decide)
+            if dmax > LOG_TOP or (np.isfinite(hi) and hi > LOG_TOP):
                 setter(min(lo, LOG_TOP / 10), LOG_TOP)
                 ax.text(0.5, 0.98, f"values beyond {LOG_TOP:.0e} (blowing up) off the scale", transform=ax.transAxes,
                         ha="center", va="top", fontsize="small", color="0.3")
