@@ -113,6 +113,12 @@ class SupportSim:
         require(bool(self.ln_batch) or (self.noise == self.ln_noise and self.lr == self.ln_lr), "ln_batch",
                 "non-empty, or the figure runs' noise and lr equal ln_noise and ln_lr (the figure runs are the family)",
                 self.ln_batch)
+        if not self.ln_batch:  # no family runs: its own steps and seeds would be ignored, so they are refused
+            for f in ("ln_steps", "ln_gd_steps", "ln_seeds"):
+                default = SupportSim.__dataclass_fields__[f].default
+                require(getattr(self, f) == default, f,
+                        f"its default {default!r} with ln_batch=() (the figure runs are the family: their own steps "
+                        "and seeds apply); give ln_batch to run a separate family", getattr(self, f))
         for name in ("init_seeds", "traj_seeds", "phase_seeds", "phase_gd_seeds", "ln_seeds"):
             require(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, name, "an integer >= 1",
                     getattr(self, name))

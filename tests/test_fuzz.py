@@ -139,7 +139,8 @@ def test_bad_field_values_give_a_named_error(name, fname, data):
 # fields whose valid range is bounded above by another field (an upward step may leave it): not perturbed
 COUPLED = {"feature-averaging": {"n_pos", "n_points", "gran_k"},
            "agop-collapse": {"mean_spread", "nonorth_cosine", "n_agop"},
-           "sgd-support": {"noise", "lr", "ln_noise", "ln_lr"},  # quick: the figure runs ARE the label-noise family
+           # quick: the figure runs ARE the label-noise family (its noise / lr coupled, its own steps / seeds refused)
+           "sgd-support": {"noise", "lr", "ln_noise", "ln_lr", "ln_steps", "ln_gd_steps", "ln_seeds"},
            "sgd-vs-adaptive": {"net_select_seeds", "net_frac_irrelevant"},
            # hold-me-tight quick runs the official recipe: the fa-jax recipe's fields keep their defaults there
            "hold-me-tight": {"init_scale", "lr", "epochs", "image_lr", "image_epochs"},
