@@ -37,16 +37,19 @@ default), with the same program, memory plan and chunk names.
 
 Generated data shared by runs. ``data=`` (an opt-in callable ``data(cfg) -> pytree of arrays``: the data a run
 draws from its config, e.g. a synthetic training set from a data seed) splits each run into a data stage and the
-run proper, ``run_fn(cfg, data)`` (``run_fn(cfg, arrays, data)`` beside shared inputs). Runs of a group that agree
-on every traced field ``data`` reads (:func:`data_fields`, read off its traced program: every learning rate, init
-seed, width or optimiser swept on one data seed) share one draw: a group's runs are laid out in blocks of runs with
-one data key (``ChunkPlan.block`` runs, at most one device's share; a block's spare slots repeat one of its runs),
-each block draws the data once from its first run's values and vmaps the runs over it unbatched, so XLA sees one
+run proper, ``run_fn(cfg, data=...)`` (``run_fn(cfg, arrays, data=...)`` beside shared inputs; by keyword, so a
+group whose ``shared(cfg)`` is ``{}`` leaves ``arrays`` at its default). Runs of a group that agree on every traced
+field ``data`` reads (:func:`data_fields`, read off its traced program: every learning rate, init seed, width or
+optimiser swept on one data seed) share one draw: a group's runs are laid out in blocks of runs with one data key
+(``ChunkPlan.block`` runs, at most one device's share; a block's spare slots repeat one of its runs), each block
+draws the data once from its first run's values and vmaps the runs over it unbatched, so XLA sees one
 ``(samples, d) x (d, block * neurons)`` matmul where a per-run program has ``block`` small ones, and the chunk
-holds one copy of the data per block instead of one per run. A run's result equals ``run_fn(cfg, data(cfg))`` up
-to float reassociation (tested); its randomness never depends on its block (the data come from its own fields).
-The slot layout is part of the program (the block size) and of each chunk file name; without ``data`` nothing
-changes.
+holds one copy of the data per block instead of one per run. The block is the largest that pads the group to at
+most ``BLOCK_WASTE`` (1.25) slots per run (keys of unequal sizes), else 1: no sharing rather than much padding. A
+run's result equals ``run_fn(cfg, data=data(cfg))`` up to float reassociation (tested); its randomness never
+depends on its block (the data come from its own fields). The slot layout is part of the program (the block size)
+and of each chunk file name; a recorded chunk size the layout cannot use is a :class:`LayoutError`; without
+``data`` nothing changes.
 
 Pipelining. The device computes chunk i+1 while the host fetches, converts and writes chunk i: the calling thread
 dispatches the programs (one at a time, as compiled: results are bitwise those of a chunk-at-a-time sweep, tested)
@@ -139,6 +142,7 @@ __all__ = [
     "PRECISIONS",
     "STATS",
     "ChunkPlan",
+    "LayoutError",
     "DamagedChunkError",
     "DamagedChunkWarning",
     "Float64OnTPUWarning",
@@ -548,6 +552,22 @@ def _data_blocks(data: Callable, configs: Sequence, idx: Sequence[int]) -> list[
     return list(keys.values())
 
 
+BLOCK_WASTE = 1.25  # a data layout may pad a group to at most this many slots per run (module docstring)
+
+
+def _preferred_block(blocks: list[list[int]], waste: float = BLOCK_WASTE) -> int:
+    """The block size a group's data keys ask for: the largest ``g`` (at most the largest key's run count) whose
+    layout pads the group to at most ``waste`` slots per run (keys of unequal sizes: every key's runs in pieces of
+    ``g``, each piece padded to ``g``); 1 (no sharing, no padding) if none does. Bounds the padding: 100 runs on one
+    data seed beside 100 seeds of one run each share nothing rather than pad the lone runs 100-fold."""
+    counts = [len(b) for b in blocks]
+    n = sum(counts)
+    for g in range(max(counts), 1, -1):
+        if sum(-(-c // g) * g for c in counts) <= waste * n:
+            return g
+    return 1
+
+
 def _block_of(size: int, nd: int, most: int) -> int:
     """Runs per block of a data program of ``size`` slots on ``nd`` devices when a data key has at most ``most``
     runs: as many as share a draw, at most one device's share (``size`` is a multiple of ``nd * block``)."""
@@ -560,6 +580,23 @@ def _blocked_size(size: int, nd: int, most: int) -> int:
     return max(nd * g, size // (nd * g) * (nd * g))
 
 
+def _data_auto_size(blocks: list[list[int]], size: int, nd: int, max_chunk: int | None = None) -> int:
+    """The automatic chunk size of a data layout: every block of the group in one chunk (``size``: the group's
+    size rounded up to ``nd``), within ``max_chunk``; always a whole number of blocks per device. The block a size
+    implies (:func:`_block_of`) grows with the size, so the two are iterated to their fixed point (the block is
+    bounded by :func:`_preferred_block`)."""
+    most = _preferred_block(blocks)
+    g = _block_of(size, nd, most)
+    while True:
+        size = _round_up(sum(-(-len(b) // g) for b in blocks), nd) * g
+        if _block_of(size, nd, most) == g:
+            break
+        g = _block_of(size, nd, most)
+    if max_chunk is not None and size > max_chunk:
+        size = _blocked_size(max(nd, max_chunk // nd * nd), nd, most)
+    return size
+
+
 def _layout(idx: Sequence[int], blocks: list[list[int]] | None, size: int, nd: int
             ) -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
     """The chunks of a group at ``size``: ``(runs, slots)`` each. Without ``blocks``: consecutive runs, no slots.
@@ -567,7 +604,7 @@ def _layout(idx: Sequence[int], blocks: list[list[int]] | None, size: int, nd: i
     per chunk; a piece's spare slots repeat its last run, a chunk's missing pieces repeat its last piece."""
     if blocks is None:
         return [(tuple(idx[s: s + size]), None) for s in range(0, len(idx), size)]
-    g = _block_of(size, nd, max(len(b) for b in blocks))
+    g = _block_of(size, nd, _preferred_block(blocks))
     u = size // g
     pieces = [b[i: i + g] for b in blocks for i in range(0, len(b), g)]
     out = []
@@ -615,8 +652,8 @@ def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
     ``precision`` (module docstring). With ``shared`` inputs the program takes them as a second, unbatched
     argument (replicated on several devices) and calls ``run_fn(cfg, arrays)``; only their shapes and dtypes are
     in the program. With a ``data`` stage the runs are ``size // data.block`` blocks of ``data.block``: each block
-    draws ``data.fn(cfg)`` once, from its first run's values, and vmaps ``run_fn(cfg, data)`` (``run_fn(cfg,
-    arrays, data)`` with shared inputs) over its runs with the data unbatched (module docstring, "Generated data
+    draws ``data.fn(cfg)`` once, from its first run's values, and vmaps ``run_fn(cfg, data=...)`` (``run_fn(cfg,
+    arrays, data=...)`` with shared inputs) over its runs with the data unbatched (module docstring, "Generated data
     shared by runs"); inputs and outputs keep the flat ``runs`` axis."""
     check_precision(precision)
     _warn_x64_on_tpu(devices)
@@ -628,7 +665,9 @@ def _lower(run_fn: Callable, key: str, base, size: int, devices: tuple,
 
             def block(vals):  # one block: (block,) values -> one data draw, then every run on it, data unbatched
                 d = data.fn(with_values(base, jax.tree.map(lambda a: a[0], vals)))
-                return jax.vmap(lambda v: run_fn(with_values(base, v), *arrays, d))(vals)
+                # by keyword: a group whose shared(cfg) is {} calls run_fn(cfg, data=d), its arrays left at their
+                # default (as without data: run_fn(cfg))
+                return jax.vmap(lambda v: run_fn(with_values(base, v), *arrays, data=d))(vals)
 
             blocks = jax.tree.map(lambda a: a.reshape((a.shape[0] // g, g) + a.shape[1:]), values)
             out = jax.vmap(block)(blocks)
@@ -906,9 +945,13 @@ def plan_chunks(
     for gi, (key, idx) in enumerate(groups.items()):
         sh = inputs.get(key)
         bl = blocks.get(key)
-        most = max(map(len, bl)) if bl is not None else 1
+        most = _preferred_block(bl) if bl is not None else 1
         if key in sizes:
             size = sizes[key]
+            if bl is not None and size % (nd * _block_of(size, nd, most)):
+                raise LayoutError(f"invalid chunk size {size} for the data layout of group {key[:120]}: not a whole "
+                                  f"number of blocks of {_block_of(size, nd, most)} runs on each of {nd} devices "
+                                  "(a plan recorded without the data stage, or on another device count): plan again")
         elif isinstance(chunk_size, int) and not isinstance(chunk_size, bool):
             if chunk_size < 1:
                 raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
@@ -917,11 +960,8 @@ def plan_chunks(
                 size = _blocked_size(size, nd, most)
         elif chunk_size in (None, "auto"):
             size = _round_up(min(len(idx), len(idx) if max_chunk is None else max_chunk), nd)
-            if bl is not None:  # every block of the group in one chunk, within the cap
-                g = _block_of(size, nd, most)
-                size = _round_up(sum(-(-len(b) // g) for b in bl), nd) * g
-                if max_chunk is not None and size > max_chunk:
-                    size = _blocked_size(max(nd, max_chunk // nd * nd), nd, most)
+            if bl is not None:
+                size = _data_auto_size(bl, size, nd, max_chunk)
             if not (files and cache_dir is not None
                     and _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
                                      sh, data, bl)):
@@ -951,6 +991,10 @@ def _group_inputs(shared: Callable | None, configs: Sequence, groups: Mapping[st
     return {key: _shared_inputs(shared, configs[idx[0]], memo) for key, idx in groups.items()}
 
 
+class LayoutError(ValueError):
+    """A recorded chunk size that the data layout cannot use (planning with ``sizes`` and ``data``)."""
+
+
 class RunTooLargeError(ValueError):
     """One run's compiled footprint exceeds what a device may hold (raised while planning, before anything runs)."""
 
@@ -970,7 +1014,7 @@ def _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag
                  shared: _SharedInputs | None = None, data: Callable | None = None,
                  blocks: list[list[int]] | None = None) -> bool:
     """Whether every chunk of the group at chunk ``size`` has its file in ``cache_dir`` (lowered, not compiled)."""
-    stage = None if data is None else _DataStage(data, _block_of(size, len(devices), max(map(len, blocks))))
+    stage = None if data is None else _DataStage(data, _block_of(size, len(devices), _preferred_block(blocks)))
     digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, shared, stage).digest
     return all(os.path.exists(os.path.join(os.fspath(cache_dir), _chunk_hash(
         digest, key, [traced_values(configs[i]) for i in runs], tag, shared, slots) + ".npz"))
@@ -1286,9 +1330,9 @@ def run_sweep(
         one. Evaluated once per group while planning and again, checked against the planned content digest, before
         the group's first chunk that runs (not for chunks loaded from ``out_dir``).
       data: ``data(cfg) -> pytree of arrays``, the data a run generates from its config (module docstring,
-        "Generated data shared by runs"): ``run_fn`` is then called as ``run_fn(cfg, data)`` (``run_fn(cfg,
-        arrays, data)`` with ``shared``), and runs of a group that agree on every field ``data`` reads share one
-        draw, unbatched. Results equal ``run_fn(cfg, data(cfg))`` run by run up to float reassociation.
+        "Generated data shared by runs"): ``run_fn`` is then called as ``run_fn(cfg, data=...)`` (``run_fn(cfg,
+        arrays, data=...)`` with ``shared``; by keyword), and runs of a group that agree on every field ``data``
+        reads share one draw, unbatched. Results equal ``run_fn(cfg, data(cfg))`` run by run up to float reassociation.
         ``plans`` must have been made with the same one.
     """
     check_precision(precision)
@@ -1322,7 +1366,7 @@ def run_sweep(
     if shared is None and any(p.shared is not None for p in plans):
         raise ValueError(f"invalid plans: made with shared inputs, this sweep runs with shared={shared!r}; pass the "
                          "same shared to plan_chunks and run_sweep")
-    if (data is None) != all(p.block is None for p in plans):
+    if plans and (data is None) != all(p.block is None for p in plans):
         raise ValueError(f"invalid plans: made {'without' if data is not None else 'with'} a data stage, this sweep "
                          f"runs with data={data!r}; pass the same data to plan_chunks and run_sweep")
     inputs = _ChunkInputs(shared, configs, plans, devices) if shared is not None else None
@@ -1569,7 +1613,7 @@ def run_labelled(
 
     ``shared``: inputs every run of a group receives unbatched, ``run_fn(cfg, arrays)`` (:func:`run_sweep`; module
     docstring, "Shared inputs"). ``data``: the runs' generated data, one draw per block of runs that share it,
-    ``run_fn(cfg, data)`` (:func:`run_sweep`; module docstring, "Generated data shared by runs").
+    ``run_fn(cfg, data=...)`` (:func:`run_sweep`; module docstring, "Generated data shared by runs").
     """
     _check_runs(runs)
     flat = [cfg for part in runs.values() for _, cfg in part]

@@ -701,9 +701,14 @@ def _run_spec(
     if old is not None and "plan" in old:
         # the recorded chunk sizes give the same chunks; their file names are recomputed from the programs as they
         # are now, so chunks computed by code that has changed since are not reused (they are recomputed)
-        plans = S.plan_chunks(exp.run, configs, devices=devices, tag=tag,
-                              sizes={c["key"]: c["size"] for c in old["plan"]}, shared=exp.shared, data=exp.data)
-        if [p.runs for p in plans] != [tuple(c["runs"]) for c in old["plan"]]:
+        try:
+            plans = S.plan_chunks(exp.run, configs, devices=devices, tag=tag,
+                                  sizes={c["key"]: c["size"] for c in old["plan"]}, shared=exp.shared, data=exp.data)
+        except S.LayoutError:  # a size the data layout cannot use (recorded before the experiment had a data stage)
+            plans = None
+        recorded = [(tuple(c["runs"]), c.get("block"), tuple(c["slots"]) if c.get("slots") else None)
+                    for c in old["plan"]]
+        if plans is None or [(p.runs, p.block, p.slots) for p in plans] != recorded:
             if not overwrite:  # other processes of this sweep may hold the recorded plan: never replan silently
                 raise SpecError(f"{man_path}: the recorded chunk plan does not match this sweep; pass --overwrite "
                                 "to plan it afresh (no chunk file is deleted: chunks whose computation is "

@@ -84,14 +84,19 @@ def test_the_fields_that_decide_sharing_are_read_off_the_data_stage():
 
 def test_blocks_pad_and_split_as_documented():
     (p,) = S.plan_chunks(toy_run, CFGS, data=toy_data, files=False)
-    # 3 data keys (6, 6, 1 runs): blocks of 6, the lone run's block padded with itself
-    assert (p.block, p.size, p.runs) == (6, 18, tuple(range(13)))
-    assert p.slots == tuple(range(13)) + (12,) * 5
-    # chunk_size 4: blocks of 4, each key's runs in pieces (4 + 2); a piece's spare slots repeat its last run
+    # 3 data keys (6, 6, 1 runs): blocks of 3, the largest that pads the group to <= 1.25 slots per run (blocks of
+    # 6 would give 18 slots for 13 runs); the lone run's block padded with itself
+    assert (p.block, p.size, p.runs) == (3, 15, tuple(range(13)))
+    assert p.slots == tuple(range(13)) + (12,) * 2
+    # chunk_size 4: a whole number of blocks, 3; each key's runs in pieces; a piece's spare slots repeat its last run
     plans = S.plan_chunks(toy_run, CFGS, data=toy_data, files=False, chunk_size=4)
     assert [(p.runs, p.slots) for p in plans] == [
-        ((0, 1, 2, 3), (0, 1, 2, 3)), ((4, 5), (0, 1, 1, 1)), ((6, 7, 8, 9), (0, 1, 2, 3)),
-        ((10, 11), (0, 1, 1, 1)), ((12,), (0, 0, 0, 0))]
+        ((0, 1, 2), (0, 1, 2)), ((3, 4, 5), (0, 1, 2)), ((6, 7, 8), (0, 1, 2)), ((9, 10, 11), (0, 1, 2)),
+        ((12,), (0, 0, 0))]
+    # keys of 4 and 3 runs: blocks of 4 (8 slots for 7 runs), the short block's spare slot repeating its last run
+    seven = [Toy(data_seed=0, seed=s) for s in range(4)] + [Toy(data_seed=1, seed=s) for s in range(3)]
+    assert [(p.block, p.slots) for p in S.plan_chunks(toy_run, seven, data=toy_data, files=False, chunk_size=4)] == [
+        (4, (0, 1, 2, 3)), (4, (0, 1, 2, 2))]
     # a data stage that reads lr: 4 keys (data seed, lr) of 3 runs (the init seeds) and one of 1
     (q,) = S.plan_chunks(toy_run, CFGS, data=data_reading_lr, files=False)
     assert (q.block, q.size) == (3, 15)
@@ -118,13 +123,15 @@ def test_every_run_equals_its_own_draw_float64(x64):
 
 def test_the_program_holds_one_draw_per_block_never_one_per_run():
     (p,) = S.plan_chunks(toy_run, CFGS, data=toy_data, files=False)
-    low = S._lower(toy_run, p.key, CFGS[0], p.size, tuple(jax.local_devices()), data=S._DataStage(toy_data, 6))
+    u = p.size // p.block  # 5 blocks of 3
+    low = S._lower(toy_run, p.key, CFGS[0], p.size, tuple(jax.local_devices()),
+                   data=S._DataStage(toy_data, p.block))
     text = low.lowered.as_text()
-    assert f"tensor<3x{N}x{D}xf32>" in text  # the data: one (n, d) draw per block (3 blocks)
-    assert f"tensor<18x{N}x{D}xf32>" not in text and f"tensor<3x6x{N}x{D}xf32>" not in text  # never per run
-    # without data the per-run program batches the draw over all 18 slots
-    per_run = S._lower(lambda cfg: toy_run(cfg, toy_data(cfg)), p.key, CFGS[0], 18, tuple(jax.local_devices()))
-    assert f"tensor<18x{N}x{D}xf32>" in per_run.lowered.as_text()
+    assert f"tensor<{u}x{N}x{D}xf32>" in text  # the data: one (n, d) draw per block
+    assert f"tensor<{p.size}x{N}x{D}xf32>" not in text and f"tensor<{u}x{p.block}x{N}x{D}xf32>" not in text
+    # without data the per-run program batches the draw over every slot
+    per_run = S._lower(lambda cfg: toy_run(cfg, toy_data(cfg)), p.key, CFGS[0], p.size, tuple(jax.local_devices()))
+    assert f"tensor<{p.size}x{N}x{D}xf32>" in per_run.lowered.as_text()
 
 
 def test_resume_reloads_and_the_layout_names_the_chunks(tmp_path):
@@ -141,7 +148,7 @@ def test_resume_reloads_and_the_layout_names_the_chunks(tmp_path):
     # the manifest records the layout; another process rebuilds the same plans from it
     plans = S.plan_chunks(toy_run, CFGS, data=toy_data, chunk_size=4)
     doc = S.plan_json(plans, precision=True)
-    assert doc[1]["block"] == 4 and doc[1]["slots"] == [0, 1, 1, 1]
+    assert doc[4]["block"] == 3 and doc[4]["slots"] == [0, 0, 0]
     rebuilt = [S.ChunkPlan(**{**d, "runs": tuple(d["runs"]), "slots": tuple(d["slots"])}) for d in doc]
     assert rebuilt == plans
 
@@ -204,7 +211,7 @@ def test_two_devices_split_the_blocks():
     """On a 2-device mesh each device holds whole blocks (block <= a device's share): the same numbers as one
     device, to float reassociation (float32)."""
     doc = run_on_devices(_TWO_DEVICES, 2)
-    assert doc["blocks"] == [6] and doc["sizes"] == [24]  # 3 blocks rounded up to 2 per device
+    assert doc["blocks"] == [3] and doc["sizes"] == [18]  # 5 blocks of 3 rounded up to 3 per device
     ref = np.stack([_alone(c)["w"] for c in CFGS])
     np.testing.assert_allclose(np.asarray(doc["w"]), ref, rtol=1e-5, atol=1e-6)
 
@@ -220,3 +227,59 @@ def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     assert float(np.mean([r["loss"] for r in ns["results"]])) < np.log(2.0)  # trained: below the chance loss
     plans = S.plan_chunks(ns["run"], ns["grid"], data=ns["draw"], files=False)
     assert [(p.block, p.size) for p in plans] == [(12, 24)]
+
+
+def test_layout_sizes_are_whole_blocks_per_device_for_any_key_counts():
+    """The automatic size (every block in one chunk, within max_chunk) and the block it implies agree on any
+    device count: a whole number of blocks per device, every run in exactly one slot group, padding bounded by
+    BLOCK_WASTE per chunk-full of keys (review of the first version: 12 + 1 runs on 2 devices gave 28 slots of
+    blocks of 12, which no device share holds)."""
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    cases = [[12, 1], [100] + [1] * 100, [6, 6, 1], [3] * 5, [1] * 7, [5, 2, 2, 9]]
+    cases += [[rng.randint(1, 20) for _ in range(rng.randint(1, 6))] for _ in range(60)]
+    for counts, nd, cap in itertools.product(cases, (1, 2, 3, 8), (None, 16)):
+        it = iter(range(sum(counts)))
+        blocks = [[next(it) for _ in range(c)] for c in counts]
+        idx = [i for b in blocks for i in b]
+        start = S._round_up(min(len(idx), len(idx) if cap is None else cap), nd)
+        size = S._data_auto_size(blocks, start, nd, cap)
+        g = S._block_of(size, nd, S._preferred_block(blocks))
+        assert size % (nd * g) == 0 and (cap is None or size <= max(cap, nd * g)), (counts, nd, cap, size, g)
+        chunks = S._layout(idx, blocks, size, nd)
+        assert sorted(i for runs, _ in chunks for i in runs) == idx  # every run once
+        for runs, slots in chunks:
+            assert len(slots) == size and set(slots) == set(range(len(runs)))
+            for u in range(size // g):  # a block never mixes data keys
+                keys = {next(k for k, b in enumerate(blocks) if runs[j] in b) for j in slots[u * g:(u + 1) * g]}
+                assert len(keys) == 1
+    # bounded padding: 100 runs on one seed beside 100 lone seeds share nothing (block 1), not 10 200 slots
+    it = iter(range(200))
+    wide = [[next(it) for _ in range(100)]] + [[next(it)] for _ in range(100)]
+    assert S._preferred_block(wide) == 1 and S._preferred_block([[0] * 6, [0] * 6, [0]]) == 3
+
+
+def test_a_recorded_size_the_layout_cannot_use_is_named():
+    key = next(iter(S.group_configs(CFGS)))
+    with pytest.raises(S.LayoutError, match="not a whole number of blocks"):
+        S.plan_chunks(toy_run, CFGS, data=toy_data, files=False, sizes={key: 11})
+
+
+def run_with_both(cfg, arrays=None, data=None):
+    """A run function for sweeps with both shared inputs and a data stage (arrays None: the group has none)."""
+    out = toy_run(cfg, data)
+    return out if arrays is None else {**out, "shift": jnp.sum(arrays["z"])}
+
+
+def test_shared_and_data_together_and_an_empty_sweep():
+    """The data always arrive by keyword: a group whose shared(cfg) is {} gets run(cfg, data=...) with its arrays
+    left at the default; with arrays, run(cfg, arrays, data=...). An empty sweep with data returns []."""
+    none = S.run_sweep(run_with_both, CFGS[:3], data=toy_data, shared=lambda cfg: {})
+    some = S.run_sweep(run_with_both, CFGS[:3], data=toy_data, shared=lambda cfg: {"z": np.ones(3, np.float32)})
+    for a, b, cfg in zip(none, some, CFGS[:3], strict=True):
+        np.testing.assert_allclose(a["w"], _alone(cfg)["w"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(a["w"], b["w"])
+        assert "shift" not in a and float(b["shift"]) == 3.0
+    assert S.run_sweep(toy_run, [], data=toy_data) == []

@@ -16,8 +16,8 @@ An experiment whose runs all read the same large arrays (a dataset) gives ``shar
 array}`` of the config's static fields; the engine passes them to each group's compiled program as unbatched
 arguments (counted by the memory plan, their content hashed into the chunk file names) and calls
 ``run(cfg, arrays)`` (:mod:`fa_jax.sweep`, "Shared inputs"). An experiment whose runs generate their data from a
-few config fields (a data seed) gives ``data``: ``data(cfg) -> pytree``; the engine calls ``run(cfg, data)`` and
-draws the data once for all runs of a compiled group that agree on those fields (:mod:`fa_jax.sweep`, "Generated
+few config fields (a data seed) gives ``data``: ``data(cfg) -> pytree``; the engine calls ``run(cfg, data=...)``
+and draws the data once for all runs of a compiled group that agree on those fields (:mod:`fa_jax.sweep`, "Generated
 data shared by runs").
 """
 from __future__ import annotations
@@ -55,9 +55,9 @@ class Experiment:
     # ``run(cfg, arrays)`` (fa_jax.sweep, "Shared inputs"). None: ``run(cfg)``
     shared: Callable | None = None
     # cfg -> pytree of arrays: the data a run generates from its config (e.g. a synthetic set from its data seed);
-    # the engine then calls ``run(cfg, data)`` (``run(cfg, arrays, data)`` with ``shared``) and draws the data once
-    # per block of runs that agree on every field it reads (fa_jax.sweep, "Generated data shared by runs"). None:
-    # the run draws its own
+    # the engine then calls ``run(cfg, data=...)`` (``run(cfg, arrays, data=...)`` with ``shared``) and draws the
+    # data once per block of runs that agree on every field it reads (fa_jax.sweep, "Generated data shared by
+    # runs"). None: the run draws its own
     data: Callable | None = None
 
     def __post_init__(self):
