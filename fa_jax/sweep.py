@@ -159,6 +159,7 @@ __all__ = [
     "group_configs",
     "memory_budget",
     "plan_chunks",
+    "plan_from_json",
     "plan_json",
     "read_chunk",
     "run_labelled",
@@ -597,14 +598,20 @@ def _data_auto_size(blocks: list[list[int]], size: int, nd: int, max_chunk: int 
     return size
 
 
-def _layout(idx: Sequence[int], blocks: list[list[int]] | None, size: int, nd: int
+def _stage(data: Callable | None, size: int, nd: int, most: int) -> _DataStage | None:
+    """The data stage of a group's program at ``size`` on ``nd`` devices (None without ``data``)."""
+    return None if data is None else _DataStage(data, _block_of(size, nd, most))
+
+
+def _layout(idx: Sequence[int], blocks: list[list[int]] | None, size: int, nd: int, most: int | None = None
             ) -> list[tuple[tuple[int, ...], tuple[int, ...] | None]]:
     """The chunks of a group at ``size``: ``(runs, slots)`` each. Without ``blocks``: consecutive runs, no slots.
-    With ``blocks`` (:func:`_data_blocks`): each data key's runs in pieces of one block, ``size // block`` pieces
-    per chunk; a piece's spare slots repeat its last run, a chunk's missing pieces repeat its last piece."""
+    With ``blocks`` (:func:`_data_blocks`; ``most`` their :func:`_preferred_block`, computed if not given): each
+    data key's runs in pieces of one block, ``size // block`` pieces per chunk; a piece's spare slots repeat its
+    last run, a chunk's missing pieces repeat its last piece."""
     if blocks is None:
         return [(tuple(idx[s: s + size]), None) for s in range(0, len(idx), size)]
-    g = _block_of(size, nd, _preferred_block(blocks))
+    g = _block_of(size, nd, _preferred_block(blocks) if most is None else most)
     u = size // g
     pieces = [b[i: i + g] for b in blocks for i in range(0, len(b), g)]
     out = []
@@ -841,9 +848,7 @@ class ChunkQueue:
         if doc["fingerprint"] != self.fingerprint:
             raise ValueError(f"process {self.pi} reached sweep call {self.prefix!r} with other configs than process "
                              "0 (every process must make the same sequence of run_sweep calls)")
-        return [ChunkPlan(**{**p, "runs": tuple(p["runs"]),
-                             **({"slots": tuple(p["slots"])} if p.get("slots") is not None else {})})
-                for p in doc["plans"]]
+        return [plan_from_json(p) for p in doc["plans"]]
 
     def claim(self, plans: Sequence):
         while True:
@@ -877,6 +882,12 @@ def plan_json(plans: Sequence[ChunkPlan], precision: bool = False) -> list[dict]
     return [{**{f: list(p.runs) if f == "runs" else getattr(p, f) for f in fields},
              **({} if p.shared is None else {"shared": p.shared}),
              **({} if p.block is None else {"block": p.block, "slots": list(p.slots)})} for p in plans]
+
+
+def plan_from_json(entry: Mapping) -> ChunkPlan:
+    """The :class:`ChunkPlan` of one :func:`plan_json` entry (its inverse: lists back to tuples)."""
+    return ChunkPlan(**{**entry, "runs": tuple(entry["runs"]),
+                        **({"slots": tuple(entry["slots"])} if entry.get("slots") is not None else {})})
 
 
 def _round_up(x: int, m: int) -> int:
@@ -962,20 +973,22 @@ def plan_chunks(
             size = _round_up(min(len(idx), len(idx) if max_chunk is None else max_chunk), nd)
             if bl is not None:
                 size = _data_auto_size(bl, size, nd, max_chunk)
-            if not (files and cache_dir is not None
-                    and _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
-                                     sh, data, bl)):
+            # nothing compiled when every chunk file at this size is there (a finished sweep re-opened)
+            on_disk = files and cache_dir is not None and all(
+                os.path.exists(os.path.join(os.fspath(cache_dir), f)) for _, _, f in _named_chunks(
+                    run_fn, key, configs, idx, size, devices, fresh, precision, tag, sh, data, bl, most)[1])
+            if not on_disk:
                 size = _fit(run_fn, key, configs[idx[0]], size, devices, budget, fresh, precision, sh, data, most)
         else:
             raise ValueError(f"invalid chunk_size={chunk_size!r}: allowed an integer >= 1 or 'auto'")
         sizes[key] = size
         g = None if bl is None else _block_of(size, nd, most)
-        stage = None if bl is None else _DataStage(data, g)
-        digest = (_fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, sh, stage).digest
-                  if files else None)
-        for runs, slots in _layout(idx, bl, size, nd):
-            values = [traced_values(configs[i]) for i in runs]
-            file = _chunk_hash(digest, key, values, tag, sh, slots) + ".npz" if files else None
+        if files:
+            digest, named = _named_chunks(run_fn, key, configs, idx, size, devices, fresh, precision, tag, sh, data,
+                                          bl, most)
+        else:
+            digest, named = None, [(runs, slots, None) for runs, slots in _layout(idx, bl, size, nd, most)]
+        for runs, slots, file in named:
             plans.append(ChunkPlan(gi, key, runs, size, file, digest, precision, None if sh is None else sh.digest,
                                    g, slots))
     return plans
@@ -1010,15 +1023,16 @@ class RunTooLargeError(ValueError):
         self.key, self.per_run, self.limit, self.shared = key, per_run, limit, shared
 
 
-def _all_on_disk(run_fn, key, configs, idx, size, devices, fresh, precision, tag, cache_dir,
-                 shared: _SharedInputs | None = None, data: Callable | None = None,
-                 blocks: list[list[int]] | None = None) -> bool:
-    """Whether every chunk of the group at chunk ``size`` has its file in ``cache_dir`` (lowered, not compiled)."""
-    stage = None if data is None else _DataStage(data, _block_of(size, len(devices), _preferred_block(blocks)))
+def _named_chunks(run_fn, key, configs, idx, size, devices, fresh, precision, tag,
+                  shared: _SharedInputs | None = None, data: Callable | None = None,
+                  blocks: list[list[int]] | None = None, most: int = 1):
+    """``(digest, [(runs, slots, file), ...])``: the group's chunks at ``size`` (:func:`_layout`) with their cache
+    file names, from the program lowered (not compiled) at that size."""
+    stage = _stage(data, size, len(devices), most)
     digest = _fresh_lowering(run_fn, key, configs[idx[0]], size, devices, fresh, precision, shared, stage).digest
-    return all(os.path.exists(os.path.join(os.fspath(cache_dir), _chunk_hash(
-        digest, key, [traced_values(configs[i]) for i in runs], tag, shared, slots) + ".npz"))
-        for runs, slots in _layout(idx, blocks, size, len(devices)))
+    return digest, [(runs, slots, _chunk_hash(digest, key, [traced_values(configs[i]) for i in runs], tag, shared,
+                                              slots) + ".npz")
+                    for runs, slots in _layout(idx, blocks, size, len(devices), most)]
 
 
 def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION,
@@ -1030,8 +1044,7 @@ def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = 
     nd = len(devices)
     explicit = budget is not None
     budget = budget if explicit else memory_budget(devices)
-    stage = None if data is None else _DataStage(data, _block_of(size, nd, most))
-    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision, shared, stage)
+    compiled, _ = _program(run_fn, key, base, size, devices, fresh, precision, shared, _stage(data, size, nd, most))
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
@@ -1426,8 +1439,7 @@ def run_sweep(
                 if bar is not None:
                     bar.dispatched(len(p.runs))
                 # chunk i+1 computes (or is queued) ...
-                out = (_launch_chunk(run_fn, configs, p, devices) if inputs is None and data is None
-                       else _launch_chunk(run_fn, configs, p, devices, inputs, data))
+                out = _launch_chunk(run_fn, configs, p, devices, inputs, data)
                 if pending is not None:
                     job, pending = pending, None  # ... while chunk i is fetched and written
                     collect(job)

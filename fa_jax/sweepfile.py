@@ -706,9 +706,9 @@ def _run_spec(
                                   sizes={c["key"]: c["size"] for c in old["plan"]}, shared=exp.shared, data=exp.data)
         except S.LayoutError:  # a size the data layout cannot use (recorded before the experiment had a data stage)
             plans = None
-        recorded = [(tuple(c["runs"]), c.get("block"), tuple(c["slots"]) if c.get("slots") else None)
-                    for c in old["plan"]]
-        if plans is None or [(p.runs, p.block, p.slots) for p in plans] != recorded:
+        recorded = [S.plan_from_json(c) for c in old["plan"]]
+        if plans is None or [(p.runs, p.block, p.slots) for p in plans] != [(p.runs, p.block, p.slots)
+                                                                            for p in recorded]:
             if not overwrite:  # other processes of this sweep may hold the recorded plan: never replan silently
                 raise SpecError(f"{man_path}: the recorded chunk plan does not match this sweep; pass --overwrite "
                                 "to plan it afresh (no chunk file is deleted: chunks whose computation is "

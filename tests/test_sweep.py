@@ -308,9 +308,9 @@ def test_pipeline_writes_chunk_while_next_computes(tmp_path, monkeypatch):
     events, write = [], S._write_atomic
     launch = S._launch_chunk
 
-    def spy_launch(run_fn, configs, p, devices):
+    def spy_launch(run_fn, configs, p, devices, *rest):
         events.append(("launch", p.runs))
-        return launch(run_fn, configs, p, devices)
+        return launch(run_fn, configs, p, devices, *rest)
 
     def gated_write(path, arrays):
         runs = tuple(int(i) for i in arrays["_runs"])

@@ -149,7 +149,7 @@ def test_resume_reloads_and_the_layout_names_the_chunks(tmp_path):
     plans = S.plan_chunks(toy_run, CFGS, data=toy_data, chunk_size=4)
     doc = S.plan_json(plans, precision=True)
     assert doc[4]["block"] == 3 and doc[4]["slots"] == [0, 0, 0]
-    rebuilt = [S.ChunkPlan(**{**d, "runs": tuple(d["runs"]), "slots": tuple(d["slots"])}) for d in doc]
+    rebuilt = [S.plan_from_json(d) for d in doc]
     assert rebuilt == plans
 
 

@@ -179,7 +179,7 @@ def test_data_changed_between_planning_and_running_is_refused(monkeypatch, both)
     plans = S.plan_chunks(run_shared, CFGS, devices=DEVICES, chunk_size=len(CFGS), shared=shared_data)
     assert plans[0].shared == S._shared_inputs(shared_data, CFGS[0]).digest
     # what another process rebuilds the plan from (sweep.ChunkQueue) carries the digest
-    assert [S.ChunkPlan(**{**d, "runs": tuple(d["runs"])}) for d in S.plan_json(plans, precision=True)] == plans
+    assert [S.plan_from_json(d) for d in S.plan_json(plans, precision=True)] == plans
     monkeypatch.setattr(__import__(__name__), "DATA", make_data(seed=1))
     with pytest.raises(RuntimeError, match="shared inputs of chunk .* changed since the sweep was planned"):
         S.run_sweep(run_shared, CFGS, shared=shared_data, plans=plans, devices=DEVICES)
