@@ -34,8 +34,8 @@ import numpy as np
 
 from .manifest import MANIFEST, RUNS_DIR, find_run_manifests, read_manifest, read_manifest_file
 
-__all__ = ["each_run", "labelled_runs", "load_results", "merge", "one_run", "own_coord", "own_records", "runs_where", "select_runs",
-           "stacked"]
+__all__ = ["each_run", "labelled_runs", "load_results", "merge", "one_run", "own_coord", "own_records", "runs_where",
+           "select_runs", "split_parts", "stacked"]
 
 
 def _dims_for(name: str, ndim: int, patterns) -> tuple[str, ...]:
@@ -414,6 +414,15 @@ def own_coord(part, dim: str, grid):
         raise ValueError(f"invalid runs: their {dim!r} values differ from the config's grid (the runs of one part "
                          "share it)")
     return part.drop_vars(dim).isel({dim: slice(0, n)}).assign_coords({dim: rows[0, :n] if len(rows) else grid})
+
+
+def split_parts(ds, *, unstack: bool = True, keep=()) -> dict:
+    """``{part: select_runs(ds, part, unstack=...)}`` for every part of a sim's Dataset (:func:`load_results` of
+    a ``run_labelled`` call), in the order the sim listed them: each unstacked into its label grid (``unstack``),
+    except the parts named in ``keep``, which stay on their ``run`` axis."""
+    keep = set(keep)
+    return {p: select_runs(ds, p, unstack=unstack and p not in keep)
+            for p in dict.fromkeys(ds["part"].values.tolist())}
 
 
 def stacked(da, *dims: str) -> np.ndarray:

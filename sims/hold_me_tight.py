@@ -58,7 +58,7 @@ from fa_jax.metrics.margins import censored_median
 from fa_jax.models.image_nets import ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.hold_me_tight import hmt_figures
-from fa_jax.results import load_results, one_run, select_runs, stacked
+from fa_jax.results import load_results, one_run, split_parts, stacked
 from fa_jax.subspaces import mirror_block
 from fa_jax.summary import Check, add_check, finish
 from fa_jax.sweep import run_labelled
@@ -490,7 +490,7 @@ def analyse(s: HMTSim, ds, image_sets: list[str], missing: dict) -> tuple[list[C
     # the parts the preset runs: synth (arch, seed, flip), at (seed, eps_adv), tiny (eps2, sigma_w, init_scale; a
     # sparse grid: sigma_w > 0 at the first init scale only, the missing cells NaN), blocks (seed); images stays
     # on its run axis (its lowpass label is the set's b: with two sets, a grid of it would be mostly empty)
-    parts = {p: select_runs(ds, p, unstack=p != "images") for p in dict.fromkeys(ds["part"].values.tolist())}
+    parts = split_parts(ds, keep=("images",))
     base_cfg = _synth_run(s, "mlp", 0)
     half = T.bayes_u_margin(s.eps)
     df_u = T.measured_u_margin(s.eps, s.margins, float(base_cfg.margin.overshoot))

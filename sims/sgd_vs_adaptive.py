@@ -33,7 +33,16 @@ from fa_jax.experiments.adaptive_nets import NET_OPTS, REMOVALS, AdaptiveNetRun,
 from fa_jax.models.image_nets import ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.sgd_vs_adaptive import adaptive_figures, nets_bands_figure, nets_figure
-from fa_jax.results import each_run, labelled_runs, load_results, own_records, runs_where, select_runs, stacked
+from fa_jax.results import (
+    each_run,
+    labelled_runs,
+    load_results,
+    own_records,
+    runs_where,
+    select_runs,
+    split_parts,
+    stacked,
+)
 from fa_jax.summary import Check, check_or_skip, finish, split_checks
 from fa_jax.sweep import run_labelled
 from fa_jax.theory import sgd_vs_adaptive as T
@@ -444,7 +453,7 @@ def net_parts(ds) -> dict:
     """The parts of the networks' Dataset ``ds`` (``load_results(out/cache, sweep="sgd-vs-adaptive-nets")``), each
     on its ``run`` dim with its labels along it: ``nets`` (labels arch, init, opt, lr, seed: a sparse grid, the lr
     grids differ between optimisers) and, where the config has removal runs, ``removal`` (+ removal, p)."""
-    return {p: select_runs(ds, p, unstack=False) for p in dict.fromkeys(ds["part"].values.tolist())}
+    return split_parts(ds, unstack=False)
 
 
 def analyse_nets(s: AdaptiveSim, ds) -> tuple[list[Check], dict, dict]:
@@ -827,7 +836,7 @@ def linear_parts(ds) -> dict:
     the listed order): ``sampled`` (opt, seed), ``exact`` (opt), ``control`` (what), ``s1`` (opt, alpha, w_scale),
     ``s2`` (opt, p, seed), then the outputs' dims (``step``: the part's record steps where its runs share one plan;
     ``frequency``: NaN-padded beyond each run's dimension)."""
-    return {p: select_runs(ds, p, unstack=True) for p in dict.fromkeys(ds["part"].values.tolist())}
+    return split_parts(ds)
 
 
 def _slope(steps, y, lo, hi):
