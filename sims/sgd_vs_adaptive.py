@@ -29,7 +29,15 @@ import numpy as np
 from fa_jax.config import check_fields, param, renamed, require, require_runs
 from fa_jax.data.natural import PAPER_SIGMA_TILDE, PAPER_W0_TILDE, PAPER_W_STAR_TILDE, ImageSignal, NaturalSignal
 from fa_jax.experiments.adaptive_linear import AdaptiveLinearRun, run_adaptive_linear
-from fa_jax.experiments.adaptive_nets import NET_OPTS, REMOVALS, AdaptiveNetRun, NetAttack, NetOptim, run_adaptive_net
+from fa_jax.experiments.adaptive_nets import (
+    NET_OPTS,
+    REMOVALS,
+    AdaptiveNetRun,
+    NetAttack,
+    NetOptim,
+    robust_mean,
+    run_adaptive_net,
+)
 from fa_jax.models.image_nets import ImageNet
 from fa_jax.optim import OptimConfig
 from fa_jax.plotting.sgd_vs_adaptive import adaptive_figures, nets_bands_figure, nets_figure
@@ -405,7 +413,7 @@ def _cell(c) -> dict[str, np.ndarray]:
     return {
         "seed": c["seed"].values,
         "clean": clean, "l2": l2.astype(float), "linf": linf.astype(float), "noise": col("noise_acc"),
-        "robust_mean": np.mean(np.concatenate([l2, linf], axis=1), axis=1).astype(float),
+        "robust_mean": robust_mean(l2, linf).astype(float),
         "band_rel": col("band_noise_acc/relevant"), "band_irr": col("band_noise_acc/irrelevant"),
         "radial_drop": clean[:, None] - col("band_noise_radial"),
         "removal_change": col("removal_change"),

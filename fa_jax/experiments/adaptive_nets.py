@@ -54,6 +54,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -68,7 +69,7 @@ from ..optim import OptimConfig, make_optimizer_choice
 from ..trainer import TrainConfig, record_plan, train
 
 __all__ = ["NET_OPTS", "REMOVALS", "AdaptiveNetRun", "NetAttack", "NetOptim", "family_optimizer", "first_layer_energy",
-           "run_adaptive_net"]
+           "robust_mean", "run_adaptive_net"]
 
 NET_OPTS = ("sgd", "adam", "rmsprop")
 REMOVALS = ("freq", "nrg")  # Phi_freq (radial low-pass) / Phi_nrg (per-image low-energy removal), spec Sec. 2.3
@@ -198,6 +199,13 @@ def first_layer_energy(params, cfg: ImageNet, data: ImageSignal):
     else:
         out = L.conv_apply(params["conv_0"]["kernel"], basis)
     return jnp.sum(out.reshape(n * n, -1) ** 2, axis=1).reshape(n, n)
+
+
+def robust_mean(l2_acc, linf_acc) -> np.ndarray:
+    """Each run's mean PGD robust accuracy over its l2 and l-inf budgets: ``l2_acc (runs, eps_l2)``,
+    ``linf_acc (runs, eps_linf)`` -> ``(runs,)``, in their dtype (the outputs' float32) — the one summary of
+    robustness the sim's checks and its figures both use."""
+    return np.mean(np.concatenate([l2_acc, linf_acc], axis=1), axis=1)
 
 
 def run_adaptive_net(cfg: AdaptiveNetRun) -> dict:

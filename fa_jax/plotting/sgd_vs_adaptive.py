@@ -7,6 +7,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter
 
 from ..data.natural import PAPER_W0_TILDE
+from ..experiments.adaptive_nets import robust_mean
 from ..results import labelled_runs, runs_where, select_runs, stacked
 from ..theory import sgd_vs_adaptive as T
 from .common import save
@@ -161,8 +162,8 @@ def _values(runs, name: str) -> np.ndarray:
 
 
 def _robust_mean(runs) -> np.ndarray:
-    """Each run's mean PGD robust accuracy over its l2 and l-inf budgets (in the outputs' float32): ``[run]``."""
-    return np.mean(np.concatenate([_values(runs, "l2_acc"), _values(runs, "linf_acc")], axis=1), axis=1)
+    """Each run's mean PGD robust accuracy over its budgets (experiments.adaptive_nets.robust_mean): ``[run]``."""
+    return robust_mean(_values(runs, "l2_acc"), _values(runs, "linf_acc"))
 
 
 @styled
