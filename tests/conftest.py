@@ -290,6 +290,22 @@ def run_doc_block(doc: str, heading: str) -> dict:
     return ns
 
 
+@__import__("contextlib").contextmanager
+def registered(*experiments):
+    """The experiment registry with ``experiments`` added for the duration (fa_jax.experiments.register_experiment),
+    restored afterwards whatever happens: a test's toy experiment never leaks into the next test."""
+    import fa_jax.experiments as E
+
+    saved = dict(E._REGISTERED)
+    try:
+        for exp in experiments:
+            E.register_experiment(exp)
+        yield
+    finally:
+        E._REGISTERED.clear()
+        E._REGISTERED.update(saved)
+
+
 def run_on_devices(code: str, n: int = 2) -> dict:
     """Run python ``code`` in a subprocess with ``n`` forced host CPU devices (the suite's XLA flags kept, this
     folder importable): the JSON object its last stdout line prints. A failing subprocess fails the test with its

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import assert_readable_png, run_doc_block
+from conftest import assert_readable_png, registered, run_doc_block
 
 import fa_jax
 from fa_jax.cli import main
@@ -293,17 +293,12 @@ def sim_dir(tmp_path_factory):
     runs = {"grid": grid, "long": [({"seed": s}, ToyPhase(steps=6, seed=s)) for s in (0, 1)],
             "ragged": [({"lr": lr, "seed": s}, ToyPhase(lr=lr, seed=s)) for lr, s in ((0.1, 0), (0.1, 1), (0.5, 0))],
             "dup": [({"lr": 0.1, "seed": 0}, ToyPhase(lr=0.1, seed=s)) for s in (0, 1)]}
-    saved = dict(E._REGISTERED)
-    E.register_experiment(E.Experiment(
-        name="toy-phase", config=ToyPhase, run=run_toy_phase, seeds=("seed",),
-        dims=(("records/*", ("step",)), ("plan", ("step",))), coords=(("step", "plan"),),
-        labels=(("records/loss", "toy loss"),)))
-    try:
+    with registered(E.Experiment(
+            name="toy-phase", config=ToyPhase, run=run_toy_phase, seeds=("seed",),
+            dims=(("records/*", ("step",)), ("plan", ("step",))), coords=(("step", "plan"),),
+            labels=(("records/loss", "toy loss"),))):
         res, _ = run_labelled(run_toy_phase, runs, out_dir=out / "cache", tag="toy-a", progress=False)
         run_labelled(run_toy_phase, {"only": grid[:4]}, out_dir=out / "cache", tag="toy-b", progress=False)
-    finally:
-        E._REGISTERED.clear()
-        E._REGISTERED.update(saved)
     return str(out), res
 
 

@@ -1,11 +1,16 @@
 """fa_jax.load_results: dims, coordinates, NaN padding of outputs whose shape differs between groups, metadata."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import registered
 
+from fa_jax.config import traced
+from fa_jax.experiments import Experiment
 from fa_jax.results import load_results
 from fa_jax.sweepfile import parse_spec, run_spec
 
@@ -41,15 +46,6 @@ def test_dims_coords_padding_and_metadata(tmp_path):
     assert summ["device"]["matmul_precision"] == json.loads(ds.attrs["device"])["matmul_precision"] == "highest"
 
 
-GRID_TOY = '''
-import dataclasses
-
-import jax.numpy as jnp
-
-from fa_jax.config import traced
-from fa_jax.experiments import Experiment
-
-
 @dataclasses.dataclass(frozen=True)
 class GridRun:
     n: int = 4  # static: the grid's length
@@ -64,34 +60,20 @@ def run_grid(cfg):
 
 GRID = Experiment(name="grid-toy", config=GridRun, run=run_grid, dims=(("grid", ("g",)), ("acc", ("g",))),
                   coords=(("g", "grid"),))
-'''
 
 
 def test_a_diverged_run_carries_no_coordinate(tmp_path):
     """The sweep NaNs a diverged run's floating outputs, its grid included: load_results keeps the grid the other
     runs share as the coordinate (a diverged run used to demote it to a per-run variable, and the sims that read it
     as one failed); own_coord gives a part whose every run diverged its grid from the config."""
-    import sys
-
-    import fa_jax.experiments as E
-    from fa_jax.results import load_results, own_coord, select_runs
+    from fa_jax.results import own_coord, select_runs
     from fa_jax.sweep import run_labelled
 
-    (tmp_path / "grid_toy_mod.py").write_text(GRID_TOY)
-    sys.path.insert(0, str(tmp_path))
-    saved = dict(E._REGISTERED)
-    try:
-        import grid_toy_mod as m
-
-        E.register_experiment(m.GRID)
-        runs = {"ok": [({"scale": sc}, m.GridRun(scale=sc)) for sc in (1.0, 2.0, 100.0)],
-                "dead": [({"scale": sc}, m.GridRun(scale=sc)) for sc in (50.0, 200.0)]}
-        run_labelled(m.run_grid, runs, out_dir=tmp_path / "out", tag="grid")
+    runs = {"ok": [({"scale": sc}, GridRun(scale=sc)) for sc in (1.0, 2.0, 100.0)],
+            "dead": [({"scale": sc}, GridRun(scale=sc)) for sc in (50.0, 200.0)]}
+    with registered(GRID):
+        run_labelled(run_grid, runs, out_dir=tmp_path / "out", tag="grid")
         ds = load_results(tmp_path / "out", sweep="grid")
-    finally:
-        sys.path.remove(str(tmp_path))
-        E._REGISTERED.clear()
-        E._REGISTERED.update(saved)
     grid = np.linspace(0.0, 1.0, 4)
     assert ds["g"].dims == ("g",) and "grid" not in ds.data_vars
     np.testing.assert_allclose(ds["g"].values, grid, rtol=1e-6)

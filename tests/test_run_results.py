@@ -14,8 +14,8 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import registered
 
-import fa_jax.experiments as E
 from fa_jax.manifest import ManifestError, run_manifest_name
 from fa_jax.results import load_results, select_runs
 from fa_jax.sweep import _flatten, run_labelled
@@ -76,13 +76,8 @@ def toy(tmp_path_factory):
 def toy_out(toy, tmp_path_factory):
     m, runs = toy
     out = tmp_path_factory.mktemp("toy_out")
-    saved = dict(E._REGISTERED)
-    E.register_experiment(m.TOY)
-    try:
+    with registered(m.TOY):
         res, eng = run_labelled(m.run_toy, runs, out_dir=out, tag="toy")
-    finally:
-        E._REGISTERED.clear()
-        E._REGISTERED.update(saved)
     assert eng["programs_compiled"] == 2
     return out, res
 
