@@ -148,17 +148,28 @@ def _loss_fn(A):
     return loss_fn
 
 
-def run_training(cfg: BenchRun) -> dict:
-    """fa-jax: one training run as a pure function of its config (the sweep engine vmaps it over runs)."""
+def train_set(seed, data: ClusterData) -> dict:
+    """The training set ``{"x" (samples, d), "y" (samples,)}`` drawn from ``seed`` (fold 1 of its key)."""
+    drawn = make_cluster_data(jax.random.fold_in(jax.random.PRNGKey(seed), 1), data)
+    return {"x": drawn["train"]["x"], "y": drawn["train"]["y"]}
+
+
+def run_training_on(cfg: BenchRun, data: dict) -> dict:
+    """One training run on ``data`` (:func:`train_set`), its init and batches from ``cfg.seed`` (folds 2, 3)."""
     key = jax.random.PRNGKey(cfg.seed)
-    data = make_cluster_data(jax.random.fold_in(key, 1), cfg.data)
     params = init_two_layer(jax.random.fold_in(key, 2), cfg.model, cfg.data.d, 1)
     loss_fn = _loss_fn(readout_matrix(cfg.model, 1))
-    x, y = data["train"]["x"], data["train"]["y"]
+    x, y = data["x"], data["y"]
     _, rec, bad = train(loss_fn, params, x, y, make_optimizer(cfg.optim), plan=(0, cfg.steps),
                         record_fn=lambda p: jnp.mean(loss_fn(p, x, y)), key=jax.random.fold_in(key, 3),
                         batch_size=cfg.optim.batch_size, sampling=cfg.optim.sampling)
     return {"loss": rec, "diverged_step": bad}
+
+
+def run_training(cfg: BenchRun) -> dict:
+    """fa-jax: one training run as a pure function of its config (the sweep engine vmaps it over runs): its seed
+    draws the data and the init."""
+    return run_training_on(cfg, train_set(cfg.seed, cfg.data))
 
 
 def fa_jax_grad(params: dict, x, y, width: int) -> tuple[float, dict]:
@@ -633,20 +644,7 @@ class SharedBenchRun(BenchRun):
 
 def bench_data(cfg: SharedBenchRun) -> dict:
     """The engine's data stage (``run_sweep(data=...)``): the training set of ``data_seed``."""
-    data = make_cluster_data(jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1), cfg.data)
-    return {"x": data["train"]["x"], "y": data["train"]["y"]}
-
-
-def run_training_on(cfg: SharedBenchRun, data: dict) -> dict:
-    """:func:`run_training` on given data (init and batches from ``seed``)."""
-    key = jax.random.PRNGKey(cfg.seed)
-    params = init_two_layer(jax.random.fold_in(key, 2), cfg.model, cfg.data.d, 1)
-    loss_fn = _loss_fn(readout_matrix(cfg.model, 1))
-    x, y = data["x"], data["y"]
-    _, rec, bad = train(loss_fn, params, x, y, make_optimizer(cfg.optim), plan=(0, cfg.steps),
-                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y)), key=jax.random.fold_in(key, 3),
-                        batch_size=cfg.optim.batch_size, sampling=cfg.optim.sampling)
-    return {"loss": rec, "diverged_step": bad}
+    return train_set(cfg.data_seed, cfg.data)
 
 
 def run_training_own_data(cfg: SharedBenchRun) -> dict:
