@@ -37,8 +37,9 @@ from fa_jax.trainer import TrainConfig
 # Compiled FA programs used by the suite (static config x chunk size):
 #   binary bucket 3: sizes 1, 2, 3      (test_sweep: alone / guard, chunking, resume, divergence / 3-run grids)
 #   binary bucket 8: size 2              (recompile guard's static change; padded side of padded == unpadded)
-#   multiclass bucket 3 / bucket 8: size 1 each (padded vs unpadded)
-FA_PROGRAMS = 6
+#   multiclass bucket 3: size 2 (k = 4 with g = 4 and g = 2), bucket 8: size 1 (padded vs unpadded widths)
+#   cluster bucket 8 (k, g traced): binary size 2, multi-class size 3 (padded vs unpadded clusters)
+FA_PROGRAMS = 8
 
 try:  # issue 21: the property tests' deeper profile (HYPOTHESIS_PROFILE=deep, tests/test_fuzz.py)
     from hypothesis import settings as _hypothesis_settings

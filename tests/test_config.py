@@ -63,13 +63,16 @@ def test_static_key_ignores_traced_and_sees_static():
 
 
 def test_fa_static_vs_traced_fields():
-    """Spec Sec. 6: static d, k, n, m-bucket, T, PGD steps; traced lr, init scale, sigma, split, seeds, width."""
-    tv = traced_values(FARun())
-    for p in ("optim.lr", "model.init_scale", "data.sigma", "data.n_pos", "data_seed", "model_seed", "model.width"):
+    """Spec Sec. 6: static d, n, m-bucket, cluster bucket, T, PGD steps; traced lr, init scale, sigma, split, seeds,
+    width, and k and g inside their cluster bucket (fa_jax.data.clusters)."""
+    tv = traced_values(FARun().validate())
+    for p in ("optim.lr", "model.init_scale", "data.sigma", "data.n_pos", "data_seed", "model_seed", "model.width",
+              "data.k", "data.groups"):
         assert p in tv, p
-    sk = json.loads(static_key(FARun()))
-    for p in ("data.d", "data.k", "data.n_train", "model.bucket", "train.steps", "attack.steps", "optim.name"):
+    sk = json.loads(static_key(FARun().validate()))
+    for p in ("data.d", "data.bucket", "data.n_train", "model.bucket", "train.steps", "attack.steps", "optim.name"):
         assert p in sk, p
+    assert "data.k" not in sk and sk["data.bucket"] == 10
 
 
 def test_with_values_nested_and_frozen():
@@ -249,7 +252,7 @@ def test_batch_size_equal_n_train_allowed():
 
 def test_groups_dividing_k_allowed():
     cfg = _fa(model__kind="multiclass", data__k=6, data__n_pos=4, data__groups=3).validate()
-    assert cfg.data.n_classes == 3
+    assert cfg.data.classes == 3 and cfg.data.n_classes == 6  # 6 outputs (one per cluster slot), 3 of them real
 
 
 def test_train_config_errors():

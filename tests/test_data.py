@@ -53,7 +53,9 @@ def test_centres_span_is_gaussian_column_span(x64):
     d, k = 40, 5
     key = jax.random.PRNGKey(11)
     mu = np.asarray(make_centres(key, d, k, dtype=jnp.float64))
-    g = np.asarray(jax.random.normal(key, (d, k), dtype=jnp.float64))
+    # column j of G from fold_in(key, j) (a cluster bucket's first k columns do not depend on it)
+    g = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, j), (d,), dtype=jnp.float64))
+                  for j in range(k)], 1)
     q = mu.T / np.sqrt(d)
     np.testing.assert_allclose(q @ (q.T @ g), g, atol=1e-10)  # G lies in span(mu)
     # Sign convention: the QR sign fix makes <mu_j, g_j> > 0.
@@ -170,7 +172,7 @@ def test_superclass_mapping():
 
 def test_groups_labels_in_data():
     cfg = ClusterData(d=48, k=6, n_pos=4, n_train=200, n_test=100, groups=3).validate()
-    assert cfg.n_classes == 3
+    assert cfg.classes == 3 and cfg.n_classes == cfg.bucket == 6
     data = make_cluster_data(jax.random.PRNGKey(13), cfg)
     for split in ("train", "test"):
         c = np.asarray(data[split]["cluster"])
@@ -188,3 +190,38 @@ def test_sample_clusters_shapes_and_uniform_clusters():
     assert s["x"].shape == (4000, 16) and s["y"].shape == (4000,) and s["cluster"].shape == (4000,)
     counts = np.bincount(np.asarray(s["cluster"]), minlength=4)
     assert np.all(np.abs(counts - 1000) < 5 * np.sqrt(4000 * 0.25 * 0.75))
+
+
+# ----------------------------------------------------------------------------- cluster buckets
+def test_cluster_bucket_pads_without_changing_the_data():
+    """k and g traced inside 8 static slots: the padded draw equals the unpadded one (4 slots) on the real clusters
+    (centres to float32 QR reassociation; cluster indices, signs and labels exactly); padding slots have sign 0,
+    are never sampled and are marked not live."""
+    plain = ClusterData(d=48, k=4, n_pos=2, n_train=300, n_test=200, groups=2).validate()
+    padded = with_values(plain, {"bucket": 8})
+    assert plain.bucket == 4 and padded.validate().bucket == 8
+
+    @jax.jit
+    def draw(k, g):  # k and g as tracers, the way the sweep engine passes them
+        return C.make_cluster_data(jax.random.PRNGKey(5), with_values(padded, {"k": k, "groups": g}))
+
+    a = make_cluster_data(jax.random.PRNGKey(5), plain)
+    b = draw(jnp.int32(4), jnp.int32(2))
+    np.testing.assert_allclose(np.asarray(b["centres"])[:4], np.asarray(a["centres"]), rtol=0, atol=2e-5)
+    np.testing.assert_array_equal(np.asarray(b["signs"]), [1, 1, -1, -1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(b["live"]), [True] * 4 + [False] * 4)
+    for split in ("train", "test"):
+        for key in ("cluster", "y", "label"):
+            np.testing.assert_array_equal(np.asarray(b[split][key]), np.asarray(a[split][key]), err_msg=key)
+        np.testing.assert_allclose(np.asarray(b[split]["x"]), np.asarray(a[split]["x"]), rtol=0, atol=2e-5)
+    # another k in the same program: 8 real clusters, all sampled, 4 super-classes of 2
+    c = draw(jnp.int32(8), jnp.int32(4))
+    assert set(np.unique(np.asarray(c["train"]["cluster"]))) == set(range(8))
+    np.testing.assert_array_equal(np.asarray(c["superclass"]), np.arange(8) // 2)
+    assert _orthogonality(np.asarray(c["centres"])) < 1e-5
+
+
+@pytest.mark.parametrize("bucket", [3, 49, True, 4.0])
+def test_cluster_bucket_validation(bucket):
+    with pytest.raises(ValueError, match=r"data\.bucket"):
+        ClusterData(d=48, k=4, n_pos=2, bucket=bucket).validate()

@@ -76,7 +76,7 @@ class FARun:
 
     def validate(self) -> FARun:
         check_fields(self)  # types first: the range checks below compare numbers
-        self.data.validate()
+        data = self.data.validate()
         model = self.model.validate()
         self.optim.validate(self.data.n_train)
         self.train.validate()
@@ -86,7 +86,7 @@ class FARun:
         # ``attack.ce`` only exists for the multi-class net: pin it off for the binary one so an irrelevant flag
         # never splits programs (the same normalisation as the model's bucket).
         attack = self.attack if model.kind == "multiclass" else dataclasses.replace(self.attack, ce=False)
-        return dataclasses.replace(self, model=model, attack=attack)
+        return dataclasses.replace(self, data=data, model=model, attack=attack)
 
     def inert(self) -> dict[str, str]:
         """``{dotted.path: reason}`` of fields that cannot change this run (a sweep axis over them is refused)."""
@@ -94,15 +94,27 @@ class FARun:
         if self.model.kind == "binary":
             out["attack.ce"] = "the binary net has no cross-entropy attack"
         out["model.bucket"] = "the padded width is set by the sweep's bucket policy, not swept"
+        out["data.bucket"] = "the cluster slots are a program shape (a padded run equals the unpadded one), not swept"
         return out
 
 
+def _eps_points(d: int, k: int, a: AttackConfig) -> int:
+    """Points of the uniform grid 0 .. eps_max sqrt(d/2) with step <= eps_step sqrt(d/k) (host arithmetic)."""
+    return int(math.ceil(a.eps_max * math.sqrt(d / 2) / (a.eps_step * math.sqrt(d / k)))) + 1
+
 def eps_grid(cfg: FARun) -> jax.Array:
-    """``(eps,)`` uniform grid 0 .. eps_max sqrt(d/2), step <= eps_step sqrt(d/k) (static length)."""
+    """``(eps,)``: the uniform grid 0 .. eps_max sqrt(d/2) of n(k) points, step <= eps_step sqrt(d/k), padded to the
+    static length n(K) of the cluster bucket by repeating its end point (k may be traced: runs of one bucket share
+    the program; a repeated radius repeats the same attack, so the r50 crossing is unchanged)."""
     d, k, a = cfg.data.d, cfg.data.k, cfg.attack
     top = a.eps_max * math.sqrt(d / 2)
-    n = int(math.ceil(top / (a.eps_step * math.sqrt(d / k)))) + 1
-    return jnp.linspace(0.0, top, n)
+    slots = cfg.data.padded
+    if isinstance(k, int):
+        n = _eps_points(d, k, a)
+    else:  # the host's count for every k the bucket holds, looked up: float32 arithmetic could round ceil() apart
+        n = jnp.asarray([_eps_points(d, max(kk, 2), a) for kk in range(slots + 1)])[k]
+    i = jnp.arange(_eps_points(d, slots, a))
+    return top * jnp.minimum(i, n - 1) / (n - 1)
 
 
 def readouts(cfg: FARun) -> tuple[str, ...]:
@@ -134,17 +146,23 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
     ``data``: :func:`fa_data` of this config, drawn once for the runs that share it (the sweep engine's data
     stage); None: drawn here (the same operations: the program of a sweep without a data stage is unchanged)."""
     dc, mc = cfg.data, cfg.model
-    c = dc.n_classes
+    c, classes = dc.n_classes, dc.classes  # static outputs (the cluster bucket); the real classes (maybe traced)
     data = fa_data(cfg) if data is None else data
     mkey = jax.random.fold_in(jax.random.PRNGKey(cfg.model_seed), 2)
     k_init, k_batch, k_attack = (jax.random.fold_in(mkey, i) for i in range(3))
     centres, signs = data["centres"], data["signs"]
-    A = readout_matrix(mc, c)
-    mask = neuron_mask(mc, c)
-    sup_sign = signs[jnp.arange(c) * (dc.k // c)]  # binary class of each output (multi-class)
+    A = readout_matrix(mc, c, classes)
+    mask = neuron_mask(mc, c, classes)
+    live_out = jnp.arange(c) < classes  # multi-class outputs of real classes (the rest: a bucket's padding)
+    # binary class of each output (multi-class; 0 for padding outputs, which leaves them out of every read-out)
+    sup_sign = jnp.where(live_out, signs[jnp.minimum(jnp.arange(c) * (dc.k // classes), c - 1)], 0.0)
     binary = mc.kind == "binary"
 
     params0 = init_two_layer(k_init, mc, dc.d, c)
+
+    def masked_ce(out, lab):
+        """Cross-entropy over the real classes: a padding output's logit is -inf (probability 0, no gradient)."""
+        return cross_entropy(jnp.where(live_out, out, -jnp.inf), lab)
 
     def outputs(p, x):
         return apply_two_layer(p, x, A)
@@ -155,7 +173,7 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
         tr_y = data["train"]["y"]
     else:
         def loss_fn(p, x, lab):
-            return cross_entropy(outputs(p, x), lab)
+            return masked_ce(outputs(p, x), lab)
         tr_y = data["train"]["label"]
 
     v0 = signs @ centres  # sum_{J+} mu - sum_{J-} mu, norm sqrt(k d)
@@ -171,7 +189,8 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
         if binary:
             return F.binary_feature_summary(centres, p["w"], signs, side, mask)
         cosm = F.cosine_matrix(centres, A @ p["w"])  # equivalent weight (1/h) sum_r w_{q,r} per output
-        return {**F.block_summary(cosm, block.astype(cosm.dtype), jnp.ones((c,), cosm.dtype)), "cos": cosm}
+        return {**F.block_summary(cosm, block.astype(cosm.dtype), live_out.astype(cosm.dtype), rows=data["live"]),
+                "cos": cosm}
 
     def margin_along_v(p, x, y, kind, n):
         """Exact flip radius along v(x) = -y vhat for the first n points."""
@@ -202,7 +221,9 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
     res["diverged"] = diverged_step >= 0
     res["movement"] = F.relative_movement(params["w"], params0["w"], mask)
     res["neuron_norm"] = F.masked_mean(jnp.linalg.norm(params["w"], axis=1), mask)  # mean ||w_r||
-    res["centre_orthogonality"] = jnp.max(jnp.abs(centres @ centres.T - dc.d * jnp.eye(dc.k))) / dc.d
+    pair_live = data["live"][:, None] & data["live"][None, :]  # real clusters only
+    res["centre_orthogonality"] = jnp.max(jnp.where(pair_live, jnp.abs(centres @ centres.T - dc.d * jnp.eye(c)),
+                                                    0.0)) / dc.d
 
     res["features"] = features(params)
     if "b" in params:
@@ -236,7 +257,7 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
             # margin directly avoids the sigmoid factor underflowing (false robustness) at large margins.
             if not use_ce:
                 return -margin(delta)
-            return jnp.where(oi == 0, -margin(delta), cross_entropy(out_of(delta), la))
+            return jnp.where(oi == 0, -margin(delta), masked_ce(out_of(delta), la))
 
         return margin, loss
 
@@ -262,7 +283,7 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
 
     # ---- attack geometry (main read-out): direction of successful PGD perturbations vs v(x)
     margin, loss = make_fns(kinds.index(main), 0)
-    e_dir = cfg.attack.direction_eps * math.sqrt(dc.d / dc.k)
+    e_dir = cfg.attack.direction_eps * jnp.sqrt(dc.d / dc.k)
     _, final, _ = R.pgd(margin, loss, e_dir * starts[0], e_dir, cfg.attack.steps,
                         cfg.attack.rel_step * e_dir / cfg.attack.steps)
     v_coord = q.T @ vhat  # vhat lies in span(Q): exact coordinates

@@ -21,12 +21,15 @@ def masked_mean(x, m):
     return jnp.sum(x * m) / jnp.maximum(jnp.sum(m), 1.0)
 
 
-def block_summary(cos, block, mask):
+def block_summary(cos, block, mask, rows=None):
     """Summaries of ``cos (k, neurons)`` split into in-block (``block`` true) and off-block entries.
 
-    ``mask (neurons,)`` drops padded neurons. Returns in-block mean/min/max and off-block mean/max.
+    ``mask (neurons,)`` drops padded neurons, ``rows (k,)`` (optional) padded clusters (a cluster bucket's slots
+    j >= k). Returns in-block mean/min/max and off-block mean/max.
     """
     m = mask[None, :] * jnp.ones_like(cos)
+    if rows is not None:
+        m = m * rows[:, None].astype(cos.dtype)
     inb = m * block
     off = m * (1.0 - block)
     big = jnp.asarray(jnp.inf, cos.dtype)
@@ -43,14 +46,14 @@ def block_summary(cos, block, mask):
 def binary_feature_summary(centres, W, signs, side_sign, mask):
     """Feature-averaging summary of a binary net.
 
-    Args: ``centres (k,d)``, ``W (neurons,d)``, cluster ``signs (k,)`` in {+1,-1}, neuron ``side_sign (neurons,)``
-    (+1 for the + side), ``mask (neurons,)``.
+    Args: ``centres (k,d)``, ``W (neurons,d)``, cluster ``signs (k,)`` in {+1,-1} (0: a padding slot of a cluster
+    bucket, left out of every summary), neuron ``side_sign (neurons,)`` (+1 for the + side), ``mask (neurons,)``.
     Returns the cosine matrix ``cos (k, neurons)``, its in-/off-block summary, the mean cosine of each neuron with
     its class sum  sum_{j in J_s} mu_j, and the minimum pairwise cosine within a class group.
     """
     cos = cosine_matrix(centres, W)
     block = (signs[:, None] == side_sign[None, :]).astype(cos.dtype)
-    out = block_summary(cos, block, mask)
+    out = block_summary(cos, block, mask, rows=signs != 0)
     class_sum = jnp.stack([jnp.sum(centres * (signs == s)[:, None], 0) for s in (1.0, -1.0)])  # (2, d)
     cs = cosine_matrix(W, class_sum)  # (neurons, 2)
     own = jnp.where(side_sign > 0, cs[:, 0], cs[:, 1])

@@ -9,7 +9,9 @@ fixed read-out matrix ``A (outputs, neurons)``:
   f_j(x) = (1/h) sum_r ReLU(<w_{j,r},x> + b_{j,r});  c outputs (logits for softmax CE).
 
 Widths are padded to a static ``bucket`` and neurons r >= width are masked by zero columns of A, so runs of
-different (traced) widths share one program; a masked neuron gets zero gradient and never affects f.
+different (traced) widths share one program; a masked neuron gets zero gradient and never affects f. The same
+holds for the heads of a multi-class net whose classes are padded (``live`` heads c' <= c, traced: a cluster
+bucket, :mod:`fa_jax.data.clusters`): heads q >= c' are masked neurons, and the loss masks their logits.
 Each neuron's init is drawn from ``fold_in(fold_in(key, group), r)``: a neuron's initial weights do not depend
 on the bucket, so a padded run equals the unpadded one.
 """
@@ -70,11 +72,15 @@ def init_two_layer(key: jax.Array, cfg: TwoLayerNet, d: int, n_classes: int, dty
     return params
 
 
-def neuron_mask(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
-    """``(neurons,)`` 1.0 for real neurons, 0.0 for padding (width may be traced)."""
+def neuron_mask(cfg: TwoLayerNet, n_classes: int, live=None) -> jax.Array:
+    """``(neurons,)`` 1.0 for real neurons, 0.0 for padding (width may be traced); ``live``: the multi-class net's
+    real heads (may be traced; None: all ``n_classes``), the neurons of heads q >= live are padding too."""
     groups, bucket = n_groups(cfg, n_classes), cfg.padded
     r = jnp.tile(jnp.arange(bucket), groups)
-    return (r < cfg.width).astype(jnp.result_type(float))  # float64 under x64: 1/m exact
+    real = r < cfg.width
+    if live is not None and cfg.kind != "binary":
+        real = real & (neuron_group(cfg, n_classes) < live)
+    return real.astype(jnp.result_type(float))  # float64 under x64: 1/m exact
 
 
 def neuron_group(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
@@ -82,9 +88,10 @@ def neuron_group(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
     return jnp.repeat(jnp.arange(n_groups(cfg, n_classes)), cfg.padded)
 
 
-def readout_matrix(cfg: TwoLayerNet, n_classes: int) -> jax.Array:
-    """Fixed ``A (outputs, neurons)``: +-1/m (binary) or 1/h block-diagonal (multi-class), zero on padding."""
-    mask = neuron_mask(cfg, n_classes)
+def readout_matrix(cfg: TwoLayerNet, n_classes: int, live=None) -> jax.Array:
+    """Fixed ``A (outputs, neurons)``: +-1/m (binary) or 1/h block-diagonal (multi-class), zero on padding (padded
+    neurons, and the heads q >= ``live`` of :func:`neuron_mask`)."""
+    mask = neuron_mask(cfg, n_classes, live)
     grp = neuron_group(cfg, n_classes)
     scale = mask / cfg.width
     if cfg.kind == "binary":
