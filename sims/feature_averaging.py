@@ -75,9 +75,9 @@ class FASim:
     # the init scale is traced. sigma_w = 1/sqrt(d) is always added to the scale grid.
     s3_widths: tuple = (1, 2, 5, 20, 100)  # S3 widths m per side
     s3_scales: tuple = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # S3 init scales (1/sqrt(d) is added)
-    # S3 padded widths: each width runs in the smallest bucket >= it. Two buckets: a third (20) saves the 8 runs of
-    # m = 20 a 5x padding but costs a compile as long as their whole training (issue 19: <= 12 programs)
-    s3_buckets: tuple = (5, 100)
+    # Two buckets: a third (20) would save the 8 runs of m = 20 a 5x padding but cost a compile as long as their
+    # whole training (issue 19: <= 12 programs)
+    s3_buckets: tuple = (5, 100)  # S3 padded widths: each width runs in the smallest bucket >= it
     s3_seeds: int = 1  # seeds per S3 cell
     # the sweeps (dynamics, phase, granularity, S3) only need r50 / flip radii: a cheaper attack, no CE variant
     sweep_points: int = 500  # attacked test points per sweep run (at most n_points)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import os
 
-# Every program the suite compiles outside the sweep engine (jitted metrics, models, references) at XLA:CPU's LLVM
-# level 1 too, the level the engine compiles its programs with (fa_jax.sweep.compiler_options): the suite is
-# compile-bound, and level 1 cut these files' CPU time by a third (test_metrics_robustness, test_models_image_nets,
-# test_metrics_margins_exact: 74.6 -> 52.2 CPU-s) at float-rounding-level differences. Set before jax starts its
-# backend (it reads XLA_FLAGS once); the CLI and multi-device subprocesses inherit it; a level the caller set wins.
+# The suite compiles at XLA:CPU's LLVM level 0: every program outside the sweep engine (jitted metrics, models,
+# references; XLA_FLAGS) and the engine's own (FA_JAX_CPU_OPT_LEVEL, fa_jax.sweep.compiler_options; users get 1).
+# The suite is compile-bound: level 1 cut test_metrics_robustness, test_models_image_nets and
+# test_metrics_margins_exact from 74.6 to 52.2 CPU-s against XLA's default (3), level 0 cut test_sweep,
+# test_trainer, test_optim and test_sweep_data from 139.3 to 112.7 CPU-s against level 1 (2026-12-06); a quick
+# preset, which runs longer, loses a little (feature-averaging quick 56.7 -> 60.8 CPU-s). Float-rounding-level
+# differences only. Set before jax starts its backend (it reads XLA_FLAGS once); the CLI and multi-device
+# subprocesses inherit both; a level the caller set wins.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+os.environ.setdefault("FA_JAX_CPU_OPT_LEVEL", "0")
 
 import jax  # after XLA_FLAGS
 import numpy as np

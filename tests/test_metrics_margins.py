@@ -100,7 +100,9 @@ def test_batched_bank_equals_one_sample_runs():
         item = Bank(bases=bases[si])
         for n in range(4):
             r = one(x[n], item)
-            assert float(batched["margin"][si, n]) == pytest.approx(float(r["margin"]), rel=1e-6)
+            # float32: the batched and the one-sample programs fuse (reassociate) differently, and DeepFool's steps
+            # carry the difference (1.1e-6 measured at XLA:CPU level 0): 1e-5, far below any margin difference
+            assert float(batched["margin"][si, n]) == pytest.approx(float(r["margin"]), rel=1e-5)
             assert int(batched["iters"][si, n]) == int(r["iters"])
             assert bool(batched["flipped"][si, n]) == bool(r["flipped"])
     assert np.asarray(batched["iters"]).max() > 1  # a nonlinear net needs several steps somewhere

@@ -36,7 +36,10 @@ class ClusterData:
     bucket: int | None = None  # static cluster slots K >= k (None: k; validate() pins it)
 
     def traced_now(self) -> dict:
-        """k and g are traced numbers: runs of one ``bucket`` share a program (fa_jax.config._roles)."""
+        """k and g are traced numbers once the bucket is set (``validate()`` sets it): runs of one bucket share a
+        program (fa_jax.config._roles). Without a bucket (an unvalidated config) k is the static shape."""
+        if self.bucket is None:
+            return {}
         return {"k": self.k, "groups": self.k if self.groups is None else self.groups}
 
     @property

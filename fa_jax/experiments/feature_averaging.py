@@ -2,7 +2,8 @@
 
 ``run_feature_averaging(cfg)`` generates the cluster data, initialises a binary or multi-class two-layer net,
 trains it with the scan trainer and returns every metric the sim needs. Traced fields (seeds, lr, init scale,
-sigma, split, width inside its bucket) may be tracers: the sweep engine vmaps this function over runs.
+sigma, split, width inside its bucket, cluster count k and super-class count g inside their cluster bucket) may be
+tracers: the sweep engine vmaps this function over runs.
 
 Keys: data from fold_in(PRNGKey(data_seed), 1); init/batches/attacks from fold_in(PRNGKey(model_seed), 2) and
 its sub-streams. A run's numbers depend only on its own config, never on its position in a sweep.
