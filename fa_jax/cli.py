@@ -411,9 +411,10 @@ def _measured(v) -> str:
 
 
 def wall_times(root: str | None = None) -> dict[str, dict[str, str]]:
-    """``{sim: {"quick": text, "default": text}}``. Default: the ``metrics.wall_seconds`` of the sim's committed
-    ``summary.json`` (:data:`fa_jax.docs.PAGES`) when that run computed every chunk itself; a run that resumed cached
-    chunks timed only its remainder, so then :data:`WALL_TIMES`' ``"default"`` entry (seconds or a note) is used.
+    """``{sim: {"quick": text, "default": text}}``. Default: :data:`WALL_TIMES`' ``"default"`` entry (seconds or a
+    note: e.g. the run shared the machine) where it has one, else the ``metrics.wall_seconds`` of the sim's committed
+    ``summary.json`` (:data:`fa_jax.docs.PAGES`) when that run computed every chunk itself (a run that resumed cached
+    chunks timed only its remainder).
     Quick: :data:`WALL_TIMES`' ``"quick"`` entry. Absent anywhere: "not measured"."""
     from .docs import PAGES
     from .docs import _root as docs_root
@@ -433,7 +434,7 @@ def wall_times(root: str | None = None) -> dict[str, dict[str, str]]:
         except (OSError, ValueError):
             doc = {}
         m, dev = doc.get("metrics", {}), doc.get("device", {})
-        if "wall_seconds" in m and not m.get("chunks_loaded_from_cache", 0):
+        if name not in table.get("default", {}) and "wall_seconds" in m and not m.get("chunks_loaded_from_cache", 0):
             default = f"{_duration(float(m['wall_seconds']))} ({dev.get('platform', '?')}, " \
                       f"{dev.get('cpu_count', '?')} cores)"
         else:

@@ -96,16 +96,20 @@ def test_list_shows_descriptions_presets_and_wall_times(capsys):
         assert name in out and sims.DESCRIPTIONS[name] in out
         assert f"quick {times[name]['quick']}, default {times[name]['default']}" in out
         assert ", ".join(sims.get_sim(name).PRESETS) in out
-    # the default time is the committed summary's own (feature-averaging computed every chunk)
+    # the default time is the committed note where there is one, else the committed summary's own
     with open(ROOT / "figures" / "summary.json") as f:
         m = json.load(f)["metrics"]
-    if not m.get("chunks_loaded_from_cache"):
+    with open(ROOT / "figures" / "wall_times.json") as f:
+        note = json.load(f)["default"].get("feature-averaging")
+    if note is None and not m.get("chunks_loaded_from_cache"):
         assert cli.wall_times(str(ROOT))["feature-averaging"]["default"].startswith(cli._duration(m["wall_seconds"]))
+    elif note is not None:
+        assert cli.wall_times(str(ROOT))["feature-averaging"]["default"] == cli._measured(note)
 
 
 def test_wall_times_sources(tmp_path):
-    """Default: the summary's wall_seconds unless that run resumed cached chunks (then the JSON's note); quick: the
-    JSON's seconds or note; nothing anywhere: 'not measured'."""
+    """Default: the JSON's note (or seconds) where it has one, else the summary's wall_seconds unless that run resumed
+    cached chunks; quick: the JSON's seconds or note; nothing anywhere: 'not measured'."""
     (tmp_path / "figures" / "sgd-support").mkdir(parents=True)
     (tmp_path / "figures" / "summary.json").write_text(json.dumps(
         {"metrics": {"wall_seconds": 150.0, "chunks_loaded_from_cache": 0}, "device": {"platform": "cpu",
@@ -118,6 +122,9 @@ def test_wall_times_sources(tmp_path):
     assert t["feature-averaging"] == {"quick": "75 s", "default": "2.5 min (cpu, 2 cores)"}
     assert t["sgd-support"] == {"quick": "not measured", "default": "75.0 min"}
     assert t["agop-collapse"] == {"quick": "not measured", "default": "not measured"}
+    # a note wins over a summary that timed itself (e.g. the run shared the machine)
+    (tmp_path / "figures" / "wall_times.json").write_text(json.dumps({"default": {"feature-averaging": "under load"}}))
+    assert cli.wall_times(str(tmp_path))["feature-averaging"]["default"] == "under load"
 
 
 # ----------------------------------------------------------------------------- --set: one grammar
