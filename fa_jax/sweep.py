@@ -1037,10 +1037,15 @@ def _named_chunks(run_fn, key, configs, idx, size, devices, fresh, precision, ta
 
 def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = DEFAULT_PRECISION,
          shared: _SharedInputs | None = None, data: Callable | None = None, most: int = 1) -> int:
-    """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device). The footprint holds
-    the ``shared`` inputs once (an argument of the program, a full copy per device): they are a fixed cost, the
-    rest is shared out per run. With a ``data`` stage (data keys of at most ``most`` runs) the size found is
-    rounded down to whole blocks (:func:`_blocked_size`)."""
+    """Largest chunk size <= ``size`` whose compiled footprint fits ``budget`` (per device).
+
+    Memory model per device at m runs per device, ``need(m)``. Without a data stage: ``fixed + m * per_run``, with
+    ``fixed`` the ``shared`` inputs (an argument of the program, a full copy per device) and ``per_run`` the rest of
+    the footprint measured at ``size`` shared out per run (the other fixed costs counted as per-run: errs on the
+    safe side). With a ``data`` stage (data keys of at most ``most`` runs) a block holds one draw and the draw's
+    generation temporaries whatever its number of runs, a cost one compile cannot tell from the runs': the program
+    is also compiled at one run per device and ``need`` is the line through the two footprints, which over-estimates
+    at every whole number of blocks (the size found is rounded down to whole blocks, :func:`_blocked_size`)."""
     nd = len(devices)
     explicit = budget is not None
     budget = budget if explicit else memory_budget(devices)
@@ -1048,16 +1053,26 @@ def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = 
     foot = _footprint(compiled)
     if foot is None or foot <= budget:
         return size
+    n = size // nd
     fixed = 0 if shared is None else shared.nbytes
-    # per run and device; counting the other fixed costs as per-run errs on the safe side
-    per_run = max(foot - fixed, 1) / (size // nd)
+    if data is None:
+        first, step = fixed + max(foot - fixed, 1) / n, max(foot - fixed, 1) / n
+    else:
+        one, _ = _program(run_fn, key, base, nd, devices, fresh, precision, shared, _stage(data, nd, nd, most))
+        first = _footprint(one) or foot
+        step = max(foot - first, 0) / max(n - 1, 1)
+
+    def need(m: int) -> float:
+        return first + (m - 1) * step
+
     # one run per device is the floor: refuse a run that cannot fit, with a message, before it runs (XLA would
     # fail at allocation with a raw RESOURCE_EXHAUSTED traceback). The default budget is half the capacity, so a
     # run between the two still goes (alone); an explicit budget is honoured as given.
     limit = budget if explicit else memory_budget(devices, 1.0)
-    if fixed + per_run > limit:
-        raise RunTooLargeError(key, fixed + per_run, limit, explicit, fixed)
-    fitted = max(nd, (int((budget - fixed) // per_run)) * nd)
+    if need(1) > limit:
+        raise RunTooLargeError(key, need(1), limit, explicit, fixed)
+    m = max(1, min(n, int((budget - first) // step) + 1 if step > 0 else n))
+    fitted = m * nd
     STATS.resized_groups += 1
     if fitted >= size:
         return size

@@ -283,3 +283,35 @@ def test_shared_and_data_together_and_an_empty_sweep():
         np.testing.assert_array_equal(a["w"], b["w"])
         assert "shift" not in a and float(b["shift"]) == 3.0
     assert S.run_sweep(toy_run, [], data=toy_data) == []
+
+
+# ----------------------------------------------------------------------------- memory plan
+@dataclasses.dataclass(frozen=True)
+class BigDraw(Toy):
+    n: int = 8192  # a draw of 8192 x 16 floats (0.5 MiB) against a per-run state of 16 x 8
+
+
+def small_run(cfg: BigDraw, data) -> dict:
+    """A run whose own memory is small beside the draw: a few GD steps on one row-block of the data."""
+    return toy_run(dataclasses.replace(cfg, n=64), {k: v[:64] for k, v in data.items()})
+
+
+def test_memory_plan_holds_a_whole_draw_per_block():
+    """The automatic chunk size under a budget: a block holds one draw (and its generation temporaries) whatever its
+    number of runs, so a chunk of fewer runs saves only the runs' own memory. Every chunk planned under a budget
+    between one run's footprint and the whole group's fits it when compiled; a budget below one run's footprint
+    (one run beside one draw) is refused before anything runs. (The single-footprint model shared the draw out per
+    run: a few bytes short of the whole group it planned 7 runs, 2 631 188 bytes against a budget of 2 629 454.)"""
+    cfgs = [BigDraw(seed=s, lr=0.1 + 0.01 * s) for s in range(8)]  # one data seed: one block of 8
+
+    def footprint(size):
+        return S._footprint(S._program(small_run, key, cfgs[0], size, dev, data=S._stage(toy_data, size, 1, 8))[0])
+
+    key, dev = S.static_key(cfgs[0]), tuple(jax.devices()[:1])
+    one, whole = footprint(1), footprint(8)
+    assert one > (8192 * 16 + 8192) * 4 and whole > one  # one run holds the whole draw (x and y, float32)
+    for budget in (whole - 1, (one + whole) // 2, one):
+        (plan, *_) = S.plan_chunks(small_run, cfgs, devices=dev, budget=budget, data=toy_data, files=False)
+        assert 1 <= plan.size < 8 and footprint(plan.size) <= budget, (plan.size, footprint(plan.size), budget)
+    with pytest.raises(S.RunTooLargeError, match="one run needs"):
+        S.plan_chunks(small_run, cfgs, devices=dev, budget=one - 1, data=toy_data, files=False)
