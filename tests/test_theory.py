@@ -218,3 +218,21 @@ def test_outputs_are_float64_numpy():
                 th.gradient_cosine_tolerance(2, 4), th.fa_k_slope(), th.fd_k_slope(), *th.fd_r50_window(64),
                 th.real_clean_accuracy_floor(), th.more_robust_gap(10, 2)):
         assert np.asarray(val).dtype == np.float64
+
+
+def test_noise_map_theory_against_independent_references():
+    """S7: c = 1/sqrt(1 + sigma^2 k/n); the boundary sigma* = sqrt(n/k) is where c = 1/sqrt(2) (round trip), its
+    log-log slope in k is -1/2 (finite difference), sigma -> 0 gives G1; clean accuracy = Phi(c sqrt(d/k)/sigma)
+    (scipy's normal cdf, float64)."""
+    from scipy.stats import norm
+
+    sig, k, n, d = np.array([0.25, 1.0, 10.0, 32.0]), np.array([2.0, 10.0, 64.0]), 1000, 3072
+    c = th.noisy_radius_factor(sig[:, None], k[None, :], n)
+    np.testing.assert_allclose(c, (1.0 + sig[:, None] ** 2 * k[None, :] / n) ** -0.5, rtol=1e-15)
+    assert th.noisy_radius_factor(0.0, 10, n) == 1.0
+    star = th.noise_boundary_sigma(n, k)
+    np.testing.assert_allclose(th.noisy_radius_factor(star, k, n), th.noise_boundary_level(), rtol=1e-14)
+    fd = (np.log(th.noise_boundary_sigma(n, 10.0 * 1.001)) - np.log(th.noise_boundary_sigma(n, 10.0))) / np.log(1.001)
+    assert fd == pytest.approx(float(th.noise_boundary_slope()), abs=1e-9)
+    acc = th.noisy_clean_accuracy(d, k[None, :], sig[:, None], n)
+    np.testing.assert_allclose(acc, norm.cdf(np.sqrt(d / k[None, :]) * c / sig[:, None]), rtol=1e-12)

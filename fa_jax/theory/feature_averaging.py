@@ -39,6 +39,11 @@ PROVENANCE = {
     "real_clean_accuracy_floor": "paper claim (Fig. 3 at radius 0 and Sec. 3: both models near-perfect, "
                                  "99.1-99.5 % on MNIST, 97.1-98.3 % on CIFAR-10 with ResNet-18; unverified)",
     "in_domain": "derived (spec 2.1: the setting is meaningful only when sqrt(d/k) >> 1)",
+    "noisy_radius_factor": "derived (spec S7; the class-mean argument in its docstring)",
+    "noisy_clean_accuracy": "derived (spec S7; Phi of the noisy radius over the test noise)",
+    "noise_boundary_sigma": "derived (spec S7; where noisy_radius_factor = 1/sqrt(2))",
+    "noise_boundary_slope": "derived (spec S7; d log sigma* / d log k of noise_boundary_sigma)",
+    "noise_boundary_level": "derived (spec S7; noisy_radius_factor at the boundary)",
     "more_robust_gap": "paper claim (Fig. 3 / spec P14: the 10-class-derived classifier is more robust than the "
                        "binary one at every radius > 0; unverified)",
 }
@@ -200,3 +205,41 @@ def in_domain(d, k) -> bool:
     only when sqrt(d/k) >> 1"; its tolerances are stated at sqrt(d/k) = 17.5). Below it the O(1) per-point noise is
     > 10 % of the radii (and of the 3-10 % windows), and finite-n noise moves the cosines by more than P1's 0.01."""
     return bool(math.sqrt(float(d) / float(k)) >= 10.0)
+
+
+def noisy_radius_factor(sigma, k, n):
+    """S7: the FA radius under noise, as a fraction of sqrt(d/k): 1 / sqrt(1 + sigma^2 k / n).
+
+    Derivation (spec G1/G2 with finite n): from small init GD moves each neuron of side s along its class's mean
+    input, (1/|J_s|) sum_{J_s} mu_j + sigma xi_bar, where xi_bar averages the n |J_s| / k noise vectors of the
+    class: norm sigma sqrt(d k / (n |J_s|)) against the signal's sqrt(d / |J_s|), and nearly orthogonal to it, so
+    the neuron's cosine with its averaged feature is c = 1/sqrt(1 + sigma^2 k / n) for either side of any split.
+    Every projection of a neuron on the cluster centres, and so the G1 margin along the averaged direction,
+    shrinks by c relative to the neuron's norm, while a test point's own noise adds sigma N(0, 1) to its margin:
+    r50 = c sqrt(d/k) (the median margin), and the in-block cosine is c / sqrt(|J_s|). sigma -> 0 gives G1/G2.
+    Domain: as G1 (sqrt(d/k) >= 10, :func:`in_domain`), trained as the paper trains (GD from small init for
+    T = 100 steps: long training may fit the noise, spec S7's memorisation regime), and a radius that is defined:
+    predicted clean accuracy :func:`noisy_clean_accuracy` >= 0.75. Per-cell values (arrays broadcast)."""
+    return 1.0 / np.sqrt(1.0 + np.asarray(sigma, float) ** 2 * np.asarray(k, float) / float(n))
+
+
+def noisy_clean_accuracy(d, k, sigma, n):
+    """S7: clean accuracy of the noisy FA net, Phi(r50 / sigma) with r50 = sqrt(d/k) noisy_radius_factor (a test
+    point's margin along the neuron is r50 + sigma N(0, 1))."""
+    return _phi(fa_radius(d, k) * noisy_radius_factor(sigma, k, n) / np.asarray(sigma, float))
+
+
+def noise_boundary_level():
+    """S7: the normalised radius r50 / sqrt(d/k) that marks the noise boundary: 1/sqrt(2) (noise and signal
+    parts of a neuron equal)."""
+    return np.float64(1.0 / math.sqrt(2.0))
+
+
+def noise_boundary_sigma(n, k):
+    """S7: the noise sigma* where r50 / sqrt(d/k) falls to 1/sqrt(2) (:func:`noisy_radius_factor`): sqrt(n / k)."""
+    return np.sqrt(float(n) / np.asarray(k, float))
+
+
+def noise_boundary_slope():
+    """S7: d log sigma* / d log k of :func:`noise_boundary_sigma` at fixed n: -1/2."""
+    return np.float64(-0.5)
