@@ -20,6 +20,7 @@ PAGES = {
     "feature-averaging": "figures/summary.json",
     "feature-averaging-real": "figures/feature-averaging-real/summary.json",
     "regimes": "figures/regimes/summary.json",
+    "noise-map": "figures/noise-map/summary.json",
     "sgd-support": "figures/sgd-support/summary.json",
     "sgd-vs-adaptive": "figures/sgd-vs-adaptive/summary.json",
     "sgd-vs-adaptive-faithful-small": "figures/sgd-vs-adaptive/faithful-small/summary.json",

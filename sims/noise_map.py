@@ -28,10 +28,12 @@ def _fixed(spec: dict) -> tuple[int, int]:
 
 
 def inblock_theory(k):
-    """Noise-free in-block cosine of a k-cluster binary net split k//2 / k - k//2 (width-weighted mean over the two
-    sides, spec G2): the normaliser of the cosine panel."""
+    """Noise-free in-block cosine of a k-cluster binary net split k//2 / k - k//2 (spec G2), as the run measures it:
+    the mean over in-block (neuron, cluster) entries, |J_s| of them per neuron of side s, each 1/sqrt(|J_s|):
+    sum_s sqrt(|J_s|) / k (1/sqrt(k/2) for even k). The normaliser of the cosine panel and checks."""
     k = np.asarray(k, float)
-    return 0.5 * (T.inblock_cosine(np.floor(k / 2)) + T.inblock_cosine(k - np.floor(k / 2)))
+    lo = np.floor(k / 2)
+    return (lo * T.inblock_cosine(lo) + (k - lo) * T.inblock_cosine(k - lo)) / k
 
 
 def measures(ds, spec: dict) -> dict:
