@@ -1056,7 +1056,8 @@ def _fit(run_fn, key, base, size, devices, budget, fresh=None, precision: str = 
     n = size // nd
     fixed = 0 if shared is None else shared.nbytes
     if data is None:
-        first, step = fixed + max(foot - fixed, 1) / n, max(foot - fixed, 1) / n
+        step = max(foot - fixed, 1) / n  # per run
+        first = fixed + step
     else:
         one, _ = _program(run_fn, key, base, nd, devices, fresh, precision, shared, _stage(data, nd, nd, most))
         first = _footprint(one) or foot

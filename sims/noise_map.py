@@ -102,9 +102,8 @@ def analyse(ds, spec: dict, out_dir: str):
     cand = [k for k, ok in zip(ks, inside) if ok]
     if cand:
         k0 = int(min(cand, key=lambda k: abs(np.log(k / want_k))))
-        sig = np.sort(m["r50"][SIGMA].values.astype(float))
-        s_lo = float(sig[0])
-        s_b = float(min(sig, key=lambda s: abs(np.log(s / float(T.noise_boundary_sigma(n, k0))))))
+        s_lo = float(sig_all[0])
+        s_b = float(min(sig_all, key=lambda s: abs(np.log(s / float(T.noise_boundary_sigma(n, k0))))))
         cell = {name: m[name].sel({K: k0}).mean("seed") for name in ("r50", "cos")}
         for tag, s, null, why in (
                 ("small_noise", s_lo, 0.0, "null 0: a chance-level net"),

@@ -152,25 +152,17 @@ def mc_plain():
 def _assert_cluster_padded_close(plain_cfg, plain: dict, padded: dict):
     """A run in a cluster bucket equals the unpadded run: outputs over cluster slots compare on the real ones,
     the eps grid (and the curves over it) on the unpadded grid's points, its padding repeating the end point."""
-    fa, fb = flat(plain), flat(padded)
-    assert fa.keys() == fb.keys()
+    fa, fb = flat(plain), dict(flat(padded))
     n_eps, k = len(fa["eps"]), plain_cfg.data.k
-    for key, x in fa.items():
-        y = fb[key]
+    for key, y in fb.items():
         if key == "eps" or key.endswith("/acc"):
             np.testing.assert_array_equal(y[n_eps:], y[n_eps - 1])  # the grid's end point (and its attack) repeated
-            y = y[:n_eps]
-        elif key == "features/cos":
-            y = y[:k, : x.shape[1]] if plain_cfg.model.kind == "binary" else y[:k, :k]
-            x = x[:k, :k] if plain_cfg.model.kind != "binary" else x
-        if key == "centre_orthogonality":  # ~1e-7: the QR of the wider matrix reassociates (relative error ~1)
-            assert float(x) < 1e-5 and float(y) < 1e-5
-            continue
-        assert x.shape == y.shape, key
-        if x.dtype == bool or np.issubdtype(x.dtype, np.integer):
-            np.testing.assert_array_equal(x, y, err_msg=key)
-        else:  # float32 reassociation (QR of a wider matrix) carried through 20 training steps and the attacks
-            np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5, err_msg=key)
+            fb[key] = y[:n_eps]
+    fb["features/cos"] = fb["features/cos"][:k, : fa["features/cos"].shape[1]]  # real clusters (and heads)
+    # ~1e-7: the QR of the wider matrix reassociates (relative error ~1), so bounded, not compared
+    assert float(fa["centre_orthogonality"]) < 1e-5 and float(fb["centre_orthogonality"]) < 1e-5
+    # float32 reassociation (QR of a wider matrix) carried through 20 training steps and the attacks
+    assert_results_close(fa, fb, rtol=1e-4, atol=1e-5, skip=("centre_orthogonality",))
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass"])

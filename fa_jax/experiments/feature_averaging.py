@@ -110,10 +110,9 @@ def eps_grid(cfg: FARun) -> jax.Array:
     d, k, a = cfg.data.d, cfg.data.k, cfg.attack
     top = a.eps_max * math.sqrt(d / 2)
     slots = cfg.data.padded
-    if isinstance(k, int):
-        n = _eps_points(d, k, a)
-    else:  # the host's count for every k the bucket holds, looked up: float32 arithmetic could round ceil() apart
-        n = jnp.asarray([_eps_points(d, max(kk, 2), a) for kk in range(slots + 1)])[k]
+    # the host's count for every k the bucket holds, looked up (k may be traced): float32 arithmetic could round
+    # ceil() apart from the host's
+    n = jnp.asarray([_eps_points(d, max(kk, 2), a) for kk in range(slots + 1)])[k]
     i = jnp.arange(_eps_points(d, slots, a))
     return top * jnp.minimum(i, n - 1) / (n - 1)
 

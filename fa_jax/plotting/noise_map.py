@@ -7,16 +7,10 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from ..theory import feature_averaging as T
 from .common import save
+from .phase import _centres_edges
 from .style import DIVERGING, THEORY, centred_norm, panels, styled
 
 K, SIGMA = "data.k", "data.sigma"
-
-
-def _edges(v) -> np.ndarray:
-    """Cell edges of log-spaced centres ``v`` (geometric midpoints, the ends mirrored)."""
-    lv = np.log(np.asarray(v, float))
-    mid = 0.5 * (lv[1:] + lv[:-1])
-    return np.exp(np.concatenate([[2 * lv[0] - mid[0]], mid, [2 * lv[-1] - mid[-1]]]))
 
 
 @styled
@@ -31,6 +25,7 @@ def noise_figures(out_dir, ds, m: dict, *, d: int, n: int, star: dict) -> list:
     sig = np.asarray(ds[SIGMA].values, float)
     ko, so = np.argsort(ks), np.argsort(sig)
     ks, sig = ks[ko], sig[so]
+    k_edges, s_edges = _centres_edges(ks, "log")[1], _centres_edges(sig, "log")[1]  # cells of log-spaced centres
 
     def grid(da):  # (sigma, k) seed means, axes ascending
         return da.mean("seed").transpose(SIGMA, K).values[np.ix_(so, ko)]
@@ -52,7 +47,7 @@ def noise_figures(out_dir, ds, m: dict, *, d: int, n: int, star: dict) -> list:
         (clean, "viridis", None, "clean accuracy", "(d) clean accuracy"),
     ]
     for ax, (Z, cmap, norm, clabel, title) in zip(axes, specs):
-        im = ax.pcolormesh(_edges(ks), _edges(sig), np.ma.masked_invalid(Z), cmap=cmap, norm=norm,
+        im = ax.pcolormesh(k_edges, s_edges, np.ma.masked_invalid(Z), cmap=cmap, norm=norm,
                            shading="flat")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -75,8 +70,8 @@ def noise_figures(out_dir, ds, m: dict, *, d: int, n: int, star: dict) -> list:
             ax.plot(kx, [star[int(k)] for k in kx], "o", ms=3, color="w", mec="k", mew=0.6,
                     label=r"measured $\sigma^*$ ($r_{50}/\sqrt{d/k}=1/\sqrt{2}$)")
             ax.legend(loc="lower left", fontsize=7)
-        ax.set_xlim(_edges(ks)[0], _edges(ks)[-1])
-        ax.set_ylim(_edges(sig)[0], _edges(sig)[-1])
+        ax.set_xlim(k_edges[0], k_edges[-1])
+        ax.set_ylim(s_edges[0], s_edges[-1])
         # powers of two inside the range, plain numbers (not 2 x 10^0)
         for axis, lo, hi in ((ax.xaxis, ks[0], ks[-1]), (ax.yaxis, sig[0], sig[-1])):
             ticks = [2.0 ** e for e in range(int(np.floor(np.log2(lo))), int(np.ceil(np.log2(hi))) + 1)
