@@ -183,9 +183,10 @@ def train(
     # A leading empty segment (0, 0) records the initial state inside the scan: record_fn is traced and compiled
     # once, not a second time outside the loop (it can be the largest part of a program: attacks, radii).
     bounds = jnp.asarray(np.stack([(plan[0],) + plan[:-1], plan], axis=1), jnp.int32)
-    # The carried permutation is only read after a step with t % nb == 0 has set it; segments may start
-    # mid-epoch, so it is carried across them (and re-drawn for the epoch of the first step if needed).
-    perm0 = _epoch_perm(key, plan[0] // nb, n) if epochwise else jnp.zeros((1,), jnp.int32)
+    # The carried permutation is only read after a step with t % nb == 0 has set it: the first step is t = 0 (plan[0]
+    # is 0), an epoch start, so the initial value is a placeholder of the right shape (drawing it here too would
+    # compile a second permutation sort and never use it). Segments may start mid-epoch: it is carried across them.
+    perm0 = jnp.zeros((n,), int) if epochwise else jnp.zeros((1,), jnp.int32)  # int: permutation's own dtype
     init = (params, optimizer.init(params), jnp.asarray(-1, jnp.int32), perm0)
     (params, _, bad_at, _), records = lax.scan(segment, init, bounds)
     return TrainResult(params, records, bad_at)
