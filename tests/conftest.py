@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import os
 
-# The suite compiles at XLA:CPU's LLVM level 0: every program outside the sweep engine (jitted metrics, models,
-# references; XLA_FLAGS) and the engine's own (FA_JAX_CPU_OPT_LEVEL, fa_jax.sweep.compiler_options; users get 1).
-# The suite is compile-bound: level 1 cut test_metrics_robustness, test_models_image_nets and
-# test_metrics_margins_exact from 74.6 to 52.2 CPU-s against XLA's default (3), level 0 cut test_sweep,
-# test_trainer, test_optim and test_sweep_data from 139.3 to 112.7 CPU-s against level 1 (2026-12-06); a quick
-# preset, which runs longer, loses a little (feature-averaging quick 56.7 -> 60.8 CPU-s). Float-rounding-level
-# differences only. Set before jax starts its backend (it reads XLA_FLAGS once); the CLI and multi-device
-# subprocesses inherit both; a level the caller set wins.
+# The suite is compile-bound, so it compiles cheaply (users keep XLA's and the engine's defaults):
+# * XLA:CPU's LLVM level 0 for every program outside the sweep engine (jitted metrics, models, references;
+#   XLA_FLAGS) and for the engine's own (FA_JAX_CPU_OPT_LEVEL, fa_jax.sweep.compiler_options; users get 1). Level 1
+#   cut test_metrics_robustness, test_models_image_nets and test_metrics_margins_exact from 74.6 to 52.2 CPU-s
+#   against XLA's default (3), level 0 cut test_sweep, test_trainer, test_optim and test_sweep_data from 139.3 to
+#   112.7 CPU-s against level 1 (2026-12-06).
+# * XLA:CPU's older elemental emitters instead of its MLIR fusion emitters (--xla_cpu_use_fusion_emitters=false):
+#   backend compile of test_optim + test_trainer + test_metrics_robustness 33.6 -> 13.9 s, the whole suite 9.0 ->
+#   5.8 compile-min (2026-12-07). Runs a little slower (benchmarks.throughput --quick: GD equal, SGD b = 32 5-9 %
+#   slower), so users keep the default.
+# * The end-to-end sim tests (tests/test_sim_*.py, run-bound: a quick preset trains for tens of seconds) run the
+#   engine at level 1 (the fixture _sim_tests_engine_level below): with the elemental emitters, hold-me-tight quick
+#   took 140 s at level 0 against 75 s at level 1, sgd-vs-adaptive 76 -> 47 s, feature-averaging 48 -> 33 s.
+# Float-rounding-level differences only. Set before jax starts its backend (it reads XLA_FLAGS once); the CLI and
+# multi-device subprocesses inherit them; a setting the caller made wins.
+# whether the caller set the engine's level: decided once, in the first process (the xdist controller), whose
+# environment (with the level set below) the workers inherit
+os.environ.setdefault("FA_JAX_TEST_CALLER_LEVEL", "1" if "FA_JAX_CPU_OPT_LEVEL" in os.environ else "0")
+_USER_ENGINE_LEVEL = os.environ["FA_JAX_TEST_CALLER_LEVEL"] == "1"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+if "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"]:
+    os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("FA_JAX_CPU_OPT_LEVEL", "0")
 
 import jax  # after XLA_FLAGS
@@ -50,6 +63,18 @@ try:  # issue 21: the property tests' deeper profile (HYPOTHESIS_PROFILE=deep, t
     _hypothesis_settings.register_profile("deep", max_examples=500, deadline=None, database=None)
 except ImportError:  # hypothesis is in the [test] extra; without it tests/test_fuzz.py is skipped
     pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sim_tests_engine_level(request):
+    """The end-to-end sim modules (tests/test_sim_*.py) run the engine at LLVM level 1, the users' default: they
+    are run-bound (the header above); unless the caller set FA_JAX_CPU_OPT_LEVEL."""
+    if _USER_ENGINE_LEVEL or not request.module.__name__.rpartition(".")[2].startswith("test_sim_"):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FA_JAX_CPU_OPT_LEVEL", "1")
+        yield
 
 
 @pytest.fixture
