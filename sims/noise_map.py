@@ -27,15 +27,6 @@ def _fixed(spec: dict) -> tuple[int, int]:
     return int(f["data.d"]), int(f["data.n_train"])
 
 
-def inblock_theory(k):
-    """Noise-free in-block cosine of a k-cluster binary net split k//2 / k - k//2 (spec G2), as the run measures it:
-    the mean over in-block (neuron, cluster) entries, |J_s| of them per neuron of side s, each 1/sqrt(|J_s|):
-    sum_s sqrt(|J_s|) / k (1/sqrt(k/2) for even k). The normaliser of the cosine panel and checks."""
-    k = np.asarray(k, float)
-    lo = np.floor(k / 2)
-    return (lo * T.inblock_cosine(lo) + (k - lo) * T.inblock_cosine(k - lo)) / k
-
-
 def measures(ds, spec: dict) -> dict:
     """``{name: DataArray (data.k, data.sigma, seed)}``: r50 / sqrt(d/k), in-block cosine / its noise-free value,
     clean accuracy, raw r50 and in-block cosine; diverged runs are NaN."""
@@ -45,7 +36,8 @@ def measures(ds, spec: dict) -> dict:
     r50 = ds["robust/binary/r50"].where(ok)
     cos = ds["features/in_mean"].where(ok)
     return {"r50": r50, "r50_norm": r50 / np.sqrt(d / k), "cos": cos,
-            "cos_norm": cos / k.copy(data=inblock_theory(k.values)), "clean_acc": ds["robust/binary/clean_acc"].where(ok)}
+            "cos_norm": cos / k.copy(data=T.split_inblock_cosine(k.values)),
+            "clean_acc": ds["robust/binary/clean_acc"].where(ok)}
 
 
 def crossing_sigma(sigmas, values, level: float) -> float:
@@ -110,7 +102,7 @@ def analyse(ds, spec: dict, out_dir: str):
                 ("boundary", s_b, float(T.fa_radius(d, k0)),
                  f"null sqrt(d/k) = {float(T.fa_radius(d, k0)):.3g}: noise that leaves the radius alone")):
             c = float(T.noisy_radius_factor(s, k0, n))
-            pred_in = float(inblock_theory(k0)) * c
+            pred_in = float(T.split_inblock_cosine(k0)) * c
             checks.append(Check(
                 f"noise.r50_k{k0}_{tag}", float(cell["r50"].sel({SIGMA: s})), float(T.fa_radius(d, k0)) * c, 0.10,
                 "rel", P["noisy_radius_factor"],
@@ -123,8 +115,8 @@ def analyse(ds, spec: dict, out_dir: str):
                 f"S7/G2: seed-mean in-block cosine at k = {k0}, sigma = {s:.4g} = (1/sqrt(|J_s|)) / sqrt(1 + "
                 f"sigma^2 k/n); tolerance: spec P3 (+-0.03); null "
                 + ("0: a never-moved random-init neuron" if tag == "small_noise" else
-                   f"{float(inblock_theory(k0)):.3f}: the noise-free cosine"),
-                null=0.0 if tag == "small_noise" else float(inblock_theory(k0))))
+                   f"{float(T.split_inblock_cosine(k0)):.3f}: the noise-free cosine"),
+                null=0.0 if tag == "small_noise" else float(T.split_inblock_cosine(k0))))
     else:
         not_evaluated["noise.reference_cells"] = "no cluster count with sqrt(d/k) >= 10 (theory.in_domain)"
     mean = {name: m[name].mean("seed") for name in ("r50_norm", "cos_norm", "clean_acc")}

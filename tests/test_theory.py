@@ -236,3 +236,13 @@ def test_noise_map_theory_against_independent_references():
     assert fd == pytest.approx(float(th.noise_boundary_slope()), abs=1e-9)
     acc = th.noisy_clean_accuracy(d, k[None, :], sig[:, None], n)
     np.testing.assert_allclose(acc, norm.cdf(np.sqrt(d / k[None, :]) * c / sig[:, None]), rtol=1e-12)
+
+
+def test_split_inblock_cosine_is_the_mean_over_in_block_entries():
+    """G2 for a k//2 split, as a run measures it: the mean of 1/sqrt(|J_s|) over every in-block (neuron, cluster)
+    entry, counted here entry by entry; even k gives 1/sqrt(k/2)."""
+    for k in (2, 3, 5, 10, 11, 64):
+        sides = (k // 2, k - k // 2)
+        entries = [1.0 / np.sqrt(s) for s in sides for _ in range(s)]  # one neuron per side, |J_s| entries each
+        assert float(th.split_inblock_cosine(k)) == pytest.approx(np.mean(entries), rel=1e-14)
+    assert float(th.split_inblock_cosine(10)) == pytest.approx(float(th.inblock_cosine(5)), rel=1e-14)

@@ -39,6 +39,7 @@ PROVENANCE = {
     "real_clean_accuracy_floor": "paper claim (Fig. 3 at radius 0 and Sec. 3: both models near-perfect, "
                                  "99.1-99.5 % on MNIST, 97.1-98.3 % on CIFAR-10 with ResNet-18; unverified)",
     "in_domain": "derived (spec 2.1: the setting is meaningful only when sqrt(d/k) >> 1)",
+    "split_inblock_cosine": "derived (spec G2: inblock_cosine averaged over the in-block entries of a k//2 split)",
     "noisy_radius_factor": "derived (spec S7; the class-mean argument in its docstring)",
     "noisy_clean_accuracy": "derived (spec S7; Phi of the noisy radius over the test noise)",
     "noise_boundary_sigma": "derived (spec S7; where noisy_radius_factor = 1/sqrt(2))",
@@ -67,6 +68,15 @@ def ratio(k):
 def inblock_cosine(n_s):
     """G2: cos(w_{s,r}, mu_j) = 1/sqrt(|J_s|) for j in J_s."""
     return 1.0 / np.sqrt(np.asarray(n_s, float))
+
+
+def split_inblock_cosine(k):
+    """G2 for a k-cluster binary net split k//2 / k - k//2, as a run measures it (``features/in_mean``): the mean
+    over in-block (neuron, cluster) entries, |J_s| of them per neuron of side s, each 1/sqrt(|J_s|):
+    sum_s sqrt(|J_s|) / k (1/sqrt(k/2) for even k). Arrays broadcast."""
+    k = np.asarray(k, float)
+    lo = np.floor(k / 2)
+    return (lo * inblock_cosine(lo) + (k - lo) * inblock_cosine(k - lo)) / k
 
 
 def class_sum_cosine():
