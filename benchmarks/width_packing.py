@@ -3,10 +3,12 @@
 A probe for issue 19 item 2 (the engine does not pack yet; it pads every run of a group to the group's widest
 net). Workload: ``per`` runs at each width m of ``widths`` (init seeds 0..per-1), all on ONE dataset (``x (samples,
 d)`` Gaussian, ``y`` = sign of its first coordinate), binary two-layer ReLU net f(x) = sum_j a_j relu(w_j.x + b_j)
-with the fixed head a = (+1/m, ..., -1/m, ...), logistic loss, full-batch GD at ``lr`` for T steps, float32.
+with the fixed head a = (+1/m, ..., -1/m, ...) (``benchmarks.throughput.head_vector``; the loss is its
+``hand_loss``), logistic loss, full-batch GD at ``lr`` for T steps, float32.
 
 * separate: one ``jit(vmap(train))`` per width (what a user writes; the FLOP floor);
-* padded: every run padded to 2 max(m) neurons with a 0/1 neuron mask, one ``jit(vmap(train))`` (the engine today);
+* padded: every run padded to 2 max(m) neurons, one ``jit(vmap(train))`` (the engine's layout today); a padding
+  neuron has zero weights, bias and head, so its activation and gradient are 0 and it stays 0;
 * packed: every run's neurons concatenated on ONE neuron axis, ``W (neurons, d)``, ``b (neurons,)``, trained as one
   parameter set (the runs' parameters are disjoint, so the gradient of the summed per-run losses is each run's own
   gradient); the per-run outputs are ``relu(x W^T + b) A`` with the read-out ``A (neurons, runs)`` holding a_j in
@@ -27,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.throughput import hand_loss, head_vector
+
 D, SAMPLES, LR, INIT_SCALE = 256, 512, 0.05, 1e-3
 
 
@@ -39,27 +43,22 @@ def dataset(d: int = D, n: int = SAMPLES):
 def init(seed: int, m: int, d: int):
     """One run's ``W (2m, d)``, ``b (2m,)`` and fixed head ``a (2m,)``."""
     W = INIT_SCALE * jax.random.normal(jax.random.PRNGKey(seed), (2 * m, d))
-    return W, jnp.zeros((2 * m,)), jnp.concatenate([jnp.full(m, 1.0 / m), jnp.full(m, -1.0 / m)])
+    return W, jnp.zeros((2 * m,)), jnp.asarray(head_vector(m))
 
 
-def _loss(W, b, a, mask, x, y):
-    return jnp.mean(jax.nn.softplus(-y * ((jax.nn.relu(x @ W.T + b) * mask) @ a)))
-
-
-def _train(W, b, a, mask, x, y, steps: int, lr: float):
-    grad = jax.grad(_loss, argnums=(0, 1))
+def _train(W, b, a, x, y, steps: int, lr: float):
+    grad = jax.grad(hand_loss, argnums=(0, 1))
 
     def step(_, wb):
-        gW, gb = grad(*wb, a, mask, x, y)
+        gW, gb = grad(*wb, a, x, y)
         return wb[0] - lr * gW, wb[1] - lr * gb
 
     W, b = jax.lax.fori_loop(0, steps, step, (W, b))
-    return _loss(W, b, a, mask, x, y)
+    return hand_loss(W, b, a, x, y)
 
 
 def _vtrain(steps: int, lr: float):
-    return jax.jit(jax.vmap(lambda W, b, a, mask, x, y: _train(W, b, a, mask, x, y, steps, lr),
-                            in_axes=(0, 0, 0, 0, None, None)))
+    return jax.jit(jax.vmap(lambda W, b, a, x, y: _train(W, b, a, x, y, steps, lr), in_axes=(0, 0, 0, None, None)))
 
 
 def _packed_losses(W, b, A, x, y):
@@ -88,11 +87,10 @@ def layouts(widths, per: int, d: int):
     separate = []
     for m in widths:
         ps = [p for (mm, _), p in zip(runs, params) if mm == m]
-        separate.append(tuple(jnp.stack(z) for z in zip(*ps)) + (jnp.ones((per, 2 * m)),))
+        separate.append(tuple(jnp.stack(z) for z in zip(*ps)))
     wide = 2 * max(widths)
-    pad = lambda v, k: jnp.pad(v, [(0, k)] + [(0, 0)] * (v.ndim - 1))  # noqa: E731
-    padded = tuple(jnp.stack(z) for z in zip(*[(pad(W, wide - len(b)), pad(b, wide - len(b)), pad(a, wide - len(b)),
-                                                 pad(jnp.ones_like(b), wide - len(b))) for W, b, a in params]))
+    padded = tuple(jnp.stack([jnp.pad(v, [(0, wide - len(v))] + [(0, 0)] * (v.ndim - 1)) for v in z])
+                   for z in zip(*params))
     seg = np.concatenate([np.full(len(b), r) for r, (_, b, _) in enumerate(params)])
     a = jnp.concatenate([p[2] for p in params])
     A = jnp.zeros((len(seg), len(runs)), a.dtype).at[jnp.arange(len(seg)), seg].set(a)
@@ -106,10 +104,9 @@ def compare(widths=(16, 64, 256), per: int = 4, steps: int = 200, d: int = D, n:
     x, y = dataset(d, n)
     separate, padded, packed = layouts(widths, per, d)
     vtrain, ptrain = _vtrain(steps, lr), _packed_train(steps, lr)
-    calls = {"separate": lambda: [vtrain(*z, x, y) for z in separate], "padded": lambda: vtrain(*padded, x, y),
-             "packed": lambda: ptrain(*packed, x, y)}
-    losses = {k: np.concatenate([np.ravel(v) for v in jax.block_until_ready(f())]) if k == "separate"
-              else np.asarray(jax.block_until_ready(f())) for k, f in calls.items()}  # also compiles
+    calls = {"separate": lambda: [vtrain(*z, x, y) for z in separate], "padded": lambda: [vtrain(*padded, x, y)],
+             "packed": lambda: [ptrain(*packed, x, y)]}  # each: a list of (runs,) final losses, width-major
+    losses = {k: np.concatenate(jax.block_until_ready(f())) for k, f in calls.items()}  # also compiles
     times: dict[str, list] = {k: [] for k in calls}
     for _ in range(reps):  # interleaved: a slow moment of the machine hits every layout
         for k, f in calls.items():
