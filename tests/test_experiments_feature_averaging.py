@@ -1,0 +1,34 @@
+"""fa_jax.experiments.feature_averaging: the multi-class net's attacks (its whole-run numbers against the theory are
+tested end to end in test_sim_feature_averaging.py; padded == unpadded in test_sweep.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import make_fa_config
+from fa_jax.experiments.feature_averaging import run_feature_averaging
+from fa_jax.sweep import run_sweep
+
+
+def test_multiclass_attacks_each_use_their_own_readout_and_objective():
+    """The four attacks of a multi-class run ((sum, max) x (margin, CE)) walk one PGD loop, each switching to its
+    own read-out and objective. A net two steps into training, where the sum and max read-outs disagree on some
+    points, pins the switch indices:
+
+    * each attack's clean accuracy, and its robust accuracy at eps = 0, is its read-out's: the fraction of points
+      with a positive exact flip radius along v (``flip``, computed outside the switch, from the read-out's name);
+    * the margin attacks of a run with the CE attacks equal those of the same run without them (an objective
+      index off by one would give them the CE loss), and a CE attack is a different attack (its r50 differs)."""
+    on = make_fa_config("multiclass", **{"attack.ce": True, "train.steps": 2, "model.init_scale": 0.01})
+    off = make_fa_config("multiclass", **{"attack.ce": False, "train.steps": 2, "model.init_scale": 0.01})
+    r_on, r_off = run_sweep(run_feature_averaging, [on, off])
+    rob = r_on["robust"]
+    assert set(rob) == {"sum", "max", "sum_ce", "max_ce"} and set(r_off["robust"]) == {"sum", "max"}
+    clean = {kind: float(np.mean(rob[kind]["flip"] > 0)) for kind in ("sum", "max")}
+    assert clean["sum"] != clean["max"]  # the setting tells the read-outs apart (else the checks below cannot fail)
+    for kind in ("sum", "max"):
+        for name in (kind, f"{kind}_ce"):
+            assert float(rob[name]["clean_acc"]) == clean[kind], name
+            assert float(rob[name]["acc"][0]) == clean[kind], name  # eps = 0: PGD cannot move
+        np.testing.assert_array_equal(rob[kind]["acc"], r_off["robust"][kind]["acc"], err_msg=kind)
+        np.testing.assert_allclose(rob[kind]["r50"], r_off["robust"][kind]["r50"], rtol=1e-6, err_msg=kind)
+    assert any(abs(float(rob[f"{k}_ce"]["r50"]) - float(rob[k]["r50"])) > 0.05 for k in ("sum", "max"))
