@@ -75,9 +75,10 @@ class FASim:
     # the init scale is traced. sigma_w = 1/sqrt(d) is always added to the scale grid.
     s3_widths: tuple = (1, 2, 5, 20, 100)  # S3 widths m per side
     s3_scales: tuple = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # S3 init scales (1/sqrt(d) is added)
-    # Two buckets: a third (20) would save the 8 runs of m = 20 a 5x padding but cost a compile as long as their
-    # whole training (issue 19: <= 12 programs)
-    s3_buckets: tuple = (5, 100)  # S3 padded widths: each width runs in the smallest bucket >= it
+    # Two buckets (issue 19: <= 12 programs). Measured per run (default preset, idle 2-core CPU, 2026-12-07):
+    # 0.26 s in a bucket of 5, 0.74 s in 20, 5.6 s in 100, a program ~5.5 s to lower and compile: (20, 100) costs
+    # 32 x 0.74 + 8 x 5.6 = 69 s, (5, 100) 24 x 0.26 + 16 x 5.6 = 96 s, (5, 20, 100) 57 s plus a 13th program.
+    s3_buckets: tuple = (20, 100)  # S3 padded widths: each width runs in the smallest bucket >= it
     s3_seeds: int = 1  # seeds per S3 cell
     # the sweeps (dynamics, phase, granularity, S3) only need r50 / flip radii: a cheaper attack, no CE variant
     sweep_points: int = 500  # attacked test points per sweep run (at most n_points)
