@@ -1625,6 +1625,7 @@ def run_labelled(
     precision: str = DEFAULT_PRECISION,
     shared: Callable | None = None,
     data: Callable | None = None,
+    max_chunk: int | None = None,
 ) -> tuple[dict[str, list[tuple[dict, dict]]], dict]:
     """A simulation's labelled runs (``{part: [(label, config), ...]}``) as ONE :func:`run_sweep` call.
 
@@ -1642,6 +1643,8 @@ def run_labelled(
     ``shared``: inputs every run of a group receives unbatched, ``run_fn(cfg, arrays)`` (:func:`run_sweep`; module
     docstring, "Shared inputs"). ``data``: the runs' generated data, one draw per block of runs that share it,
     ``run_fn(cfg, data=...)`` (:func:`run_sweep`; module docstring, "Generated data shared by runs").
+    ``max_chunk``: at most this many runs per chunk (:func:`plan_chunks`; None: the whole group within the memory
+    budget).
     """
     _check_runs(runs)
     flat = [cfg for part in runs.values() for _, cfg in part]
@@ -1654,7 +1657,7 @@ def run_labelled(
         check_precision(precision)
         # the plan run_sweep would make (same arguments), made here so that the manifest can record it
         plans = plan_chunks(run_fn, flat, devices=tuple(jax.local_devices()), tag=tag, precision=precision,
-                            cache_dir=os.path.join(out_dir, "chunks"), shared=shared, data=data)
+                            cache_dir=os.path.join(out_dir, "chunks"), shared=shared, data=data, max_chunk=max_chunk)
         if jax.process_index() == 0:
             doc = runs_manifest(run_fn, runs, plans, tag=tag, precision=precision)
             path = os.path.join(out_dir, run_manifest_name(tag))
@@ -1663,7 +1666,7 @@ def run_labelled(
             if _json_or_none(path) != _jsonable(doc):
                 _write_json_atomic(path, doc)
     results = run_sweep(run_fn, flat, out_dir=out_dir, tag=tag, progress=progress, desc=desc, precision=precision,
-                        plans=plans, shared=shared, data=data)
+                        plans=plans, shared=shared, data=data, max_chunk=max_chunk)
     it = iter(results)
     res = {part: [(lab, next(it)) for lab, _ in items] for part, items in runs.items()}
     metrics = {"wall_seconds": time.time() - t0, "programs_compiled": STATS.traces - traces0, "n_runs": len(flat),

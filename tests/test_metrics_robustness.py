@@ -118,6 +118,49 @@ def test_robust_accuracy_curve_linear_full_dim(x64):
     assert np.all(lo <= acc + 1e-6) and np.all(acc <= hi + 1e-6)
 
 
+def test_robust_accuracy_curve_skips_repeated_radii():
+    """A grid padded by repeating its last radius (n_eps distinct, traced, one value per vmapped run): the curve
+    equals the whole grid's attack radius by radius (bitwise: the same attack), whether n_eps ends in a full batch,
+    in the remainder batch or is the whole grid; and only the batches holding a distinct radius run (PGD's margin
+    calls counted by a callback: 2 of 4 full batches plus the remainder for n_eps = 9)."""
+    w, b, x, y, r = _linear_problem(seed=3, n=30)
+    size, batch, steps = 37, 8, 6  # 4 full batches of 8 and a remainder of 5
+    top = 1.2 * float(np.max(r))
+    counts = [9, 30, 34, 37, 1]  # in batch 2 / batch 4 / the remainder / the whole grid / one radius
+
+    def padded(n):
+        return jnp.asarray(top * np.minimum(np.arange(size), n - 1) / max(size - 1, 1), jnp.float32)
+
+    grids = jnp.stack([padded(n) for n in counts])
+    margin, loss = _linear_fns(np.float32(w), np.float32(b), np.float32(x), np.float32(y), "margin")
+    starts = _unit_starts(jax.random.PRNGKey(4), 2, *x.shape)
+
+    def curve(grid, n=None):
+        return R.robust_accuracy_curve(margin, loss, grid, starts, steps=steps, eps_batch=batch, n_eps=n)
+
+    acc, robust = jax.jit(jax.vmap(curve))(grids, jnp.asarray(counts))
+    whole_acc, whole = jax.jit(jax.vmap(curve))(grids)
+    np.testing.assert_array_equal(robust, whole)
+    np.testing.assert_array_equal(acc, whole_acc)
+    assert 0 < float(whole_acc[1, -1]) < float(whole_acc[1, 0])  # the attack breaks some points (can differ)
+
+    calls = []
+
+    def counted(delta):
+        jax.debug.callback(lambda: calls.append(1))
+        return margin(delta)
+
+    def n_calls(n):
+        calls.clear()
+        jax.block_until_ready(jax.jit(lambda g: R.robust_accuracy_curve(
+            counted, lambda d: -counted(d), g, starts, steps=steps, eps_batch=batch, n_eps=n))(grids[0]))
+        jax.effects_barrier()
+        return len(calls)
+
+    per_batch = n_calls(1) / 2  # n_eps = 1: one full batch and the remainder
+    assert n_calls(9) == 3 * per_batch and n_calls(37) == 5 * per_batch and per_batch > 0
+
+
 def _zeros(d):
     return jnp.zeros(d.shape[0])
 

@@ -109,12 +109,16 @@ def eps_grid(cfg: FARun) -> jax.Array:
     the program; a repeated radius repeats the same attack, so the r50 crossing is unchanged)."""
     d, k, a = cfg.data.d, cfg.data.k, cfg.attack
     top = a.eps_max * math.sqrt(d / 2)
-    slots = cfg.data.padded
-    # the host's count for every k the bucket holds, looked up (k may be traced): float32 arithmetic could round
-    # ceil() apart from the host's
-    n = jnp.asarray([_eps_points(d, max(kk, 2), a) for kk in range(slots + 1)])[k]
-    i = jnp.arange(_eps_points(d, slots, a))
+    n = eps_count(cfg)
+    i = jnp.arange(_eps_points(d, cfg.data.padded, a))
     return top * jnp.minimum(i, n - 1) / (n - 1)
+
+
+def eps_count(cfg: FARun) -> jax.Array:
+    """n(k), the number of distinct radii in :func:`eps_grid` (k may be traced): the host's count for every k the
+    cluster bucket holds, looked up (float32 arithmetic could round ceil() apart from the host's)."""
+    d, k, a = cfg.data.d, cfg.data.k, cfg.attack
+    return jnp.asarray([_eps_points(d, max(kk, 2), a) for kk in range(cfg.data.padded + 1)])[k]
 
 
 def readouts(cfg: FARun) -> tuple[str, ...]:
@@ -233,7 +237,7 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
     n = cfg.attack.n_points
     xa, ya, la = test["x"][:n], test["y"][:n], test["label"][:n]
     z0, wq, q = R.reduce_two_layer(params, xa, extra=vhat[None, :])
-    eps = eps_grid(cfg)
+    eps, n_eps = eps_grid(cfg), eps_count(cfg)
 
     # Every (read-out, objective) attack runs through ONE PGD loop in the program (compiled once, not per attack).
     kinds = readouts(cfg)
@@ -287,8 +291,9 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
 
     def attack(ki, oi, fns=make_fns):
         margin, loss = fns(ki, oi)
+        # a run whose k is below its cluster bucket's repeats its last radius: those attacks are not run again
         acc, _ = R.robust_accuracy_curve(margin, loss, eps, starts, steps=cfg.attack.steps,
-                                         rel_step=cfg.attack.rel_step)
+                                         rel_step=cfg.attack.rel_step, n_eps=n_eps)
         r50, cens = R.crossing(eps, acc)
         return {"acc": acc, "r50": r50, "r50_censored": cens, "clean_acc": jnp.mean(margin(starts[0] * 0) > 0)}
 

@@ -118,7 +118,7 @@ def pgd(margin_fn, loss_fn, delta0, eps, steps: int, alpha):
 
 
 def robust_accuracy_curve(margin_fn, loss_fn, eps_grid, starts, *, steps: int, rel_step: float = 2.5,
-                          eps_batch: int = 16):
+                          eps_batch: int = 16, n_eps=None):
     """Robust accuracy ``(eps,)`` under l2 PGD with one run per random start at every eps.
 
     ``starts (restarts, samples, p)`` are random starts in the UNIT ball (full or reduced coordinates); at radius
@@ -126,6 +126,12 @@ def robust_accuracy_curve(margin_fn, loss_fn, eps_grid, starts, *, steps: int, r
     Step size alpha = rel_step * eps / steps (Madry et al.'s 2.5 eps / steps). All restarts and ``eps_batch``
     radii run as one vectorised attack (few large steps beat many small ones); ``lax.map`` walks the eps grid in
     such batches, so memory is bounded by eps_batch * restarts * samples * p.
+
+    ``n_eps`` (may be traced; None: every radius is distinct): a grid padded to a static length by repeating its
+    last radius, ``eps_grid[i] = eps_grid[n_eps - 1]`` for i >= n_eps. Only the batches that hold a distinct
+    radius run (a loop bounded by ceil(n_eps / eps_batch), at most the full batches; the last partial batch always
+    runs), and each repeated radius gets the last distinct radius's result: the same attack, the same numbers.
+    Under ``vmap`` over runs the loop runs as long as the chunk's largest ``n_eps`` needs.
     Returns ``(acc (eps,), robust (eps, samples))``.
     """
 
@@ -135,7 +141,23 @@ def robust_accuracy_curve(margin_fn, loss_fn, eps_grid, starts, *, steps: int, r
 
         return jnp.all(jax.vmap(one_start)(starts), axis=0)
 
-    robust = lax.map(at_eps, eps_grid, batch_size=min(eps_batch, eps_grid.shape[0]))
+    size, batch = eps_grid.shape[0], min(eps_batch, eps_grid.shape[0])
+    if n_eps is None:
+        robust = lax.map(at_eps, eps_grid, batch_size=batch)
+        return jnp.mean(robust, axis=1), robust
+    full, rest = divmod(size, batch)  # lax.map's split: full batches in a loop, the remainder vmapped
+    blocks = eps_grid[:full * batch].reshape(full, batch)
+    samples = starts.shape[1]
+
+    def one_batch(i, out):
+        return out.at[i].set(jax.vmap(at_eps)(blocks[i]))
+
+    todo = jnp.minimum((n_eps + batch - 1) // batch, full)  # batches holding a distinct radius
+    robust = lax.fori_loop(0, todo, one_batch, jnp.zeros((full, batch, samples), bool))
+    robust = robust.reshape(full * batch, samples)
+    if rest:
+        robust = jnp.concatenate([robust, jax.vmap(at_eps)(eps_grid[full * batch:])])
+    robust = robust[jnp.minimum(jnp.arange(size), n_eps - 1)]  # repeated radii: the last distinct one's result
     return jnp.mean(robust, axis=1), robust
 
 
