@@ -213,8 +213,9 @@ def run(s: FASim, out_dir: str, progress: bool = True, command: str = "") -> dic
     s = s.validate()
     runs = build_runs(s)  # validates every run config before anything compiles or is written
     os.makedirs(out_dir, exist_ok=True)
-    # chunks of phase_seeds runs: a phase-diagram chunk then holds one k, and its attack stops after that k's radii
-    # (the cluster bucket's longer grid repeats them; robust_accuracy_curve's n_eps)
+    # chunks of phase_seeds runs (every part's: the cap is the sweep's): a phase-diagram chunk then holds one k, and
+    # its attack stops after that k's radii (the cluster bucket's longer grid repeats them; robust_accuracy_curve's
+    # n_eps). The other parts then run in small chunks too (the default as a whole: 342 -> 275 s with this cap)
     _, metrics = run_labelled(run_feature_averaging, runs, out_dir=os.path.join(out_dir, "cache"), tag=SIM,
                               progress=progress, desc=SIM, max_chunk=s.phase_seeds)
     # every number below comes from the labelled Dataset the sweep wrote: one part at a time, each unstacked into

@@ -32,3 +32,21 @@ def test_multiclass_attacks_each_use_their_own_readout_and_objective():
         np.testing.assert_array_equal(rob[kind]["acc"], r_off["robust"][kind]["acc"], err_msg=kind)
         np.testing.assert_allclose(rob[kind]["r50"], r_off["robust"][kind]["r50"], rtol=1e-6, err_msg=kind)
     assert any(abs(float(rob[f"{k}_ce"]["r50"]) - float(rob[k]["r50"])) > 0.05 for k in ("sum", "max"))
+
+
+def test_multiclass_switched_attacks_equal_the_vmap_over_attacks(monkeypatch, tmp_path):
+    """The switched attacks (one PGD loop, each attack computing its own read-out and objective) give the numbers
+    of the reference formulation, a vmap over the attacks that computes every read-out and the CE for each and
+    selects (``_SWITCH_ATTACKS = False``): every attack's curve, r50 and clean accuracy, bitwise. A wrong branch
+    body (e.g. the margin attack ascending the margin) fails here even where the tests above cannot see it."""
+    import fa_jax.experiments.feature_averaging as E
+
+    cfg = make_fa_config("multiclass", **{"attack.ce": True, "train.steps": 2, "model.init_scale": 0.01})
+    # with out_dir each sweep lowers its program afresh (the in-memory path would reuse the first one's program)
+    (switched,) = run_sweep(run_feature_averaging, [cfg], out_dir=tmp_path / "switched")
+    monkeypatch.setattr(E, "_SWITCH_ATTACKS", False)
+    (reference,) = run_sweep(run_feature_averaging, [cfg], out_dir=tmp_path / "reference")
+    assert set(switched["robust"]) == set(reference["robust"]) == {"sum", "max", "sum_ce", "max_ce"}
+    for name, curve in reference["robust"].items():
+        for field in ("acc", "r50", "r50_censored", "clean_acc"):
+            np.testing.assert_array_equal(switched["robust"][name][field], curve[field], err_msg=f"{name}/{field}")

@@ -122,11 +122,11 @@ def test_robust_accuracy_curve_skips_repeated_radii():
     """A grid padded by repeating its last radius (n_eps distinct, traced, one value per vmapped run): the curve
     equals the whole grid's attack radius by radius (bitwise: the same attack), whether n_eps ends in a full batch,
     in the remainder batch or is the whole grid; and only the batches holding a distinct radius run (PGD's margin
-    calls counted by a callback: 2 of 4 full batches plus the remainder for n_eps = 9)."""
+    calls counted by a callback: 2 of 4 full batches plus the remainder for n_eps = 9 and 16)."""
     w, b, x, y, r = _linear_problem(seed=3, n=30)
     size, batch, steps = 37, 8, 6  # 4 full batches of 8 and a remainder of 5
     top = 1.2 * float(np.max(r))
-    counts = [9, 30, 34, 37, 1]  # in batch 2 / batch 4 / the remainder / the whole grid / one radius
+    counts = [9, 30, 34, 37, 1, 16, 32]  # in batch 2 / batch 4 / the remainder / all / one / batch ends
 
     def padded(n):
         return jnp.asarray(top * np.minimum(np.arange(size), n - 1) / max(size - 1, 1), jnp.float32)
@@ -159,6 +159,7 @@ def test_robust_accuracy_curve_skips_repeated_radii():
 
     per_batch = n_calls(1) / 2  # n_eps = 1: one full batch and the remainder
     assert n_calls(9) == 3 * per_batch and n_calls(37) == 5 * per_batch and per_batch > 0
+    assert n_calls(16) == 3 * per_batch and n_calls(32) == 5 * per_batch  # a batch's last radius: no extra batch
 
 
 def _zeros(d):

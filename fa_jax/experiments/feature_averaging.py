@@ -36,6 +36,10 @@ from ..optim import OptimConfig, inert_fields, make_optimizer
 from ..trainer import TrainConfig, record_plan, train
 
 OBJECTIVES = ("margin", "ce")
+# The multi-class net's attacks walk one PGD loop, each switching to its own read-out and objective
+# (run_feature_averaging, switched_fns). False: a vmap over the attacks that computes every read-out and the CE for
+# each (~3x the work; the same numbers): the reference tests/test_experiments_feature_averaging.py compares with.
+_SWITCH_ATTACKS = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +276,7 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
         """``make_fns`` for several attacks, walked by ``lax.map``: ``ki``, ``oi`` are un-batched there, so
         ``lax.switch`` runs only this attack's read-out and objective. (A vmap over the attacks computes every
         read-out and the CE, and their gradients, for each of them: the multi-class net's PGD did ~3x the work,
-        140 of the default preset's 477 s in its 8 main runs.)"""
+        140 of the default preset's 458 s in its 8 main runs.)"""
         def out_of(delta):
             return head(z0 + delta @ wq.T, A)
 
@@ -297,7 +301,7 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
         r50, cens = R.crossing(eps, acc)
         return {"acc": acc, "r50": r50, "r50_censored": cens, "clean_acc": jnp.mean(margin(starts[0] * 0) > 0)}
 
-    if len(attacks) == 1:  # the binary net: its one attack (the program of every binary run, unchanged)
+    if len(attacks) == 1 or not _SWITCH_ATTACKS:  # the binary net: its one attack
         curves = jax.vmap(attack)(kind_idx, obj_idx)
     else:  # one attack after the other, each computing only its own read-out and objective (switched_fns)
         curves = lax.map(lambda io: attack(*io, fns=switched_fns), (kind_idx, obj_idx))

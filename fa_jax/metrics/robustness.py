@@ -127,8 +127,8 @@ def robust_accuracy_curve(margin_fn, loss_fn, eps_grid, starts, *, steps: int, r
     radii run as one vectorised attack (few large steps beat many small ones); ``lax.map`` walks the eps grid in
     such batches, so memory is bounded by eps_batch * restarts * samples * p.
 
-    ``n_eps`` (may be traced; None: every radius is distinct): a grid padded to a static length by repeating its
-    last radius, ``eps_grid[i] = eps_grid[n_eps - 1]`` for i >= n_eps. Only the batches that hold a distinct
+    ``n_eps`` (an integer >= 1, may be traced; None: every radius is distinct): a grid padded to a static length
+    by repeating its last radius, ``eps_grid[i] = eps_grid[n_eps - 1]`` for i >= n_eps. Only the batches that hold a distinct
     radius run (a loop bounded by ceil(n_eps / eps_batch), at most the full batches; the last partial batch always
     runs), and each repeated radius gets the last distinct radius's result: the same attack, the same numbers.
     Under ``vmap`` over runs the loop runs as long as the chunk's largest ``n_eps`` needs.
