@@ -274,6 +274,23 @@ def test_toy_sweep_order_values_and_padding():
     assert STATS.traces == t0 + 2
 
 
+def test_run_labelled_max_chunk_caps_every_chunk(tmp_path):
+    """run_labelled's max_chunk reaches the plan it records and the sweep it runs: 5 toy runs of one group in
+    chunks of at most 2 (3 chunks, the last padded), the same numbers as one uncapped chunk."""
+    import json
+
+    from fa_jax.sweep import run_labelled
+
+    runs = {"a": [({"i": i}, Toy(3, 1.0 + i, i)) for i in range(5)]}
+    capped, _ = run_labelled(toy_run, runs, out_dir=tmp_path / "capped", tag="toy", max_chunk=2)
+    whole, _ = run_labelled(toy_run, runs, out_dir=tmp_path / "whole", tag="toy")
+    sizes = {name: [len(c["runs"]) for c in json.loads((tmp_path / name / "runs.toy.json").read_text())["plan"]]
+             for name in ("capped", "whole")}
+    assert sizes == {"capped": [2, 2, 1], "whole": [5]}
+    for (_, a), (_, b) in zip(capped["a"], whole["a"]):
+        np.testing.assert_array_equal(a["x"], b["x"])
+
+
 def toy_run_nodiv(cfg: Toy) -> dict:
     """No ``diverged`` output: the engine decides from NaNs (sqrt of a negative value: a NaN made inside the run;
     a NaN config value is refused before anything runs)."""
