@@ -252,10 +252,11 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
     kind_idx = jnp.asarray([kinds.index(a[0]) for a in attacks])
     obj_idx = jnp.asarray([OBJECTIVES.index(a[1]) for a in attacks])
 
-    def make_fns(ki, oi):
-        def out_of(delta):
-            return head(z0 + delta @ wq.T, A)
+    def out_of(delta):
+        """Outputs ``(points, c)`` at the perturbation ``delta (points, p)`` in reduced coordinates."""
+        return head(z0 + delta @ wq.T, A)
 
+    def make_fns(ki, oi):
         def margin(delta):
             o = out_of(delta)
             return ya * jnp.stack([R.binary_readout(o, sup_sign, r) for r in kinds])[ki]
@@ -277,9 +278,6 @@ def run_feature_averaging(cfg: FARun, data: dict | None = None) -> dict:
         ``lax.switch`` runs only this attack's read-out and objective. (A vmap over the attacks computes every
         read-out and the CE, and their gradients, for each of them: the multi-class net's PGD did ~3x the work,
         140 of the default preset's 458 s in its 8 main runs.)"""
-        def out_of(delta):
-            return head(z0 + delta @ wq.T, A)
-
         def margin_of(kind):
             return lambda delta: ya * R.binary_readout(out_of(delta), sup_sign, kind)
 
