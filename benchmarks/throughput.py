@@ -85,7 +85,9 @@ from fa_jax import sweep as _sweep
 from fa_jax.config import traced
 from fa_jax.data.clusters import ClusterData, make_cluster_data
 from fa_jax.losses import logistic
-from fa_jax.models.two_layer import TwoLayerNet, apply_two_layer, init_two_layer, readout_matrix
+from fa_jax.models.two_layer import (TwoLayerNet, apply_two_layer, apply_two_layer_packed, init_two_layer,
+                                     init_two_layer_packed, readout_matrix, readout_matrix_packed)
+from fa_jax.packing import Pack, run_packed
 from fa_jax.optim import OptimConfig, make_optimizer
 from fa_jax.summary import device as _device
 from fa_jax.summary import versions as _versions
@@ -747,6 +749,35 @@ def bench_shared(modes, rs, steps: int, reps: int, peak: float, log, min_time: f
                 f"(x{e['sharing_speedup']:.2f}), hand-written {rate['handwritten']:.0f} "
                 f"(x{e['ratio_vs_handwritten']:.2f}) run-steps/s; load {e['loadavg']}")
     return out
+
+
+# ----------------------------------------------------------------------------- widths packed (issue 19 item 2)
+def run_training_packed(slot, data: dict) -> dict:
+    """The runs of one :class:`fa_jax.packing.Slot` of :class:`SharedBenchRun` configs (packed fields
+    ``model.width`` and ``seed``) trained on one neuron axis: run k of the slot equals ``run_training_on(cfg_k,
+    data)`` up to float reassociation (its init bit for bit: :func:`init_two_layer_packed`). Full batch only:
+    the runs of a slot share one sequence of mini-batches, where separate SGD runs draw theirs from their seeds."""
+    cfg = slot.run
+    if cfg.optim.batch_size is not None:
+        raise ValueError("invalid optim.batch_size for packed runs: allowed None (full batch); packed runs share "
+                         "their mini-batches, separate runs draw them from their own seeds")
+    seg = slot.segments()
+    widths = slot.packed("model.width")
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(slot.packed("seed"))
+    params = init_two_layer_packed(keys, cfg.model.kind, widths, cfg.model.init_scale, seg, cfg.data.d, 1,
+                                   bias=cfg.model.bias)
+    A = readout_matrix_packed(cfg.model.kind, widths, seg, 1)
+
+    def loss_fn(p, x, y):  # (samples, runs)
+        return jax.nn.softplus(-y[:, None] * apply_two_layer_packed(p, x, A, seg.runs)[..., 0])
+
+    x, y = data["x"], data["y"]
+    _, rec, bad = train(loss_fn, params, x, y, make_optimizer(cfg.optim, seg), plan=(0, cfg.steps),
+                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y), axis=0), segments=seg)
+    return {"loss": rec.T, "diverged_step": bad}
+
+
+PACK = Pack(fields=("model.width", "seed"), size=lambda c: 2 * c.model.width, ignore=("model.bucket",))
 
 
 # ----------------------------------------------------------------------------- report

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from .config import param, require, traced
+from .segments import Segments, neuron_leaves, per_neuron, segment_sum
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "signgd")
 SAMPLING = ("epoch", "replacement")
@@ -105,18 +106,46 @@ def inert_fields(cfg: OptimConfig) -> dict[str, str]:
     return out
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+def clip_by_run_norm(max_norm, segments: Segments) -> optax.GradientTransformation:
+    """``optax.clip_by_global_norm`` run by run on a packed neuron axis (:mod:`fa_jax.segments`): run k's
+    gradient g_k is scaled to norm ``max_norm`` when ``||g_k|| >= max_norm``, ``||g_k||^2`` the sum of squares over
+    its neurons' entries of every per-neuron leaf. Shared leaves (no leading ``neurons`` axis) are refused: their
+    gradient belongs to no single run."""
+
+    def update(updates, state, params=None):
+        del params
+        flags = neuron_leaves(updates, segments)
+        if not all(flags):
+            raise ValueError("invalid params for per-run clipping: every leaf must have a leading neurons axis of "
+                             f"length {segments.run_of.shape[0]} (packed runs, fa_jax.segments)")
+        leaves, treedef = jax.tree.flatten(updates)
+        sq = sum(segment_sum(jnp.sum(jnp.square(a).reshape(a.shape[0], -1), axis=1), segments) for a in leaves)
+        norm = jnp.sqrt(sq)  # (runs,)
+        trigger = per_neuron(norm < max_norm, segments, fill=True)
+        scale = per_neuron(norm, segments, fill=1)
+
+        def clip(a):
+            shape = (-1,) + (1,) * (a.ndim - 1)
+            return jnp.where(trigger.reshape(shape), a, (a / scale.reshape(shape).astype(a.dtype)) * max_norm)
+
+        return jax.tree.unflatten(treedef, [clip(a) for a in leaves]), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(cfg: OptimConfig, segments: Segments | None = None) -> optax.GradientTransformation:
     """The optax transformation for ``cfg`` (hyperparameters may be tracers).
 
     Order, as in PyTorch's ``clip_grad_norm_`` + ``weight_decay``: g <- clip(g, clip_norm) (global norm over all
     parameters); g <- g + weight_decay * theta; then the update rule. ``clip_norm = inf`` leaves g unchanged.
     With ``cfg.choices`` the rule is :func:`make_optimizer_choice`'s over them, ``cfg.name`` selecting (a name, or
-    its traced index inside the engine).
+    its traced index inside the engine). ``segments``: packed runs (:mod:`fa_jax.segments`), the global norm is
+    each run's own (:func:`clip_by_run_norm`); every other step is elementwise, so run by run already.
     """
     if cfg.choices:
         choices = tuple(cfg.choices)
         index = choices.index(cfg.name) if isinstance(cfg.name, str) else cfg.name
-        return make_optimizer_choice(cfg, choices, index)
+        return make_optimizer_choice(cfg, choices, index, segments)
     lr = cfg.lr
     if cfg.name in ("gd", "sgd"):
         core = optax.sgd(lr)
@@ -132,10 +161,13 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
         core = optax.chain(optax.scale_by_sign(), optax.scale(-lr))
     else:  # validate() catches this first; kept for direct callers
         raise ValueError(f"invalid optim.name={cfg.name!r}: allowed one of {OPTIMIZERS}")
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.add_decayed_weights(cfg.weight_decay), core)
+    clip = (optax.clip_by_global_norm(cfg.clip_norm) if segments is None
+            else clip_by_run_norm(cfg.clip_norm, segments))
+    return optax.chain(clip, optax.add_decayed_weights(cfg.weight_decay), core)
 
 
-def make_optimizer_choice(cfg: OptimConfig, names: tuple[str, ...], index) -> optax.GradientTransformation:
+def make_optimizer_choice(cfg: OptimConfig, names: tuple[str, ...], index,
+                          segments: Segments | None = None) -> optax.GradientTransformation:
     """Rule ``names[index]`` with ``cfg``'s hyperparameters, ``index`` a (possibly traced) int: ONE compiled
     program then trains every rule of ``names`` (an optimiser axis that never recompiles).
 
@@ -147,7 +179,7 @@ def make_optimizer_choice(cfg: OptimConfig, names: tuple[str, ...], index) -> op
     names = tuple(names)
     for n in names:
         require(n in OPTIMIZERS, "optim.names", f"names from {OPTIMIZERS}", n)
-    txs = [make_optimizer(dataclasses.replace(cfg, name=n, choices=())) for n in names]
+    txs = [make_optimizer(dataclasses.replace(cfg, name=n, choices=()), segments) for n in names]
 
     def init(params):
         return tuple(tx.init(params) for tx in txs)

@@ -421,12 +421,14 @@ def _warn_x64_on_tpu(devices: tuple) -> None:
 
 def _stack(values: list[dict]) -> dict[str, np.ndarray]:
     """Stack traced values along ``runs``: ints as int32, other numbers as the default float (float64 when
-    ``jax_enable_x64`` is on, so a float64 simulation gets float64 hyperparameters)."""
+    ``jax_enable_x64`` is on, so a float64 simulation gets float64 hyperparameters); a tuple-valued field (the
+    packed values of :mod:`fa_jax.packing`) stacks to ``(runs, len)`` by the same rule on its elements."""
     fdt = np.float64 if _x64() else np.float32
     out = {}
     for path in values[0]:
         col = [v[path] for v in values]
-        if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in col):
+        flat = [x for c in col for x in c] if all(isinstance(c, tuple) for c in col) else col  # packed: (runs, places)
+        if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in flat):
             out[path] = np.asarray(col, np.int32)
         else:
             out[path] = np.asarray(col, fdt)

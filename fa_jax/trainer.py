@@ -25,6 +25,7 @@ import optax
 from jax import lax
 
 from . import progress
+from . import segments as seg_ops
 from .config import require
 
 PLANS = ("log", "linear")
@@ -106,6 +107,7 @@ def train(
     batch_size: int | None = None,
     sampling: str = "epoch",
     sample_fn: Callable | None = None,
+    segments: seg_ops.Segments | None = None,
 ):
     """Train ``params`` and record metrics on ``plan``.
 
@@ -118,6 +120,13 @@ def train(
       key: mini-batch sampling key (unused for full batch).
       sample_fn: online data: ``sample_fn(key_t) -> (xb, yb)`` draws step t's batch from ``fold_in(key, t)``;
         ``x``, ``y`` and ``batch_size`` are then unused (pass None).
+      segments: packed runs (:mod:`fa_jax.segments`): every ``params`` leaf has a leading ``neurons`` axis laid
+        out by ``segments``, ``loss_fn`` returns ``(batch, runs)`` per-sample losses of every run, and the runs
+        train independently: the objective is the sum over runs of each run's mean loss (disjoint parameters: each
+        run's own gradient), a run whose loss or updated parameters are not finite freezes alone, and
+        ``diverged_step`` is ``(runs,)``. ``record_fn``'s leaves must have a leading ``runs`` axis (a diverged
+        run's records after its divergence are NaN). The optimiser must not couple runs (global-norm clipping:
+        :func:`fa_jax.optim.make_optimizer` with ``segments``). All runs share ``key``'s mini-batches.
 
     Returns a :class:`TrainResult` ``(params, records, diverged_step)``; ``records`` has leaf shapes
     ``(len(plan), ...)``.
@@ -141,6 +150,15 @@ def train(
             return jnp.mean(losses)
         return jnp.sum(losses * wb) / jnp.sum(wb)
 
+    def packed_objective(p, xb, yb, wb):  # (batch, runs) losses -> (sum over runs, (runs,) per-run means)
+        losses = loss_fn(p, xb, yb)
+        per = jnp.mean(losses, axis=0) if wb is None else jnp.sum(losses * wb[:, None], axis=0) / jnp.sum(wb)
+        return jnp.sum(per), per
+
+    def packed_value_and_grad(*args):  # ((runs,) losses, grads of their sum)
+        (_, per), g = jax.value_and_grad(packed_objective, has_aux=True)(*args)
+        return per, g
+
     def finite(tree) -> jax.Array:
         leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]
         return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
@@ -148,20 +166,37 @@ def train(
     epochwise = batch_size is not None and sampling == "epoch"
     nb = math.ceil(n / batch_size) if batch_size is not None else 1
 
-    def step(t, carry):
-        p, s, bad_at, perm = carry
+    def grad_at(t, p, perm):
+        """``(loss, grads, perm)`` of step t (the batch it draws); packed: ``loss`` is ``(runs,)``."""
+        vg = jax.value_and_grad(objective) if segments is None else packed_value_and_grad
         if sample_fn is not None:
             xb, yb = sample_fn(jax.random.fold_in(key, t))
-            loss, g = jax.value_and_grad(objective)(p, xb, yb, None)
+            loss, g = vg(p, xb, yb, None)
         elif batch_size is None:
-            loss, g = jax.value_and_grad(objective)(p, x, y, None)
+            loss, g = vg(p, x, y, None)
         else:
             if epochwise:
                 # A new permutation only at epoch starts (t is not batched, so under vmap this stays a branch):
                 # drawing it every step would cost O(n log n) per step, dominating small-batch SGD on large n.
                 perm = lax.cond(t % nb == 0, lambda: _epoch_perm(key, t // nb, n), lambda: perm)
             idx, wb = _batch_indices(t, key, n, batch_size, sampling, perm if epochwise else None)
-            loss, g = jax.value_and_grad(objective)(p, x[idx], y[idx], wb)
+            loss, g = vg(p, x[idx], y[idx], wb)
+        return loss, g, perm
+
+    def packed_step(t, carry):
+        p, s, bad_at, perm = carry
+        loss, g, perm = grad_at(t, p, perm)
+        updates, s_new = optimizer.update(g, s, p)
+        p_new = optax.apply_updates(p, updates)
+        # per run: a non-finite run freezes alone (its neurons keep their last finite values)
+        ok = jnp.isfinite(loss) & seg_ops.finite_by_run(p_new, segments) & (bad_at < 0)
+        bad_at = jnp.where(ok | (bad_at >= 0), bad_at, t).astype(jnp.int32)
+        return (seg_ops.keep_by_run(ok, p_new, p, segments), seg_ops.keep_by_run(ok, s_new, s, segments),
+                bad_at, perm)
+
+    def step(t, carry):
+        p, s, bad_at, perm = carry
+        loss, g, perm = grad_at(t, p, perm)
         updates, s_new = optimizer.update(g, s, p)
         p_new = optax.apply_updates(p, updates)
         # A non-finite loss or update freezes the run at its last finite state (so it cannot poison anything
@@ -172,11 +207,16 @@ def train(
         return keep(p_new, p), keep(s_new, s), bad_at, perm
 
     def masked(rec, bad_at):
+        if segments is not None:  # bad_at (runs,) against the records' leading runs axis
+            return jax.tree.map(lambda a: jnp.where((bad_at >= 0).reshape((-1,) + (1,) * (a.ndim - 1)), jnp.nan, a)
+                                if jnp.issubdtype(a.dtype, jnp.floating) else a, rec)
         return jax.tree.map(
             lambda a: jnp.where(bad_at >= 0, jnp.nan, a) if jnp.issubdtype(a.dtype, jnp.floating) else a, rec)
 
+    body = step if segments is None else packed_step
+
     def segment(carry, bounds):
-        carry = lax.fori_loop(bounds[0], bounds[1], step, carry)
+        carry = lax.fori_loop(bounds[0], bounds[1], body, carry)
         progress.report(bounds[1], plan[-1])  # one host callback per segment for the whole vmapped batch
         return carry, masked(record_fn(carry[0]), carry[2])
 
@@ -187,6 +227,7 @@ def train(
     # is 0), an epoch start, so the initial value is a placeholder of the right shape (drawing it here too would
     # compile a second permutation sort and never use it). Segments may start mid-epoch: it is carried across them.
     perm0 = jnp.zeros((n,), int) if epochwise else jnp.zeros((1,), jnp.int32)  # int: permutation's own dtype
-    init = (params, optimizer.init(params), jnp.asarray(-1, jnp.int32), perm0)
+    bad0 = jnp.full(() if segments is None else (segments.runs,), -1, jnp.int32)
+    init = (params, optimizer.init(params), bad0, perm0)
     (params, _, bad_at, _), records = lax.scan(segment, init, bounds)
     return TrainResult(params, records, bad_at)

@@ -14,6 +14,12 @@ holds for the heads of a multi-class net whose classes are padded (``live`` head
 bucket, :mod:`fa_jax.data.clusters`): heads q >= c' are masked neurons, and the loss masks their logits.
 Each neuron's init is drawn from ``fold_in(fold_in(key, group), r)``: a neuron's initial weights do not depend
 on the bucket, so a padded run equals the unpadded one.
+
+Packed runs (:mod:`fa_jax.segments`): runs of different widths on ONE neuron axis, each run's neurons laid out as
+its own unpadded net's (side- or head-major, ``size = groups * width``), ``A`` of shape ``(runs * outputs,
+neurons)`` reading each run's outputs from its own neurons only (:func:`init_two_layer_packed`,
+:func:`readout_matrix_packed`, :func:`apply_two_layer_packed`). A neuron is drawn from its own run's key exactly as
+above, so packed initial weights equal the separate runs' bit for bit.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import finite_positive, require, traced
+from ..segments import Segments, per_neuron
 
 KINDS = ("binary", "multiclass")
 
@@ -116,3 +123,59 @@ def head(pre: jax.Array, A: jax.Array) -> jax.Array:
 def apply_two_layer(params: dict, x: jax.Array, A: jax.Array) -> jax.Array:
     """Outputs ``(samples, outputs)`` = ReLU(x W^T + b) A^T."""
     return head(hidden(params, x), A)
+
+
+# ----------------------------------------------------------------------------- packed runs (fa_jax.segments)
+def packed_sizes(kind: str, widths, n_classes: int):
+    """``(runs,)`` neurons of each run: ``groups * width`` (a width of 0 is an empty place)."""
+    return n_groups(TwoLayerNet(kind=kind), n_classes) * jnp.asarray(widths, jnp.int32)
+
+
+def _packed_coords(widths, seg: Segments):
+    """``(run (neurons,), group (neurons,), r (neurons,), live (neurons,) bool)`` of each packed neuron."""
+    live = seg.run_of < seg.runs
+    run = jnp.minimum(seg.run_of, seg.runs - 1)
+    m = jnp.maximum(jnp.asarray(widths, jnp.int32)[run], 1)
+    return run, seg.local // m, seg.local % m, live
+
+
+def init_two_layer_packed(keys: jax.Array, kind: str, widths, init_scale, seg: Segments, d: int,
+                          n_classes: int, bias: bool = True, dtype=jnp.float32) -> dict:
+    """Params ``{"w": (neurons, d), "b": (neurons,)}`` of packed runs: run k's neurons are
+    :func:`init_two_layer` of ``keys[k]`` at width ``widths[k]`` bit for bit (``init_scale`` a number or
+    ``(runs,)``); unused neurons are 0. ``keys (runs, 2)``."""
+    del kind, n_classes  # the layout is in ``seg`` (sizes from :func:`packed_sizes`)
+    run, grp, r, live = _packed_coords(widths, seg)
+
+    def one(k, gidx, ri):
+        kn = jax.random.fold_in(jax.random.fold_in(k, gidx), ri)
+        kw, kb = jax.random.split(kn)
+        return jax.random.normal(kw, (d,), dtype), jax.random.normal(kb, (), dtype)
+
+    w, b = jax.vmap(one)(keys[run], grp, r)
+    scale = jnp.asarray(init_scale)
+    scale = per_neuron(scale, seg) if scale.ndim else scale
+    # the product's dtype as in init_two_layer (float64 under x64 with a float64 scale)
+    params = {"w": jnp.where(live[:, None], (scale[:, None] if scale.ndim else scale) * w, 0)}
+    if bias:
+        params["b"] = jnp.where(live, scale * b, 0)
+    return params
+
+
+def readout_matrix_packed(kind: str, widths, seg: Segments, n_classes: int) -> jax.Array:
+    """Fixed ``A (runs * outputs, neurons)``: row ``k * outputs + o`` is run k's :func:`readout_matrix` row o on
+    its own neurons (+-1/m binary, 1/h on head o multi-class), zero elsewhere and on unused neurons."""
+    outputs = 1 if kind == "binary" else n_classes
+    run, grp, _, live = _packed_coords(widths, seg)
+    m = jnp.asarray(widths)[run]
+    scale = live.astype(jnp.result_type(float)) / jnp.maximum(m, 1)
+    value = jnp.where(grp == 0, 1.0, -1.0) * scale if kind == "binary" else scale
+    row = run * outputs + (0 if kind == "binary" else grp)
+    cols = jnp.arange(seg.run_of.shape[0])
+    return jnp.zeros((seg.runs * outputs, seg.run_of.shape[0]), value.dtype).at[row, cols].add(value)
+
+
+def apply_two_layer_packed(params: dict, x: jax.Array, A: jax.Array, runs: int) -> jax.Array:
+    """Outputs ``(samples, runs, outputs)`` of packed runs: ReLU(x W^T + b) A^T, one matmul for all runs."""
+    out = apply_two_layer(params, x, A)
+    return out.reshape(out.shape[0], runs, -1)

@@ -1,0 +1,242 @@
+"""Width packing: runs that share their data and differ in width train on ONE neuron axis (issue 19 item 2).
+
+:func:`fa_jax.sweep.run_sweep` vmaps one run function over runs, so runs of different widths either compile one
+program per width or pad every run to the widest (a bucket: up to ``len(widths) * max / sum`` times the FLOPs).
+:func:`run_packed` instead lays the runs of a group end to end on a packed neuron axis (:mod:`fa_jax.segments`):
+
+* Runs may share a *slot* when they have the same static fields (except ``Pack.ignore``, e.g. the width bucket
+  that packing makes moot) and the same value of every traced field except ``Pack.fields`` (e.g. the width and the
+  init seed). Each run needs ``Pack.size(cfg)`` neurons.
+* Slots are filled first-fit decreasing (runs by size, largest first; ties by index) up to ``capacity`` neurons
+  (default: the group's largest run) and ``places`` runs (default: the most any slot of the group got). Both are
+  static, so every slot of a group is one program; a run's place, and which runs share its slot, change neither
+  its randomness (drawn from its own fields) nor its numbers beyond float reassociation.
+* Slots are ordinary configs (:class:`Slot`) run by :func:`fa_jax.sweep.run_sweep`: chunked, sharded, pipelined,
+  resumable from ``out_dir``, the data stage shared by slots of one data key. ``run_slot(slot) -> {name: (places,
+  ...)}`` computes all runs of a slot (every output with a leading ``places`` axis: place k is run k of the slot);
+  :meth:`Slot.packed` gives the packed fields' values ``(places,)``, :meth:`Slot.segments` the layout.
+* Results come back per run, in order, as :func:`run_sweep`'s do; a run is marked ``diverged`` by its own
+  ``diverged`` / ``diverged_step`` outputs (else a NaN in a floating output) and only its own outputs are NaN'd.
+
+A slot's neurons past its runs' total are padding (zero weights, no read-out): the measured cost of packing is
+that fill (``PackPlan.fill``), not a bucket.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import require, static_key, traced, traced_values, with_values
+from .segments import Segments, layout
+from .sweep import _mark_diverged, data_fields, run_sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class Pack:
+    """What packs: ``fields`` (dotted paths of traced fields that may differ inside a slot), ``size(cfg) -> int``
+    (the run's neurons; a host function of the concrete config), ``capacity`` (neurons per slot; None: the
+    group's largest run), ``places`` (runs per slot at most; None: as many as fit), ``ignore`` (static fields that
+    the packed layout replaces, e.g. ``("model.bucket",)``: runs differing only there share slots)."""
+
+    fields: tuple[str, ...]
+    size: Callable[[Any], int]
+    capacity: int | None = None
+    places: int | None = None
+    ignore: tuple[str, ...] = ()
+
+    def validate(self) -> Pack:
+        require(isinstance(self.fields, tuple) and len(self.fields) > 0 and all(isinstance(f, str)
+                for f in self.fields), "pack.fields", "a non-empty tuple of dotted traced-field paths", self.fields)
+        require(callable(self.size), "pack.size", "a callable size(cfg) -> int (the run's neurons)", self.size)
+        require(self.capacity is None or (isinstance(self.capacity, int) and self.capacity >= 1), "pack.capacity",
+                "an integer >= 1 or None", self.capacity)
+        require(self.places is None or (isinstance(self.places, int) and self.places >= 1), "pack.places",
+                "an integer >= 1 or None", self.places)
+        require(isinstance(self.ignore, tuple), "pack.ignore", "a tuple of dotted static-field paths", self.ignore)
+        return self
+
+
+@functools.lru_cache(maxsize=None)
+def _values_class(names: tuple[str, ...], kinds: tuple[str, ...]) -> type:
+    """A frozen dataclass with one traced tuple field per packed field (stable per names and element kinds, so
+    equal slots have equal static keys)."""
+    fields = [(n.replace(".", "__"), tuple[int, ...] if k == "int" else tuple[float, ...], traced(()))
+              for n, k in zip(names, kinds, strict=True)]
+    return dataclasses.make_dataclass("PackedValues", fields, frozen=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One slot: ``run`` (its first run's config with the ``ignore`` fields set to None; read only the fields
+    that are NOT packed), ``capacity`` and ``places`` (static), ``sizes`` ``(places,)`` neurons per run (0: an empty
+    place) and ``values`` (the packed fields, one ``(places,)`` tuple each)."""
+
+    run: Any
+    capacity: int
+    places: int
+    sizes: tuple[int, ...] = traced(())
+    values: Any = None
+
+    def packed(self, path: str):
+        """``(places,)`` values of packed field ``path`` (an array inside the program)."""
+        return getattr(self.values, path.replace(".", "__"))
+
+    def segments(self) -> Segments:
+        """The slot's :class:`fa_jax.segments.Segments` (``run_of``, ``local`` of its ``capacity`` neurons)."""
+        return layout(self.sizes, self.capacity)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackPlan:
+    """``slots`` (configs for :func:`run_sweep`), ``members`` (per slot, the config indices at places 0, 1, ...)
+    and ``fill`` (neurons used / neurons computed, over all slots)."""
+
+    slots: list
+    members: list[tuple[int, ...]]
+    fill: float
+
+
+def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
+    """Pack ``configs`` into slots (module docstring): deterministic in the configs, independent of devices."""
+    pack = pack.validate()
+    if not configs:
+        return PackPlan([], [], 1.0)
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        tv = traced_values(c)
+        for f in pack.fields:
+            require(f in tv, "pack.fields", f"traced fields of the configs ({sorted(tv)})", f)
+        for f in pack.ignore:
+            require(f not in tv, "pack.ignore", "static fields (not traced)", f)
+        groups.setdefault(static_key(with_values(c, {p: None for p in pack.ignore})), []).append(i)
+    sizes = []
+    for i, c in enumerate(configs):
+        s = pack.size(c)
+        require(isinstance(s, (int, np.integer)) and s >= 1, f"pack.size(configs[{i}])", "an integer >= 1", s)
+        sizes.append(int(s))
+    slots, members, used, computed = [], [], 0, 0
+    for idx in groups.values():
+        capacity = pack.capacity if pack.capacity is not None else max(sizes[i] for i in idx)
+        big = [i for i in idx if sizes[i] > capacity]
+        require(not big, "pack.capacity", f"an integer >= the largest run's size ({max(sizes[i] for i in idx)})",
+                capacity)
+        keys: dict[tuple, list[int]] = {}
+        for i in idx:
+            rest = tuple(sorted((p, v) for p, v in traced_values(configs[i]).items() if p not in pack.fields))
+            keys.setdefault(rest, []).append(i)
+        bins: list[list[int]] = []
+        for ids in keys.values():
+            mine: list[list[int]] = []
+            for i in sorted(ids, key=lambda i: (-sizes[i], i)):  # first fit decreasing
+                for b in mine:
+                    if sum(sizes[j] for j in b) + sizes[i] <= capacity and (pack.places is None
+                                                                             or len(b) < pack.places):
+                        b.append(i)
+                        break
+                else:
+                    mine.append([i])
+            bins += [sorted(b) for b in mine]
+        bins.sort(key=lambda b: b[0])
+        places = pack.places if pack.places is not None else max(len(b) for b in bins)
+        names = pack.fields
+        kinds = tuple("int" if all(isinstance(traced_values(configs[i])[f], (int, np.integer)) for i in idx)
+                      else "float" for f in names)
+        cls = _values_class(names, kinds)
+        fixed = {p: None for p in pack.ignore}  # moot in a slot; one value for every sweep (one program)
+        for b in bins:
+            pad = places - len(b)
+            vals = [traced_values(configs[i]) for i in b]
+            values = cls(**{n.replace(".", "__"): tuple(v[n] for v in vals) + (vals[-1][n],) * pad for n in names})
+            slots.append(Slot(run=with_values(configs[b[0]], fixed), capacity=capacity, places=places,
+                              sizes=tuple(sizes[i] for i in b) + (0,) * pad, values=values))
+            members.append(tuple(b))
+            used += sum(sizes[i] for i in b)
+            computed += capacity
+    return PackPlan(slots, members, used / computed)
+
+
+_WRAPPED: dict = {}
+
+
+def _slot_fn(run_slot: Callable, with_data: bool) -> Callable:
+    """The engine's run function for slots (one object per ``run_slot``: the engine caches programs by it).
+    Outputs are renamed under ``packed/`` and a slot-level ``diverged = False`` added, so the engine never marks
+    a whole slot; runs are marked one by one after unpacking."""
+    key = (run_slot, with_data)
+    if key not in _WRAPPED:
+        import jax.numpy as jnp
+
+        def fn(slot, *arrays, **kw):
+            out = run_slot(slot, *arrays, **kw)
+            return {"diverged": jnp.asarray(False), **{f"packed/{k}": v for k, v in out.items()}}
+
+        fn.__qualname__ = fn.__name__ = f"packed[{getattr(run_slot, '__qualname__', repr(run_slot))}]"
+        fn.__module__ = getattr(run_slot, "__module__", __name__)
+        _WRAPPED[key] = fn
+    return _WRAPPED[key]
+
+
+_DATA: dict = {}
+
+
+def _slot_data(data: Callable) -> Callable:
+    if data not in _DATA:
+        def fn(slot):
+            return data(slot.run)
+
+        fn.__qualname__ = fn.__name__ = f"packed[{getattr(data, '__qualname__', repr(data))}]"
+        _DATA[data] = fn
+    return _DATA[data]
+
+
+def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Callable | None = None,
+               **sweep_kwargs) -> list[dict | None]:
+    """Run ``configs`` packed into slots (module docstring); one result dict per config, in order, as
+    :func:`fa_jax.sweep.run_sweep` returns them (``None`` for runs of another process's chunks).
+
+    ``run_slot(slot) -> {name: (places, ...)}`` (``run_slot(slot, data=...)`` with ``data``; the data stage is
+    ``data(slot.run)``, so ``data`` must not read a packed field: a ValueError names it). ``sweep_kwargs`` go to
+    :func:`run_sweep` (``out_dir``, ``chunk_size``, ``devices``, ``precision``, ...; not ``shared``)."""
+    require("shared" not in sweep_kwargs, "shared", "not supported by run_packed (use data=)", "given")
+    plan = plan_slots(configs, pack)
+    if data is not None:
+        for i in sorted({m[0] for m in plan.members}):
+            read = set(data_fields(data, configs[i])) & set(pack.fields)
+            require(not read, "pack.fields", f"fields data(cfg) does not read (it reads {sorted(read)}: runs of one "
+                    "slot share one data draw)", pack.fields)
+    out = run_sweep(_slot_fn(run_slot, data is not None), plan.slots,
+                    data=None if data is None else _slot_data(data), **sweep_kwargs)
+    results: list[dict | None] = [None] * len(configs)
+    for s, idx in enumerate(plan.members):
+        if out[s] is None:
+            continue
+        flat = {k[len("packed/"):]: np.asarray(v) for k, v in _flat(out[s]).items() if k.startswith("packed/")}
+        for place, i in enumerate(idx):
+            row = _mark_diverged({k: v[place:place + 1] for k, v in flat.items()})
+            results[i] = _nest({k: v[0] for k, v in row.items()})
+    return results
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for k, v in flat.items():
+        parts = k.split("/")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = v
+    return out

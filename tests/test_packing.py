@@ -1,0 +1,236 @@
+"""Width packing (fa_jax.segments, fa_jax.packing, the packed paths of trainer / optim / two_layer): runs of
+different widths on one neuron axis equal the same runs trained separately (float64: to 1e-10 relative; their
+inits bit for bit), a diverging run freezes alone, slots respect their capacity and never mix runs that differ
+outside the packed fields, new widths inside a slot's shape never recompile, and a rerun reloads its chunks."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fa_jax import sweep as S
+from fa_jax.config import ConfigError, traced
+from fa_jax.models.two_layer import (
+    TwoLayerNet,
+    apply_two_layer,
+    apply_two_layer_packed,
+    init_two_layer,
+    init_two_layer_packed,
+    packed_sizes,
+    readout_matrix,
+    readout_matrix_packed,
+)
+from fa_jax.optim import OptimConfig, clip_by_run_norm, make_optimizer
+from fa_jax.packing import Pack, plan_slots, run_packed
+from fa_jax.segments import finite_by_run, layout, per_neuron, segment_sum
+from fa_jax.trainer import train
+
+D, N, STEPS = 5, 24, 30
+
+
+@dataclasses.dataclass(frozen=True)
+class PRun:
+    """A tiny two-layer run on a dataset drawn from ``data_seed``; init from ``seed``."""
+
+    model: TwoLayerNet = dataclasses.field(default_factory=lambda: TwoLayerNet(width=3, init_scale=0.3))
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(name="gd", lr=0.5))
+    classes: int = 1  # 1: binary (logistic), c >= 2: multi-class (cross-entropy)
+    seed: int = traced(0)
+    data_seed: int = traced(0)
+
+    def validate(self) -> PRun:
+        return dataclasses.replace(self, model=self.model.validate(), optim=self.optim.validate())
+
+
+def cfg(width, seed=0, data_seed=0, lr=0.5, clip=math.inf, kind="binary", name="gd", bucket=None) -> PRun:
+    return PRun(model=TwoLayerNet(kind=kind, width=width, bucket=bucket, init_scale=0.3),
+                optim=OptimConfig(name=name, lr=lr, clip_norm=clip), classes=1 if kind == "binary" else 3,
+                seed=seed, data_seed=data_seed).validate()
+
+
+def data(c: PRun) -> dict:
+    x = jax.random.normal(jax.random.PRNGKey(c.data_seed), (N, D))
+    if c.classes == 1:
+        return {"x": x, "y": jnp.where(x[:, 0] + 0.5 * x[:, 1] > 0, 1.0, -1.0)}
+    return {"x": x, "y": jnp.argmax(x[:, : c.classes], axis=1)}
+
+
+def _loss(out, y, classes):  # out (samples, [runs,] outputs)
+    if classes == 1:
+        return jax.nn.softplus(-(y if out.ndim == 2 else y[:, None]) * out[..., 0])
+    if out.ndim == 2:
+        return optax.softmax_cross_entropy_with_integer_labels(out, y)
+    return optax.softmax_cross_entropy_with_integer_labels(out, y[:, None])
+
+
+def run_one(c: PRun, data: dict) -> dict:
+    c_out = c.classes if c.classes > 1 else 1
+    params = init_two_layer(jax.random.fold_in(jax.random.PRNGKey(c.seed), 2), c.model, D, c_out)
+    A = readout_matrix(c.model, c_out)
+    loss_fn = lambda p, x, y: _loss(apply_two_layer(p, x, A), y, c.classes)  # noqa: E731
+    x, y = data["x"], data["y"]
+    p, rec, bad = train(loss_fn, params, x, y, make_optimizer(c.optim), plan=(0, 10, STEPS),
+                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y)))
+    return {"loss": rec, "diverged_step": bad}
+
+
+def run_slot(slot, data: dict) -> dict:
+    c, seg = slot.run, slot.segments()
+    c_out = c.classes if c.classes > 1 else 1
+    widths = slot.packed("model.width")
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(slot.packed("seed"))
+    params = init_two_layer_packed(keys, c.model.kind, widths, c.model.init_scale, seg, D, c_out)
+    A = readout_matrix_packed(c.model.kind, widths, seg, c_out)
+    loss_fn = lambda p, x, y: _loss(apply_two_layer_packed(p, x, A, seg.runs), y, c.classes)  # noqa: E731
+    x, y = data["x"], data["y"]
+    p, rec, bad = train(loss_fn, params, x, y, make_optimizer(c.optim, seg), plan=(0, 10, STEPS),
+                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y), axis=0), segments=seg)
+    return {"loss": rec.T, "diverged_step": bad}
+
+
+def size(c: PRun) -> int:
+    return int(packed_sizes(c.model.kind, c.model.width, c.classes if c.classes > 1 else 1))
+
+
+PACK = Pack(fields=("model.width", "seed"), size=size, ignore=("model.bucket",))
+
+
+# ----------------------------------------------------------------------------- layout and per-run pieces
+def test_layout_puts_each_run_end_to_end_and_marks_the_rest_unused():
+    seg = layout(jnp.asarray([3, 0, 2, 1]), 8)
+    assert seg.runs == 4
+    assert seg.run_of.tolist() == [0, 0, 0, 2, 2, 3, 4, 4]  # run 1 is an empty place; 4 = no run
+    assert seg.local.tolist() == [0, 1, 2, 0, 1, 0, 0, 0]
+    v = jnp.arange(8.0)
+    assert segment_sum(v, seg).tolist() == [3.0, 0.0, 7.0, 5.0]  # unused neurons dropped
+    assert per_neuron(jnp.asarray([10, 11, 12, 13]), seg, fill=-1).tolist() == [10, 10, 10, 12, 12, 13, -1, -1]
+    tree = {"w": jnp.ones((8, 2)).at[4, 1].set(jnp.nan), "count": jnp.asarray(3)}
+    assert finite_by_run(tree, seg).tolist() == [True, True, False, True]
+
+
+@pytest.mark.parametrize("kind,classes", [("binary", 1), ("multiclass", 3)])
+def test_packed_init_and_readout_are_each_runs_own_bit_for_bit(kind, classes):
+    widths = [2, 5, 1]
+    sizes = packed_sizes(kind, jnp.asarray(widths), classes)
+    seg = layout(sizes, int(sizes.sum()) + 3)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (7, 8, 9)])
+    p = init_two_layer_packed(keys, kind, jnp.asarray(widths), 0.3, seg, D, classes)
+    A = readout_matrix_packed(kind, jnp.asarray(widths), seg, classes)
+    outs = 1 if kind == "binary" else classes
+    start = 0
+    for k, m in enumerate(widths):
+        net = TwoLayerNet(kind=kind, width=m, init_scale=0.3).validate()
+        ref = init_two_layer(keys[k], net, D, classes)
+        n = int(sizes[k])
+        np.testing.assert_array_equal(p["w"][start:start + n], ref["w"])
+        np.testing.assert_array_equal(p["b"][start:start + n], ref["b"])
+        np.testing.assert_array_equal(A[k * outs:(k + 1) * outs, start:start + n], readout_matrix(net, classes))
+        assert not np.any(np.asarray(A[k * outs:(k + 1) * outs, :start]))
+        assert not np.any(np.asarray(A[k * outs:(k + 1) * outs, start + n:]))
+        start += n
+    assert not np.any(np.asarray(p["w"][start:]))  # unused neurons start (and stay) at zero
+
+
+def test_per_run_clipping_is_optax_global_norm_run_by_run():
+    seg = layout(jnp.asarray([2, 3, 1]), 7)
+    g = {"w": jax.random.normal(jax.random.PRNGKey(0), (7, 4)) * jnp.asarray([1, 1, 9, 9, 9, 0.1, 0])[:, None],
+         "b": jnp.arange(7.0)}
+    got, _ = clip_by_run_norm(2.0, seg).update(g, optax.EmptyState())
+    clip = optax.clip_by_global_norm(2.0)
+    for k, (a, b) in enumerate([(0, 2), (2, 5), (5, 6)]):
+        own = {n: v[a:b] for n, v in g.items()}
+        want, _ = clip.update(own, clip.init(own))
+        for n in g:
+            np.testing.assert_allclose(got[n][a:b], want[n], rtol=1e-6)
+    np.testing.assert_array_equal(got["w"][6], g["w"][6])
+
+
+# ----------------------------------------------------------------------------- the packed trainer
+def test_a_diverging_run_freezes_alone():
+    """Run 1's quadratic loss has a step that overflows: it stops at its last finite weights and its later records
+    are NaN; runs 0 and 2 train on, each as it does alone."""
+    seg = layout(jnp.asarray([2, 2, 3]), 8)
+    scale = jnp.asarray([1.0, 1e19, 0.5])
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 3))
+
+    def loss(p, xb, yb):  # (samples, runs): s_k * mean over the run's neurons of (x . w_j)^2
+        z = jnp.square(xb @ p["w"].T)  # (samples, neurons)
+        return segment_sum(z.T, seg).T * scale
+
+    w0 = jax.random.normal(jax.random.PRNGKey(2), (8, 3))
+    p, rec, bad = train(loss, {"w": w0}, x, jnp.zeros(6), optax.sgd(0.01), plan=(0, 2, 5, 20),
+                        record_fn=lambda p: jnp.mean(loss(p, x, None), axis=0), segments=seg)
+    assert bad[0] == -1 and bad[2] == -1 and 0 <= int(bad[1]) <= 5
+    assert np.all(np.isnan(rec[-1, 1])) and np.all(np.isfinite(rec[:, [0, 2]]))
+    assert np.all(np.isfinite(p["w"]))
+    for k, (a, b) in enumerate([(0, 2), (4, 7)]):
+        kk = (0, 2)[k]
+        one = lambda q, xb, yb, kk=kk: jnp.sum(jnp.square(xb @ q["w"].T), axis=1) * scale[kk]  # noqa: E731
+        q, r, bad1 = train(one, {"w": w0[a:b]}, x, jnp.zeros(6), optax.sgd(0.01), plan=(0, 2, 5, 20),
+                           record_fn=lambda q: jnp.mean(one(q, x, None)))
+        assert int(bad1) == -1
+        np.testing.assert_allclose(p["w"][a:b], q["w"], rtol=1e-5)
+        np.testing.assert_allclose(rec[:, kk], r, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- planning
+def test_slots_respect_capacity_and_keep_unlike_runs_apart():
+    cfgs = [cfg(m, seed=s) for m in (1, 2, 4) for s in (0, 1)] + [cfg(2, lr=0.1), cfg(1, data_seed=1)]
+    plan = plan_slots(cfgs, PACK)
+    assert sorted(i for m in plan.members for i in m) == list(range(len(cfgs)))
+    for slot, members in zip(plan.slots, plan.members, strict=True):
+        assert sum(slot.sizes) <= slot.capacity == 8  # the largest run: width 4, two sides
+        assert len({(cfgs[i].optim.lr, cfgs[i].data_seed) for i in members}) == 1
+        assert slot.sizes[: len(members)] == tuple(size(cfgs[i]) for i in members)
+    assert len({S.static_key(s) for s in plan.slots}) == 1  # one program for every slot
+    assert plan_slots(cfgs, PACK).members == plan.members  # deterministic
+    assert plan.fill == sum(size(c) for c in cfgs) / (8 * len(plan.slots))
+
+
+def test_bad_packing_is_named_before_anything_compiles():
+    cfgs = [cfg(1), cfg(4)]
+    with pytest.raises(ConfigError, match="pack.capacity"):
+        plan_slots(cfgs, dataclasses.replace(PACK, capacity=4))
+    with pytest.raises(ConfigError, match="pack.fields"):
+        plan_slots(cfgs, dataclasses.replace(PACK, fields=("model.widht",)))
+    with pytest.raises(ConfigError, match="pack.ignore"):
+        plan_slots(cfgs, dataclasses.replace(PACK, ignore=("seed",)))
+    with pytest.raises(ConfigError, match="pack.fields"):  # the data stage reads data_seed: not packable
+        run_packed(run_slot, cfgs, dataclasses.replace(PACK, fields=("model.width", "data_seed")), data=data)
+
+
+# ----------------------------------------------------------------------------- packed == separate
+@pytest.mark.parametrize("kind,name,clip", [("binary", "gd", math.inf), ("multiclass", "adam", 0.05)])
+def test_packed_runs_equal_separate_runs_float64(x64, kind, name, clip):
+    """Widths 1..5 and two seeds on two datasets; Adam with per-run clipping that binds (multi-class)."""
+    cfgs = [cfg(m, seed=s, data_seed=ds, kind=kind, name=name, clip=clip, lr=0.05 if name == "adam" else 0.5)
+            for ds in (0, 1) for m in (1, 2, 3, 5) for s in (0, 1)]
+    ref = S.run_sweep(run_one, cfgs, data=data)
+    got = run_packed(run_slot, cfgs, PACK, data=data)
+    assert len(plan_slots(cfgs, PACK).slots) < len(cfgs)  # runs were packed
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_allclose(g["loss"], r["loss"], rtol=1e-10)
+        assert int(g["diverged_step"]) == -1 and not g["diverged"]
+        assert r["loss"][-1] < 0.9 * r["loss"][0]  # trained
+
+
+def test_new_widths_in_the_same_slot_shape_do_not_recompile_and_a_rerun_reloads(tmp_path):
+    pack = dataclasses.replace(PACK, capacity=12, places=3)
+    a = [cfg(m, seed=s) for m in (1, 2) for s in (0, 1, 2)]
+    b = [cfg(m, seed=s) for m in (3, 1) for s in (0, 1)]
+    run_packed(run_slot, a, pack, data=data)
+    traces = S.STATS.traces
+    got = run_packed(run_slot, b, pack, data=data)
+    assert S.STATS.traces == traces
+    first = run_packed(run_slot, b, pack, data=data, out_dir=tmp_path)
+    loaded = S.STATS.chunks_loaded
+    again = run_packed(run_slot, b, pack, data=data, out_dir=tmp_path)
+    assert S.STATS.chunks_loaded > loaded
+    for x, y, z in zip(got, first, again, strict=True):
+        np.testing.assert_array_equal(y["loss"], z["loss"])
+        np.testing.assert_allclose(x["loss"], y["loss"], rtol=1e-6)
