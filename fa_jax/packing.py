@@ -8,7 +8,8 @@ program per width or pad every run to the widest (a bucket: up to ``len(widths) 
   that packing makes moot) and the same value of every traced field except ``Pack.fields`` (e.g. the width and the
   init seed). Each run needs ``Pack.size(cfg)`` neurons.
 * Slots are filled first-fit decreasing (runs by size, largest first; ties by index) up to ``capacity`` neurons
-  (default: the group's largest run) and ``places`` runs (default: the most any slot of the group got). Both are
+  (default: the group's largest run, or a wider slot when that computes fewer neurons in all,
+  :func:`_best_capacity`) and ``places`` runs (default: the most any slot of the group got). Both are
   static, so every slot of a group is one program; a run's place, and which runs share its slot, change neither
   its randomness (drawn from its own fields) nor its numbers beyond float reassociation.
 * Slots are ordinary configs (:class:`Slot`) run by :func:`fa_jax.sweep.run_sweep`: chunked, sharded, pipelined,
@@ -38,8 +39,8 @@ from .sweep import _mark_diverged, data_fields, run_sweep
 @dataclasses.dataclass(frozen=True)
 class Pack:
     """What packs: ``fields`` (dotted paths of traced fields that may differ inside a slot), ``size(cfg) -> int``
-    (the run's neurons; a host function of the concrete config), ``capacity`` (neurons per slot; None: the
-    group's largest run), ``places`` (runs per slot at most; None: as many as fit), ``ignore`` (static fields that
+    (the run's neurons; a host function of the concrete config), ``capacity`` (neurons per slot; None: chosen,
+    module docstring), ``places`` (runs per slot at most; None: as many as fit), ``ignore`` (static fields that
     the packed layout replaces, e.g. ``("model.bucket",)``: runs differing only there share slots)."""
 
     fields: tuple[str, ...]
@@ -128,18 +129,9 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
         for i in idx:
             rest = tuple(sorted((p, v) for p, v in traced_values(configs[i]).items() if p not in pack.fields))
             keys.setdefault(rest, []).append(i)
-        bins: list[list[int]] = []
-        for ids in keys.values():
-            mine: list[list[int]] = []
-            for i in sorted(ids, key=lambda i: (-sizes[i], i)):  # first fit decreasing
-                for b in mine:
-                    if sum(sizes[j] for j in b) + sizes[i] <= capacity and (pack.places is None
-                                                                             or len(b) < pack.places):
-                        b.append(i)
-                        break
-                else:
-                    mine.append([i])
-            bins += [sorted(b) for b in mine]
+        if pack.capacity is None:
+            capacity = _best_capacity(list(keys.values()), sizes, capacity, pack.places)
+        bins = [b for ids in keys.values() for b in _first_fit(ids, sizes, capacity, pack.places)]
         bins.sort(key=lambda b: b[0])
         places = pack.places if pack.places is not None else max(len(b) for b in bins)
         names = pack.fields
@@ -157,6 +149,37 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
             used += sum(sizes[i] for i in b)
             computed += capacity
     return PackPlan(slots, members, used / computed)
+
+
+def _first_fit(ids: list[int], sizes: list[int], capacity: int, places: int | None) -> list[list[int]]:
+    """First fit decreasing (by size, ties by index) of runs ``ids`` into slots; each slot's runs in index order."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(ids, key=lambda i: (-sizes[i], i)):
+        for j, b in enumerate(bins):
+            if sizes[i] <= room[j] and (places is None or len(b) < places):
+                b.append(i)
+                room[j] -= sizes[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - sizes[i])
+    return [sorted(b) for b in bins]
+
+
+def _best_capacity(keys: list[list[int]], sizes: list[int], largest: int, places: int | None,
+                   tries: int = 8) -> int:
+    """The default capacity: the one of fewest computed neurons (slots x capacity) among the largest run and
+    ``ceil(total / s)`` for s = 1..``tries`` slots and the slot count at the largest run (fewer, wider slots
+    pack a few runs of unequal widths without leaving most of a slot empty); ties go to the smaller capacity
+    (more slots to vmap over)."""
+    def computed(c: int) -> int:
+        return c * sum(len(_first_fit(ids, sizes, c, places)) for ids in keys)
+
+    base = sum(len(_first_fit(ids, sizes, largest, places)) for ids in keys)
+    total = sum(sizes[i] for ids in keys for i in ids)
+    cands = {largest} | {max(largest, -(-total // n)) for n in range(1, min(tries, base) + 1)}
+    return min(sorted(cands), key=computed)
 
 
 _WRAPPED: dict = {}

@@ -192,6 +192,17 @@ def test_slots_respect_capacity_and_keep_unlike_runs_apart():
     assert plan.fill == sum(size(c) for c in cfgs) / (8 * len(plan.slots))
 
 
+def test_the_default_capacity_computes_the_fewest_neurons():
+    """One run each of widths 1, 4, 16 (2, 8, 32 neurons): slots as wide as the largest run would compute 64
+    neurons for 42; one slot of 42 computes 42. Many equal runs keep slots as wide as one run."""
+    plan = plan_slots([cfg(1), cfg(4), cfg(16)], PACK)
+    assert [s.capacity for s in plan.slots] == [42] and plan.fill == 1.0
+    plan = plan_slots([cfg(4, seed=s) for s in range(12)], PACK)
+    assert plan.slots[0].capacity == 8 and len(plan.slots) == 12
+    fixed = plan_slots([cfg(1), cfg(4), cfg(16)], dataclasses.replace(PACK, capacity=32))
+    assert [s.capacity for s in fixed.slots] == [32, 32] and fixed.members == [(0, 1), (2,)]
+
+
 def test_bad_packing_is_named_before_anything_compiles():
     cfgs = [cfg(1), cfg(4)]
     with pytest.raises(ConfigError, match="pack.capacity"):
