@@ -13,7 +13,7 @@ time is recorded -- return code, wall time, the tail of its log -- and the next 
   chunks of 4 096 runs, the engine against the hand-written ``jit(vmap(train))`` and the NumPy loop, % of the
   fp32 (sgemm, precision "highest") peak measured in the same run. A part's JSON is rewritten after every point,
   so a part cut short by its limit keeps the Rs it finished.
-* ``width``: the width-padding overhead per R.
+* ``width``: the width-padding and width-packing overheads per R.
 * ``cpu``: the same sweep (engine only, R <= 256, same T and chunks) on this host's CPU (``JAX_PLATFORMS=cpu``):
   the CPU/GPU ratio per mode and R.
 * ``conv``: :mod:`benchmarks.conv_in_loop` with patches, nn.Conv and ``auto`` (which conv the device favours).
