@@ -972,7 +972,8 @@ def markdown_table(res: dict) -> str:
         if any("packed" in p for p in per.values()):
             out += ["", "Widths packed on one neuron axis (`fa_jax.packing.run_packed`, same runs, one dataset) vs one "
                     "program per width: " + "; ".join(
-                        f"R = {R}: {p['packed_overhead']:.2f}× ({p['packed']['slots']} slots, fill "
+                        f"R = {R}: {p['packed_overhead']:.2f}× ({p['packed']['slots']} "
+                        f"slot{'s' if p['packed']['slots'] != 1 else ''}, fill "
                         f"{p['packed']['fill']:.2f})" for R, p in sorted(per.items(), key=lambda kv: int(kv[0]))
                         if "packed" in p) + "."]
     return "\n".join(out)

@@ -152,18 +152,25 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
 
 
 def _first_fit(ids: list[int], sizes: list[int], capacity: int, places: int | None) -> list[list[int]]:
-    """First fit decreasing (by size, ties by index) of runs ``ids`` into slots; each slot's runs in index order."""
+    """First fit decreasing (by size, ties by index) of runs ``ids`` into slots; each slot's runs in index order.
+    A slot that no remaining run can enter (room below the smallest run, or every place taken) is closed, so runs
+    of a few sizes pack in about linear time."""
+    order = sorted(ids, key=lambda i: (-sizes[i], i))
+    smallest = sizes[order[-1]] if order else 0
     bins: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(ids, key=lambda i: (-sizes[i], i)):
-        for j, b in enumerate(bins):
-            if sizes[i] <= room[j] and (places is None or len(b) < places):
-                b.append(i)
-                room[j] -= sizes[i]
+    open_: list[list] = []  # [room, bin] of the slots still open, in creation order
+    for i in order:
+        for entry in open_:
+            if sizes[i] <= entry[0]:
+                entry[1].append(i)
+                entry[0] -= sizes[i]
                 break
         else:
-            bins.append([i])
-            room.append(capacity - sizes[i])
+            entry = [capacity - sizes[i], [i]]
+            bins.append(entry[1])
+            open_.append(entry)
+        if entry[0] < smallest or (places is not None and len(entry[1]) >= places):
+            open_.remove(entry)
     return [sorted(b) for b in bins]
 
 

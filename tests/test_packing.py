@@ -245,3 +245,22 @@ def test_new_widths_in_the_same_slot_shape_do_not_recompile_and_a_rerun_reloads(
     for x, y, z in zip(got, first, again, strict=True):
         np.testing.assert_array_equal(y["loss"], z["loss"])
         np.testing.assert_allclose(x["loss"], y["loss"], rtol=1e-6)
+
+
+def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
+    """docs/sweeps.md's packing block, verbatim: 12 runs of widths 2, 8, 32 in 4 full slots; every run equals its
+    separate run (the same net, unpacked) and trained."""
+    from conftest import run_doc_block
+
+    monkeypatch.chdir(tmp_path)
+    ns = run_doc_block("sweeps.md", "### Widths packed on one neuron axis")
+    assert len(ns["plan"].slots) == 4 and ns["plan"].fill == 1.0
+    for c, r in zip(ns["grid"], ns["results"], strict=True):
+        data = ns["draw"](c)
+        params = init_two_layer(jax.random.PRNGKey(c.seed), c.model, 16, 1)
+        A = readout_matrix(c.model, 1)
+        loss = lambda p: jax.nn.softplus(-data["y"] * apply_two_layer(p, data["x"], A)[:, 0])  # noqa: E731
+        _, rec, _ = train(lambda p, x, y: loss(p), params, data["x"], data["y"], make_optimizer(c.optim),
+                          plan=(0, c.steps), record_fn=lambda p: jnp.mean(loss(p)))
+        np.testing.assert_allclose(r["loss"], rec, rtol=1e-5)
+        assert r["loss"][-1] < 0.75 * r["loss"][0]  # trained
