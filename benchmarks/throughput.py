@@ -803,7 +803,7 @@ def run_training_packed(slot, data: dict) -> dict:
     A = readout_matrix_packed(cfg.model.kind, widths, seg, 1)
 
     def loss_fn(p, x, y):  # (samples, runs)
-        return jax.nn.softplus(-y[:, None] * apply_two_layer_packed(p, x, A, seg.runs)[..., 0])
+        return jax.nn.softplus(-y[:, None] * apply_two_layer_packed(p, x, A, seg)[..., 0])
 
     x, y = data["x"], data["y"]
     _, rec, bad = train(loss_fn, params, x, y, make_optimizer(cfg.optim, seg), plan=(0, cfg.steps),

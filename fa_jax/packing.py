@@ -86,6 +86,10 @@ class Slot:
         """``(places,)`` values of packed field ``path`` (an array inside the program)."""
         return getattr(self.values, path.replace(".", "__"))
 
+    def packs(self, path: str) -> bool:
+        """Whether field ``path`` is packed (per run) in this slot."""
+        return hasattr(self.values, path.replace(".", "__"))
+
     def segments(self) -> Segments:
         """The slot's :class:`fa_jax.segments.Segments` (``run_of``, ``local`` of its ``capacity`` neurons)."""
         return layout(self.sizes, self.capacity)

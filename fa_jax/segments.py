@@ -12,11 +12,13 @@ no run (``run_of = runs``, the sentinel):
 Because the runs' parameters are disjoint, the gradient of the SUM of the runs' losses is, neuron by neuron, each
 run's own gradient: packed training equals separate training up to float reassociation. What couples runs must
 be done per segment: a global gradient norm (:func:`segment_sum` of squares), a divergence guard
-(:func:`fa_jax.trainer.train` with ``segments``). The slots themselves are planned and run by
-:mod:`fa_jax.packing`.
+(:func:`fa_jax.trainer.train` with ``segments``), and the read-out of per-run outputs from all neurons at once
+(:func:`readout`: a dense ``(neurons x outputs)`` matmul would turn one run's inf into every run's NaN through
+``inf * 0``). The slots themselves are planned and run by :mod:`fa_jax.packing`.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -93,3 +95,41 @@ def keep_by_run(ok: jax.Array, new, old, seg: Segments):
         return jnp.where(anyok, a, b)
 
     return jax.tree.unflatten(treedef, [one(a, b, p) for a, b, p in zip(leaves_new, leaves_old, flags, strict=True)])
+
+
+def membership(seg: Segments, dtype=jnp.float32) -> jax.Array:
+    """``(runs, neurons)`` 0/1: ``M[k, j] = 1`` iff neuron j belongs to run k."""
+    return (seg.run_of[None, :] == jnp.arange(seg.runs, dtype=jnp.int32)[:, None]).astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _readout(h, A, member, outputs: int):
+    finite = jnp.isfinite(h)
+    out = jnp.where(finite, h, 0) @ A.T  # (samples, runs * outputs): other runs' neurons enter as exact zeros
+    # a run with a non-finite activation anywhere (its loss is non-finite: it has diverged) gets NaN outputs
+    bad_run = (member @ (~jnp.all(finite, axis=0)).astype(member.dtype)) > 0  # (runs,)
+    return jnp.where(jnp.repeat(bad_run, outputs)[None, :], jnp.nan, out)
+
+
+def _readout_fwd(h, A, member, outputs):
+    return _readout(h, A, member, outputs), A
+
+
+def _readout_bwd(outputs, A, g):
+    # a diverged run's non-finite cotangent must not reach other runs' neurons (NaN * 0); the run itself is
+    # frozen by the trainer's guard (its loss is not finite), whatever gradient it gets
+    return jnp.where(jnp.isfinite(g), g, 0) @ A, jnp.zeros_like(A), None
+
+
+_readout.defvjp(_readout_fwd, _readout_bwd)
+
+
+def readout(h: jax.Array, A: jax.Array, seg: Segments) -> jax.Array:
+    """Per-run outputs ``(samples, runs * outputs)`` = ``h A^T`` of activations ``h (samples, neurons)`` through a
+    read-out ``A (runs * outputs, neurons)`` that is zero off each run's own neurons, with runs kept apart: a
+    non-finite activation of run k makes all of run k's outputs NaN and no other run's (a dense matmul would
+    spread it by ``inf * 0``), and in the backward pass a non-finite cotangent is dropped instead of reaching
+    other runs' neurons (its run has diverged and is frozen by :func:`fa_jax.trainer.train`). Equal to
+    ``h @ A.T`` wherever every activation is finite. ``A`` is a constant (its cotangent is zero)."""
+    outputs = A.shape[0] // seg.runs
+    return _readout(h, A, membership(seg, h.dtype), outputs)

@@ -27,7 +27,7 @@ from fa_jax.models.two_layer import (
 )
 from fa_jax.optim import OptimConfig, clip_by_run_norm, make_optimizer
 from fa_jax.packing import Pack, plan_slots, run_packed
-from fa_jax.segments import finite_by_run, layout, per_neuron, segment_sum
+from fa_jax.segments import finite_by_run, layout, membership, per_neuron, readout, segment_sum
 from fa_jax.trainer import train
 
 D, N, STEPS = 5, 24, 30
@@ -47,10 +47,11 @@ class PRun:
         return dataclasses.replace(self, model=self.model.validate(), optim=self.optim.validate())
 
 
-def cfg(width, seed=0, data_seed=0, lr=0.5, clip=math.inf, kind="binary", name="gd", bucket=None) -> PRun:
-    return PRun(model=TwoLayerNet(kind=kind, width=width, bucket=bucket, init_scale=0.3),
-                optim=OptimConfig(name=name, lr=lr, clip_norm=clip), classes=1 if kind == "binary" else 3,
-                seed=seed, data_seed=data_seed).validate()
+def cfg(width, seed=0, data_seed=0, lr=0.5, clip=math.inf, kind="binary", name="gd", bucket=None, scale=0.3,
+        batch=None) -> PRun:
+    return PRun(model=TwoLayerNet(kind=kind, width=width, bucket=bucket, init_scale=scale),
+                optim=OptimConfig(name=name, lr=lr, clip_norm=clip, batch_size=batch),
+                classes=1 if kind == "binary" else 3, seed=seed, data_seed=data_seed).validate()
 
 
 def data(c: PRun) -> dict:
@@ -75,8 +76,14 @@ def run_one(c: PRun, data: dict) -> dict:
     loss_fn = lambda p, x, y: _loss(apply_two_layer(p, x, A), y, c.classes)  # noqa: E731
     x, y = data["x"], data["y"]
     p, rec, bad = train(loss_fn, params, x, y, make_optimizer(c.optim), plan=(0, 10, STEPS),
-                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y)))
+                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y)), **batches(c))
     return {"loss": rec, "diverged_step": bad}
+
+
+def batches(c: PRun) -> dict:
+    """Mini-batches drawn from the DATA seed (shared by a slot's runs), so packed runs see the same batches."""
+    return {"key": jax.random.fold_in(jax.random.PRNGKey(c.data_seed), 3), "batch_size": c.optim.batch_size,
+            "sampling": c.optim.sampling}
 
 
 def run_slot(slot, data: dict) -> dict:
@@ -84,12 +91,13 @@ def run_slot(slot, data: dict) -> dict:
     c_out = c.classes if c.classes > 1 else 1
     widths = slot.packed("model.width")
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(slot.packed("seed"))
-    params = init_two_layer_packed(keys, c.model.kind, widths, c.model.init_scale, seg, D, c_out)
+    scale = slot.packed("model.init_scale") if slot.packs("model.init_scale") else c.model.init_scale
+    params = init_two_layer_packed(keys, c.model.kind, widths, scale, seg, D, c_out)
     A = readout_matrix_packed(c.model.kind, widths, seg, c_out)
-    loss_fn = lambda p, x, y: _loss(apply_two_layer_packed(p, x, A, seg.runs), y, c.classes)  # noqa: E731
+    loss_fn = lambda p, x, y: _loss(apply_two_layer_packed(p, x, A, seg), y, c.classes)  # noqa: E731
     x, y = data["x"], data["y"]
     p, rec, bad = train(loss_fn, params, x, y, make_optimizer(c.optim, seg), plan=(0, 10, STEPS),
-                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y), axis=0), segments=seg)
+                        record_fn=lambda p: jnp.mean(loss_fn(p, x, y), axis=0), segments=seg, **batches(c))
     return {"loss": rec.T, "diverged_step": bad}
 
 
@@ -111,6 +119,27 @@ def test_layout_puts_each_run_end_to_end_and_marks_the_rest_unused():
     assert per_neuron(jnp.asarray([10, 11, 12, 13]), seg, fill=-1).tolist() == [10, 10, 10, 12, 12, 13, -1, -1]
     tree = {"w": jnp.ones((8, 2)).at[4, 1].set(jnp.nan), "count": jnp.asarray(3)}
     assert finite_by_run(tree, seg).tolist() == [True, True, False, True]
+
+
+def test_the_readout_keeps_a_non_finite_run_to_itself():
+    """Finite activations: exactly h @ A^T. An inf in run 1's neuron: run 1's outputs are NaN, runs 0 and 2's
+    exactly the finite read-out, and the gradient of a loss summed over all runs stays finite on runs 0 and 2's
+    neurons (a dense matmul: NaN in both)."""
+    seg = layout(jnp.asarray([2, 3, 2]), 8)
+    # two outputs per run, random weights on the run's own neurons only
+    A = jax.random.normal(jax.random.PRNGKey(0), (6, 8)) * jnp.repeat(membership(seg), 2, axis=0)
+    h = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
+    np.testing.assert_array_equal(readout(h, A, seg), h @ A.T)
+    bad = h.at[2, 3].set(jnp.inf)
+    out = readout(bad, A, seg)
+    assert np.all(np.isnan(out[:, 2:4]))
+    np.testing.assert_array_equal(out[:, [0, 1, 4, 5]], (h @ A.T)[:, [0, 1, 4, 5]])
+    assert np.all(np.isnan((bad @ A.T)[:, [0, 1, 4, 5]][2]))  # the dense matmul spreads it (inf * 0)
+    others = [0, 1, 5, 6]  # the neurons of runs 0 and 2
+    g = jax.grad(lambda h: jnp.sum(jax.nn.softplus(readout(h, A, seg))))(bad)  # run 1's loss is NaN
+    assert np.all(np.isfinite(g[:, others]))
+    dense = jax.grad(lambda h: jnp.sum(jax.nn.softplus(h @ A.T)))(bad)
+    assert not np.all(np.isfinite(dense[:, others]))
 
 
 @pytest.mark.parametrize("kind,classes", [("binary", 1), ("multiclass", 3)])
@@ -264,3 +293,56 @@ def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
                           plan=(0, c.steps), record_fn=lambda p: jnp.mean(loss(p)))
         np.testing.assert_allclose(r["loss"], rec, rtol=1e-5)
         assert r["loss"][-1] < 0.75 * r["loss"][0]  # trained
+
+
+def test_mini_batch_runs_that_share_their_batches_pack(x64):
+    """SGD (b = 8 of 24, epoch sampling) with the batches drawn from the data seed: the weighted per-run objective
+    of the packed trainer (a last partial batch: 24 = 3 x 8, so also full batches) equals the separate runs."""
+    cfgs = [cfg(m, seed=s, name="sgd", batch=8, lr=0.3) for m in (1, 3) for s in (0, 1)]
+    cfgs += [cfg(2, seed=0, name="sgd", batch=7, lr=0.3)]  # 24 = 3 x 7 + 3: a partial last batch, its own slot
+    ref = S.run_sweep(run_one, cfgs, data=data)
+    got = run_packed(run_slot, cfgs, PACK, data=data)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_allclose(g["loss"], r["loss"], rtol=1e-10)
+        assert r["loss"][-1] < 0.9 * r["loss"][0]
+
+
+def test_a_diverging_run_is_marked_alone_end_to_end():
+    """A packed float field (the init scale): the run initialised at 1e38 overflows at its first step; it alone is
+    marked diverged (its outputs NaN), its slot-mates equal their separate runs."""
+    pack = dataclasses.replace(PACK, fields=("model.width", "seed", "model.init_scale"))
+    cfgs = [cfg(2, seed=0), cfg(3, seed=1, scale=1e38), cfg(1, seed=2), cfg(2, seed=3, scale=0.1)]
+    plan = plan_slots(cfgs, pack)
+    assert any(1 in m and len(m) > 1 for m in plan.members)  # the diverging run shares its slot
+    ref = S.run_sweep(run_one, cfgs, data=data)
+    got = run_packed(run_slot, cfgs, pack, data=data)
+    assert [bool(g["diverged"]) for g in got] == [False, True, False, False]
+    assert int(got[1]["diverged_step"]) == 0 and np.all(np.isnan(got[1]["loss"]))
+    assert bool(ref[1]["diverged"]) and int(ref[1]["diverged_step"]) == 0
+    for i in (0, 2, 3):
+        np.testing.assert_allclose(got[i]["loss"], ref[i]["loss"], rtol=1e-5)
+
+
+_TWO_DEVICES = """
+import json
+import jax
+import numpy as np
+import test_packing as T
+from fa_jax.packing import run_packed
+
+devices = tuple(jax.local_devices())
+assert len(devices) == 2
+cfgs = [T.cfg(m, seed=s, data_seed=ds) for ds in (0, 1) for m in (1, 2, 4) for s in (0, 1, 2)]
+res = run_packed(T.run_slot, cfgs, T.PACK, data=T.data, devices=devices)
+print(json.dumps({"loss": np.stack([r["loss"] for r in res]).tolist()}))
+"""
+
+
+def test_two_devices_split_the_slots():
+    """Slots sharded over a 2-device mesh: the same numbers as one device, to float reassociation (float32)."""
+    from conftest import run_on_devices
+
+    doc = run_on_devices(_TWO_DEVICES, 2)
+    cfgs = [cfg(m, seed=s, data_seed=ds) for ds in (0, 1) for m in (1, 2, 4) for s in (0, 1, 2)]
+    one = run_packed(run_slot, cfgs, PACK, data=data, devices=jax.local_devices()[:1])
+    np.testing.assert_allclose(np.asarray(doc["loss"]), np.stack([r["loss"] for r in one]), rtol=1e-5)

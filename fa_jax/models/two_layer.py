@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ..config import finite_positive, require, traced
-from ..segments import Segments, per_neuron
+from ..segments import Segments, per_neuron, readout
 
 KINDS = ("binary", "multiclass")
 
@@ -175,7 +175,8 @@ def readout_matrix_packed(kind: str, widths, seg: Segments, n_classes: int) -> j
     return jnp.zeros((seg.runs * outputs, seg.run_of.shape[0]), value.dtype).at[row, cols].add(value)
 
 
-def apply_two_layer_packed(params: dict, x: jax.Array, A: jax.Array, runs: int) -> jax.Array:
-    """Outputs ``(samples, runs, outputs)`` of packed runs: ReLU(x W^T + b) A^T, one matmul for all runs."""
-    out = apply_two_layer(params, x, A)
-    return out.reshape(out.shape[0], runs, -1)
+def apply_two_layer_packed(params: dict, x: jax.Array, A: jax.Array, seg: Segments) -> jax.Array:
+    """Outputs ``(samples, runs, outputs)`` of packed runs: ReLU(x W^T + b) A^T, one matmul for all runs, read
+    out by :func:`fa_jax.segments.readout` (a run's inf or NaN never reaches another run)."""
+    out = readout(jax.nn.relu(hidden(params, x)), A, seg)
+    return out.reshape(out.shape[0], seg.runs, -1)
