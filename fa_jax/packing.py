@@ -196,11 +196,11 @@ def _best_capacity(keys: list[list[int]], sizes: list[int], largest: int, places
 _WRAPPED: dict = {}
 
 
-def _slot_fn(run_slot: Callable, with_data: bool) -> Callable:
+def _slot_fn(run_slot: Callable) -> Callable:
     """The engine's run function for slots (one object per ``run_slot``: the engine caches programs by it).
     Outputs are renamed under ``packed/`` and a slot-level ``diverged = False`` added, so the engine never marks
     a whole slot; runs are marked one by one after unpacking."""
-    key = (run_slot, with_data)
+    key = run_slot
     if key not in _WRAPPED:
         import jax.numpy as jnp
 
@@ -238,11 +238,14 @@ def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Calla
     require("shared" not in sweep_kwargs, "shared", "not supported by run_packed (use data=)", "given")
     plan = plan_slots(configs, pack)
     if data is not None:
-        for i in sorted({m[0] for m in plan.members}):
+        first: dict[str, int] = {}  # one traced data stage per static group
+        for m in plan.members:
+            first.setdefault(static_key(configs[m[0]]), m[0])
+        for i in first.values():
             read = set(data_fields(data, configs[i])) & set(pack.fields)
             require(not read, "pack.fields", f"fields data(cfg) does not read (it reads {sorted(read)}: runs of one "
                     "slot share one data draw)", pack.fields)
-    out = run_sweep(_slot_fn(run_slot, data is not None), plan.slots,
+    out = run_sweep(_slot_fn(run_slot), plan.slots,
                     data=None if data is None else _slot_data(data), **sweep_kwargs)
     results: list[dict | None] = [None] * len(configs)
     for s, idx in enumerate(plan.members):
