@@ -952,7 +952,8 @@ def markdown_table(res: dict) -> str:
     out = [(f"`{res.get('command', '')}` ({res.get('date', '')}; {where}, "
             f"{dev.get('cpu_count')} host cores; sgemm peak measured in the same run: "
             f"{res['peak_gflops']:.0f} GFLOP/s; "
-            f"T = {first.get('steps', '?')}; load {res['loadavg']['start'][0]:.1f} → {end})"), ""] + rows
+            f"T = {first.get('steps', (res.get('settings') or {}).get('steps', '?'))}; load "
+            f"{res['loadavg']['start'][0]:.1f} → {end})")] + (["", *rows] if len(rows) > 2 else [])
     if res.get("shared_data"):
         out += ["", "R runs on one dataset (data seed 0, init seeds 0..R-1; all R in one call):", "",
                 ("| mode | R | engine, data stage (% of peak) | engine, each run its own copy | × sharing | "
