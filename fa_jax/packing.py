@@ -180,9 +180,9 @@ def _first_fit(ids: list[int], sizes: list[int], capacity: int, places: int | No
 
 def _best_capacity(keys: list[list[int]], sizes: list[int], largest: int, places: int | None,
                    tries: int = 8) -> int:
-    """The default capacity: the one of fewest computed neurons (slots x capacity) among the largest run and
-    ``ceil(total / s)`` for s = 1..``tries`` slots and the slot count at the largest run (fewer, wider slots
-    pack a few runs of unequal widths without leaving most of a slot empty); ties go to the smaller capacity
+    """The default capacity: the one of fewest computed neurons (slots x capacity) among the largest run's size
+    and ``ceil(total / s)`` for s = 1 .. min(``tries``, the slot count at the largest run's size) (fewer, wider
+    slots pack a few runs of unequal widths without leaving most of a slot empty); ties go to the smaller capacity
     (more slots to vmap over)."""
     def computed(c: int) -> int:
         return c * sum(len(_first_fit(ids, sizes, c, places)) for ids in keys)
