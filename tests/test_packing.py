@@ -145,20 +145,27 @@ def test_the_readout_keeps_a_non_finite_run_to_itself():
 @pytest.mark.parametrize("kind,classes", [("binary", 1), ("multiclass", 3)])
 def test_packed_init_and_readout_are_each_runs_own_bit_for_bit(kind, classes):
     widths = [2, 5, 1]
-    sizes = packed_sizes(kind, jnp.asarray(widths), classes)
-    seg = layout(sizes, int(sizes.sum()) + 3)
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in (7, 8, 9)])
-    p = init_two_layer_packed(keys, kind, jnp.asarray(widths), 0.3, seg, D, classes)
-    A = readout_matrix_packed(kind, jnp.asarray(widths), seg, classes)
     outs = 1 if kind == "binary" else classes
+    capacity = int(np.sum(packed_sizes(kind, jnp.asarray(widths), classes))) + 3
+
+    @jax.jit  # one program (eager, every small op compiles on its own)
+    def packed(keys, widths):
+        seg = layout(packed_sizes(kind, widths, classes), capacity)
+        return (init_two_layer_packed(keys, kind, widths, 0.3, seg, D, classes),
+                readout_matrix_packed(kind, widths, seg, classes))
+
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (7, 8, 9)])
+    p, A = packed(keys, jnp.asarray(widths))
+    sizes = packed_sizes(kind, jnp.asarray(widths), classes)
     start = 0
     for k, m in enumerate(widths):
         net = TwoLayerNet(kind=kind, width=m, init_scale=0.3).validate()
-        ref = init_two_layer(keys[k], net, D, classes)
+        ref, ref_A = jax.jit(lambda key, net=net: (init_two_layer(key, net, D, classes),
+                                                   readout_matrix(net, classes)))(keys[k])
         n = int(sizes[k])
         np.testing.assert_array_equal(p["w"][start:start + n], ref["w"])
         np.testing.assert_array_equal(p["b"][start:start + n], ref["b"])
-        np.testing.assert_array_equal(A[k * outs:(k + 1) * outs, start:start + n], readout_matrix(net, classes))
+        np.testing.assert_array_equal(A[k * outs:(k + 1) * outs, start:start + n], ref_A)
         assert not np.any(np.asarray(A[k * outs:(k + 1) * outs, :start]))
         assert not np.any(np.asarray(A[k * outs:(k + 1) * outs, start + n:]))
         start += n
@@ -169,11 +176,11 @@ def test_per_run_clipping_is_optax_global_norm_run_by_run():
     seg = layout(jnp.asarray([2, 3, 1]), 7)
     g = {"w": jax.random.normal(jax.random.PRNGKey(0), (7, 4)) * jnp.asarray([1, 1, 9, 9, 9, 0.1, 0])[:, None],
          "b": jnp.arange(7.0)}
-    got, _ = clip_by_run_norm(2.0, seg).update(g, optax.EmptyState())
-    clip = optax.clip_by_global_norm(2.0)
+    got = jax.jit(lambda g: clip_by_run_norm(2.0, seg).update(g, optax.EmptyState())[0])(g)
+    clip = jax.jit(lambda own: optax.clip_by_global_norm(2.0).update(own, optax.EmptyState())[0])
     for k, (a, b) in enumerate([(0, 2), (2, 5), (5, 6)]):
         own = {n: v[a:b] for n, v in g.items()}
-        want, _ = clip.update(own, clip.init(own))
+        want = clip(own)
         for n in g:
             np.testing.assert_allclose(got[n][a:b], want[n], rtol=1e-6)
     np.testing.assert_array_equal(got["w"][6], g["w"][6])
@@ -248,8 +255,8 @@ def test_bad_packing_is_named_before_anything_compiles():
 @pytest.mark.parametrize("kind,name,clip", [("binary", "gd", math.inf), ("multiclass", "adam", 0.05)])
 def test_packed_runs_equal_separate_runs_float64(x64, kind, name, clip):
     """Widths 1..5 and two seeds on two datasets; Adam with per-run clipping that binds (multi-class)."""
-    cfgs = [cfg(m, seed=s, data_seed=ds, kind=kind, name=name, clip=clip, lr=0.05 if name == "adam" else 0.5)
-            for ds in (0, 1) for m in (1, 2, 3, 5) for s in (0, 1)]
+    cfgs = [cfg(m, seed=s, data_seed=ds, kind=kind, name=name, clip=clip, lr=0.05 if name == "adam" else 0.5,
+                bucket=5) for ds in (0, 1) for m in (1, 2, 3, 5) for s in (0, 1)]  # reference: one padded program
     ref = S.run_sweep(run_one, cfgs, data=data)
     got = run_packed(run_slot, cfgs, PACK, data=data)
     assert len(plan_slots(cfgs, PACK).slots) < len(cfgs)  # runs were packed
@@ -276,6 +283,16 @@ def test_new_widths_in_the_same_slot_shape_do_not_recompile_and_a_rerun_reloads(
         np.testing.assert_allclose(x["loss"], y["loss"], rtol=1e-6)
 
 
+def doc_reference(c, data):
+    """The docs block's run alone (unpacked; padded to its bucket: one program for every width)."""
+    params = init_two_layer(jax.random.PRNGKey(c.seed), c.model, 16, 1)
+    A = readout_matrix(c.model, 1)
+    loss = lambda p, x, y: jax.nn.softplus(-y * apply_two_layer(p, x, A)[:, 0])  # noqa: E731
+    _, rec, _ = train(loss, params, data["x"], data["y"], make_optimizer(c.optim), plan=(0, c.steps),
+                      record_fn=lambda p: jnp.mean(loss(p, data["x"], data["y"])))
+    return {"loss": rec}
+
+
 def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     """docs/sweeps.md's packing block, verbatim: 12 runs of widths 2, 8, 32 in 4 full slots; every run equals its
     separate run (the same net, unpacked) and trained."""
@@ -284,22 +301,18 @@ def test_the_sweeps_doc_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ns = run_doc_block("sweeps.md", "### Widths packed on one neuron axis")
     assert len(ns["plan"].slots) == 4 and ns["plan"].fill == 1.0
-    for c, r in zip(ns["grid"], ns["results"], strict=True):
-        data = ns["draw"](c)
-        params = init_two_layer(jax.random.PRNGKey(c.seed), c.model, 16, 1)
-        A = readout_matrix(c.model, 1)
-        loss = lambda p: jax.nn.softplus(-data["y"] * apply_two_layer(p, data["x"], A)[:, 0])  # noqa: E731
-        _, rec, _ = train(lambda p, x, y: loss(p), params, data["x"], data["y"], make_optimizer(c.optim),
-                          plan=(0, c.steps), record_fn=lambda p: jnp.mean(loss(p)))
-        np.testing.assert_allclose(r["loss"], rec, rtol=1e-5)
+    padded = [dataclasses.replace(c, model=dataclasses.replace(c.model, bucket=32)) for c in ns["grid"]]
+    ref = S.run_sweep(doc_reference, padded, data=ns["draw"])
+    for r, want in zip(ns["results"], ref, strict=True):
+        np.testing.assert_allclose(r["loss"], want["loss"], rtol=1e-5)
         assert r["loss"][-1] < 0.75 * r["loss"][0]  # trained
 
 
 def test_mini_batch_runs_that_share_their_batches_pack(x64):
-    """SGD (b = 8 of 24, epoch sampling) with the batches drawn from the data seed: the weighted per-run objective
-    of the packed trainer (a last partial batch: 24 = 3 x 8, so also full batches) equals the separate runs."""
-    cfgs = [cfg(m, seed=s, name="sgd", batch=8, lr=0.3) for m in (1, 3) for s in (0, 1)]
-    cfgs += [cfg(2, seed=0, name="sgd", batch=7, lr=0.3)]  # 24 = 3 x 7 + 3: a partial last batch, its own slot
+    """SGD (b = 7 of 24, epoch sampling) with the batches drawn from the data seed: the weighted per-run objective
+    of the packed trainer (full batches and a partial last one) equals the separate runs."""
+    # 24 = 3 x 7 + 3: three full batches and a partial last one per epoch
+    cfgs = [cfg(m, seed=s, name="sgd", batch=7, lr=0.3, bucket=3) for m in (1, 3, 2) for s in (0, 1)]
     ref = S.run_sweep(run_one, cfgs, data=data)
     got = run_packed(run_slot, cfgs, PACK, data=data)
     for r, g in zip(ref, got, strict=True):
@@ -311,7 +324,8 @@ def test_a_diverging_run_is_marked_alone_end_to_end():
     """A packed float field (the init scale): the run initialised at 1e38 overflows at its first step; it alone is
     marked diverged (its outputs NaN), its slot-mates equal their separate runs."""
     pack = dataclasses.replace(PACK, fields=("model.width", "seed", "model.init_scale"))
-    cfgs = [cfg(2, seed=0), cfg(3, seed=1, scale=1e38), cfg(1, seed=2), cfg(2, seed=3, scale=0.1)]
+    cfgs = [cfg(2, seed=0, bucket=3), cfg(3, seed=1, scale=1e38, bucket=3), cfg(1, seed=2, bucket=3),
+            cfg(2, seed=3, scale=0.1, bucket=3)]
     plan = plan_slots(cfgs, pack)
     assert any(1 in m and len(m) > 1 for m in plan.members)  # the diverging run shares its slot
     ref = S.run_sweep(run_one, cfgs, data=data)
