@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import require, static_key, traced, traced_values, with_values
+from .config import _walk, require, static_key, traced, traced_values, with_values
 from .segments import Segments, layout
 from .sweep import _mark_diverged, data_fields, run_sweep
 
@@ -73,12 +73,14 @@ def _values_class(names: tuple[str, ...], kinds: tuple[str, ...]) -> type:
 @dataclasses.dataclass(frozen=True)
 class Slot:
     """One slot: ``run`` (its first run's config with the ``ignore`` fields set to None; read only the fields
-    that are NOT packed), ``capacity`` and ``places`` (static), ``sizes`` ``(places,)`` neurons per run (0: an empty
-    place) and ``values`` (the packed fields, one ``(places,)`` tuple each)."""
+    that are NOT packed: :func:`run_packed` refuses a ``run_slot`` that reads a packed one there), ``capacity``,
+    ``places`` and ``packing`` (static), ``sizes`` ``(places,)`` neurons per run (0: an empty place) and
+    ``values`` (the packed fields, one ``(places,)`` tuple each)."""
 
     run: Any
     capacity: int
     places: int
+    packing: tuple = ()  # static: ((packed field, "int" | "float"), ...): other packed fields, another program
     sizes: tuple[int, ...] = traced(())
     values: Any = None
 
@@ -115,8 +117,10 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
         tv = traced_values(c)
         for f in pack.fields:
             require(f in tv, "pack.fields", f"traced fields of the configs ({sorted(tv)})", f)
+        leaves = {path for path, _, _ in _walk(c)}
         for f in pack.ignore:
-            require(f not in tv, "pack.ignore", "static fields (not traced)", f)
+            require(f in leaves and f not in tv, "pack.ignore", "dotted paths of static leaf fields of the configs",
+                    f)
         groups.setdefault(static_key(with_values(c, {p: None for p in pack.ignore})), []).append(i)
     sizes = []
     for i, c in enumerate(configs):
@@ -143,11 +147,15 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
                       else "float" for f in names)
         cls = _values_class(names, kinds)
         fixed = {p: None for p in pack.ignore}  # moot in a slot; one value for every sweep (one program)
+        cast = {"int": int, "float": float}
         for b in bins:
             pad = places - len(b)
             vals = [traced_values(configs[i]) for i in b]
-            values = cls(**{n.replace(".", "__"): tuple(v[n] for v in vals) + (vals[-1][n],) * pad for n in names})
+            # a float field holding an int (init_scale=1) is stacked as a float like its group's others
+            values = cls(**{n.replace(".", "__"): tuple(cast[k](v[n]) for v in vals + [vals[-1]] * pad)
+                            for n, k in zip(names, kinds, strict=True)})
             slots.append(Slot(run=with_values(configs[b[0]], fixed), capacity=capacity, places=places,
+                              packing=tuple(zip(names, kinds, strict=True)),
                               sizes=tuple(sizes[i] for i in b) + (0,) * pad, values=values))
             members.append(tuple(b))
             used += sum(sizes[i] for i in b)
@@ -245,6 +253,12 @@ def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Calla
             read = set(data_fields(data, configs[i])) & set(pack.fields)
             require(not read, "pack.fields", f"fields data(cfg) does not read (it reads {sorted(read)}: runs of one "
                     "slot share one data draw)", pack.fields)
+    checked = set()
+    for slot in plan.slots:
+        key = static_key(slot)
+        if key not in checked:
+            checked.add(key)
+            _check_reads(run_slot, data, slot)
     out = run_sweep(_slot_fn(run_slot), plan.slots,
                     data=None if data is None else _slot_data(data), **sweep_kwargs)
     results: list[dict | None] = [None] * len(configs)
@@ -256,6 +270,29 @@ def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Calla
             row = _mark_diverged({k: v[place:place + 1] for k, v in flat.items()})
             results[i] = _nest({k: v[0] for k, v in row.items()})
     return results
+
+
+_READS_OK: set = set()
+
+
+def _check_reads(run_slot: Callable, data: Callable | None, slot: Slot) -> None:
+    """Refuse a ``run_slot`` that reads a packed field from ``slot.run`` (where it holds the slot's first run's
+    value, so every run would silently get it): read off its traced program, as :func:`fa_jax.sweep.data_fields`
+    reads a data stage's fields. Once per (run_slot, data, program) in a process."""
+    key = (run_slot, data, static_key(slot))
+    if key in _READS_OK:
+        return
+
+    def whole(s):
+        return run_slot(s) if data is None else run_slot(s, data=data(s.run))
+
+    whole.__qualname__ = f"run_slot {getattr(run_slot, '__qualname__', repr(run_slot))}"
+    read = set(data_fields(whole, slot))
+    bad = [name for name, _ in slot.packing if f"run.{name}" in read]
+    require(not bad, "run_slot", "a function that reads packed fields with slot.packed(name) (slot.run holds the "
+            f"slot's first run's value of them; it reads slot.run.{bad[0] if bad else ''})",
+            getattr(run_slot, "__qualname__", run_slot))
+    _READS_OK.add(key)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -14,7 +14,8 @@ run's own gradient: packed training equals separate training up to float reassoc
 be done per segment: a global gradient norm (:func:`segment_sum` of squares), a divergence guard
 (:func:`fa_jax.trainer.train` with ``segments``), and the read-out of per-run outputs from all neurons at once
 (:func:`readout`: a dense ``(neurons x outputs)`` matmul would turn one run's inf into every run's NaN through
-``inf * 0``). The slots themselves are planned and run by :mod:`fa_jax.packing`.
+``inf * 0``; packed, a run whose activations overflow is marked diverged at that step, see :func:`readout`).
+The slots themselves are planned and run by :mod:`fa_jax.packing`.
 """
 from __future__ import annotations
 
@@ -49,8 +50,14 @@ def layout(sizes, capacity: int) -> Segments:
 
 
 def segment_sum(values: jax.Array, seg: Segments) -> jax.Array:
-    """``(runs, ...)`` sums over each run's neurons of ``values (neurons, ...)`` (unused neurons dropped)."""
-    return jax.ops.segment_sum(values, seg.run_of, num_segments=seg.runs + 1)[: seg.runs]
+    """``(runs, ...)`` sums over each run's neurons of ``values (neurons, ...)`` (unused neurons dropped).
+
+    A masked reduction over a ``(runs, neurons, ...)`` select, not a scatter-add: a reduction is deterministic on
+    every backend (a float scatter-add on a GPU is not), and a select keeps one run's NaN out of the others' sums
+    (a 0/1 membership matmul would not: NaN * 0). Meant for per-neuron vectors (``runs x neurons`` elements)."""
+    mask = (seg.run_of[None, :] == jnp.arange(seg.runs, dtype=jnp.int32)[:, None])
+    mask = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
+    return jnp.sum(jnp.where(mask, values[None], jnp.zeros((), values.dtype)), axis=1)
 
 
 def per_neuron(values: jax.Array, seg: Segments, fill=0) -> jax.Array:
@@ -106,19 +113,25 @@ def membership(seg: Segments, dtype=jnp.float32) -> jax.Array:
 def _readout(h, A, member, outputs: int):
     finite = jnp.isfinite(h)
     out = jnp.where(finite, h, 0) @ A.T  # (samples, runs * outputs): other runs' neurons enter as exact zeros
-    # a run with a non-finite activation anywhere (its loss is non-finite: it has diverged) gets NaN outputs
+    # a run with a non-finite activation anywhere gets NaN outputs: it diverges (readout's docstring)
     bad_run = (member @ (~jnp.all(finite, axis=0)).astype(member.dtype)) > 0  # (runs,)
     return jnp.where(jnp.repeat(bad_run, outputs)[None, :], jnp.nan, out)
 
 
 def _readout_fwd(h, A, member, outputs):
-    return _readout(h, A, member, outputs), A
+    return _readout(h, A, member, outputs), (A, member)
 
 
-def _readout_bwd(outputs, A, g):
-    # a diverged run's non-finite cotangent must not reach other runs' neurons (NaN * 0); the run itself is
-    # frozen by the trainer's guard (its loss is not finite), whatever gradient it gets
-    return jnp.where(jnp.isfinite(g), g, 0) @ A, jnp.zeros_like(A), None
+def _readout_bwd(outputs, res, g):
+    A, member = res
+    finite = jnp.isfinite(g)
+    # a non-finite cotangent must not reach other runs' neurons (NaN * 0 in the matmul) ...
+    dh = jnp.where(finite, g, 0) @ A
+    # ... but does reach its own run's: NaN on all of them, so the trainer's guard freezes that run, as a NaN
+    # gradient would alone (a finite loss can have one: sqrt at 0)
+    bad_run = ~jnp.all(finite.reshape(g.shape[0], -1, outputs), axis=(0, 2))  # (runs,)
+    bad_neuron = (bad_run.astype(member.dtype) @ member) > 0  # (neurons,)
+    return jnp.where(bad_neuron[None, :], jnp.nan, dh), jnp.zeros_like(A), None
 
 
 _readout.defvjp(_readout_fwd, _readout_bwd)
@@ -126,10 +139,16 @@ _readout.defvjp(_readout_fwd, _readout_bwd)
 
 def readout(h: jax.Array, A: jax.Array, seg: Segments) -> jax.Array:
     """Per-run outputs ``(samples, runs * outputs)`` = ``h A^T`` of activations ``h (samples, neurons)`` through a
-    read-out ``A (runs * outputs, neurons)`` that is zero off each run's own neurons, with runs kept apart: a
-    non-finite activation of run k makes all of run k's outputs NaN and no other run's (a dense matmul would
-    spread it by ``inf * 0``), and in the backward pass a non-finite cotangent is dropped instead of reaching
-    other runs' neurons (its run has diverged and is frozen by :func:`fa_jax.trainer.train`). Equal to
-    ``h @ A.T`` wherever every activation is finite. ``A`` is a constant (its cotangent is zero)."""
+    read-out ``A (runs * outputs, neurons)`` that is zero off each run's own neurons, with runs kept apart (a
+    dense matmul spreads one run's inf to every run by ``inf * 0``). Equal to ``h @ A.T`` wherever every
+    activation is finite.
+
+    * A non-finite activation of run k makes all of run k's outputs NaN and no other run's: packed, a run whose
+      activations overflow diverges at that step (:func:`fa_jax.trainer.train` freezes it), also where its
+      separate run's dense read-out could keep a finite loss (an activation of +inf on the right side:
+      ``softplus(-inf) = 0``). Stricter than the separate run only there.
+    * Backward, a non-finite cotangent of run k (its loss, or its loss's gradient, is not finite) makes the
+      gradient of all of run k's neurons NaN and leaves every other run's exact: run k diverges, as alone.
+    ``A`` is a constant (its cotangent is zero)."""
     outputs = A.shape[0] // seg.runs
     return _readout(h, A, membership(seg, h.dtype), outputs)

@@ -140,6 +140,13 @@ def test_the_readout_keeps_a_non_finite_run_to_itself():
     assert np.all(np.isfinite(g[:, others]))
     dense = jax.grad(lambda h: jnp.sum(jax.nn.softplus(h @ A.T)))(bad)
     assert not np.all(np.isfinite(dense[:, others]))
+    # finite activations, a NaN cotangent of run 1 only (a finite loss with a NaN gradient, e.g. sqrt at 0):
+    # run 1's neurons get NaN (it diverges, as alone), the others exactly their gradient
+    _, vjp = jax.vjp(lambda h: readout(h, A, seg), h)
+    ct = jnp.ones((4, 6)).at[0, 2].set(jnp.nan)
+    (dh,) = vjp(ct)
+    assert np.all(np.isnan(dh[:, 2:5]))
+    np.testing.assert_array_equal(dh[:, others], (jnp.ones((4, 6)).at[:, 2:4].set(0) @ A)[:, others])
 
 
 @pytest.mark.parametrize("kind,classes", [("binary", 1), ("multiclass", 3)])
@@ -174,8 +181,9 @@ def test_packed_init_and_readout_are_each_runs_own_bit_for_bit(kind, classes):
 
 def test_per_run_clipping_is_optax_global_norm_run_by_run():
     seg = layout(jnp.asarray([2, 3, 1]), 7)
+    # run 0 above the limit, run 1 far above, run 2 below it (left unchanged); neuron 6 is unused
     g = {"w": jax.random.normal(jax.random.PRNGKey(0), (7, 4)) * jnp.asarray([1, 1, 9, 9, 9, 0.1, 0])[:, None],
-         "b": jnp.arange(7.0)}
+         "b": jnp.arange(7.0) * jnp.asarray([1, 1, 1, 1, 1, 0.01, 1])}
     got = jax.jit(lambda g: clip_by_run_norm(2.0, seg).update(g, optax.EmptyState())[0])(g)
     clip = jax.jit(lambda own: optax.clip_by_global_norm(2.0).update(own, optax.EmptyState())[0])
     for k, (a, b) in enumerate([(0, 2), (2, 5), (5, 6)]):
@@ -183,7 +191,10 @@ def test_per_run_clipping_is_optax_global_norm_run_by_run():
         want = clip(own)
         for n in g:
             np.testing.assert_allclose(got[n][a:b], want[n], rtol=1e-6)
-    np.testing.assert_array_equal(got["w"][6], g["w"][6])
+    norms = [float(jnp.sqrt(sum(jnp.sum(v[a:b] ** 2) for v in g.values()))) for a, b in [(0, 2), (2, 5), (5, 6)]]
+    assert norms[0] > 2 and norms[1] > 2 and norms[2] < 2  # both branches of the clip are exercised
+    np.testing.assert_array_equal(got["b"][5], g["b"][5])
+    np.testing.assert_array_equal(got["b"][6], g["b"][6])  # the unused neuron is left alone
 
 
 # ----------------------------------------------------------------------------- the packed trainer
@@ -241,6 +252,7 @@ def test_the_default_capacity_computes_the_fewest_neurons():
 
 def test_bad_packing_is_named_before_anything_compiles():
     cfgs = [cfg(1), cfg(4)]
+    traces = S.STATS.traces
     with pytest.raises(ConfigError, match="pack.capacity"):
         plan_slots(cfgs, dataclasses.replace(PACK, capacity=4))
     with pytest.raises(ConfigError, match="pack.fields"):
@@ -249,6 +261,19 @@ def test_bad_packing_is_named_before_anything_compiles():
         plan_slots(cfgs, dataclasses.replace(PACK, ignore=("seed",)))
     with pytest.raises(ConfigError, match="pack.fields"):  # the data stage reads data_seed: not packable
         run_packed(run_slot, cfgs, dataclasses.replace(PACK, fields=("model.width", "data_seed")), data=data)
+    with pytest.raises(ConfigError, match="pack.ignore"):  # a typo, and a non-leaf path
+        plan_slots(cfgs, dataclasses.replace(PACK, ignore=("model.buckett",)))
+    with pytest.raises(ConfigError, match="pack.ignore"):
+        plan_slots(cfgs, dataclasses.replace(PACK, ignore=("model",)))
+    with pytest.raises(ConfigError, match="run_slot.*slot.run.model.width"):  # the first run's width for all
+        run_packed(run_slot_reading_run_width, cfgs, PACK, data=data)
+    assert S.STATS.traces == traces
+
+
+def run_slot_reading_run_width(slot, data: dict) -> dict:
+    """A mistake run_packed refuses: the width read from slot.run (the slot's first run's) instead of packed."""
+    out = run_slot(slot, data)
+    return {**out, "width": slot.run.model.width * jnp.ones((slot.places,))}
 
 
 # ----------------------------------------------------------------------------- packed == separate
@@ -360,3 +385,19 @@ def test_two_devices_split_the_slots():
     cfgs = [cfg(m, seed=s, data_seed=ds) for ds in (0, 1) for m in (1, 2, 4) for s in (0, 1, 2)]
     one = run_packed(run_slot, cfgs, PACK, data=data, devices=jax.local_devices()[:1])
     np.testing.assert_allclose(np.asarray(doc["loss"]), np.stack([r["loss"] for r in one]), rtol=1e-5)
+
+
+def test_other_packed_fields_are_another_program_and_a_float_field_stays_float():
+    """Packing the init scale too (a float field; one run's is the int 1) is another program, not the cached one
+    of the same shapes and slot count (the packed fields are part of a slot's static key); the int 1 is stacked
+    as a float; both equal the separate runs."""
+    same = [cfg(2, seed=0, bucket=2), cfg(1, seed=1, bucket=2), cfg(2, seed=2, bucket=2)]
+    mixed = [cfg(2, seed=0, bucket=2), cfg(1, seed=1, scale=1, bucket=2), cfg(2, seed=2, scale=0.1, bucket=2)]
+    base_pack = dataclasses.replace(PACK, capacity=10, places=3)
+    pack = dataclasses.replace(base_pack, fields=("model.width", "seed", "model.init_scale"))
+    assert len(plan_slots(same, base_pack).slots) == len(plan_slots(mixed, pack).slots) == 1
+    assert all(isinstance(v, float) for v in plan_slots(mixed, pack).slots[0].values.model__init_scale)
+    for cfgs, p in ((same, base_pack), (mixed, pack)):  # one slot each: equal shapes, other packed fields
+        got = run_packed(run_slot, cfgs, p, data=data)
+        for r, g in zip(S.run_sweep(run_one, cfgs, data=data), got, strict=True):
+            np.testing.assert_allclose(g["loss"], r["loss"], rtol=1e-5)
