@@ -401,3 +401,16 @@ def test_other_packed_fields_are_another_program_and_a_float_field_stays_float()
         got = run_packed(run_slot, cfgs, p, data=data)
         for r, g in zip(S.run_sweep(run_one, cfgs, data=data), got, strict=True):
             np.testing.assert_allclose(g["loss"], r["loss"], rtol=1e-5)
+
+
+def test_the_cpu_default_chunk_holds_a_bounded_number_of_neurons():
+    """On CPU run_packed caps a chunk at CPU_CHUNK_NEURONS packed neurons per device (unless max_chunk is given):
+    slots of 8 neurons -> 512 per chunk on one device, 1 024 on two; a slot wider than the budget still runs."""
+    from fa_jax.packing import CPU_CHUNK_NEURONS, default_max_chunk
+
+    cpu = jax.local_devices()[:1]
+    plan = plan_slots([cfg(4, seed=s) for s in range(3)], PACK)
+    assert plan.slots[0].capacity == 8 and default_max_chunk(plan, cpu) == CPU_CHUNK_NEURONS // 8
+    assert default_max_chunk(plan, cpu * 2) == 2 * (CPU_CHUNK_NEURONS // 8)
+    wide = plan_slots([cfg(4, seed=0)], dataclasses.replace(PACK, capacity=CPU_CHUNK_NEURONS + 1))
+    assert default_max_chunk(wide, cpu) == 1
