@@ -35,7 +35,7 @@ import numpy as np
 
 from .config import _walk, require, static_key, traced, traced_values, with_values
 from .segments import Segments, layout
-from .sweep import _mark_diverged, data_fields, run_sweep
+from .sweep import _flatten, _mark_diverged, _unflatten, data_fields, run_sweep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,9 +114,9 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
     pack = pack.validate()
     if not configs:
         return PackPlan([], [], 1.0)
+    tvs = [traced_values(c) for c in configs]
     groups: dict[str, list[int]] = {}
-    for i, c in enumerate(configs):
-        tv = traced_values(c)
+    for i, (c, tv) in enumerate(zip(configs, tvs, strict=True)):
         for f in pack.fields:
             require(f in tv, "pack.fields", f"traced fields of the configs ({sorted(tv)})", f)
         leaves = {path for path, _, _ in _walk(c)}
@@ -137,7 +137,7 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
                 capacity)
         keys: dict[tuple, list[int]] = {}
         for i in idx:
-            rest = tuple(sorted((p, v) for p, v in traced_values(configs[i]).items() if p not in pack.fields))
+            rest = tuple(sorted((p, v) for p, v in tvs[i].items() if p not in pack.fields))
             keys.setdefault(rest, []).append(i)
         if pack.capacity is None:
             capacity = _best_capacity(list(keys.values()), sizes, capacity, pack.places)
@@ -145,14 +145,14 @@ def plan_slots(configs: Sequence, pack: Pack) -> PackPlan:
         bins.sort(key=lambda b: b[0])
         places = pack.places if pack.places is not None else max(len(b) for b in bins)
         names = pack.fields
-        kinds = tuple("int" if all(isinstance(traced_values(configs[i])[f], (int, np.integer)) for i in idx)
+        kinds = tuple("int" if all(isinstance(tvs[i][f], (int, np.integer)) for i in idx)
                       else "float" for f in names)
         cls = _values_class(names, kinds)
         fixed = {p: None for p in pack.ignore}  # moot in a slot; one value for every sweep (one program)
         cast = {"int": int, "float": float}
         for b in bins:
             pad = places - len(b)
-            vals = [traced_values(configs[i]) for i in b]
+            vals = [tvs[i] for i in b]
             # a float field holding an int (init_scale=1) is stacked as a float like its group's others
             values = cls(**{n.replace(".", "__"): tuple(cast[k](v[n]) for v in vals + [vals[-1]] * pad)
                             for n, k in zip(names, kinds, strict=True)})
@@ -203,38 +203,29 @@ def _best_capacity(keys: list[list[int]], sizes: list[int], largest: int, places
     return min(sorted(cands), key=computed)
 
 
-_WRAPPED: dict = {}
-
-
+@functools.cache
 def _slot_fn(run_slot: Callable) -> Callable:
-    """The engine's run function for slots (one object per ``run_slot``: the engine caches programs by it).
-    Outputs are renamed under ``packed/`` and a slot-level ``diverged = False`` added, so the engine never marks
-    a whole slot; runs are marked one by one after unpacking."""
-    key = run_slot
-    if key not in _WRAPPED:
-        import jax.numpy as jnp
+    """The engine's run function for slots (one object per ``run_slot``, cached: the engine caches programs by
+    it). Outputs are nested under ``packed`` and a slot-level ``diverged = False`` added, so the engine never
+    marks a whole slot; runs are marked one by one after unpacking."""
+    import jax.numpy as jnp
 
-        def fn(slot, *arrays, **kw):
-            out = run_slot(slot, *arrays, **kw)
-            return {"diverged": jnp.asarray(False), **{f"packed/{k}": v for k, v in out.items()}}
+    def fn(slot, *arrays, **kw):
+        return {"diverged": jnp.asarray(False), "packed": run_slot(slot, *arrays, **kw)}
 
-        fn.__qualname__ = fn.__name__ = f"packed[{getattr(run_slot, '__qualname__', repr(run_slot))}]"
-        fn.__module__ = getattr(run_slot, "__module__", __name__)
-        _WRAPPED[key] = fn
-    return _WRAPPED[key]
+    fn.__qualname__ = fn.__name__ = f"packed[{getattr(run_slot, '__qualname__', repr(run_slot))}]"
+    fn.__module__ = getattr(run_slot, "__module__", __name__)
+    return fn
 
 
-_DATA: dict = {}
-
-
+@functools.cache
 def _slot_data(data: Callable) -> Callable:
-    if data not in _DATA:
-        def fn(slot):
-            return data(slot.run)
+    """The data stage of slots: ``data(slot.run)`` (one object per ``data``, cached as :func:`_slot_fn`)."""
+    def fn(slot):
+        return data(slot.run)
 
-        fn.__qualname__ = fn.__name__ = f"packed[{getattr(data, '__qualname__', repr(data))}]"
-        _DATA[data] = fn
-    return _DATA[data]
+    fn.__qualname__ = fn.__name__ = f"packed[{getattr(data, '__qualname__', repr(data))}]"
+    return fn
 
 
 def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Callable | None = None,
@@ -243,24 +234,13 @@ def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Calla
     :func:`fa_jax.sweep.run_sweep` returns them (``None`` for runs of another process's chunks).
 
     ``run_slot(slot) -> {name: (places, ...)}`` (``run_slot(slot, data=...)`` with ``data``; the data stage is
-    ``data(slot.run)``, so ``data`` must not read a packed field: a ValueError names it). ``sweep_kwargs`` go to
+    ``data(slot.run)``, so ``data`` must not read a packed field: a ConfigError names it, as it names a
+    ``run_slot`` that reads one from ``slot.run``; both read off their traced programs before anything compiles). ``sweep_kwargs`` go to
     :func:`run_sweep` (``out_dir``, ``chunk_size``, ``devices``, ``precision``, ...; not ``shared``)."""
     require("shared" not in sweep_kwargs, "shared", "not supported by run_packed (use data=)", "given")
     plan = plan_slots(configs, pack)
-    if data is not None:
-        first: dict[str, int] = {}  # one traced data stage per static group
-        for m in plan.members:
-            first.setdefault(static_key(configs[m[0]]), m[0])
-        for i in first.values():
-            read = set(data_fields(data, configs[i])) & set(pack.fields)
-            require(not read, "pack.fields", f"fields data(cfg) does not read (it reads {sorted(read)}: runs of one "
-                    "slot share one data draw)", pack.fields)
-    checked = set()
-    for slot in plan.slots:
-        key = static_key(slot)
-        if key not in checked:
-            checked.add(key)
-            _check_reads(run_slot, data, slot)
+    for slot in {static_key(s): s for s in plan.slots}.values():  # one check per program
+        _check_reads(run_slot, data, slot)
     kwargs = dict(sweep_kwargs)
     if "max_chunk" not in kwargs and "plans" not in kwargs and plan.slots:
         kwargs["max_chunk"] = default_max_chunk(plan, kwargs.get("devices"))
@@ -269,10 +249,10 @@ def run_packed(run_slot: Callable, configs: Sequence, pack: Pack, *, data: Calla
     for s, idx in enumerate(plan.members):
         if out[s] is None:
             continue
-        flat = {k[len("packed/"):]: np.asarray(v) for k, v in _flat(out[s]).items() if k.startswith("packed/")}
+        flat = {k: np.asarray(v) for k, v in _flatten(out[s]["packed"]).items()}
         for place, i in enumerate(idx):
             row = _mark_diverged({k: v[place:place + 1] for k, v in flat.items()})
-            results[i] = _nest({k: v[0] for k, v in row.items()})
+            results[i] = _unflatten({k: v[0] for k, v in row.items()})
     return results
 
 
@@ -298,41 +278,25 @@ _READS_OK: set = set()
 
 
 def _check_reads(run_slot: Callable, data: Callable | None, slot: Slot) -> None:
-    """Refuse a ``run_slot`` that reads a packed field from ``slot.run`` (where it holds the slot's first run's
-    value, so every run would silently get it): read off its traced program, as :func:`fa_jax.sweep.data_fields`
-    reads a data stage's fields. Once per (run_slot, data, program) in a process."""
+    """Refuse, read off the traced programs (as :func:`fa_jax.sweep.data_fields` reads a data stage's fields), a
+    ``data`` that reads a packed field (the runs of a slot share one draw, from ``slot.run``) and a ``run_slot``
+    that reads one from ``slot.run`` (where it holds the slot's first run's value, so every run would silently
+    get it). Once per (run_slot, data, program) in a process."""
     key = (run_slot, data, static_key(slot))
     if key in _READS_OK:
         return
+    packed = [f"run.{name}" for name, _ in slot.packing]
+    if data is not None:
+        read = sorted(p[len("run."):] for p in set(data_fields(_slot_data(data), slot)) & set(packed))
+        require(not read, "pack.fields", f"fields data(cfg) does not read (it reads {read}: runs of one slot share "
+                "one data draw)", tuple(name for name, _ in slot.packing))
 
     def whole(s):
-        return run_slot(s) if data is None else run_slot(s, data=data(s.run))
+        return run_slot(s) if data is None else run_slot(s, data=_slot_data(data)(s))
 
     whole.__qualname__ = f"run_slot {getattr(run_slot, '__qualname__', repr(run_slot))}"
-    read = set(data_fields(whole, slot))
-    bad = [name for name, _ in slot.packing if f"run.{name}" in read]
+    bad = [p for p in packed if p in set(data_fields(whole, slot))]
     require(not bad, "run_slot", "a function that reads packed fields with slot.packed(name) (slot.run holds the "
-            f"slot's first run's value of them; it reads slot.run.{bad[0] if bad else ''})",
+            f"slot's first run's value of them; it reads slot.{bad[0] if bad else ''})",
             getattr(run_slot, "__qualname__", run_slot))
     _READS_OK.add(key)
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for k, v in flat.items():
-        parts = k.split("/")
-        d = out
-        for p in parts[:-1]:
-            d = d.setdefault(p, {})
-        d[parts[-1]] = v
-    return out
