@@ -159,10 +159,6 @@ def train(
         (_, per), g = jax.value_and_grad(packed_objective, has_aux=True)(*args)
         return per, g
 
-    def finite(tree) -> jax.Array:
-        leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]
-        return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
     epochwise = batch_size is not None and sampling == "epoch"
     nb = math.ceil(n / batch_size) if batch_size is not None else 1
 
@@ -183,16 +179,19 @@ def train(
             loss, g = vg(p, x[idx], y[idx], wb)
         return loss, g, perm
 
-    def packed_step(t, carry):
-        p, s, bad_at, perm = carry
-        loss, g, perm = grad_at(t, p, perm)
-        updates, s_new = optimizer.update(g, s, p)
-        p_new = optax.apply_updates(p, updates)
-        # per run: a non-finite run freezes alone (its neurons keep their last finite values)
-        ok = jnp.isfinite(loss) & seg_ops.finite_by_run(p_new, segments) & (bad_at < 0)
-        bad_at = jnp.where(ok | (bad_at >= 0), bad_at, t).astype(jnp.int32)
-        return (seg_ops.keep_by_run(ok, p_new, p, segments), seg_ops.keep_by_run(ok, s_new, s, segments),
-                bad_at, perm)
+    if segments is None:
+        def finite_now(tree):  # () bool
+            leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]
+            return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+        def keep(ok, new, old):
+            return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    else:  # per run: a non-finite run freezes alone (its neurons keep their last finite values)
+        def finite_now(tree):  # (runs,) bool
+            return seg_ops.finite_by_run(tree, segments)
+
+        def keep(ok, new, old):
+            return seg_ops.keep_by_run(ok, new, old, segments)
 
     def step(t, carry):
         p, s, bad_at, perm = carry
@@ -201,22 +200,23 @@ def train(
         p_new = optax.apply_updates(p, updates)
         # A non-finite loss or update freezes the run at its last finite state (so it cannot poison anything
         # vmapped beside it) and remembers the step; the other runs of a batch are untouched.
-        ok = jnp.isfinite(loss) & finite(p_new) & (bad_at < 0)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+        ok = jnp.isfinite(loss) & finite_now(p_new) & (bad_at < 0)
         bad_at = jnp.where(ok | (bad_at >= 0), bad_at, t).astype(jnp.int32)
-        return keep(p_new, p), keep(s_new, s), bad_at, perm
+        return keep(ok, p_new, p), keep(ok, s_new, s), bad_at, perm
 
     def masked(rec, bad_at):
-        if segments is not None:  # bad_at (runs,) against the records' leading runs axis
-            return jax.tree.map(lambda a: jnp.where((bad_at >= 0).reshape((-1,) + (1,) * (a.ndim - 1)), jnp.nan, a)
-                                if jnp.issubdtype(a.dtype, jnp.floating) else a, rec)
-        return jax.tree.map(
-            lambda a: jnp.where(bad_at >= 0, jnp.nan, a) if jnp.issubdtype(a.dtype, jnp.floating) else a, rec)
+        def one(a):
+            if not jnp.issubdtype(a.dtype, jnp.floating):
+                return a
+            bad = bad_at >= 0
+            if segments is not None:  # bad_at (runs,) against the records' leading runs axis
+                bad = bad.reshape((-1,) + (1,) * (a.ndim - 1))
+            return jnp.where(bad, jnp.nan, a)
 
-    body = step if segments is None else packed_step
+        return jax.tree.map(one, rec)
 
     def segment(carry, bounds):
-        carry = lax.fori_loop(bounds[0], bounds[1], body, carry)
+        carry = lax.fori_loop(bounds[0], bounds[1], step, carry)
         progress.report(bounds[1], plan[-1])  # one host callback per segment for the whole vmapped batch
         return carry, masked(record_fn(carry[0]), carry[2])
 
