@@ -62,17 +62,19 @@ def n_groups(cfg: TwoLayerNet, n_classes: int) -> int:
     return 2 if cfg.kind == "binary" else n_classes
 
 
+def _neuron_draw(key: jax.Array, gidx, r, d: int, dtype):
+    """Neuron r of group ``gidx``: ``(w (d,), b ())`` iid N(0, 1) from ``fold_in(fold_in(key, gidx), r)`` (the
+    same numbers whatever the bucket or the packing around it)."""
+    kn = jax.random.fold_in(jax.random.fold_in(key, gidx), r)
+    kw, kb = jax.random.split(kn)
+    return jax.random.normal(kw, (d,), dtype), jax.random.normal(kb, (), dtype)
+
+
 def init_two_layer(key: jax.Array, cfg: TwoLayerNet, d: int, n_classes: int, dtype=jnp.float32) -> dict:
     """Params ``{"w": (neurons, d), "b": (neurons,)}`` (``b`` only if ``cfg.bias``), iid N(0, init_scale^2)."""
     groups, bucket = n_groups(cfg, n_classes), cfg.padded
-
-    def one(gidx, r):
-        kn = jax.random.fold_in(jax.random.fold_in(key, gidx), r)
-        kw, kb = jax.random.split(kn)
-        return jax.random.normal(kw, (d,), dtype), jax.random.normal(kb, (), dtype)
-
     gi, ri = jnp.meshgrid(jnp.arange(groups), jnp.arange(bucket), indexing="ij")
-    w, b = jax.vmap(one)(gi.ravel(), ri.ravel())
+    w, b = jax.vmap(lambda gidx, r: _neuron_draw(key, gidx, r, d, dtype))(gi.ravel(), ri.ravel())
     params = {"w": cfg.init_scale * w}
     if cfg.bias:
         params["b"] = cfg.init_scale * b
@@ -146,13 +148,7 @@ def init_two_layer_packed(keys: jax.Array, kind: str, widths, init_scale, seg: S
     ``(runs,)``); unused neurons are 0. ``keys (runs, 2)``."""
     del kind, n_classes  # the layout is in ``seg`` (sizes from :func:`packed_sizes`)
     run, grp, r, live = _packed_coords(widths, seg)
-
-    def one(k, gidx, ri):
-        kn = jax.random.fold_in(jax.random.fold_in(k, gidx), ri)
-        kw, kb = jax.random.split(kn)
-        return jax.random.normal(kw, (d,), dtype), jax.random.normal(kb, (), dtype)
-
-    w, b = jax.vmap(one)(keys[run], grp, r)
+    w, b = jax.vmap(lambda k, gidx, ri: _neuron_draw(k, gidx, ri, d, dtype))(keys[run], grp, r)
     scale = jnp.asarray(init_scale)
     scale = per_neuron(scale, seg) if scale.ndim else scale
     # the product's dtype as in init_two_layer (float64 under x64 with a float64 scale)
