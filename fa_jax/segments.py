@@ -55,7 +55,7 @@ def segment_sum(values: jax.Array, seg: Segments) -> jax.Array:
     A masked reduction over a ``(runs, neurons, ...)`` select, not a scatter-add: a reduction is deterministic on
     every backend (a float scatter-add on a GPU is not), and a select keeps one run's NaN out of the others' sums
     (a 0/1 membership matmul would not: NaN * 0). Meant for per-neuron vectors (``runs x neurons`` elements)."""
-    mask = (seg.run_of[None, :] == jnp.arange(seg.runs, dtype=jnp.int32)[:, None])
+    mask = membership(seg, bool)
     mask = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
     return jnp.sum(jnp.where(mask, values[None], jnp.zeros((), values.dtype)), axis=1)
 
@@ -105,7 +105,7 @@ def keep_by_run(ok: jax.Array, new, old, seg: Segments):
 
 
 def membership(seg: Segments, dtype=jnp.float32) -> jax.Array:
-    """``(runs, neurons)`` 0/1: ``M[k, j] = 1`` iff neuron j belongs to run k."""
+    """``(runs, neurons)`` 0/1 (or bool): ``M[k, j] = 1`` iff neuron j belongs to run k."""
     return (seg.run_of[None, :] == jnp.arange(seg.runs, dtype=jnp.int32)[:, None]).astype(dtype)
 
 
